@@ -1,0 +1,442 @@
+//! Runs submitted statements on PostgreSQL: one connection per statement (a Data
+//! API call is its own session), transactions as the Data API defines them, COPY
+//! through `redshift-copy`, and PostgreSQL errors worded as Redshift words them.
+
+use crate::faults::Faults;
+use crate::results::{self, ResultSet};
+use crate::statements::{Mode, Registry, Statement, Status};
+use crate::translate;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio_postgres::{Client, NoTls};
+
+/// Redshift's two isolation levels and the PostgreSQL level that behaves alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Isolation {
+    /// Provisioned clusters' default; PostgreSQL SERIALIZABLE.
+    #[default]
+    Serializable,
+    /// Serverless' default; PostgreSQL REPEATABLE READ.
+    Snapshot,
+}
+
+impl Isolation {
+    fn begin(self) -> &'static str {
+        match self {
+            Isolation::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            Isolation::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ",
+        }
+    }
+}
+
+/// Created once per database (under an advisory lock, since several emulators
+/// may share one PostgreSQL): GETDATE(), the query id sequence, load history.
+fn database_setup_sql() -> String {
+    format!(
+        "BEGIN;
+         SELECT pg_advisory_xact_lock(7291540431);
+         CREATE OR REPLACE FUNCTION public.getdate() RETURNS timestamp LANGUAGE sql STABLE
+             AS $getdate$ SELECT date_trunc('second', statement_timestamp() AT TIME ZONE 'UTC') $getdate$;
+         CREATE SEQUENCE IF NOT EXISTS public.rdl_query_id_seq;
+         {history}
+         COMMIT;",
+        history = redshift_copy::HISTORY_DDL
+    )
+}
+
+pub struct Executor {
+    postgres: tokio_postgres::Config,
+    isolation: Isolation,
+    s3: aws_sdk_s3::Client,
+    faults: Arc<Faults>,
+    registry: Arc<Registry>,
+    prepared_databases: tokio::sync::Mutex<HashSet<String>>,
+}
+
+/// A statement that ran to completion.
+struct Done {
+    rows: i64,
+    result: Option<ResultSet>,
+}
+
+impl Executor {
+    pub fn new(
+        postgres: tokio_postgres::Config,
+        isolation: Isolation,
+        s3: aws_sdk_s3::Client,
+        faults: Arc<Faults>,
+        registry: Arc<Registry>,
+    ) -> Executor {
+        Executor {
+            postgres,
+            isolation,
+            s3,
+            faults,
+            registry,
+            prepared_databases: tokio::sync::Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Runs statement `id` to its final status. Never returns an error: every
+    /// failure ends up in the statement's Error.
+    pub async fn run(self: Arc<Self>, id: String) {
+        let Some(statement) = self.registry.update(&id, |s| {
+            s.set_status(Status::Picked);
+            s.clone()
+        }) else {
+            return;
+        };
+        let database = statement.target.database.clone().unwrap_or_default();
+        let client = match self.connect(&database).await {
+            Ok(client) => client,
+            Err(message) => return self.finish_failed(&id, 0, message),
+        };
+        if let Err(message) = self.start(&client, &statement).await {
+            return self.finish_failed(&id, 0, message);
+        }
+        match statement.mode {
+            Mode::Single | Mode::Transaction => self.run_transaction(&client, &id).await,
+            Mode::AutoCommit => self.run_auto_commit(&client, &id).await,
+        }
+        tracing::debug!(statement = %id, "statement done");
+    }
+
+    async fn connect(&self, database: &str) -> Result<Client, String> {
+        let mut config = self.postgres.clone();
+        config.dbname(database);
+        config.application_name("redshift-data-local");
+        if config.get_options().is_none() {
+            // Redshift sessions run in UTC.
+            config.options("-c TimeZone=UTC");
+        }
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| postgres_error_text(&e, 0))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        self.prepare_database(&client, database).await?;
+        Ok(client)
+    }
+
+    async fn prepare_database(&self, client: &Client, database: &str) -> Result<(), String> {
+        let mut prepared = self.prepared_databases.lock().await;
+        if prepared.contains(database) {
+            return Ok(());
+        }
+        client
+            .batch_execute(&database_setup_sql())
+            .await
+            .map_err(|e| {
+                format!(
+                    "redshift-data-local could not prepare database \"{database}\": {}",
+                    postgres_error_text(&e, 0)
+                )
+            })?;
+        prepared.insert(database.to_string());
+        Ok(())
+    }
+
+    /// Reserves query ids and records the backend pid. Runs before BEGIN, so
+    /// nothing touches the transaction before the caller's first statement.
+    async fn start(&self, client: &Client, statement: &Statement) -> Result<(), String> {
+        let count = i32::try_from(statement.subs.len()).unwrap_or(i32::MAX);
+        let row = client
+            .query_one(
+                "SELECT pg_backend_pid(), ARRAY(SELECT nextval('public.rdl_query_id_seq') FROM generate_series(1, $1::int4))",
+                &[&count],
+            )
+            .await
+            .map_err(|e| postgres_error_text(&e, 0))?;
+        let pid: i32 = row.try_get(0).map_err(|e| format!("ERROR: {e}"))?;
+        let query_ids: Vec<i64> = row.try_get(1).map_err(|e| format!("ERROR: {e}"))?;
+        let token = client.cancel_token();
+        self.registry.update(&statement.id, |s| {
+            s.redshift_pid = pid.into();
+            s.cancel_token = Some(token);
+            for (sub, query_id) in s.subs.iter_mut().zip(query_ids) {
+                sub.query_id = query_id;
+            }
+            s.set_status(Status::Started);
+        });
+        Ok(())
+    }
+
+    /// One transaction around all sub-statements; the first failure rolls back
+    /// everything and the rest are ABORTED.
+    async fn run_transaction(&self, client: &Client, id: &str) {
+        let Some(statement) = self.registry.get(id) else {
+            return;
+        };
+        let pid = statement.redshift_pid;
+        let autocommit = statement.mode == Mode::Single
+            && statement
+                .subs
+                .first()
+                .is_some_and(|s| translate::needs_autocommit(&s.bound_sql));
+        if !autocommit {
+            if let Err(e) = client.batch_execute(self.isolation.begin()).await {
+                return self.finish_failed(id, 0, postgres_error_text(&e, pid));
+            }
+        }
+        for index in 0..statement.subs.len() {
+            if let Err(message) = self.run_sub(client, &statement, index).await {
+                // Dropping the connection would roll back too; this keeps it explicit.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return self.finish_failed(id, index, message);
+            }
+        }
+        if !autocommit {
+            if let Err(e) = client.batch_execute("COMMIT").await {
+                let message = postgres_error_text(&e, pid);
+                return self.finish_failed(id, statement.subs.len(), message);
+            }
+        }
+        self.registry.update(id, |s| s.set_status(Status::Finished));
+    }
+
+    /// ExecutionMode AUTO_COMMIT: each sub-statement commits on its own; a failure
+    /// does not stop the others, and fails the batch.
+    async fn run_auto_commit(&self, client: &Client, id: &str) {
+        let Some(statement) = self.registry.get(id) else {
+            return;
+        };
+        let mut first_error = None;
+        for index in 0..statement.subs.len() {
+            if self.cancel_requested(id) {
+                return self.finish_failed(id, index, String::new());
+            }
+            let result = match client.batch_execute(self.isolation.begin()).await {
+                Ok(()) => self.run_sub(client, &statement, index).await,
+                Err(e) => Err(postgres_error_text(&e, statement.redshift_pid)),
+            };
+            let result = match result {
+                Ok(()) => client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| postgres_error_text(&e, statement.redshift_pid)),
+                Err(message) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(message)
+                }
+            };
+            if let Err(message) = result {
+                self.registry.update(id, |s| {
+                    s.subs[index].error = Some(message.clone());
+                    s.set_sub_status(index, Status::Failed);
+                });
+                first_error.get_or_insert(message);
+            }
+        }
+        self.registry.update(id, |s| match first_error {
+            Some(message) => {
+                s.error = Some(message);
+                s.set_status(Status::Failed);
+            }
+            None => s.set_status(Status::Finished),
+        });
+    }
+
+    /// Runs sub-statement `index`, recording its outcome; `Err` carries the
+    /// Redshift-worded error.
+    async fn run_sub(
+        &self,
+        client: &Client,
+        statement: &Statement,
+        index: usize,
+    ) -> Result<(), String> {
+        if self.cancel_requested(&statement.id) {
+            return Err(String::new());
+        }
+        let sub = &statement.subs[index];
+        self.registry
+            .update(&statement.id, |s| s.set_sub_status(index, Status::Started));
+        let outcome = self
+            .execute_sql(
+                client,
+                &sub.bound_sql,
+                sub.query_id,
+                statement.scope(),
+                statement.redshift_pid,
+            )
+            .await;
+        match outcome {
+            Ok(done) => {
+                self.registry.update(&statement.id, |s| {
+                    s.subs[index].result_rows = done.rows;
+                    s.subs[index].result = done.result.map(Arc::new);
+                    s.set_sub_status(index, Status::Finished);
+                });
+                Ok(())
+            }
+            Err(message) => Err(message),
+        }
+    }
+
+    async fn execute_sql(
+        &self,
+        client: &Client,
+        sql: &str,
+        query_id: i64,
+        scope: Option<&str>,
+        pid: i64,
+    ) -> Result<Done, String> {
+        if translate::is_transaction_control(sql) {
+            return Err("ERROR: transaction control statements (BEGIN, COMMIT, ROLLBACK, ...) cannot be run through the Data API here: each call is its own transaction, and a batch is one transaction".into());
+        }
+        match redshift_copy::parse(sql) {
+            Some(Err(e)) => Err(copy_error_text(&e, pid)),
+            Some(Ok(command)) => {
+                if let Some(message) = self.faults.take_copy_failure(scope, &command.table) {
+                    return Err(message);
+                }
+                let report = redshift_copy::execute(&command, &self.s3, client, query_id)
+                    .await
+                    .map_err(|e| copy_error_text(&e, pid))?;
+                Ok(Done {
+                    rows: i64::try_from(report.rows).unwrap_or(i64::MAX),
+                    result: None,
+                })
+            }
+            None => {
+                let sql = translate::translate(sql);
+                let prepared = client
+                    .prepare(&sql)
+                    .await
+                    .map_err(|e| postgres_error_text(&e, pid))?;
+                if prepared.columns().is_empty() {
+                    let rows = client
+                        .execute(&prepared, &[])
+                        .await
+                        .map_err(|e| postgres_error_text(&e, pid))?;
+                    Ok(Done {
+                        rows: i64::try_from(rows).unwrap_or(i64::MAX),
+                        result: None,
+                    })
+                } else {
+                    let rows = client
+                        .query(&prepared, &[])
+                        .await
+                        .map_err(|e| postgres_error_text(&e, pid))?;
+                    let result = results::collect(prepared.columns(), &rows)?;
+                    Ok(Done {
+                        rows: rows.len() as i64,
+                        result: Some(result),
+                    })
+                }
+            }
+        }
+    }
+
+    fn cancel_requested(&self, id: &str) -> bool {
+        self.registry
+            .update(id, |s| s.cancel_requested)
+            .unwrap_or(false)
+    }
+
+    /// Ends the statement: the sub at `failed` FAILED (or ABORTED when the caller
+    /// cancelled), those after it ABORTED. `failed == subs.len()` means COMMIT failed.
+    fn finish_failed(&self, id: &str, failed: usize, message: String) {
+        self.registry.update(id, |s| {
+            let cancelled = s.cancel_requested;
+            let (status, message) = if cancelled {
+                let query_id = s.subs.get(failed).map_or(0, |sub| sub.query_id);
+                (
+                    Status::Aborted,
+                    format!("Query ({query_id}) cancelled on user's request"),
+                )
+            } else {
+                (Status::Failed, message)
+            };
+            for index in failed..s.subs.len() {
+                let sub_status = if index == failed {
+                    status
+                } else {
+                    Status::Aborted
+                };
+                if index == failed {
+                    s.subs[index].error = Some(message.clone());
+                }
+                s.set_sub_status(index, sub_status);
+            }
+            s.error = Some(message);
+            s.set_status(status);
+        });
+    }
+}
+
+/// PostgreSQL's error in Redshift's words.
+pub fn postgres_error_text(error: &tokio_postgres::Error, pid: i64) -> String {
+    match error.as_db_error() {
+        Some(db) => redshift_error_text(db.severity(), db.code().code(), db.message(), pid),
+        None => format!("ERROR: {error}"),
+    }
+}
+
+/// Serialization failures become Redshift's error 1023; everything else keeps
+/// PostgreSQL's message after Redshift's `ERROR: ` prefix (so a PL/pgSQL
+/// `RAISE EXCEPTION 'msg'` reads `ERROR: msg`, as on Redshift).
+pub fn redshift_error_text(severity: &str, sqlstate: &str, message: &str, pid: i64) -> String {
+    match sqlstate {
+        "40001" | "40P01" => format!(
+            "ERROR: 1023 DETAIL: Serializable isolation violation on table - 0, transactions forming the cycle are: {pid} (pid:{pid}) [PostgreSQL {sqlstate}: {message}]"
+        ),
+        _ if severity == "FATAL" || severity == "PANIC" => format!("FATAL: {message}"),
+        _ => format!("ERROR: {message}"),
+    }
+}
+
+fn copy_error_text(error: &redshift_copy::CopyError, pid: i64) -> String {
+    match error {
+        redshift_copy::CopyError::Postgres(e) => postgres_error_text(e, pid),
+        other => {
+            let message = other.to_string();
+            if message.starts_with("ERROR") {
+                message
+            } else {
+                format!("ERROR: {message}")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialization_failures_read_like_redshift_1023() {
+        let text = redshift_error_text(
+            "ERROR",
+            "40001",
+            "could not serialize access due to read/write dependencies among transactions",
+            42,
+        );
+        assert!(text.starts_with("ERROR: 1023 DETAIL: Serializable isolation violation on table"));
+        assert!(text.contains("(pid:42)"));
+        assert!(redshift_error_text("ERROR", "40P01", "deadlock detected", 1).contains("1023"));
+    }
+
+    #[test]
+    fn other_errors_keep_postgres_words() {
+        assert_eq!(
+            redshift_error_text("ERROR", "P0001", "lease lost", 1),
+            "ERROR: lease lost"
+        );
+        assert_eq!(
+            redshift_error_text("FATAL", "3D000", "database \"x\" does not exist", 1),
+            "FATAL: database \"x\" does not exist"
+        );
+    }
+
+    #[test]
+    fn copy_errors_get_the_error_prefix_once() {
+        let e = redshift_copy::CopyError::Rejected("Unmatched number of columns".into());
+        assert_eq!(copy_error_text(&e, 1), "ERROR: Unmatched number of columns");
+        let e = redshift_copy::CopyError::Rejected("ERROR: already prefixed".into());
+        assert_eq!(copy_error_text(&e, 1), "ERROR: already prefixed");
+    }
+}

@@ -1,0 +1,487 @@
+//! HTTP routing: `POST /` with `X-Amz-Target: RedshiftData.<Operation>` (awsJson1_1,
+//! any SigV4 signature accepted), and the fault-injection admin routes.
+
+use crate::api::{
+    ApiError, BatchExecuteStatementRequest, CancelStatementResponse, ExecuteStatementRequest,
+    IdRequest, ListStatementsRequest, SqlParameter, SubmitResponse, Target,
+};
+use crate::executor::Executor;
+use crate::faults::{FaultSet, Faults};
+use crate::statements::{Mode, Registry, Statement, Submitted};
+use crate::translate;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// BatchExecuteStatement's limit on Sqls, as the service's.
+const MAX_BATCH_SQLS: usize = 40;
+/// Redshift's maximum statement size (100 KB).
+const MAX_SQL_BYTES: usize = 100 * 1024;
+/// WaitTimeSeconds' maximum, as the service's.
+const MAX_WAIT_SECONDS: i64 = 30;
+
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub executor: Arc<Executor>,
+    pub faults: Arc<Faults>,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", post(api))
+        .route(
+            "/_admin/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .with_state(state)
+}
+
+async fn api(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let operation = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix("RedshiftData."))
+        .unwrap_or_default()
+        .to_string();
+    let result = match parse_body(&body) {
+        Ok(value) => {
+            let scope = scope_of(&value, &state.registry);
+            let latency = state.faults.latency(scope.as_deref());
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            if state.faults.throttle(scope.as_deref()) {
+                Err(ApiError::Throttling)
+            } else {
+                dispatch(&state, &operation, value).await
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(value) => {
+            tracing::debug!(%operation, "ok");
+            respond(StatusCode::OK, None, &value)
+        }
+        Err(error) => {
+            tracing::debug!(%operation, code = error.code(), message = %error, "refused");
+            let status =
+                StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            respond(status, Some(error.code()), &error.body())
+        }
+    }
+}
+
+fn respond(status: StatusCode, error_type: Option<&str>, body: &serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(CONTENT_TYPE));
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    if let Some(Ok(code)) = error_type.map(HeaderValue::from_str) {
+        headers.insert("x-amzn-errortype", code);
+    }
+    response
+}
+
+fn parse_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if body.is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::Validation(format!("Malformed request body: {e}")))
+}
+
+/// The WorkgroupName/ClusterIdentifier a call is about, for scoping faults.
+fn scope_of(body: &serde_json::Value, registry: &Registry) -> Option<String> {
+    ["WorkgroupName", "ClusterIdentifier"]
+        .iter()
+        .find_map(|k| body.get(k).and_then(|v| v.as_str()).map(str::to_string))
+        .or_else(|| {
+            body.get("Id")
+                .and_then(|v| v.as_str())
+                .and_then(|id| registry.scope_of(id))
+        })
+}
+
+fn request<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::Validation(format!("Invalid request: {e}")))
+}
+
+fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+async fn dispatch(
+    state: &Arc<AppState>,
+    operation: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    match operation {
+        "ExecuteStatement" => json(&execute_statement(state, request(body)?).await?),
+        "BatchExecuteStatement" => json(&batch_execute_statement(state, request(body)?).await?),
+        "DescribeStatement" => {
+            let req: IdRequest = request(body)?;
+            json(&state.registry.describe(&required_id(&req)?)?)
+        }
+        "GetStatementResult" => {
+            let req: IdRequest = request(body)?;
+            json(
+                &state
+                    .registry
+                    .result(&required_id(&req)?, req.next_token.as_deref())?,
+            )
+        }
+        "CancelStatement" => {
+            let req: IdRequest = request(body)?;
+            json(&cancel_statement(state, &required_id(&req)?)?)
+        }
+        "ListStatements" => {
+            let req: ListStatementsRequest = request(body)?;
+            json(&state.registry.list(&req)?)
+        }
+        "" => Err(ApiError::UnknownOperation(
+            "Missing or malformed X-Amz-Target header (expected RedshiftData.<Operation>)".into(),
+        )),
+        other => Err(ApiError::UnknownOperation(format!(
+            "Operation {other} is not supported by redshift-data-local"
+        ))),
+    }
+}
+
+fn required_id(req: &IdRequest) -> Result<String, ApiError> {
+    req.id
+        .clone()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::Validation("1 validation error detected: Value null at 'id' failed to satisfy constraint: Member must not be null".into()))
+}
+
+/// Exactly one of WorkgroupName and ClusterIdentifier; Database is required.
+fn validate_target(target: &Target) -> Result<(), ApiError> {
+    match (&target.workgroup_name, &target.cluster_identifier) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Validation(
+                "Either ClusterIdentifier or WorkgroupName must be specified, but not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::Validation(
+                "Either ClusterIdentifier or WorkgroupName must be specified".into(),
+            ))
+        }
+        _ => {}
+    }
+    if target.database.as_deref().is_none_or(str::is_empty) {
+        return Err(ApiError::Validation(
+            "1 validation error detected: Value null at 'database' failed to satisfy constraint: Member must not be null".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_options(
+    session_id: &Option<String>,
+    keep_alive: &Option<i64>,
+    result_format: &Option<String>,
+    wait: &Option<i64>,
+) -> Result<(), ApiError> {
+    if session_id.is_some() || keep_alive.is_some() {
+        return Err(ApiError::Validation(
+            "Sessions (SessionId, SessionKeepAliveSeconds) are not supported by redshift-data-local".into(),
+        ));
+    }
+    match result_format.as_deref() {
+        None | Some("JSON") => {}
+        Some(other) => {
+            return Err(ApiError::Validation(format!(
+                "ResultFormat {other} is not supported by redshift-data-local (only JSON)"
+            )))
+        }
+    }
+    if wait.is_some_and(|w| !(0..=MAX_WAIT_SECONDS).contains(&w)) {
+        return Err(ApiError::Validation(format!(
+            "WaitTimeSeconds must be between 0 and {MAX_WAIT_SECONDS}"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_sql(sql: &str) -> Result<(), ApiError> {
+    if sql.trim().is_empty() {
+        return Err(ApiError::Validation(
+            "SQL statement must not be empty".into(),
+        ));
+    }
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(ApiError::Validation(format!(
+            "SQL statement is {} bytes; the maximum query statement size is 100 KB",
+            sql.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Binds `:name` parameters in every statement; each parameter must be used
+/// somewhere, each reference must have a value.
+fn bind(sqls: &[String], parameters: Option<&[SqlParameter]>) -> Result<Vec<String>, ApiError> {
+    let Some(parameters) = parameters.filter(|p| !p.is_empty()) else {
+        return Ok(sqls.to_vec());
+    };
+    let pairs: Vec<(String, String)> = parameters
+        .iter()
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect();
+    let invalid = |e: translate::ParameterError| ApiError::Validation(e.to_string());
+    let map = translate::parameter_map(&pairs).map_err(invalid)?;
+    let mut used = BTreeSet::new();
+    let bound = sqls
+        .iter()
+        .map(|sql| translate::bind_parameters(sql, &map, &mut used))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    if let Some(unused) = map.keys().find(|name| !used.contains(*name)) {
+        return Err(invalid(translate::ParameterError::Unused(
+            unused.to_string(),
+        )));
+    }
+    Ok(bound)
+}
+
+async fn execute_statement(
+    state: &Arc<AppState>,
+    req: ExecuteStatementRequest,
+) -> Result<SubmitResponse, ApiError> {
+    validate_target(&req.target)?;
+    validate_options(
+        &req.session_id,
+        &req.session_keep_alive_seconds,
+        &req.result_format,
+        &req.wait_time_seconds,
+    )?;
+    let sql = req.sql.clone().unwrap_or_default();
+    validate_sql(&sql)?;
+    let bound = bind(std::slice::from_ref(&sql), req.parameters.as_deref())?;
+    let statement = Statement::new(
+        Mode::Single,
+        req.target.clone(),
+        req.statement_name.clone(),
+        req.parameters.clone(),
+        vec![sql].into_iter().zip(bound).collect(),
+    );
+    let fingerprint = json(&req)?.to_string();
+    submit(
+        state,
+        statement,
+        req.client_token.clone(),
+        fingerprint,
+        req.wait_time_seconds,
+    )
+    .await
+}
+
+async fn batch_execute_statement(
+    state: &Arc<AppState>,
+    req: BatchExecuteStatementRequest,
+) -> Result<SubmitResponse, ApiError> {
+    validate_target(&req.target)?;
+    validate_options(
+        &req.session_id,
+        &req.session_keep_alive_seconds,
+        &req.result_format,
+        &req.wait_time_seconds,
+    )?;
+    let sqls = req.sqls.clone().unwrap_or_default();
+    if sqls.is_empty() || sqls.len() > MAX_BATCH_SQLS {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value at 'sqls' failed to satisfy constraint: Member must have length between 1 and {MAX_BATCH_SQLS} (got {})",
+            sqls.len()
+        )));
+    }
+    sqls.iter().try_for_each(|s| validate_sql(s))?;
+    let mode = match req.execution_mode.as_deref() {
+        None | Some("TRANSACTION") => Mode::Transaction,
+        Some("AUTO_COMMIT") => Mode::AutoCommit,
+        Some(other) => {
+            return Err(ApiError::Validation(format!(
+                "Invalid ExecutionMode '{other}': must be TRANSACTION or AUTO_COMMIT"
+            )))
+        }
+    };
+    let bound = bind(&sqls, req.parameters.as_deref())?;
+    let statement = Statement::new(
+        mode,
+        req.target.clone(),
+        req.statement_name.clone(),
+        req.parameters.clone(),
+        sqls.into_iter().zip(bound).collect(),
+    );
+    let fingerprint = json(&req)?.to_string();
+    submit(
+        state,
+        statement,
+        req.client_token.clone(),
+        fingerprint,
+        req.wait_time_seconds,
+    )
+    .await
+}
+
+async fn submit(
+    state: &Arc<AppState>,
+    statement: Statement,
+    client_token: Option<String>,
+    fingerprint: String,
+    wait_seconds: Option<i64>,
+) -> Result<SubmitResponse, ApiError> {
+    let id = match state
+        .registry
+        .submit(statement, client_token.map(|t| (t, fingerprint)))?
+    {
+        Submitted::New(id) => {
+            tracing::info!(statement = %id, "submitted");
+            tokio::spawn(Arc::clone(&state.executor).run(id.clone()));
+            id
+        }
+        Submitted::Existing(id) => id,
+    };
+    if let Some(seconds) = wait_seconds.filter(|s| *s > 0) {
+        wait_until_done(
+            &state.registry,
+            &id,
+            Duration::from_secs(seconds.unsigned_abs()),
+        )
+        .await;
+    }
+    let statement = state
+        .registry
+        .get(&id)
+        .ok_or_else(|| ApiError::Internal(format!("statement {id} vanished")))?;
+    Ok(SubmitResponse {
+        id,
+        created_at: statement.created_at,
+        database: statement.target.database.clone().unwrap_or_default(),
+        workgroup_name: statement.target.workgroup_name.clone(),
+        cluster_identifier: statement.target.cluster_identifier.clone(),
+        db_user: statement.target.db_user.clone(),
+        secret_arn: statement.target.secret_arn.clone(),
+    })
+}
+
+async fn wait_until_done(registry: &Registry, id: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if registry.get(id).is_none_or(|s| !s.status.is_active()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn cancel_statement(state: &Arc<AppState>, id: &str) -> Result<CancelStatementResponse, ApiError> {
+    state.registry.request_cancel(id)?;
+    let registry = Arc::clone(&state.registry);
+    let id = id.to_string();
+    // The statement may not have reached PostgreSQL yet, or may be between two
+    // sub-statements: keep interrupting until it has ended.
+    tokio::spawn(async move {
+        for _ in 0..50 {
+            let Some(statement) = registry.get(&id) else {
+                return;
+            };
+            if !statement.status.is_active() {
+                return;
+            }
+            if let Some(token) = statement.cancel_token {
+                if let Err(e) = token.cancel_query(NoTls).await {
+                    tracing::debug!(statement = %id, error = %e, "cancel request failed");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Ok(CancelStatementResponse { status: true })
+}
+
+async fn list_faults(State(state): State<Arc<AppState>>) -> Json<Vec<FaultSet>> {
+    Json(state.faults.list())
+}
+
+async fn add_fault(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let set: FaultSet = match serde_json::from_slice(&body) {
+        Ok(set) => set,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("invalid fault set: {e}")).into_response()
+        }
+    };
+    if let Err(e) = set.validate() {
+        return (StatusCode::BAD_REQUEST, format!("invalid fault set: {e}")).into_response();
+    }
+    tracing::info!(?set, "fault set added");
+    state.faults.add(set);
+    (StatusCode::OK, Json(state.faults.list())).into_response()
+}
+
+async fn clear_faults(State(state): State<Arc<AppState>>) -> StatusCode {
+    state.faults.clear();
+    tracing::info!("faults cleared");
+    StatusCode::NO_CONTENT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(wg: Option<&str>, cluster: Option<&str>) -> Target {
+        Target {
+            database: Some("dev".into()),
+            workgroup_name: wg.map(str::to_string),
+            cluster_identifier: cluster.map(str::to_string),
+            ..Target::default()
+        }
+    }
+
+    #[test]
+    fn exactly_one_of_workgroup_and_cluster() {
+        assert!(validate_target(&target(Some("wg"), None)).is_ok());
+        assert!(validate_target(&target(None, Some("c"))).is_ok());
+        assert!(validate_target(&target(None, None)).is_err());
+        assert!(validate_target(&target(Some("wg"), Some("c"))).is_err());
+        let mut no_db = target(Some("wg"), None);
+        no_db.database = None;
+        assert!(validate_target(&no_db).is_err());
+    }
+
+    #[test]
+    fn parameters_must_all_be_used() {
+        let params = [SqlParameter {
+            name: "a".into(),
+            value: "1".into(),
+        }];
+        let sqls = ["select :a".to_string(), "select 2".to_string()];
+        assert_eq!(bind(&sqls, Some(&params)).unwrap()[0], "select '1'");
+        let unused = bind(&["select 1".to_string()], Some(&params));
+        assert!(matches!(unused, Err(ApiError::Validation(m)) if m.contains("not referenced")));
+        assert_eq!(
+            bind(&["select :a".to_string()], None).unwrap()[0],
+            "select :a"
+        );
+    }
+
+    #[test]
+    fn sql_size_is_limited() {
+        assert!(validate_sql(&"x".repeat(MAX_SQL_BYTES + 1)).is_err());
+        assert!(validate_sql("  ").is_err());
+        assert!(validate_sql("select 1").is_ok());
+    }
+}
