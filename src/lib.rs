@@ -1,1 +1,34 @@
+//! partition-loader: loads new S3 partitions into Amazon Redshift exactly once, with a
+//! lease and a ledger that live in Redshift. See ARCHITECTURE.md for the map.
 
+pub mod backoff;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod handler;
+pub mod manifest;
+pub mod outcome;
+pub mod partition;
+pub mod plan;
+pub mod route;
+pub mod sql;
+pub mod storage;
+pub mod warehouse;
+
+pub use config::Config;
+pub use error::{ErrorKind, LoaderError};
+pub use handler::Loader;
+pub use outcome::Outcome;
+
+/// JSON logs on stdout (CloudWatch reads them); `RUST_LOG` filters, default `info`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,226 @@
+//! loaderctl: the operator's tool. Same configuration (environment) as the Lambda.
+
+// The SDK's nested futures exceed the default when the compiler computes their layout.
+#![recursion_limit = "256"]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use partition_loader::config::S3Location;
+use partition_loader::sql::{literal, TableName};
+use partition_loader::{init_logging, Config, Loader, LoaderError};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Operate partition-loader: schema, replays, backfills, leases, ledger"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the loader schema, lease table, ledger and fencing procedures (idempotent).
+    Bootstrap,
+    /// Run the handler on event files (one or more JSON events per file); one JSON
+    /// outcome line per event. Exits non-zero when any event failed.
+    Replay {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Load every partition found under s3://bucket/prefix with the same protocol.
+    Backfill { url: String },
+    /// Show the leases.
+    Locks,
+    /// Release a table's lease by hand; a live lease only with --force.
+    Unlock {
+        table: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the ledger of a table, optionally of one partition path (e.g. order_date=2024-05-28/).
+    Ledger {
+        table: String,
+        partition: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loaderctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Work must end well before the lease could expire under us.
+    let budget = config.lease_ttl.mul_f64(0.8);
+    let loader = Loader::connect(config).await;
+    let holder = format!("loaderctl-{:08x}", fastrand::u32(..));
+    match run(&loader, cli.command, &holder, budget).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("loaderctl: {} ({})", e, e.error_type());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Ctl = Loader<partition_loader::warehouse::DataApi, partition_loader::storage::S3>;
+
+fn print_result(result: Result<partition_loader::Outcome, LoaderError>, context: Value) -> bool {
+    match result {
+        Ok(outcome) => {
+            outcome.log();
+            println!("{}", outcome.to_json());
+            true
+        }
+        Err(e) => {
+            let mut line =
+                json!({"outcome": "error", "error_type": e.error_type(), "error": e.to_string()});
+            if let (Some(obj), Value::Object(ctx)) = (line.as_object_mut(), context) {
+                obj.extend(ctx);
+            }
+            println!("{line}");
+            false
+        }
+    }
+}
+
+fn table_arg(table: &str) -> Result<TableName, LoaderError> {
+    TableName::parse(table).map_err(LoaderError::Config)
+}
+
+async fn run(
+    loader: &Ctl,
+    command: Command,
+    holder: &str,
+    budget: Duration,
+) -> Result<bool, LoaderError> {
+    let deadline = || Instant::now() + budget;
+    let schema = loader.config().loader_schema.quoted();
+    match command {
+        Command::Bootstrap => {
+            let id = loader.bootstrap(deadline()).await?;
+            println!(
+                "{}",
+                json!({"bootstrapped": loader.config().loader_schema.as_str(), "statement_id": id})
+            );
+            Ok(true)
+        }
+        Command::Replay { files } => {
+            let mut all_ok = true;
+            for file in files {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    LoaderError::BadEvent(format!("cannot read {}: {e}", file.display()))
+                })?;
+                for event in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+                    let ctx = json!({"file": file.display().to_string()});
+                    let result = match event {
+                        Ok(event) => loader.handle(&event, holder, deadline()).await,
+                        Err(e) => Err(LoaderError::BadEvent(format!("not JSON: {e}"))),
+                    };
+                    all_ok &= print_result(result, ctx);
+                }
+            }
+            Ok(all_ok)
+        }
+        Command::Backfill { url } => {
+            let location = S3Location::parse(&url).map_err(LoaderError::Config)?;
+            let results = loader
+                .backfill(&location.bucket, &location.prefix, holder, deadline())
+                .await?;
+            let mut all_ok = true;
+            for r in results {
+                all_ok &= print_result(r, json!({}));
+            }
+            Ok(all_ok)
+        }
+        Command::Locks => {
+            let rows = loader
+                .query(
+                    format!(
+                        "SELECT table_name, holder, acquired_at, expires_at, \
+                         CASE WHEN expires_at > GETDATE() THEN 'live' ELSE 'expired' END \
+                         FROM {schema}.locks ORDER BY table_name"
+                    ),
+                    vec![],
+                    deadline(),
+                )
+                .await?;
+            for r in rows {
+                println!(
+                    "{}",
+                    json!({"table": r[0], "holder": r[1], "acquired_at": r[2], "expires_at": r[3], "state": r[4]})
+                );
+            }
+            Ok(true)
+        }
+        Command::Unlock { table, force } => {
+            let table = table_arg(&table)?;
+            let t = literal(&table.to_string())?;
+            let live = loader
+                .query(
+                    format!(
+                        "SELECT holder, expires_at FROM {schema}.locks \
+                         WHERE table_name = {t} AND expires_at > GETDATE()"
+                    ),
+                    vec![],
+                    deadline(),
+                )
+                .await?;
+            if let (Some(row), false) = (live.first(), force) {
+                eprintln!(
+                    "loaderctl: the lease on {table} is live (holder {}, expires {} UTC); \
+                     wait for it or use --force if that holder is surely dead",
+                    row[0].as_deref().unwrap_or("?"),
+                    row[1].as_deref().unwrap_or("?")
+                );
+                return Ok(false);
+            }
+            loader
+                .execute(
+                    format!("DELETE FROM {schema}.locks WHERE table_name = :table"),
+                    vec![("table", table.to_string())],
+                    deadline(),
+                )
+                .await?;
+            println!(
+                "{}",
+                json!({"unlocked": table.to_string(), "forced": force})
+            );
+            Ok(true)
+        }
+        Command::Ledger { table, partition } => {
+            let table = table_arg(&table)?;
+            let mut sql = format!(
+                "SELECT partition_path, s3_url, etag, size_bytes, loaded_at, holder, load_id \
+                 FROM {schema}.loaded_files WHERE table_name = :table"
+            );
+            let mut params = vec![("table", table.to_string())];
+            if let Some(p) = partition {
+                sql.push_str(" AND partition_path = :partition");
+                params.push(("partition", p));
+            }
+            sql.push_str(" ORDER BY partition_path, s3_url");
+            for r in loader.query(sql, params, deadline()).await? {
+                println!(
+                    "{}",
+                    json!({"partition": r[0], "s3_url": r[1], "etag": r[2], "size_bytes": r[3],
+                           "loaded_at": r[4], "holder": r[5], "load_id": r[6]})
+                );
+            }
+            Ok(true)
+        }
+    }
+}

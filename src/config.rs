@@ -1,0 +1,538 @@
+//! Configuration: environment variables plus the routes TOML, validated once at
+//! start-up. Every error names the variable or route key that is wrong.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::LoaderError;
+use crate::sql::{FileFormat, Ident, PartitionType, TableName};
+
+/// Where the Data API runs statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedshiftTarget {
+    Serverless {
+        workgroup: String,
+    },
+    Cluster {
+        cluster_id: String,
+        auth: ClusterAuth,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterAuth {
+    DbUser(String),
+    SecretArn(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Append,
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionColumn {
+    pub name: Ident,
+    pub ty: PartitionType,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// `None` = any bucket.
+    pub bucket: Option<String>,
+    /// Empty, or ends with `/`.
+    pub prefix: String,
+    pub table: TableName,
+    pub format: FileFormat,
+    pub partition_columns: Vec<PartitionColumn>,
+    pub file_columns: Option<Vec<Ident>>,
+    pub mode: Mode,
+}
+
+impl Route {
+    pub fn claims(&self, bucket: &str, key: &str) -> bool {
+        self.bucket.as_deref().is_none_or(|b| b == bucket) && key.starts_with(&self.prefix)
+    }
+}
+
+/// An `s3://bucket/prefix` location; `prefix` is empty or ends with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Location {
+    pub fn parse(url: &str) -> Result<S3Location, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url:?} must start with s3://"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{url:?} has no bucket"));
+        }
+        Ok(S3Location {
+            bucket: bucket.to_string(),
+            prefix: normalise_prefix(prefix),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub redshift: RedshiftTarget,
+    pub database: String,
+    pub copy_iam_role: String,
+    pub loader_schema: Ident,
+    pub manifest: S3Location,
+    pub lease_ttl: Duration,
+    pub lock_wait: Duration,
+    pub routes: Vec<Route>,
+}
+
+/// The longest Lambda timeout; a lease must outlive any invocation holding it.
+const MAX_FUNCTION_TIMEOUT_SECONDS: u64 = 900;
+
+impl Config {
+    pub fn from_env() -> Result<Config, LoaderError> {
+        Config::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// `lookup` returns a variable's value (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, LoaderError> {
+        let bad = |name: &str, why: &str| LoaderError::Config(format!("{name}: {why}"));
+        let required = |name: &str| lookup(name).ok_or_else(|| bad(name, "is required"));
+
+        let redshift = match (lookup("REDSHIFT_WORKGROUP"), lookup("REDSHIFT_CLUSTER_ID")) {
+            (Some(workgroup), None) => RedshiftTarget::Serverless { workgroup },
+            (None, Some(cluster_id)) => {
+                let auth = match (lookup("REDSHIFT_DB_USER"), lookup("REDSHIFT_SECRET_ARN")) {
+                    (Some(u), None) => ClusterAuth::DbUser(u),
+                    (None, Some(s)) => ClusterAuth::SecretArn(s),
+                    _ => {
+                        return Err(bad(
+                            "REDSHIFT_DB_USER",
+                            "with REDSHIFT_CLUSTER_ID set exactly one of REDSHIFT_DB_USER or \
+                             REDSHIFT_SECRET_ARN",
+                        ))
+                    }
+                };
+                RedshiftTarget::Cluster { cluster_id, auth }
+            }
+            _ => {
+                return Err(bad(
+                    "REDSHIFT_WORKGROUP",
+                    "set exactly one of REDSHIFT_WORKGROUP (Serverless) or REDSHIFT_CLUSTER_ID",
+                ))
+            }
+        };
+        let database = required("REDSHIFT_DATABASE")?;
+        let copy_iam_role = required("COPY_IAM_ROLE")?;
+        if !copy_iam_role.starts_with("arn:") {
+            return Err(bad(
+                "COPY_IAM_ROLE",
+                "must be an IAM role ARN (arn:aws:iam::…)",
+            ));
+        }
+        let loader_schema = Ident::parse(
+            &lookup("LOADER_SCHEMA").unwrap_or_else(|| "partition_loader".to_string()),
+        )
+        .map_err(|e| bad("LOADER_SCHEMA", &e))?;
+        let manifest = S3Location::parse(&required("MANIFEST_PREFIX")?)
+            .map_err(|e| bad("MANIFEST_PREFIX", &e))?;
+        let seconds = |name: &str, default: u64| -> Result<Duration, LoaderError> {
+            match lookup(name) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .parse::<u64>()
+                    .map(Duration::from_secs)
+                    .map_err(|_| bad(name, "must be a whole number of seconds")),
+            }
+        };
+        let lease_ttl = seconds("LEASE_TTL_SECONDS", 960)?;
+        if lease_ttl.as_secs() <= MAX_FUNCTION_TIMEOUT_SECONDS {
+            return Err(bad(
+                "LEASE_TTL_SECONDS",
+                "must exceed 900 (the longest Lambda timeout) so a live invocation never loses \
+                 its lease",
+            ));
+        }
+        let lock_wait = seconds("LOCK_WAIT_SECONDS", 60)?;
+
+        let toml_text = match (lookup("LOADER_CONFIG"), lookup("LOADER_CONFIG_FILE")) {
+            (Some(text), None) => text,
+            (None, Some(path)) => std::fs::read_to_string(&path)
+                .map_err(|e| bad("LOADER_CONFIG_FILE", &format!("cannot read {path}: {e}")))?,
+            _ => {
+                return Err(bad(
+                    "LOADER_CONFIG",
+                    "set exactly one of LOADER_CONFIG (inline TOML) or LOADER_CONFIG_FILE",
+                ))
+            }
+        };
+        let routes = parse_routes(&toml_text)?;
+        check_manifest_prefix(&manifest, &routes)?;
+        Ok(Config {
+            redshift,
+            database,
+            copy_iam_role,
+            loader_schema,
+            manifest,
+            lease_ttl,
+            lock_wait,
+            routes,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    bucket: Option<String>,
+    prefix: String,
+    table: String,
+    format: RawFormat,
+    #[serde(default)]
+    header: bool,
+    #[serde(default)]
+    partition_columns: Vec<RawPartitionColumn>,
+    file_columns: Option<Vec<String>>,
+    #[serde(default = "default_mode")]
+    mode: Mode,
+}
+
+fn default_mode() -> Mode {
+    Mode::Append
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawFormat {
+    Parquet,
+    Csv,
+    Json,
+}
+
+/// `"order_date"` (a string column) or `{ name = "order_date", type = "date" }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPartitionColumn {
+    Name(String),
+    Typed {
+        name: String,
+        #[serde(rename = "type")]
+        ty: PartitionType,
+    },
+}
+
+fn normalise_prefix(prefix: &str) -> String {
+    let p = prefix.trim_start_matches('/');
+    if p.is_empty() || p.ends_with('/') {
+        p.to_string()
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// Parses and validates the routes TOML.
+pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
+    let file: RoutesFile =
+        toml::from_str(text).map_err(|e| LoaderError::Config(format!("routes TOML: {e}")))?;
+    if file.routes.is_empty() {
+        return Err(LoaderError::Config(
+            "routes: at least one [[routes]] is required".into(),
+        ));
+    }
+    let mut routes = Vec::new();
+    for (i, raw) in file.routes.into_iter().enumerate() {
+        let bad = |key: &str, why: String| LoaderError::Config(format!("routes[{i}].{key}: {why}"));
+        let table = TableName::parse(&raw.table).map_err(|e| bad("table", e))?;
+        let format = match (raw.format, raw.header) {
+            (RawFormat::Csv, header) => FileFormat::Csv { header },
+            (_, true) => return Err(bad("header", "only applies to format = \"csv\"".into())),
+            (RawFormat::Parquet, false) => FileFormat::Parquet,
+            (RawFormat::Json, false) => FileFormat::Json,
+        };
+        let mut partition_columns = Vec::new();
+        for col in raw.partition_columns {
+            let (name, ty) = match col {
+                RawPartitionColumn::Name(n) => (n, PartitionType::String),
+                RawPartitionColumn::Typed { name, ty } => (name, ty),
+            };
+            let name = Ident::parse(&name).map_err(|e| bad("partition_columns", e))?;
+            if partition_columns
+                .iter()
+                .any(|c: &PartitionColumn| c.name == name)
+            {
+                return Err(bad("partition_columns", format!("{name} is listed twice")));
+            }
+            partition_columns.push(PartitionColumn { name, ty });
+        }
+        let file_columns = match raw.file_columns {
+            None => None,
+            Some(cols) if cols.is_empty() => {
+                return Err(bad("file_columns", "must not be empty when given".into()))
+            }
+            Some(cols) => Some(
+                cols.iter()
+                    .map(|c| Ident::parse(c).map_err(|e| bad("file_columns", e)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        if let Some(b) = &raw.bucket {
+            if b.is_empty() || b.contains('/') {
+                return Err(bad("bucket", format!("{b:?} is not a bucket name")));
+            }
+        }
+        routes.push(Route {
+            bucket: raw.bucket,
+            prefix: normalise_prefix(&raw.prefix),
+            table,
+            format,
+            partition_columns,
+            file_columns,
+            mode: raw.mode,
+        });
+    }
+    check_overlaps(&routes)?;
+    Ok(routes)
+}
+
+fn buckets_may_meet(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
+}
+
+/// Overlapping routes are refused rather than resolved by longest prefix: one key must
+/// belong to one table, and a silent winner would hide a configuration mistake.
+fn check_overlaps(routes: &[Route]) -> Result<(), LoaderError> {
+    for (i, a) in routes.iter().enumerate() {
+        for (j, b) in routes.iter().enumerate().skip(i + 1) {
+            let overlap = buckets_may_meet(&a.bucket, &b.bucket)
+                && (a.prefix.starts_with(&b.prefix) || b.prefix.starts_with(&a.prefix));
+            if overlap {
+                return Err(LoaderError::Config(format!(
+                    "routes[{j}].prefix: {:?} overlaps routes[{i}].prefix {:?} (same bucket); \
+                     a key must match exactly one route",
+                    b.prefix, a.prefix
+                )));
+            }
+            // A replace load deletes the partition's rows in the table; a second route
+            // feeding the same table would have its rows deleted too.
+            let replace = a.mode == Mode::Replace || b.mode == Mode::Replace;
+            if replace && a.table == b.table {
+                return Err(LoaderError::Config(format!(
+                    "routes[{j}].table: {} is also the table of routes[{i}]; a table in replace \
+                     mode must have exactly one route",
+                    b.table
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Our manifests must not wake us: refuse a manifest prefix a route watches.
+fn check_manifest_prefix(manifest: &S3Location, routes: &[Route]) -> Result<(), LoaderError> {
+    for (i, r) in routes.iter().enumerate() {
+        let same_bucket = r.bucket.as_deref().is_none_or(|b| b == manifest.bucket);
+        if same_bucket
+            && (manifest.prefix.starts_with(&r.prefix) || r.prefix.starts_with(&manifest.prefix))
+        {
+            return Err(LoaderError::Config(format!(
+                "MANIFEST_PREFIX: s3://{}/{} overlaps routes[{i}] (prefix {:?}); manifests would \
+                 trigger the loader",
+                manifest.bucket, manifest.prefix, r.prefix
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const ROUTES: &str = r#"
+        [[routes]]
+        bucket = "lake"
+        prefix = "transformed/orders"
+        table = "Sales.Orders"
+        format = "parquet"
+        partition_columns = [{ name = "order_date", type = "date" }]
+        file_columns = ["order_id", "amount"]
+
+        [[routes]]
+        prefix = "raw/events/"
+        table = "raw.events"
+        format = "csv"
+        header = true
+        partition_columns = ["source", { name = "year", type = "integer" }]
+        mode = "replace"
+    "#;
+
+    fn env(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m: HashMap<String, String> = [
+            ("REDSHIFT_WORKGROUP", "wg"),
+            ("REDSHIFT_DATABASE", "dev"),
+            ("COPY_IAM_ROLE", "arn:aws:iam::1:role/copy"),
+            ("MANIFEST_PREFIX", "s3://lake/_manifests"),
+            ("LOADER_CONFIG", ROUTES),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            if v.is_empty() {
+                m.remove(*k);
+            } else {
+                m.insert(k.to_string(), v.to_string());
+            }
+        }
+        m
+    }
+
+    fn load(extra: &[(&str, &str)]) -> Result<Config, LoaderError> {
+        let m = env(extra);
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    fn err(extra: &[(&str, &str)]) -> String {
+        load(extra).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn valid_config_with_defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            c.redshift,
+            RedshiftTarget::Serverless {
+                workgroup: "wg".into()
+            }
+        );
+        assert_eq!(c.loader_schema.as_str(), "partition_loader");
+        assert_eq!(c.lease_ttl, Duration::from_secs(960));
+        assert_eq!(c.lock_wait, Duration::from_secs(60));
+        assert_eq!(c.manifest.prefix, "_manifests/");
+        let r = &c.routes[0];
+        assert_eq!(r.prefix, "transformed/orders/");
+        assert_eq!(r.table.to_string(), "sales.orders");
+        assert_eq!(r.mode, Mode::Append);
+        assert_eq!(r.partition_columns[0].ty, PartitionType::Date);
+        assert_eq!(r.file_columns.as_ref().unwrap().len(), 2);
+        let r = &c.routes[1];
+        assert_eq!(r.format, FileFormat::Csv { header: true });
+        assert_eq!(r.partition_columns[0].ty, PartitionType::String);
+        assert_eq!(r.partition_columns[1].ty, PartitionType::Integer);
+        assert_eq!(r.mode, Mode::Replace);
+        assert!(r.claims("any-bucket", "raw/events/source=x/year=1/f.csv"));
+        assert!(!c.routes[0].claims("other", "transformed/orders/x"));
+        assert!(!c.routes[0].claims("lake", "transformed/orders_v2/x"));
+    }
+
+    #[test]
+    fn redshift_target_variables() {
+        assert!(err(&[("REDSHIFT_WORKGROUP", "")]).contains("REDSHIFT_WORKGROUP"));
+        assert!(err(&[("REDSHIFT_CLUSTER_ID", "c")]).contains("REDSHIFT_WORKGROUP"));
+        let cluster = [("REDSHIFT_WORKGROUP", ""), ("REDSHIFT_CLUSTER_ID", "c")];
+        assert!(err(&cluster).contains("REDSHIFT_DB_USER"));
+        let c = load(&[cluster[0], cluster[1], ("REDSHIFT_SECRET_ARN", "arn:s")]).unwrap();
+        assert_eq!(
+            c.redshift,
+            RedshiftTarget::Cluster {
+                cluster_id: "c".into(),
+                auth: ClusterAuth::SecretArn("arn:s".into())
+            }
+        );
+    }
+
+    #[test]
+    fn each_bad_variable_is_named() {
+        assert!(err(&[("REDSHIFT_DATABASE", "")]).contains("REDSHIFT_DATABASE"));
+        assert!(err(&[("COPY_IAM_ROLE", "role")]).contains("COPY_IAM_ROLE"));
+        assert!(err(&[("LOADER_SCHEMA", "bad-name")]).contains("LOADER_SCHEMA"));
+        assert!(err(&[("MANIFEST_PREFIX", "lake/m")]).contains("MANIFEST_PREFIX"));
+        assert!(err(&[("LEASE_TTL_SECONDS", "900")]).contains("LEASE_TTL_SECONDS"));
+        assert!(err(&[("LOCK_WAIT_SECONDS", "x")]).contains("LOCK_WAIT_SECONDS"));
+        assert!(err(&[("LOADER_CONFIG", "")]).contains("LOADER_CONFIG"));
+        assert!(err(&[("LOADER_CONFIG_FILE", "/x")]).contains("exactly one"));
+        let missing = [
+            ("LOADER_CONFIG", ""),
+            ("LOADER_CONFIG_FILE", "/nonexistent.toml"),
+        ];
+        assert!(err(&missing).contains("LOADER_CONFIG_FILE"));
+    }
+
+    #[test]
+    fn manifest_prefix_must_not_be_watched() {
+        let e = err(&[("MANIFEST_PREFIX", "s3://lake/transformed/orders/_m/")]);
+        assert!(
+            e.contains("MANIFEST_PREFIX") && e.contains("routes[0]"),
+            "{e}"
+        );
+        // routes[1] watches any bucket
+        let e = err(&[("MANIFEST_PREFIX", "s3://other/raw/events/m/")]);
+        assert!(e.contains("routes[1]"), "{e}");
+        assert!(load(&[("MANIFEST_PREFIX", "s3://other/manifests/")]).is_ok());
+    }
+
+    fn route_err(toml: &str) -> String {
+        parse_routes(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_routes_name_the_key() {
+        let base = |extra: &str| {
+            format!("[[routes]]\nprefix = \"p/\"\ntable = \"s.t\"\nformat = \"parquet\"\n{extra}")
+        };
+        assert!(route_err(&base("mode = \"upsert\"")).contains("mode"));
+        assert!(route_err(&base("partition_columns = [\"a-b\"]"))
+            .contains("routes[0].partition_columns"));
+        assert!(route_err(&base("partition_columns = [\"a\", \"A\"]")).contains("twice"));
+        assert!(route_err(&base(
+            "partition_columns = [{ name = \"d\", type = \"time\" }]"
+        ))
+        .contains("partition_columns"));
+        assert!(route_err(&base("file_columns = []")).contains("routes[0].file_columns"));
+        assert!(route_err(&base("header = true")).contains("routes[0].header"));
+        assert!(route_err(&base("colour = 1")).contains("colour"));
+        assert!(
+            route_err("[[routes]]\nprefix = \"p\"\ntable = \"t\"\nformat = \"csv\"")
+                .contains("routes[0].table")
+        );
+        assert!(route_err("routes = []").contains("at least one"));
+    }
+
+    #[test]
+    fn overlapping_routes_are_refused() {
+        let two = |b1: &str, p1: &str, b2: &str, p2: &str| {
+            format!(
+                "[[routes]]\n{b1}prefix = \"{p1}\"\ntable = \"s.a\"\nformat = \"json\"\n\
+                 [[routes]]\n{b2}prefix = \"{p2}\"\ntable = \"s.b\"\nformat = \"json\"\n"
+            )
+        };
+        let e = route_err(&two("bucket = \"l\"\n", "a/", "bucket = \"l\"\n", "a/b/"));
+        assert!(
+            e.contains("routes[1].prefix") && e.contains("overlaps"),
+            "{e}"
+        );
+        assert!(route_err(&two("", "a/", "bucket = \"l\"\n", "a/b/")).contains("overlaps"));
+        assert!(parse_routes(&two("bucket = \"l\"\n", "a/", "bucket = \"m\"\n", "a/")).is_ok());
+        assert!(parse_routes(&two("", "a/", "", "ab/")).is_ok());
+        let same_table = "[[routes]]\nprefix = \"a/\"\ntable = \"s.t\"\nformat = \"json\"\n\
+             mode = \"replace\"\n[[routes]]\nprefix = \"b/\"\ntable = \"s.t\"\nformat = \"json\"\n";
+        assert!(route_err(same_table).contains("replace"));
+    }
+}

@@ -1,0 +1,547 @@
+//! The flow of one event: parse → route → partition → lease → diff → manifest → load.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::config::{Config, Mode, Route};
+use crate::error::LoaderError;
+use crate::outcome::{Outcome, PartitionValues};
+use crate::partition::{self, Partition};
+use crate::plan::{self, ListedObject, LoadedFile, Plan};
+use crate::route::{self, Routed};
+use crate::sql::{self, CopyTarget, Ident, LedgerRow, TableName};
+use crate::storage::{Storage, S3};
+use crate::warehouse::{DataApi, Row, Warehouse};
+use crate::{event, manifest};
+
+/// A Data API batch holds at most 40 statements.
+const MAX_BATCH_STATEMENTS: usize = 40;
+/// Redshift's statement limit is about 100 KB; stay clear of it.
+const MAX_STATEMENT_BYTES: usize = 90_000;
+/// Time granted to an explicit release after the work failed near the deadline.
+const RELEASE_GRACE: Duration = Duration::from_secs(3);
+
+pub struct Loader<W, S> {
+    config: Config,
+    warehouse: W,
+    storage: S,
+}
+
+impl Loader<DataApi, S3> {
+    /// Builds the AWS clients from the standard `AWS_*` environment (endpoint overrides
+    /// included).
+    pub async fn connect(config: Config) -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let mut s3 = aws_sdk_s3::config::Builder::from(&sdk);
+        // A custom endpoint (moto, MinIO) needs path-style addressing; AWS does not.
+        if std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+            s3 = s3.force_path_style(true);
+        }
+        let warehouse = DataApi::new(
+            aws_sdk_redshiftdata::Client::new(&sdk),
+            config.redshift.clone(),
+            config.database.clone(),
+        );
+        let storage = S3::new(aws_sdk_s3::Client::from_conf(s3.build()));
+        Loader::new(config, warehouse, storage)
+    }
+}
+
+/// What the acquire batch read while taking the lease.
+struct Lease {
+    ledger: Vec<LoadedFile>,
+    columns: Vec<String>,
+}
+
+impl<W: Warehouse, S: Storage> Loader<W, S> {
+    pub fn new(config: Config, warehouse: W, storage: S) -> Self {
+        Loader {
+            config,
+            warehouse,
+            storage,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one event. `holder` identifies this invocation in the lease table (the
+    /// Lambda request id); nothing is started after `deadline`.
+    pub async fn handle(
+        &self,
+        event: &Value,
+        holder: &str,
+        deadline: Instant,
+    ) -> Result<Outcome, LoaderError> {
+        let object = event::parse(event)?;
+        match route::route(&self.config, &object.bucket, &object.key, object.size) {
+            Routed::Skip(reason) => Ok(Outcome::Skipped {
+                reason: reason.to_string(),
+                bucket: object.bucket,
+                key: object.key,
+            }),
+            Routed::Load(route) => {
+                let partition = partition::parse(route, &object.key)?;
+                self.load_partition(route, &object.bucket, &partition, holder, deadline)
+                    .await
+            }
+        }
+    }
+
+    /// Creates the loader schema, lease table, ledger and fencing procedures.
+    pub async fn bootstrap(&self, deadline: Instant) -> Result<String, LoaderError> {
+        self.warehouse
+            .run_batch(sql::bootstrap(&self.config.loader_schema), deadline)
+            .await
+    }
+
+    /// Runs one statement (with `:name` parameters) that returns no rows.
+    pub async fn execute(
+        &self,
+        sql: String,
+        params: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.warehouse.run(sql, params, deadline).await
+    }
+
+    /// Runs one statement (with `:name` parameters) and returns its rows.
+    pub async fn query(
+        &self,
+        sql: String,
+        params: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> Result<Vec<Row>, LoaderError> {
+        let id = self.warehouse.run(sql, params, deadline).await?;
+        self.warehouse.rows(id, deadline).await
+    }
+
+    /// Loads every pending file of one partition under the table's lease.
+    pub async fn load_partition(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        deadline: Instant,
+    ) -> Result<Outcome, LoaderError> {
+        let lease = self
+            .acquire(&route.table, holder, &partition.path, deadline)
+            .await?;
+        let result = self
+            .load_holding_lease(route, bucket, partition, holder, lease, deadline)
+            .await;
+        match result {
+            Ok(Loaded::Committed(outcome)) => Ok(outcome),
+            Ok(Loaded::Nothing(outcome)) => {
+                self.release(&route.table, holder, deadline).await?;
+                Ok(outcome)
+            }
+            // The batch may still be running: leave the lease to its TTL (and fence).
+            Err(e @ LoaderError::Timeout { .. }) => Err(e),
+            Err(e) => {
+                let grace = deadline.max(Instant::now() + RELEASE_GRACE);
+                if let Err(release_error) = self.release(&route.table, holder, grace).await {
+                    tracing::warn!(table = %route.table, error = %release_error,
+                        "explicit release failed; the lease expires by its TTL");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the table's lease, waiting with jittered backoff while another holder has it.
+    async fn acquire(
+        &self,
+        table: &TableName,
+        holder: &str,
+        partition_path: &str,
+        deadline: Instant,
+    ) -> Result<Lease, LoaderError> {
+        let schema = &self.config.loader_schema;
+        let sqls = sql::acquire(
+            schema,
+            table,
+            holder,
+            self.config.lease_ttl.as_secs(),
+            partition_path,
+        )?;
+        let give_up = deadline.min(Instant::now() + self.config.lock_wait);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        loop {
+            let id = self.warehouse.run_batch(sqls.clone(), deadline).await?;
+            let lease = self.warehouse.rows(format!("{id}:4"), deadline).await?;
+            let (current, expires_at) = match lease.first().map(|r| r.as_slice()) {
+                Some([Some(h), e]) => (h.clone(), e.clone().unwrap_or_default()),
+                _ => ("(nobody)".to_string(), String::new()),
+            };
+            if current == holder {
+                let ledger = self
+                    .warehouse
+                    .rows(format!("{id}:5"), deadline)
+                    .await?
+                    .into_iter()
+                    .filter_map(|r| match r.as_slice() {
+                        [Some(url), Some(etag), _] => Some(LoadedFile {
+                            s3_url: url.clone(),
+                            etag: etag.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                let columns = self
+                    .warehouse
+                    .rows(format!("{id}:6"), deadline)
+                    .await?
+                    .into_iter()
+                    .filter_map(|r| r.into_iter().next().flatten())
+                    .collect();
+                return Ok(Lease { ledger, columns });
+            }
+            let pause = backoff.next_pause();
+            if Instant::now() + pause >= give_up {
+                return Err(LoaderError::LockBusy {
+                    table: table.to_string(),
+                    holder: current,
+                    expires_at,
+                });
+            }
+            tracing::debug!(table = %table, holder = %current, "lease busy, waiting");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Drops our lease (no-op when we no longer hold it).
+    pub async fn release(
+        &self,
+        table: &TableName,
+        holder: &str,
+        deadline: Instant,
+    ) -> Result<(), LoaderError> {
+        let params = vec![("table", table.to_string()), ("holder", holder.to_string())];
+        self.warehouse
+            .run(sql::release(&self.config.loader_schema), params, deadline)
+            .await
+            .map(|_| ())
+    }
+
+    async fn load_holding_lease(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        lease: Lease,
+        deadline: Instant,
+    ) -> Result<Loaded, LoaderError> {
+        let table = &route.table;
+        if lease.columns.is_empty() {
+            return Err(LoaderError::TableMissing(table.to_string()));
+        }
+        let target = copy_target(route, partition, &lease.columns)?;
+        // Listed only now, under the lease: a file written before the lease was taken
+        // is seen by this holder or a later one, never missed.
+        let prefix = partition.list_prefix(route);
+        let listed: Vec<ListedObject> = self
+            .storage
+            .list(bucket, &prefix)
+            .await?
+            .into_iter()
+            .filter(|o| {
+                let directly_inside = !o.key[prefix.len()..].contains('/');
+                directly_inside && route::marker_reason(&o.key, Some(o.size)).is_none()
+            })
+            .collect();
+        let partition_values = PartitionValues(
+            partition
+                .values
+                .iter()
+                .map(|(c, v)| (c.to_string(), v.clone()))
+                .collect(),
+        );
+        let files = match plan::plan(route.mode, bucket, listed, &lease.ledger)? {
+            Plan::UpToDate => {
+                return Ok(Loaded::Nothing(Outcome::UpToDate {
+                    table: table.to_string(),
+                    partition: partition_values,
+                }))
+            }
+            Plan::Load(files) => files,
+        };
+
+        let schema = &self.config.loader_schema;
+        let load_id = uuid::Uuid::new_v4().to_string();
+        let tuples = files
+            .iter()
+            .map(|f| {
+                let row = LedgerRow {
+                    s3_url: plan::s3_url(bucket, &f.key),
+                    etag: f.etag.clone(),
+                    size_bytes: f.size,
+                };
+                sql::ledger_tuple(table, &partition.path, holder, &load_id, &row)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let inserts = sql::ledger_inserts(
+            &sql::ledger_insert_head(schema),
+            &tuples,
+            MAX_STATEMENT_BYTES,
+        );
+        let replace = route.mode == Mode::Replace;
+        let room = MAX_BATCH_STATEMENTS - sql::fixed_statements(&target, replace);
+        let batches = plan::batches(inserts, room);
+        if replace && batches.len() > 1 {
+            return Err(LoaderError::ReplaceTooLarge {
+                files: files.len(),
+                batches: batches.len(),
+            });
+        }
+
+        let mut offset = 0;
+        let mut statement_id = String::new();
+        let last = batches.len() - 1;
+        for (n, (inserts, count)) in batches.iter().enumerate() {
+            let chunk = &files[offset..offset + count];
+            offset += count;
+            let manifest_key =
+                manifest::manifest_key(&self.config.manifest, table, &partition.path, &load_id, n);
+            self.storage
+                .put(
+                    &self.config.manifest.bucket,
+                    &manifest_key,
+                    manifest::manifest_json(bucket, chunk),
+                )
+                .await?;
+            let manifest_url = plan::s3_url(&self.config.manifest.bucket, &manifest_key);
+            let sqls = sql::load_batch(&sql::LoadBatch {
+                schema,
+                table,
+                partition_path: &partition.path,
+                holder,
+                manifest_url: &manifest_url,
+                iam_role: &self.config.copy_iam_role,
+                format: route.format,
+                target: &target,
+                replace: replace.then_some(partition.literals.as_slice()),
+                ledger_inserts: inserts,
+                renew_ttl_seconds: (n != last).then_some(self.config.lease_ttl.as_secs()),
+                stage_suffix: n,
+            })?;
+            statement_id = self
+                .warehouse
+                .run_batch(sqls, deadline)
+                .await
+                .map_err(|e| load_error(table, e))?;
+        }
+        Ok(Loaded::Committed(Outcome::Loaded {
+            table: table.to_string(),
+            partition: partition_values,
+            files: files.len(),
+            statement_id,
+        }))
+    }
+
+    /// Loads files that existed before the function was deployed: every partition found
+    /// under `s3://bucket/prefix`, one after the other, with the same protocol.
+    /// Returns one result per partition (and per key that could not be placed).
+    pub async fn backfill(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        holder: &str,
+        deadline: Instant,
+    ) -> Result<Vec<Result<Outcome, LoaderError>>, LoaderError> {
+        let mut partitions: BTreeMap<(usize, String), (&Route, Partition)> = BTreeMap::new();
+        let mut results = Vec::new();
+        for obj in self.storage.list(bucket, prefix).await? {
+            let Routed::Load(route) = route::route(&self.config, bucket, &obj.key, Some(obj.size))
+            else {
+                continue;
+            };
+            let index = self
+                .config
+                .routes
+                .iter()
+                .position(|r| std::ptr::eq(r, route))
+                .unwrap_or_default();
+            match partition::parse(route, &obj.key) {
+                Ok(p) => {
+                    partitions
+                        .entry((index, p.path.clone()))
+                        .or_insert((route, p));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        for (route, partition) in partitions.values() {
+            results.push(
+                self.load_partition(route, bucket, partition, holder, deadline)
+                    .await,
+            );
+        }
+        Ok(results)
+    }
+}
+
+enum Loaded {
+    /// The last load batch released the lease itself.
+    Committed(Outcome),
+    /// Nothing loaded: the lease is still ours to release.
+    Nothing(Outcome),
+}
+
+/// Names what a failed load batch means for the caller.
+fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
+    match e {
+        LoaderError::StatementFailed {
+            message,
+            statement_id,
+        } => {
+            if message.contains(sql::LEASE_LOST_MARKER) {
+                LoaderError::LeaseLost {
+                    table: table.to_string(),
+                    message,
+                }
+            } else {
+                LoaderError::LoadRejected {
+                    table: table.to_string(),
+                    statement_id,
+                    message,
+                }
+            }
+        }
+        other => other,
+    }
+}
+
+/// Decides how the COPY fills the table, from the route and the table's columns (in
+/// table order, as Redshift reports them).
+fn copy_target(
+    route: &Route,
+    partition: &Partition,
+    table_columns: &[String],
+) -> Result<CopyTarget, LoaderError> {
+    let mismatch = |reason: String| LoaderError::TableMismatch {
+        table: route.table.to_string(),
+        reason,
+    };
+    let in_table = |c: &Ident| table_columns.iter().any(|t| t == c.as_str());
+    let partition_columns: Vec<&Ident> = route.partition_columns.iter().map(|c| &c.name).collect();
+    let file_columns: Vec<Ident> = match &route.file_columns {
+        Some(cols) => cols.clone(),
+        None => table_columns
+            .iter()
+            .filter(|t| !partition_columns.iter().any(|p| p.as_str() == t.as_str()))
+            .map(|t| Ident::parse(t).map_err(|e| mismatch(format!("column {e}"))))
+            .collect::<Result<_, _>>()?,
+    };
+    if let Some(c) = file_columns.iter().find(|c| !in_table(c)) {
+        return Err(mismatch(format!(
+            "file column {c} is not a column of the table"
+        )));
+    }
+    if route.mode == Mode::Replace {
+        if let Some(p) = partition_columns.iter().find(|p| !in_table(p)) {
+            return Err(mismatch(format!(
+                "replace mode deletes the partition by its columns, but {p} is not a column of \
+                 the table"
+            )));
+        }
+    }
+    let fill: Vec<_> = partition
+        .literals
+        .iter()
+        .filter(|v| in_table(&v.column) && !file_columns.contains(&v.column))
+        .cloned()
+        .collect();
+    if !fill.is_empty() {
+        return Ok(CopyTarget::Staged { file_columns, fill });
+    }
+    let all_columns = file_columns.len() == table_columns.len()
+        && file_columns
+            .iter()
+            .zip(table_columns)
+            .all(|(f, t)| f.as_str() == t);
+    Ok(CopyTarget::Direct((!all_columns).then_some(file_columns)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_routes;
+
+    fn route(extra: &str) -> Route {
+        parse_routes(&format!(
+            "[[routes]]\nprefix = \"o/\"\ntable = \"s.t\"\nformat = \"parquet\"\n\
+             partition_columns = [{{ name = \"d\", type = \"date\" }}]\n{extra}"
+        ))
+        .unwrap()
+        .remove(0)
+    }
+
+    fn target(extra: &str, cols: &[&str]) -> Result<CopyTarget, LoaderError> {
+        let r = route(extra);
+        let p = partition::parse(&r, "o/d=2024-01-02/f.parquet").unwrap();
+        let cols: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
+        copy_target(&r, &p, &cols)
+    }
+
+    #[test]
+    fn partition_column_in_table_is_filled_by_staging() {
+        match target("", &["id", "d", "amount"]).unwrap() {
+            CopyTarget::Staged { file_columns, fill } => {
+                let names: Vec<_> = file_columns.iter().map(|c| c.as_str()).collect();
+                assert_eq!(names, ["id", "amount"]);
+                assert_eq!(fill[0].literal.as_str(), "CAST('2024-01-02' AS DATE)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn direct_copy_when_files_hold_every_column() {
+        assert!(matches!(
+            target("", &["id", "amount"]).unwrap(),
+            CopyTarget::Direct(None)
+        ));
+        let t = target("file_columns = [\"d\", \"id\"]", &["id", "d"]).unwrap();
+        match t {
+            CopyTarget::Direct(Some(cols)) => assert_eq!(cols[0].as_str(), "d"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mismatches_are_named() {
+        let e = target("file_columns = [\"nope\"]", &["id", "d"]).unwrap_err();
+        assert!(e.to_string().contains("nope"));
+        let e = target("mode = \"replace\"", &["id"]).unwrap_err();
+        assert!(e.to_string().contains("replace mode"));
+    }
+
+    #[test]
+    fn failed_loads_are_told_apart() {
+        let t = TableName::parse("s.t").unwrap();
+        let lost = load_error(
+            &t,
+            LoaderError::StatementFailed {
+                statement_id: "x".into(),
+                message: "ERROR: partition-loader: lease on s.t is not held by h".into(),
+            },
+        );
+        assert_eq!(lost.error_type(), "Retryable.LeaseLost");
+        let rejected = load_error(
+            &t,
+            LoaderError::StatementFailed {
+                statement_id: "x".into(),
+                message: "Unmatched number of columns between table and file".into(),
+            },
+        );
+        assert_eq!(rejected.error_type(), "Permanent.LoadRejected");
+    }
+}

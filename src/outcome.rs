@@ -1,0 +1,118 @@
+//! The result of one event, returned by the Lambda and logged as one JSON line.
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+
+/// Partition values in route order (a JSON object whose keys keep that order).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartitionValues(pub Vec<(String, String)>);
+
+impl Serialize for PartitionValues {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Loaded {
+        table: String,
+        partition: PartitionValues,
+        files: usize,
+        /// The Data API id of the (last) load batch.
+        statement_id: String,
+    },
+    UpToDate {
+        table: String,
+        partition: PartitionValues,
+    },
+    Skipped {
+        reason: String,
+        bucket: String,
+        key: String,
+    },
+}
+
+impl Outcome {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The structured log line of this outcome.
+    pub fn log(&self) {
+        match self {
+            Outcome::Loaded {
+                table,
+                partition,
+                files,
+                statement_id,
+            } => tracing::info!(
+                outcome = "loaded",
+                table,
+                partition = %json(partition),
+                files,
+                statement_id,
+                "loaded"
+            ),
+            Outcome::UpToDate { table, partition } => tracing::info!(
+                outcome = "up_to_date",
+                table,
+                partition = %json(partition),
+                "up to date"
+            ),
+            Outcome::Skipped {
+                reason,
+                bucket,
+                key,
+            } => tracing::info!(outcome = "skipped", reason, bucket, key, "skipped"),
+        }
+    }
+}
+
+fn json(p: &PartitionValues) -> String {
+    serde_json::to_string(p).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaded_outcome_shape_keeps_partition_order() {
+        let o = Outcome::Loaded {
+            table: "sales.orders".into(),
+            partition: PartitionValues(vec![
+                ("year".into(), "2024".into()),
+                ("month".into(), "05".into()),
+                ("day".into(), "28".into()),
+            ]),
+            files: 3,
+            statement_id: "abc".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            r#"{"outcome":"loaded","table":"sales.orders","partition":{"year":"2024","month":"05","day":"28"},"files":3,"statement_id":"abc"}"#
+        );
+    }
+
+    #[test]
+    fn other_outcomes() {
+        let u = Outcome::UpToDate {
+            table: "s.t".into(),
+            partition: PartitionValues::default(),
+        };
+        assert_eq!(u.to_json()["outcome"], "up_to_date");
+        let s = Outcome::Skipped {
+            reason: "no route claims this key".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+        };
+        assert_eq!(s.to_json()["reason"], "no route claims this key");
+        assert_eq!(s.to_json()["outcome"], "skipped");
+    }
+}

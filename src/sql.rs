@@ -1,0 +1,620 @@
+//! SQL text building. Pure: every function returns text, nothing here talks to Redshift.
+//!
+//! Data API batches take no parameters, so values are inlined as literals. Everything
+//! inlined goes through [`literal`] (or is a validated [`Ident`] / integer), so a value
+//! from an S3 key can never change the statement's shape.
+
+use std::fmt;
+
+use crate::error::LoaderError;
+
+/// A Redshift identifier that passed the strict rule `[A-Za-z_][A-Za-z0-9_$]*` (at most
+/// 127 bytes). Stored lower-case because Redshift folds unquoted names; always emitted
+/// double-quoted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ident(String);
+
+impl Ident {
+    pub fn parse(s: &str) -> Result<Ident, String> {
+        let mut chars = s.chars();
+        let first_ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_');
+        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+        if !first_ok || !rest_ok || s.len() > 127 {
+            return Err(format!(
+                "{s:?} is not a valid identifier (letters, digits, _ and $, starting with a letter \
+                 or _, at most 127 bytes)"
+            ));
+        }
+        Ok(Ident(s.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+impl fmt::Display for Ident {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `schema.table`, both parts validated identifiers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName {
+    pub schema: Ident,
+    pub name: Ident,
+}
+
+impl TableName {
+    pub fn parse(s: &str) -> Result<TableName, String> {
+        match s.split_once('.') {
+            Some((schema, name)) => Ok(TableName {
+                schema: Ident::parse(schema)?,
+                name: Ident::parse(name)?,
+            }),
+            None => Err(format!("{s:?} must be schema.table")),
+        }
+    }
+
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", self.schema.quoted(), self.name.quoted())
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// A string literal: `'` doubled. NUL and control characters are refused (Redshift
+/// cannot store NUL and they have no business in keys or names). Backslashes are refused
+/// too: they are literal under standard_conforming_strings, but refusing them keeps the
+/// quoting safe even on a server that treats `\` as an escape.
+pub fn literal(s: &str) -> Result<String, LoaderError> {
+    if let Some(c) = s.chars().find(|c| c.is_control() || *c == '\\') {
+        return Err(LoaderError::BadValue(format!(
+            "{s:?} contains the character {c:?}, which is not allowed in a SQL literal"
+        )));
+    }
+    Ok(format!("'{}'", s.replace('\'', "''")))
+}
+
+/// The type a partition column is validated against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionType {
+    Date,
+    Integer,
+    String,
+}
+
+/// A partition value rendered for SQL; only built by [`partition_literal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlLiteral(String);
+
+impl SqlLiteral {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Validates `value` against `ty` and renders a literal that Redshift and PostgreSQL both
+/// read the same way. `None` names what is wrong.
+pub fn partition_literal(ty: PartitionType, value: &str) -> Result<SqlLiteral, String> {
+    match ty {
+        PartitionType::Date => {
+            let ok =
+                value.len() == 10 && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok();
+            if !ok {
+                return Err(format!("{value:?} is not a date (YYYY-MM-DD)"));
+            }
+            Ok(SqlLiteral(format!("CAST('{value}' AS DATE)")))
+        }
+        PartitionType::Integer => value
+            .parse::<i64>()
+            .map(|n| SqlLiteral(n.to_string()))
+            .map_err(|_| format!("{value:?} is not a 64-bit integer")),
+        PartitionType::String => literal(value).map(SqlLiteral).map_err(|e| e.to_string()),
+    }
+}
+
+/// Statements of the idempotent bootstrap batch.
+pub fn bootstrap(schema: &Ident) -> Vec<String> {
+    let s = schema.quoted();
+    vec![
+        format!("CREATE SCHEMA IF NOT EXISTS {s}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.locks (table_name VARCHAR(256) NOT NULL, \
+             holder VARCHAR(256) NOT NULL, acquired_at TIMESTAMP NOT NULL, \
+             expires_at TIMESTAMP NOT NULL)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {s}.loaded_files (table_name VARCHAR(256) NOT NULL, \
+             partition_path VARCHAR(1024) NOT NULL, s3_url VARCHAR(2048) NOT NULL, \
+             etag VARCHAR(128) NOT NULL, size_bytes BIGINT NOT NULL, \
+             loaded_at TIMESTAMP NOT NULL, holder VARCHAR(256) NOT NULL, \
+             load_id VARCHAR(64) NOT NULL) SORTKEY (table_name, partition_path)"
+        ),
+        format!(
+            "CREATE OR REPLACE PROCEDURE {s}.release_lease(p_table VARCHAR(256), p_holder VARCHAR(256)) \
+             AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
+             DELETE FROM {s}.locks WHERE table_name = p_table AND holder = p_holder \
+             AND expires_at > GETDATE();\n  \
+             GET DIAGNOSTICS n := ROW_COUNT;\n  \
+             IF n = 0 THEN\n    RAISE EXCEPTION 'partition-loader: lease on % is not held by % \
+             (expired or taken over); load rolled back', p_table, p_holder;\n  END IF;\nEND;\n$$ \
+             LANGUAGE plpgsql"
+        ),
+        format!(
+            "CREATE OR REPLACE PROCEDURE {s}.renew_lease(p_table VARCHAR(256), p_holder VARCHAR(256), \
+             p_ttl_seconds INTEGER) AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
+             UPDATE {s}.locks SET expires_at = GETDATE() + p_ttl_seconds * INTERVAL '1 second' \
+             WHERE table_name = p_table AND holder = p_holder AND expires_at > GETDATE();\n  \
+             GET DIAGNOSTICS n := ROW_COUNT;\n  \
+             IF n = 0 THEN\n    RAISE EXCEPTION 'partition-loader: lease on % is not held by % \
+             (expired or taken over); load rolled back', p_table, p_holder;\n  END IF;\nEND;\n$$ \
+             LANGUAGE plpgsql"
+        ),
+    ]
+}
+
+/// Text the fencing procedures raise; the warehouse adapter recognises it.
+pub const LEASE_LOST_MARKER: &str = "partition-loader: lease on";
+
+/// The acquire batch. Results: statement 4 = lease holder, 5 = ledger rows of the
+/// partition, 6 = the target table's columns in order.
+pub fn acquire(
+    schema: &Ident,
+    table: &TableName,
+    holder: &str,
+    ttl_seconds: u64,
+    partition_path: &str,
+) -> Result<Vec<String>, LoaderError> {
+    let s = schema.quoted();
+    let t = literal(&table.to_string())?;
+    let h = literal(holder)?;
+    let p = literal(partition_path)?;
+    Ok(vec![
+        // First on purpose: the transaction's snapshot is taken at the first query, so
+        // every read below sees the state after the previous holder committed.
+        format!("LOCK {s}.locks"),
+        format!("DELETE FROM {s}.locks WHERE table_name = {t} AND expires_at <= GETDATE()"),
+        format!(
+            "INSERT INTO {s}.locks (table_name, holder, acquired_at, expires_at) \
+             SELECT {t}, {h}, GETDATE(), GETDATE() + INTERVAL '{ttl_seconds} seconds' \
+             WHERE NOT EXISTS (SELECT 1 FROM {s}.locks WHERE table_name = {t})"
+        ),
+        format!("SELECT holder, expires_at FROM {s}.locks WHERE table_name = {t}"),
+        format!(
+            "SELECT s3_url, etag, size_bytes FROM {s}.loaded_files \
+             WHERE table_name = {t} AND partition_path = {p}"
+        ),
+        format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = {} \
+             AND table_name = {} ORDER BY ordinal_position",
+            literal(table.schema.as_str())?,
+            literal(table.name.as_str())?
+        ),
+    ])
+}
+
+/// The explicit release (used when no load follows). Parameterised: it is a single
+/// ExecuteStatement, which takes parameters.
+pub fn release(schema: &Ident) -> String {
+    format!(
+        "DELETE FROM {}.locks WHERE table_name = :table AND holder = :holder",
+        schema.quoted()
+    )
+}
+
+/// Data format of the files, with the options COPY needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Parquet,
+    Csv { header: bool },
+    Json,
+}
+
+impl FileFormat {
+    fn copy_clause(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "FORMAT AS PARQUET",
+            FileFormat::Csv { header: true } => "FORMAT AS CSV IGNOREHEADER 1",
+            FileFormat::Csv { header: false } => "FORMAT AS CSV",
+            FileFormat::Json => "FORMAT AS JSON 'auto'",
+        }
+    }
+}
+
+/// A partition column with its validated literal.
+#[derive(Debug, Clone)]
+pub struct PartitionValue {
+    pub column: Ident,
+    pub literal: SqlLiteral,
+}
+
+/// One ledger row, before rendering.
+#[derive(Debug, Clone)]
+pub struct LedgerRow {
+    pub s3_url: String,
+    pub etag: String,
+    pub size_bytes: i64,
+}
+
+/// How the COPY reaches the target.
+#[derive(Debug, Clone)]
+pub enum CopyTarget {
+    /// `COPY target [(cols)]`; `None` = all columns.
+    Direct(Option<Vec<Ident>>),
+    /// COPY into a temporary table holding the file columns, then INSERT … SELECT with
+    /// the partition literals, for partition columns the files lack.
+    Staged {
+        file_columns: Vec<Ident>,
+        fill: Vec<PartitionValue>,
+    },
+}
+
+/// Everything one load batch needs. The ledger INSERTs are rendered by the caller with
+/// [`ledger_inserts`] so that it can size batches.
+#[derive(Debug, Clone)]
+pub struct LoadBatch<'a> {
+    pub schema: &'a Ident,
+    pub table: &'a TableName,
+    pub partition_path: &'a str,
+    pub holder: &'a str,
+    pub manifest_url: &'a str,
+    pub iam_role: &'a str,
+    pub format: FileFormat,
+    pub target: &'a CopyTarget,
+    /// `Some` in replace mode: the predicate columns of the partition to delete first.
+    pub replace: Option<&'a [PartitionValue]>,
+    pub ledger_inserts: &'a [String],
+    /// `None` for the last batch (release the lease), `Some(ttl)` to renew it instead.
+    pub renew_ttl_seconds: Option<u64>,
+    pub stage_suffix: usize,
+}
+
+/// Statements of one load batch; the fence (release or renew) is last.
+pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
+    let s = b.schema.quoted();
+    let target = b.table.quoted();
+    let t = literal(&b.table.to_string())?;
+    let h = literal(b.holder)?;
+    let mut out = Vec::new();
+    if let Some(values) = b.replace {
+        let predicate = if values.is_empty() {
+            "TRUE".to_string()
+        } else {
+            values
+                .iter()
+                .map(|v| format!("{} = {}", v.column.quoted(), v.literal.as_str()))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        out.push(format!("DELETE FROM {target} WHERE {predicate}"));
+        out.push(format!(
+            "DELETE FROM {s}.loaded_files WHERE table_name = {t} AND partition_path = {}",
+            literal(b.partition_path)?
+        ));
+    }
+    let copy_tail = format!(
+        "FROM {} IAM_ROLE {} MANIFEST {} STATUPDATE ON",
+        literal(b.manifest_url)?,
+        literal(b.iam_role)?,
+        b.format.copy_clause()
+    );
+    match b.target {
+        CopyTarget::Direct(None) => out.push(format!("COPY {target} {copy_tail}")),
+        CopyTarget::Direct(Some(cols)) => {
+            out.push(format!("COPY {target} ({}) {copy_tail}", column_list(cols)))
+        }
+        CopyTarget::Staged { file_columns, fill } => {
+            let stage = format!("\"partition_loader_stage_{}\"", b.stage_suffix);
+            let files = column_list(file_columns);
+            let fill_cols: Vec<Ident> = fill.iter().map(|v| v.column.clone()).collect();
+            let fill_lits: Vec<&str> = fill.iter().map(|v| v.literal.as_str()).collect();
+            out.push(format!(
+                "CREATE TEMP TABLE {stage} AS SELECT {files} FROM {target} WHERE 1 = 0"
+            ));
+            out.push(format!("COPY {stage} {copy_tail}"));
+            out.push(format!(
+                "INSERT INTO {target} ({files}, {}) SELECT {files}, {} FROM {stage}",
+                column_list(&fill_cols),
+                fill_lits.join(", ")
+            ));
+            out.push(format!("DROP TABLE {stage}"));
+        }
+    }
+    out.extend(b.ledger_inserts.iter().cloned());
+    out.push(match b.renew_ttl_seconds {
+        None => format!("CALL {s}.release_lease({t}, {h})"),
+        Some(ttl) => format!("CALL {s}.renew_lease({t}, {h}, {ttl})"),
+    });
+    Ok(out)
+}
+
+/// Statements a load batch has besides its ledger INSERTs.
+pub fn fixed_statements(target: &CopyTarget, replace: bool) -> usize {
+    let copy = match target {
+        CopyTarget::Direct(_) => 1,
+        CopyTarget::Staged { .. } => 4,
+    };
+    copy + if replace { 2 } else { 0 } + 1
+}
+
+fn column_list(cols: &[Ident]) -> String {
+    cols.iter()
+        .map(Ident::quoted)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The start of every ledger INSERT.
+pub fn ledger_insert_head(schema: &Ident) -> String {
+    format!(
+        "INSERT INTO {}.loaded_files (table_name, partition_path, s3_url, etag, size_bytes, \
+         loaded_at, holder, load_id) VALUES ",
+        schema.quoted()
+    )
+}
+
+/// One `(...)` VALUES tuple of the ledger.
+pub fn ledger_tuple(
+    table: &TableName,
+    partition_path: &str,
+    holder: &str,
+    load_id: &str,
+    row: &LedgerRow,
+) -> Result<String, LoaderError> {
+    Ok(format!(
+        "({}, {}, {}, {}, {}, GETDATE(), {}, {})",
+        literal(&table.to_string())?,
+        literal(partition_path)?,
+        literal(&row.s3_url)?,
+        literal(&row.etag)?,
+        row.size_bytes,
+        literal(holder)?,
+        literal(load_id)?
+    ))
+}
+
+/// Packs tuples into INSERT statements no larger than `max_bytes` each; returns each
+/// statement with the number of tuples it holds.
+pub fn ledger_inserts(head: &str, tuples: &[String], max_bytes: usize) -> Vec<(String, usize)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut count = 0;
+    for tuple in tuples {
+        let extra = tuple.len() + 2;
+        if count > 0 && current.len() + extra > max_bytes {
+            out.push((std::mem::take(&mut current), count));
+            count = 0;
+        }
+        if count == 0 {
+            current.push_str(head);
+        } else {
+            current.push_str(", ");
+        }
+        current.push_str(tuple);
+        count += 1;
+    }
+    if count > 0 {
+        out.push((current, count));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> TableName {
+        TableName::parse("Sales.Orders").unwrap()
+    }
+
+    #[test]
+    fn identifiers_are_strict_and_folded() {
+        assert_eq!(
+            Ident::parse("Order_Date$1").unwrap().as_str(),
+            "order_date$1"
+        );
+        assert_eq!(Ident::parse("_x").unwrap().quoted(), "\"_x\"");
+        for bad in ["", "1a", "a-b", "a b", "a\"b", "é", &"a".repeat(128)] {
+            assert!(Ident::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Ident::parse(&"a".repeat(127)).is_ok());
+        assert_eq!(table().to_string(), "sales.orders");
+        assert_eq!(table().quoted(), "\"sales\".\"orders\"");
+        assert!(TableName::parse("orders").is_err());
+        assert!(TableName::parse("a.b.c").is_err());
+    }
+
+    #[test]
+    fn literals_double_quotes_and_refuse_control_chars() {
+        assert_eq!(literal("it's").unwrap(), "'it''s'");
+        assert_eq!(
+            literal("'; DROP TABLE x; --").unwrap(),
+            "'''; DROP TABLE x; --'"
+        );
+        assert_eq!(literal("").unwrap(), "''");
+        assert_eq!(literal("naïve ü").unwrap(), "'naïve ü'");
+        assert!(literal("a\0b").is_err());
+        assert!(literal("a\nb").is_err());
+        assert!(literal("a\\'b").is_err());
+    }
+
+    #[test]
+    fn partition_literals_are_typed() {
+        let d = partition_literal(PartitionType::Date, "2024-02-29").unwrap();
+        assert_eq!(d.as_str(), "CAST('2024-02-29' AS DATE)");
+        assert!(partition_literal(PartitionType::Date, "2023-02-29").is_err());
+        assert!(partition_literal(PartitionType::Date, "2024-5-28").is_err());
+        assert!(partition_literal(PartitionType::Date, "2024-05-28'; --").is_err());
+        assert_eq!(
+            partition_literal(PartitionType::Integer, "-42")
+                .unwrap()
+                .as_str(),
+            "-42"
+        );
+        assert_eq!(
+            partition_literal(PartitionType::Integer, "007")
+                .unwrap()
+                .as_str(),
+            "7"
+        );
+        assert!(partition_literal(PartitionType::Integer, "1 OR 1=1").is_err());
+        assert!(partition_literal(PartitionType::Integer, "99999999999999999999").is_err());
+        assert_eq!(
+            partition_literal(PartitionType::String, "a'b")
+                .unwrap()
+                .as_str(),
+            "'a''b'"
+        );
+    }
+
+    #[test]
+    fn acquire_locks_first_and_reads_three_results() {
+        let schema = Ident::parse("pl").unwrap();
+        let sqls = acquire(&schema, &table(), "req-1", 960, "order_date=2024-05-28/").unwrap();
+        assert_eq!(sqls.len(), 6);
+        assert_eq!(sqls[0], "LOCK \"pl\".locks");
+        assert!(sqls[1].contains("expires_at <= GETDATE()"));
+        assert!(sqls[2].contains("GETDATE() + INTERVAL '960 seconds'"));
+        assert!(sqls[2].contains("WHERE NOT EXISTS"));
+        assert!(sqls[3].starts_with("SELECT holder, expires_at"));
+        assert!(sqls[4].contains("partition_path = 'order_date=2024-05-28/'"));
+        assert!(sqls[5].contains("table_schema = 'sales' AND table_name = 'orders'"));
+        assert!(acquire(&schema, &table(), "bad\0", 960, "p/").is_err());
+    }
+
+    #[test]
+    fn bootstrap_is_idempotent_ddl_with_fencing_procedures() {
+        let sqls = bootstrap(&Ident::parse("pl").unwrap());
+        assert_eq!(sqls.len(), 5);
+        assert!(sqls
+            .iter()
+            .all(|s| s.contains("IF NOT EXISTS") || s.contains("OR REPLACE")));
+        assert!(sqls[3].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
+        assert!(sqls[3].contains("expires_at > GETDATE()"));
+        assert!(sqls[4].contains("renew_lease"));
+    }
+
+    fn batch<'a>(
+        schema: &'a Ident,
+        t: &'a TableName,
+        target: &'a CopyTarget,
+        replace: Option<&'a [PartitionValue]>,
+        inserts: &'a [String],
+        renew: Option<u64>,
+    ) -> LoadBatch<'a> {
+        LoadBatch {
+            schema,
+            table: t,
+            partition_path: "order_date=2024-05-28/",
+            holder: "req-1",
+            manifest_url: "s3://m/x/1.manifest",
+            iam_role: "arn:aws:iam::1:role/r",
+            format: FileFormat::Parquet,
+            target,
+            replace,
+            ledger_inserts: inserts,
+            renew_ttl_seconds: renew,
+            stage_suffix: 0,
+        }
+    }
+
+    #[test]
+    fn direct_append_load_ends_with_the_fence() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = table();
+        let target = CopyTarget::Direct(None);
+        let inserts = vec!["INSERT 1".to_string()];
+        let sqls = load_batch(&batch(&schema, &t, &target, None, &inserts, None)).unwrap();
+        assert_eq!(
+            sqls,
+            vec![
+                "COPY \"sales\".\"orders\" FROM 's3://m/x/1.manifest' IAM_ROLE \
+                 'arn:aws:iam::1:role/r' MANIFEST FORMAT AS PARQUET STATUPDATE ON"
+                    .to_string(),
+                "INSERT 1".to_string(),
+                "CALL \"pl\".release_lease('sales.orders', 'req-1')".to_string(),
+            ]
+        );
+        assert_eq!(fixed_statements(&target, false), sqls.len() - 1);
+        let renew = load_batch(&batch(&schema, &t, &target, None, &inserts, Some(960))).unwrap();
+        assert_eq!(
+            renew.last().unwrap(),
+            "CALL \"pl\".renew_lease('sales.orders', 'req-1', 960)"
+        );
+    }
+
+    #[test]
+    fn staged_replace_load_deletes_then_fills_partition_columns() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = table();
+        let pv = vec![PartitionValue {
+            column: Ident::parse("order_date").unwrap(),
+            literal: partition_literal(PartitionType::Date, "2024-05-28").unwrap(),
+        }];
+        let target = CopyTarget::Staged {
+            file_columns: vec![Ident::parse("id").unwrap(), Ident::parse("amount").unwrap()],
+            fill: pv.clone(),
+        };
+        let sqls = load_batch(&batch(&schema, &t, &target, Some(&pv), &[], None)).unwrap();
+        assert_eq!(sqls.len(), fixed_statements(&target, true));
+        assert_eq!(
+            sqls[0],
+            "DELETE FROM \"sales\".\"orders\" WHERE \"order_date\" = CAST('2024-05-28' AS DATE)"
+        );
+        assert!(sqls[1].contains("partition_path = 'order_date=2024-05-28/'"));
+        assert_eq!(
+            sqls[2],
+            "CREATE TEMP TABLE \"partition_loader_stage_0\" AS SELECT \"id\", \"amount\" FROM \
+             \"sales\".\"orders\" WHERE 1 = 0"
+        );
+        assert!(sqls[3].starts_with("COPY \"partition_loader_stage_0\" FROM"));
+        assert_eq!(
+            sqls[4],
+            "INSERT INTO \"sales\".\"orders\" (\"id\", \"amount\", \"order_date\") SELECT \"id\", \
+             \"amount\", CAST('2024-05-28' AS DATE) FROM \"partition_loader_stage_0\""
+        );
+        assert_eq!(sqls[5], "DROP TABLE \"partition_loader_stage_0\"");
+        assert!(sqls[6].starts_with("CALL"));
+    }
+
+    #[test]
+    fn csv_and_json_copy_options() {
+        assert_eq!(
+            FileFormat::Csv { header: true }.copy_clause(),
+            "FORMAT AS CSV IGNOREHEADER 1"
+        );
+        assert_eq!(FileFormat::Json.copy_clause(), "FORMAT AS JSON 'auto'");
+    }
+
+    #[test]
+    fn ledger_inserts_stay_under_the_size_limit() {
+        let t = table();
+        let row = LedgerRow {
+            s3_url: format!("s3://b/{}", "k".repeat(900)),
+            etag: "abc".into(),
+            size_bytes: 10,
+        };
+        let tuple = ledger_tuple(&t, "p=1/", "h", "id", &row).unwrap();
+        assert!(tuple.contains("GETDATE()"));
+        let tuples = vec![tuple; 500];
+        let head = ledger_insert_head(&Ident::parse("pl").unwrap());
+        let stmts = ledger_inserts(&head, &tuples, 100_000);
+        assert!(stmts.len() > 1);
+        assert!(stmts
+            .iter()
+            .all(|(s, _)| s.len() <= 100_000 && s.starts_with(&head)));
+        assert_eq!(stmts.iter().map(|(_, n)| n).sum::<usize>(), 500);
+        assert!(ledger_inserts(&head, &[], 100_000).is_empty());
+    }
+}

@@ -1,0 +1,95 @@
+//! The S3 adapter: list a partition, write a manifest.
+
+use std::future::Future;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+
+use crate::error::LoaderError;
+use crate::plan::{normalise_etag, ListedObject};
+
+pub trait Storage: Send + Sync {
+    /// Every object under `prefix` (all pages).
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ListedObject>, LoaderError>> + Send;
+
+    fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: String,
+    ) -> impl Future<Output = Result<(), LoaderError>> + Send;
+}
+
+pub struct S3 {
+    client: Client,
+}
+
+impl S3 {
+    pub fn new(client: Client) -> S3 {
+        S3 { client }
+    }
+}
+
+fn storage_error<E, R>(what: String, err: SdkError<E, R>) -> LoaderError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let retryable = matches!(
+        err,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
+    ) || matches!(
+        err.code(),
+        Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout")
+    );
+    LoaderError::Storage {
+        message: format!("{what}: {}", DisplayErrorContext(&err)),
+        retryable,
+    }
+}
+
+impl Storage for S3 {
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, LoaderError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| storage_error(format!("listing s3://{bucket}/{prefix}"), e))?;
+            for obj in page.contents() {
+                let (Some(key), Some(size)) = (obj.key(), obj.size()) else {
+                    continue;
+                };
+                out.push(ListedObject {
+                    key: key.to_string(),
+                    size,
+                    etag: normalise_etag(obj.e_tag().unwrap_or_default()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: String) -> Result<(), LoaderError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body.into_bytes()))
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("writing s3://{bucket}/{key}"), e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,315 @@
+//! The Redshift Data API adapter: submit, poll until done, read results.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_redshiftdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
+use aws_sdk_redshiftdata::Client;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::config::{ClusterAuth, RedshiftTarget};
+use crate::error::LoaderError;
+
+/// One result row; `None` is SQL NULL. Numbers come back as their decimal text.
+pub type Row = Vec<Option<String>>;
+
+/// What the loader needs from Redshift. Implemented by [`DataApi`]; small so the
+/// handler's flow reads without the SDK's detail.
+pub trait Warehouse: Send + Sync {
+    /// Runs the statements as one transaction and waits for the end; returns the batch
+    /// id. Serialization conflicts (1023) and throttling are retried here.
+    fn run_batch(
+        &self,
+        sqls: Vec<String>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<String, LoaderError>> + Send;
+
+    /// Runs one statement with named `:parameters` and waits for the end.
+    fn run(
+        &self,
+        sql: String,
+        params: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<String, LoaderError>> + Send;
+
+    /// All rows of a finished statement (`<batch id>:<n>` for a batch's n-th statement).
+    fn rows(
+        &self,
+        statement_id: String,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Vec<Row>, LoaderError>> + Send;
+}
+
+/// How often a statement that failed with a serialization conflict is resubmitted.
+const CONFLICT_ATTEMPTS: u32 = 4;
+/// How often a throttled or network-failed API call is repeated (on top of the SDK's own
+/// retries).
+const CALL_ATTEMPTS: u32 = 8;
+
+pub struct DataApi {
+    client: Client,
+    target: RedshiftTarget,
+    database: String,
+}
+
+enum Submit {
+    Batch(Vec<String>),
+    One(String, Vec<(&'static str, String)>),
+}
+
+impl DataApi {
+    pub fn new(client: Client, target: RedshiftTarget, database: String) -> DataApi {
+        DataApi {
+            client,
+            target,
+            database,
+        }
+    }
+
+    async fn submit(&self, what: &Submit, deadline: Instant) -> Result<String, LoaderError> {
+        let id = match what {
+            Submit::Batch(sqls) => {
+                let out = retrying(deadline, || {
+                    let req = self
+                        .client
+                        .batch_execute_statement()
+                        .set_sqls(Some(sqls.clone()))
+                        .database(&self.database);
+                    let req = match &self.target {
+                        RedshiftTarget::Serverless { workgroup } => req.workgroup_name(workgroup),
+                        RedshiftTarget::Cluster { cluster_id, auth } => {
+                            let req = req.cluster_identifier(cluster_id);
+                            match auth {
+                                ClusterAuth::DbUser(u) => req.db_user(u),
+                                ClusterAuth::SecretArn(s) => req.secret_arn(s),
+                            }
+                        }
+                    };
+                    req.send()
+                })
+                .await?;
+                out.id().map(str::to_string)
+            }
+            Submit::One(sql, params) => {
+                let params = params
+                    .iter()
+                    .map(|(name, value)| {
+                        SqlParameter::builder()
+                            .name(*name)
+                            .value(value)
+                            .build()
+                            .map_err(|e| LoaderError::Warehouse {
+                                message: format!("parameter {name}: {e}"),
+                                retryable: false,
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = retrying(deadline, || {
+                    let req = self
+                        .client
+                        .execute_statement()
+                        .sql(sql)
+                        .set_parameters(Some(params.clone()))
+                        .database(&self.database);
+                    let req = match &self.target {
+                        RedshiftTarget::Serverless { workgroup } => req.workgroup_name(workgroup),
+                        RedshiftTarget::Cluster { cluster_id, auth } => {
+                            let req = req.cluster_identifier(cluster_id);
+                            match auth {
+                                ClusterAuth::DbUser(u) => req.db_user(u),
+                                ClusterAuth::SecretArn(s) => req.secret_arn(s),
+                            }
+                        }
+                    };
+                    req.send()
+                })
+                .await?;
+                out.id().map(str::to_string)
+            }
+        };
+        id.ok_or_else(|| LoaderError::Warehouse {
+            message: "submit returned no statement id".into(),
+            retryable: true,
+        })
+    }
+
+    /// Polls DescribeStatement with jittered exponential backoff until the statement
+    /// ends or the deadline passes (then cancels it).
+    async fn wait(&self, id: &str, deadline: Instant) -> Result<(), LoaderError> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        loop {
+            let out = retrying(deadline, || self.client.describe_statement().id(id).send()).await?;
+            let status = out.status().cloned().unwrap_or(StatusString::Submitted);
+            match status {
+                StatusString::Finished => return Ok(()),
+                StatusString::Failed | StatusString::Aborted => {
+                    return Err(LoaderError::StatementFailed {
+                        statement_id: id.to_string(),
+                        message: out.error().unwrap_or(status.as_str()).to_string(),
+                    })
+                }
+                _ => {}
+            }
+            let pause = backoff.next_pause();
+            if Instant::now() + pause >= deadline {
+                // Best effort: if the cancel fails, the lease still expires by its TTL.
+                let _ = self.client.cancel_statement().id(id).send().await;
+                return Err(LoaderError::Timeout {
+                    statement_id: id.to_string(),
+                    status: status.as_str().to_string(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn execute(&self, what: Submit, deadline: Instant) -> Result<String, LoaderError> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut attempt = 1;
+        loop {
+            let id = self.submit(&what, deadline).await?;
+            match self.wait(&id, deadline).await {
+                Err(LoaderError::StatementFailed { message, .. })
+                    if is_serialization_conflict(&message) =>
+                {
+                    // The whole transaction rolled back; running it again is safe.
+                    if attempt >= CONFLICT_ATTEMPTS || Instant::now() >= deadline {
+                        return Err(LoaderError::SerializationConflict(message));
+                    }
+                    tracing::warn!(statement_id = %id, attempt, "serialization conflict, resubmitting");
+                    attempt += 1;
+                    tokio::time::sleep(backoff.next_pause()).await;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(id),
+            }
+        }
+    }
+}
+
+pub fn is_serialization_conflict(message: &str) -> bool {
+    message.contains("1023")
+        || message
+            .to_ascii_lowercase()
+            .contains("serializable isolation violation")
+}
+
+impl Warehouse for DataApi {
+    async fn run_batch(&self, sqls: Vec<String>, deadline: Instant) -> Result<String, LoaderError> {
+        self.execute(Submit::Batch(sqls), deadline).await
+    }
+
+    async fn run(
+        &self,
+        sql: String,
+        params: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.execute(Submit::One(sql, params), deadline).await
+    }
+
+    async fn rows(&self, statement_id: String, deadline: Instant) -> Result<Vec<Row>, LoaderError> {
+        let mut rows = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = retrying(deadline, || {
+                self.client
+                    .get_statement_result()
+                    .id(&statement_id)
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await?;
+            rows.extend(
+                out.records()
+                    .iter()
+                    .map(|r| r.iter().map(field_text).collect()),
+            );
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(rows),
+            }
+        }
+    }
+}
+
+fn field_text(f: &Field) -> Option<String> {
+    match f {
+        Field::StringValue(s) => Some(s.clone()),
+        Field::LongValue(n) => Some(n.to_string()),
+        Field::DoubleValue(d) => Some(d.to_string()),
+        Field::BooleanValue(b) => Some(b.to_string()),
+        Field::IsNull(_) => None,
+        _ => None,
+    }
+}
+
+/// Calls `f` until it succeeds, fails permanently, runs out of attempts or the deadline.
+/// Throttling, too many active statements, server errors and network failures are
+/// retried with jittered backoff.
+pub(crate) async fn retrying<T, E, R, F, Fut>(deadline: Instant, mut f: F) -> Result<T, LoaderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, R>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
+    let mut attempt = 1;
+    loop {
+        let err = match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let throttled = matches!(
+            err.code(),
+            Some(
+                "ThrottlingException"
+                    | "Throttling"
+                    | "SlowDown"
+                    | "ActiveStatementsExceededException"
+            )
+        );
+        let retryable = throttled
+            || matches!(
+                err,
+                SdkError::DispatchFailure(_)
+                    | SdkError::TimeoutError(_)
+                    | SdkError::ResponseError(_)
+            )
+            || matches!(
+                err.code(),
+                Some("InternalServerException" | "InternalError")
+            );
+        let message = DisplayErrorContext(&err).to_string();
+        let pause = backoff.next_pause();
+        if !retryable || attempt >= CALL_ATTEMPTS || Instant::now() + pause >= deadline {
+            return Err(if throttled {
+                LoaderError::Throttled(message)
+            } else {
+                LoaderError::Warehouse { message, retryable }
+            });
+        }
+        tracing::warn!(attempt, error = %message, "retrying AWS call");
+        attempt += 1;
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_redshift_serialization_errors() {
+        assert!(is_serialization_conflict(
+            "ERROR: 1023 DETAIL: Serializable isolation violation on table - 1234"
+        ));
+        assert!(is_serialization_conflict(
+            "serializable isolation violation"
+        ));
+        assert!(!is_serialization_conflict("Unmatched number of columns"));
+    }
+}
