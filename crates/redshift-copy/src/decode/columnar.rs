@@ -1,6 +1,6 @@
 //! Parquet files: columns map by position, and the counts must match.
 
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{make_array, Array, ArrayRef, RecordBatch};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::DataType;
 use bytes::Bytes;
@@ -104,27 +104,50 @@ pub(crate) fn decode_parquet(
 /// ISO dates and timestamps, plain decimals, `true`/`false`.
 fn append_rows(batch: &RecordBatch, rows: &mut Vec<Row>) -> Result<(), String> {
     let options = FormatOptions::default();
-    let formatters = batch
+    let columns = batch
         .columns()
         .iter()
-        .map(|col| ArrayFormatter::try_new(col.as_ref(), &options))
+        .map(utc_as_naive)
+        .collect::<Result<Vec<_>, _>>()?;
+    let formatters = columns
+        .iter()
+        .map(|(col, _)| ArrayFormatter::try_new(col.as_ref(), &options))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     for i in 0..batch.num_rows() {
-        let row = batch
-            .columns()
+        let row = columns
             .iter()
             .zip(&formatters)
-            .map(|(col, fmt)| text_value(col.as_ref(), fmt, i))
+            .map(|((col, utc), fmt)| text_value(col.as_ref(), fmt, i, *utc))
             .collect();
         rows.push(row);
     }
     Ok(())
 }
 
-fn text_value(col: &dyn Array, fmt: &ArrayFormatter, i: usize) -> Option<String> {
+/// A zoned timestamp column holds UTC instants whatever its zone name; it is
+/// formatted as naive UTC plus `Z` (naming zones like "UTC" would need the
+/// chrono-tz tables). PostgreSQL then stores the instant in TIMESTAMPTZ and the
+/// UTC wall time in TIMESTAMP, as Redshift does.
+fn utc_as_naive(col: &ArrayRef) -> Result<(ArrayRef, bool), String> {
+    let DataType::Timestamp(unit, Some(_)) = col.data_type() else {
+        return Ok((col.clone(), false));
+    };
+    let data = col
+        .to_data()
+        .into_builder()
+        .data_type(DataType::Timestamp(*unit, None))
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((make_array(data), true))
+}
+
+fn text_value(col: &dyn Array, fmt: &ArrayFormatter, i: usize, utc: bool) -> Option<String> {
     if col.is_null(i) {
         return None;
+    }
+    if utc {
+        return Some(format!("{}Z", fmt.value(i)));
     }
     match col.data_type() {
         // Raw bytes load as their UTF-8 text (as Redshift loads BINARY into VARCHAR).
@@ -211,9 +234,16 @@ mod tests {
                 "f",
                 Arc::new(Float64Array::from(vec![Some(1.5), Some(f64::NAN)])) as ArrayRef,
             ),
+            (
+                "tz",
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![Some(1_716_890_400_000_000), None])
+                        .with_timezone("Europe/Paris"),
+                ) as ArrayRef,
+            ),
         ])
         .unwrap();
-        let rows = decode_parquet("s3://b/k", &parquet_bytes(&batch), &cols(7)).unwrap();
+        let rows = decode_parquet("s3://b/k", &parquet_bytes(&batch), &cols(8)).unwrap();
         let s = |v: &str| Some(v.to_string());
         assert_eq!(
             rows[0],
@@ -224,12 +254,14 @@ mod tests {
                 s("true"),
                 s("2024-05-28"),
                 s("2024-05-28T10:00:00.123456"),
-                s("1.5")
+                s("1.5"),
+                // Zoned: the UTC instant, whatever the zone's name.
+                s("2024-05-28T10:00:00Z")
             ]
         );
         assert_eq!(
             rows[1],
-            vec![None, s(""), None, s("false"), None, None, s("NaN")]
+            vec![None, s(""), None, s("false"), None, None, s("NaN"), None]
         );
     }
 
