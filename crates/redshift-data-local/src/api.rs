@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The one request shape the service spells in lower case (`name`, `value`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "camelCase")]
 pub struct SqlParameter {
     pub name: String,
     pub value: String,
@@ -309,7 +310,7 @@ mod tests {
     #[test]
     fn requests_read_pascal_case_members() {
         let req: ExecuteStatementRequest = serde_json::from_str(
-            r#"{"Sql":"select 1","Database":"dev","WorkgroupName":"wg","Parameters":[{"Name":"a","Value":"1"}]}"#,
+            r#"{"Sql":"select 1","Database":"dev","WorkgroupName":"wg","Parameters":[{"name":"a","value":"1"}]}"#,
         )
         .unwrap();
         assert_eq!(req.sql.as_deref(), Some("select 1"));

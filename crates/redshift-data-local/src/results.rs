@@ -104,6 +104,8 @@ fn decode(ty: &Type, raw: &[u8]) -> Result<Field, DecodeError> {
             "{}+00",
             format_timestamp(DateTime::<Utc>::from_sql(ty, raw)?.naive_utc())
         )),
+        // Functions returning void (pg_sleep) print as an empty string in psql.
+        Type::VOID => Field::StringValue(String::new()),
         Type::BYTEA => Field::BlobValue(base64::engine::general_purpose::STANDARD.encode(raw)),
         _ => {
             return Err(format!(
