@@ -47,8 +47,13 @@ where
         err.code(),
         Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout")
     );
+    let detail = match (err.code(), err.message()) {
+        (Some(code), Some(text)) => format!("{code}: {text}"),
+        (Some(code), None) => code.to_string(),
+        _ => DisplayErrorContext(&err).to_string(),
+    };
     LoaderError::Storage {
-        message: format!("{what}: {}", DisplayErrorContext(&err)),
+        message: format!("{what}: {detail}"),
         retryable,
     }
 }

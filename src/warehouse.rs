@@ -283,7 +283,10 @@ where
                 err.code(),
                 Some("InternalServerException" | "InternalError")
             );
-        let message = DisplayErrorContext(&err).to_string();
+        let message = match (err.code(), err.message()) {
+            (Some(code), Some(text)) => format!("{code}: {text}"),
+            _ => DisplayErrorContext(&err).to_string(),
+        };
         let pause = backoff.next_pause();
         if !retryable || attempt >= CALL_ATTEMPTS || Instant::now() + pause >= deadline {
             return Err(if throttled {

@@ -1,0 +1,264 @@
+//! Shared set-up for the integration tests: every test gets its own bucket, data schema,
+//! loader schema and Data API workgroup name (faults are scoped by workgroup), so the
+//! tests run in parallel against one local stack.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use aws_sdk_s3::primitives::ByteStream;
+use parquet::arrow::ArrowWriter;
+use partition_loader::handler::Loader;
+use partition_loader::storage::S3;
+use partition_loader::warehouse::DataApi;
+use partition_loader::{Config, LoaderError, Outcome};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+pub type TestLoader = Loader<DataApi, S3>;
+
+pub fn require_stack() -> String {
+    match std::env::var("AWS_ENDPOINT_URL_REDSHIFT_DATA") {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "the local stack is not configured: run \
+             `scripts/local-stack up && eval \"$(scripts/local-stack env)\"` first"
+        ),
+    }
+}
+
+pub struct Stack {
+    pub suffix: String,
+    pub bucket: String,
+    /// Schema of the test's target tables.
+    pub schema: String,
+    pub loader_schema: String,
+    pub workgroup: String,
+    pub s3: aws_sdk_s3::Client,
+}
+
+pub fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(120)
+}
+
+pub fn holder() -> String {
+    format!("test-{}", uuid::Uuid::new_v4())
+}
+
+impl Stack {
+    pub async fn new() -> Stack {
+        require_stack();
+        let suffix = format!("{:08x}", fastrand::u32(..));
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let bucket = format!("lake-{suffix}");
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
+        Stack {
+            bucket,
+            schema: format!("data_{suffix}"),
+            loader_schema: format!("pl_{suffix}"),
+            workgroup: format!("wg-{suffix}"),
+            suffix,
+            s3,
+        }
+    }
+
+    /// The environment the loader would see, for this test.
+    pub fn env(&self, routes: &str) -> Vec<(String, String)> {
+        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+        vec![
+            ("REDSHIFT_WORKGROUP".into(), self.workgroup.clone()),
+            ("REDSHIFT_DATABASE".into(), var("REDSHIFT_DATABASE")),
+            ("COPY_IAM_ROLE".into(), var("COPY_IAM_ROLE")),
+            ("LOADER_SCHEMA".into(), self.loader_schema.clone()),
+            (
+                "MANIFEST_PREFIX".into(),
+                format!("s3://{}/_loader/", self.bucket),
+            ),
+            ("LOCK_WAIT_SECONDS".into(), "90".into()),
+            ("LOADER_CONFIG".into(), routes.to_string()),
+        ]
+    }
+
+    pub fn config(&self, routes: &str) -> Config {
+        let env = self.env(routes);
+        Config::from_lookup(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+            .expect("valid test config")
+    }
+
+    /// A loader for these routes, with the loader schema bootstrapped and the data
+    /// schema created.
+    pub async fn loader(&self, routes: &str) -> TestLoader {
+        let loader = Loader::connect(self.config(routes)).await;
+        loader.bootstrap(deadline()).await.expect("bootstrap");
+        self.sql(
+            &loader,
+            &format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema),
+        )
+        .await;
+        loader
+    }
+
+    pub fn table(&self, name: &str) -> String {
+        format!("{}.{name}", self.schema)
+    }
+
+    pub async fn sql(&self, loader: &TestLoader, sql: &str) {
+        loader
+            .execute(sql.to_string(), vec![], deadline())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn count(&self, loader: &TestLoader, sql: &str) -> i64 {
+        let rows = loader
+            .query(sql.to_string(), vec![], deadline())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows[0][0]
+            .as_deref()
+            .expect("a count")
+            .parse()
+            .expect("a number")
+    }
+
+    pub async fn rows(&self, loader: &TestLoader, table: &str) -> i64 {
+        self.count(loader, &format!("SELECT COUNT(*) FROM {table}"))
+            .await
+    }
+
+    pub async fn ledger_rows(&self, loader: &TestLoader, table: &str) -> i64 {
+        self.count(
+            loader,
+            &format!(
+                "SELECT COUNT(*) FROM {}.loaded_files WHERE table_name = '{table}'",
+                self.loader_schema
+            ),
+        )
+        .await
+    }
+
+    pub async fn lease_rows(&self, loader: &TestLoader, table: &str) -> i64 {
+        self.count(
+            loader,
+            &format!(
+                "SELECT COUNT(*) FROM {}.locks WHERE table_name = '{table}'",
+                self.loader_schema
+            ),
+        )
+        .await
+    }
+
+    pub async fn put(&self, key: &str, body: Vec<u8>) -> i64 {
+        let size = body.len() as i64;
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+        size
+    }
+
+    /// Writes a Parquet file with columns (id BIGINT, name VARCHAR) holding `ids`.
+    pub async fn put_parquet(&self, key: &str, ids: std::ops::Range<i64>) -> i64 {
+        self.put(key, parquet_bytes(ids)).await
+    }
+
+    /// The EventBridge event S3 sends for `key` (given as it appears in the event).
+    pub fn event(&self, key: &str, size: i64) -> Value {
+        object_created(&self.bucket, key, size)
+    }
+
+    /// Adds a fault set scoped to this test's workgroup on redshift-data-local.
+    pub async fn fault(&self, mut spec: Value) {
+        spec["workgroup"] = json!(self.workgroup);
+        let (status, body) = admin("POST", "/_admin/faults", &spec.to_string()).await;
+        assert!(
+            status.starts_with("HTTP/1.1 2"),
+            "adding fault: {status} {body}"
+        );
+    }
+}
+
+pub fn object_created(bucket: &str, key: &str, size: i64) -> Value {
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2024-05-28T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:s3:::{bucket}")],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": {"key": key, "size": size, "etag": "ignored-by-the-loader", "sequencer": "00617F0829"},
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": "123456789012",
+            "source-ip-address": "127.0.0.1",
+            "reason": "PutObject"
+        }
+    })
+}
+
+pub fn parquet_bytes(ids: std::ops::Range<i64>) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let names: Vec<String> = ids.clone().map(|i| format!("name-{i}")).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(ids)),
+        Arc::new(StringArray::from_iter_values(names)),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    out
+}
+
+/// A minimal HTTP/1.1 call to the emulator's admin API (no HTTP client crate needed).
+pub async fn admin(method: &str, path: &str, body: &str) -> (String, String) {
+    let endpoint = require_stack();
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect admin");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+pub fn loaded_files(outcome: &Result<Outcome, LoaderError>) -> usize {
+    match outcome {
+        Ok(Outcome::Loaded { files, .. }) => *files,
+        _ => 0,
+    }
+}
