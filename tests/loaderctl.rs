@@ -1,0 +1,203 @@
+//! The operator's CLI, run as the built binary against the local stack.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+fn routes(stack: &Stack) -> String {
+    format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"orders/\"\ntable = \"{}\"\nformat = \"parquet\"\n\
+         partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n",
+        stack.bucket,
+        stack.table("orders")
+    )
+}
+
+async fn ctl(stack: &Stack, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"));
+    cmd.args(args)
+        .env_remove("LOADER_CONFIG_FILE")
+        .env_remove("REDSHIFT_CLUSTER_ID")
+        .env("RUST_LOG", "warn");
+    for (k, v) in stack.env(&routes(stack)) {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("run loaderctl")
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn loaderctl_commands() {
+    let stack = Stack::new().await;
+    for _ in 0..2 {
+        let out = ctl(&stack, &["bootstrap"]).await;
+        assert!(
+            out.status.success(),
+            "bootstrap is idempotent: {}",
+            describe(&out)
+        );
+    }
+    let loader = stack.loader(&routes(&stack)).await;
+    let t = stack.table("orders");
+    stack
+        .sql(
+            &loader,
+            &format!("CREATE TABLE {t} (id BIGINT, name VARCHAR(64), order_date DATE)"),
+        )
+        .await;
+
+    // replay: one outcome line per event, up_to_date the second time.
+    let key = "orders/order_date=2024-05-28/part-0.parquet";
+    let size = stack.put_parquet(key, 0..4).await;
+    let dir = std::env::temp_dir().join(format!("loaderctl-{}", stack.suffix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let event_file = dir.join("event.json");
+    let marker = stack.event("orders/order_date=2024-05-28/_SUCCESS", 0);
+    std::fs::write(
+        &event_file,
+        format!("{}\n{}\n", stack.event(key, size), marker),
+    )
+    .unwrap();
+    let file = event_file.to_str().unwrap();
+    let out = ctl(&stack, &["replay", file]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let outcomes = lines(&out);
+    assert_eq!(outcomes.len(), 2, "{}", describe(&out));
+    assert_eq!(outcomes[0]["outcome"], "loaded");
+    assert_eq!(outcomes[0]["files"], 1);
+    assert_eq!(outcomes[0]["partition"]["order_date"], "2024-05-28");
+    assert_eq!(outcomes[1]["outcome"], "skipped");
+    let out = ctl(&stack, &["replay", file]).await;
+    assert_eq!(
+        lines(&out)[0]["outcome"],
+        "up_to_date",
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(stack.rows(&loader, &t).await, 4);
+
+    // A malformed event makes replay fail, after printing its error line.
+    let bad_file = dir.join("bad.json");
+    std::fs::write(
+        &bad_file,
+        r#"{"source": "aws.s3", "detail-type": "Object Created", "detail": {}}"#,
+    )
+    .unwrap();
+    let out = ctl(&stack, &["replay", bad_file.to_str().unwrap()]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    let error = &lines(&out)[0];
+    assert_eq!(error["outcome"], "error");
+    assert_eq!(error["error_type"], "Permanent.BadEvent");
+
+    // ledger
+    let out = ctl(&stack, &["ledger", &t]).await;
+    let ledger = lines(&out);
+    assert_eq!(ledger.len(), 1, "{}", describe(&out));
+    assert_eq!(ledger[0]["s3_url"], format!("s3://{}/{key}", stack.bucket));
+    assert_eq!(ledger[0]["partition"], "order_date=2024-05-28/");
+    let out = ctl(&stack, &["ledger", &t, "order_date=2024-05-27/"]).await;
+    assert!(
+        out.status.success() && lines(&out).is_empty(),
+        "{}",
+        describe(&out)
+    );
+
+    // backfill: files that were there before (no events), partition by partition.
+    for day in ["2024-05-26", "2024-05-27"] {
+        for i in 0..2 {
+            stack
+                .put_parquet(
+                    &format!("orders/order_date={day}/part-{i}.parquet"),
+                    i * 10..i * 10 + 3,
+                )
+                .await;
+        }
+    }
+    let url = format!("s3://{}/orders/", stack.bucket);
+    let out = ctl(&stack, &["backfill", &url]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let results = lines(&out);
+    let loaded: Vec<_> = results
+        .iter()
+        .filter(|r| r["outcome"] == "loaded")
+        .collect();
+    assert_eq!(loaded.len(), 2, "{}", describe(&out));
+    assert!(loaded.iter().all(|r| r["files"] == 2));
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r["outcome"] == "up_to_date")
+            .count(),
+        1
+    );
+    assert_eq!(stack.rows(&loader, &t).await, 4 + 12);
+    assert_eq!(stack.ledger_rows(&loader, &t).await, 5);
+
+    // locks / unlock: a live lease is refused without --force.
+    let pl = &stack.loader_schema;
+    stack
+        .sql(
+            &loader,
+            &format!("INSERT INTO {pl}.locks VALUES ('{t}', 'crashed-run', GETDATE(), GETDATE() + INTERVAL '600 seconds')"),
+        )
+        .await;
+    let out = ctl(&stack, &["locks"]).await;
+    let locks = lines(&out);
+    assert_eq!(locks.len(), 1, "{}", describe(&out));
+    assert_eq!(locks[0]["holder"], "crashed-run");
+    assert_eq!(locks[0]["state"], "live");
+    let out = ctl(&stack, &["unlock", &t]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("crashed-run"));
+    assert_eq!(stack.lease_rows(&loader, &t).await, 1);
+    let out = ctl(&stack, &["unlock", &t, "--force"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stack.lease_rows(&loader, &t).await, 0);
+
+    // An expired lease needs no --force.
+    stack
+        .sql(
+            &loader,
+            &format!("INSERT INTO {pl}.locks VALUES ('{t}', 'old-run', GETDATE(), GETDATE() - INTERVAL '5 seconds')"),
+        )
+        .await;
+    assert_eq!(lines(&ctl(&stack, &["locks"]).await)[0]["state"], "expired");
+    let out = ctl(&stack, &["unlock", &t]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stack.lease_rows(&loader, &t).await, 0);
+
+    let out = ctl(&stack, &["unlock", "not-a-table"]).await;
+    assert!(!out.status.success());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn loaderctl_names_a_bad_variable() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"))
+        .arg("locks")
+        .env_clear()
+        .env("REDSHIFT_WORKGROUP", "wg")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("REDSHIFT_DATABASE"));
+}
