@@ -14,6 +14,8 @@ use tokio_postgres::CancelToken;
 
 /// Rows per GetStatementResult page.
 pub const PAGE_ROWS: usize = 1000;
+/// The service keeps statements and their results for 24 hours.
+const RETENTION_SECONDS: f64 = 24.0 * 3600.0;
 /// ListStatements' default and maximum page size, as the service's.
 const LIST_MAX: usize = 100;
 
@@ -271,6 +273,21 @@ struct Inner {
     tokens: HashMap<String, (String, String)>,
 }
 
+impl Inner {
+    /// Drops ended statements created before `cutoff` (epoch seconds), their
+    /// results and client tokens, so a long-running emulator does not grow forever.
+    fn forget_expired(&mut self, cutoff: f64) {
+        let before = self.statements.len();
+        self.statements
+            .retain(|_, s| s.status.is_active() || s.created_at >= cutoff);
+        if self.statements.len() != before {
+            let statements = &self.statements;
+            self.order.retain(|id| statements.contains_key(id));
+            self.tokens.retain(|_, (_, id)| statements.contains_key(id));
+        }
+    }
+}
+
 /// What a submit did: a new statement to run, or an earlier one with the same ClientToken.
 pub enum Submitted {
     New(String),
@@ -356,6 +373,7 @@ impl Registry {
                 };
             }
         }
+        inner.forget_expired(now_epoch() - RETENTION_SECONDS);
         let active = inner
             .statements
             .values()
@@ -610,6 +628,23 @@ mod tests {
             Some(("tok".into(), "fp2".into())),
         );
         assert!(matches!(other, Err(ApiError::Validation(_))));
+    }
+
+    #[test]
+    fn ended_statements_expire() {
+        let registry = Registry::new(10);
+        let token = Some(("tok".to_string(), "fp".to_string()));
+        let id = id_of(
+            registry
+                .submit(statement("a", &["select 1"]), token)
+                .unwrap(),
+        );
+        registry.update(&id, |s| s.set_status(Status::Finished));
+        registry.lock().forget_expired(now_epoch() - 1.0);
+        assert!(registry.get(&id).is_some());
+        registry.lock().forget_expired(now_epoch() + 1.0);
+        assert!(registry.get(&id).is_none());
+        assert!(registry.lock().tokens.is_empty() && registry.lock().order.is_empty());
     }
 
     #[test]
