@@ -38,6 +38,11 @@ pub enum LoaderError {
          load batches; split the partition or use append mode"
     )]
     ReplaceTooLarge { files: usize, batches: usize },
+    #[error(
+        "no data files under {url} although an object was reported there: it was deleted \
+         since, or the event's key is encoded differently from the stored key"
+    )]
+    NothingListed { url: String },
     #[error("lease on {table} is held by {holder} until {expires_at} UTC; gave up waiting")]
     LockBusy {
         table: String,
@@ -102,6 +107,7 @@ impl LoaderError {
             TableMismatch { .. } => "TableMismatch",
             Rewritten { .. } => "Rewritten",
             ReplaceTooLarge { .. } => "ReplaceTooLarge",
+            NothingListed { .. } => "NothingListed",
             LockBusy { .. } => "LockBusy",
             LeaseLost { .. } => "LeaseLost",
             LoadRejected { .. } => "LoadRejected",

@@ -13,15 +13,28 @@ use crate::outcome::{Outcome, PartitionValues};
 use crate::partition::{self, Partition};
 use crate::plan::{self, ListedObject, LoadedFile, Plan};
 use crate::route::{self, Routed};
-use crate::sql::{self, CopyTarget, Ident, LedgerRow, TableName};
+use crate::sql::{self, CopyTarget, FileFormat, Ident, LedgerRow, TableName};
 use crate::storage::{Storage, S3};
 use crate::warehouse::{DataApi, Row, Warehouse};
 use crate::{event, manifest};
 
-/// A Data API batch holds at most 40 statements.
-const MAX_BATCH_STATEMENTS: usize = 40;
-/// Redshift's statement limit is about 100 KB; stay clear of it.
-const MAX_STATEMENT_BYTES: usize = 90_000;
+/// Size limits of one load batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Statements per BatchExecuteStatement (the Data API allows 40).
+    pub max_statements: usize,
+    /// Bytes per statement (Redshift allows about 100 KB; stay clear of it).
+    pub max_statement_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_statements: 40,
+            max_statement_bytes: 90_000,
+        }
+    }
+}
 /// Time granted to an explicit release after the work failed near the deadline.
 const RELEASE_GRACE: Duration = Duration::from_secs(3);
 
@@ -29,6 +42,7 @@ pub struct Loader<W, S> {
     config: Config,
     warehouse: W,
     storage: S,
+    limits: BatchLimits,
 }
 
 impl Loader<DataApi, S3> {
@@ -63,7 +77,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             config,
             warehouse,
             storage,
+            limits: BatchLimits::default(),
         }
+    }
+
+    /// Smaller batches than the Data API allows (tests use this to exercise chunking).
+    pub fn with_limits(mut self, limits: BatchLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -175,34 +196,17 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         loop {
             let id = self.warehouse.run_batch(sqls.clone(), deadline).await?;
-            let lease = self.warehouse.rows(format!("{id}:4"), deadline).await?;
-            let (current, expires_at) = match lease.first().map(|r| r.as_slice()) {
-                Some([Some(h), e]) => (h.clone(), e.clone().unwrap_or_default()),
-                _ => ("(nobody)".to_string(), String::new()),
+            let read = self.read_acquire_results(&id, holder, deadline).await;
+            let (current, expires_at) = match read {
+                Ok(Ok(lease)) => return Ok(lease),
+                Ok(Err(busy)) => busy,
+                Err(e) => {
+                    // The batch committed, so we may hold the lease without knowing it.
+                    let grace = deadline.max(Instant::now() + RELEASE_GRACE);
+                    let _ = self.release(table, holder, grace).await;
+                    return Err(e);
+                }
             };
-            if current == holder {
-                let ledger = self
-                    .warehouse
-                    .rows(format!("{id}:5"), deadline)
-                    .await?
-                    .into_iter()
-                    .filter_map(|r| match r.as_slice() {
-                        [Some(url), Some(etag), _] => Some(LoadedFile {
-                            s3_url: url.clone(),
-                            etag: etag.clone(),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                let columns = self
-                    .warehouse
-                    .rows(format!("{id}:6"), deadline)
-                    .await?
-                    .into_iter()
-                    .filter_map(|r| r.into_iter().next().flatten())
-                    .collect();
-                return Ok(Lease { ledger, columns });
-            }
             let pause = backoff.next_pause();
             if Instant::now() + pause >= give_up {
                 return Err(LoaderError::LockBusy {
@@ -214,6 +218,45 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             tracing::debug!(table = %table, holder = %current, "lease busy, waiting");
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Reads the acquire batch's results: our lease with the ledger and table columns,
+    /// or the current holder and expiry when the lease is someone else's.
+    async fn read_acquire_results(
+        &self,
+        id: &str,
+        holder: &str,
+        deadline: Instant,
+    ) -> Result<Result<Lease, (String, String)>, LoaderError> {
+        let lease = self.warehouse.rows(format!("{id}:4"), deadline).await?;
+        let (current, expires_at) = match lease.first().map(|r| r.as_slice()) {
+            Some([Some(h), e]) => (h.clone(), e.clone().unwrap_or_default()),
+            _ => ("(nobody)".to_string(), String::new()),
+        };
+        if current != holder {
+            return Ok(Err((current, expires_at)));
+        }
+        let ledger = self
+            .warehouse
+            .rows(format!("{id}:5"), deadline)
+            .await?
+            .into_iter()
+            .filter_map(|r| match r.as_slice() {
+                [Some(url), Some(etag), _] => Some(LoadedFile {
+                    s3_url: url.clone(),
+                    etag: etag.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        let columns = self
+            .warehouse
+            .rows(format!("{id}:6"), deadline)
+            .await?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect();
+        Ok(Ok(Lease { ledger, columns }))
     }
 
     /// Drops our lease (no-op when we no longer hold it).
@@ -253,10 +296,18 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .await?
             .into_iter()
             .filter(|o| {
-                let directly_inside = !o.key[prefix.len()..].contains('/');
+                let directly_inside = o
+                    .key
+                    .strip_prefix(&prefix)
+                    .is_some_and(|name| !name.contains('/'));
                 directly_inside && route::marker_reason(&o.key, Some(o.size)).is_none()
             })
             .collect();
+        if listed.is_empty() {
+            return Err(LoaderError::NothingListed {
+                url: plan::s3_url(bucket, &prefix),
+            });
+        }
         let partition_values = PartitionValues(
             partition
                 .values
@@ -290,10 +341,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let inserts = sql::ledger_inserts(
             &sql::ledger_insert_head(schema),
             &tuples,
-            MAX_STATEMENT_BYTES,
+            self.limits.max_statement_bytes,
         );
         let replace = route.mode == Mode::Replace;
-        let room = MAX_BATCH_STATEMENTS - sql::fixed_statements(&target, replace);
+        let room = self
+            .limits
+            .max_statements
+            .saturating_sub(sql::fixed_statements(&target, replace));
         let batches = plan::batches(inserts, room);
         if replace && batches.len() > 1 {
             return Err(LoaderError::ReplaceTooLarge {
@@ -459,15 +513,25 @@ fn copy_target(
         .filter(|v| in_table(&v.column) && !file_columns.contains(&v.column))
         .cloned()
         .collect();
-    if !fill.is_empty() {
-        return Ok(CopyTarget::Staged { file_columns, fill });
-    }
     let all_columns = file_columns.len() == table_columns.len()
         && file_columns
             .iter()
             .zip(table_columns)
             .all(|(f, t)| f.as_str() == t);
-    Ok(CopyTarget::Direct((!all_columns).then_some(file_columns)))
+    Ok(if !fill.is_empty() {
+        CopyTarget::Staged { file_columns, fill }
+    } else if all_columns {
+        CopyTarget::Direct(None)
+    } else if route.format == FileFormat::Parquet {
+        // Parquet COPY maps by position and needs the table's column count: a column
+        // list does not help, a staging table with exactly the file's columns does.
+        CopyTarget::Staged {
+            file_columns,
+            fill: Vec::new(),
+        }
+    } else {
+        CopyTarget::Direct(Some(file_columns))
+    })
 }
 
 #[cfg(test)]
@@ -511,8 +575,22 @@ mod tests {
         ));
         let t = target("file_columns = [\"d\", \"id\"]", &["id", "d"]).unwrap();
         match t {
-            CopyTarget::Direct(Some(cols)) => assert_eq!(cols[0].as_str(), "d"),
-            other => panic!("{other:?}"),
+            CopyTarget::Staged { file_columns, fill } => {
+                assert_eq!(file_columns[0].as_str(), "d");
+                assert!(fill.is_empty());
+            }
+            other => panic!("parquet needs staging to reorder: {other:?}"),
+        }
+        let r = parse_routes(
+            "[[routes]]\nprefix = \"o/\"\ntable = \"s.t\"\nformat = \"csv\"\nfile_columns = [\"b\"]\n",
+        )
+        .unwrap()
+        .remove(0);
+        let p = partition::parse(&r, "o/f.csv").unwrap();
+        let cols = vec!["a".to_string(), "b".to_string()];
+        match copy_target(&r, &p, &cols).unwrap() {
+            CopyTarget::Direct(Some(c)) => assert_eq!(c[0].as_str(), "b"),
+            other => panic!("csv takes a column list: {other:?}"),
         }
     }
 

@@ -323,11 +323,15 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
                 "CREATE TEMP TABLE {stage} AS SELECT {files} FROM {target} WHERE 1 = 0"
             ));
             out.push(format!("COPY {stage} {copy_tail}"));
-            out.push(format!(
-                "INSERT INTO {target} ({files}, {}) SELECT {files}, {} FROM {stage}",
-                column_list(&fill_cols),
-                fill_lits.join(", ")
-            ));
+            out.push(if fill.is_empty() {
+                format!("INSERT INTO {target} ({files}) SELECT {files} FROM {stage}")
+            } else {
+                format!(
+                    "INSERT INTO {target} ({files}, {}) SELECT {files}, {} FROM {stage}",
+                    column_list(&fill_cols),
+                    fill_lits.join(", ")
+                )
+            });
             out.push(format!("DROP TABLE {stage}"));
         }
     }

@@ -564,3 +564,109 @@ async fn a_busy_lease_is_waited_for_then_reported() {
     );
     assert_eq!(stack.rows(&loader, &t).await, 0);
 }
+
+#[tokio::test]
+async fn a_large_partition_is_loaded_in_chunks_that_renew_the_lease() {
+    let stack = Stack::new().await;
+    let routes = orders_route(&stack, "");
+    let loader = stack.loader(&routes).await;
+    let t = orders_table(&stack, &loader).await;
+    let mut size = 0;
+    for i in 0..5 {
+        let key = format!("orders/order_date=2024-05-28/part-{i}.parquet");
+        size = stack.put_parquet(&key, i * 10..i * 10 + 2).await;
+    }
+    // Staged append = 5 fixed statements; 7 leaves room for two one-row ledger INSERTs.
+    let limits = partition_loader::handler::BatchLimits {
+        max_statements: 7,
+        max_statement_bytes: 1,
+    };
+    let small = partition_loader::Loader::connect(stack.config(&routes))
+        .await
+        .with_limits(limits);
+    let event = stack.event("orders/order_date=2024-05-28/part-4.parquet", size);
+    let o = small.handle(&event, &holder(), deadline()).await;
+    assert_eq!(loaded_files(&o), 5, "{o:?}");
+    assert_eq!(stack.rows(&loader, &t).await, 10);
+    assert_eq!(stack.ledger_rows(&loader, &t).await, 5);
+    assert_eq!(
+        stack.lease_rows(&loader, &t).await,
+        0,
+        "the last chunk released"
+    );
+    let manifests = stack
+        .s3
+        .list_objects_v2()
+        .bucket(&stack.bucket)
+        .prefix("_loader/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifests.contents().len(), 3, "one manifest per chunk");
+
+    // Replace mode must rewrite in one transaction: too many chunks is refused.
+    stack
+        .put_parquet("orders/order_date=2024-05-28/part-0.parquet", 50..53)
+        .await;
+    let replace = orders_route(&stack, "mode = \"replace\"");
+    let small = partition_loader::Loader::connect(stack.config(&replace))
+        .await
+        .with_limits(limits);
+    let e = small
+        .handle(&event, &holder(), deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.ReplaceTooLarge", "{e}");
+    assert_eq!(stack.lease_rows(&loader, &t).await, 0);
+    assert_eq!(stack.rows(&loader, &t).await, 10);
+}
+
+#[tokio::test]
+async fn an_event_for_a_partition_with_no_files_is_not_silently_dropped() {
+    let stack = Stack::new().await;
+    let loader = stack.loader(&orders_route(&stack, "")).await;
+    let t = orders_table(&stack, &loader).await;
+    let key = "orders/order_date=2024-05-28/deleted.parquet";
+    let e = loader
+        .handle(&stack.event(key, 10), &holder(), deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.NothingListed", "{e}");
+    assert!(e.to_string().contains("order_date=2024-05-28/"), "{e}");
+    assert_eq!(stack.lease_rows(&loader, &t).await, 0);
+}
+
+#[tokio::test]
+async fn csv_with_a_header_is_staged_with_its_partition_value() {
+    let stack = Stack::new().await;
+    let routes = format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"csv/\"\ntable = \"{}\"\nformat = \"csv\"\nheader = true\n\
+         partition_columns = [\"region\"]\nfile_columns = [\"id\", \"name\"]\n",
+        stack.bucket,
+        stack.table("people")
+    );
+    let loader = stack.loader(&routes).await;
+    let t = stack.table("people");
+    stack
+        .sql(
+            &loader,
+            &format!("CREATE TABLE {t} (region VARCHAR(16), id BIGINT, name VARCHAR(64))"),
+        )
+        .await;
+    // Stored Hive-escaped (eu's → eu%27s); the event form-encodes the key once more.
+    let key = "csv/region=eu%27s/part-0.csv";
+    let size = stack.put(key, b"id,name\n1,Ann\n2,Bob\n".to_vec()).await;
+    let event = stack.event("csv/region%3Deu%2527s/part-0.csv", size);
+    let o = loader.handle(&event, &holder(), deadline()).await.unwrap();
+    match &o {
+        Outcome::Loaded {
+            partition, files, ..
+        } => {
+            assert_eq!(*files, 1);
+            assert_eq!(partition.0[0].1, "eu's", "Hive escape decoded");
+        }
+        other => panic!("{other:?}"),
+    }
+    let q = format!("SELECT COUNT(*) FROM {t} WHERE region = 'eu''s' AND name IN ('Ann', 'Bob')");
+    assert_eq!(stack.count(&loader, &q).await, 2);
+}
