@@ -141,10 +141,10 @@ def run():
             woke = False
         if woke == should_wake:
             passed += 1
-            print(f"ok    {name}: {'delivered' if woke else 'not delivered'}")
+            print(f"  pass  {name}: {'delivered' if woke else 'not delivered'}")
         else:
             failed += 1
-            print(f"FAIL  {name}: expected {'delivery' if should_wake else 'no delivery'}, "
+            print(f"  FAIL  {name}: expected {'delivery' if should_wake else 'no delivery'}, "
                   f"got {len(messages)} message(s)")
     print(f"eventbridge pattern: {passed} passed, {failed} failed")
     return failed == 0
