@@ -670,3 +670,46 @@ async fn csv_with_a_header_is_staged_with_its_partition_value() {
     let q = format!("SELECT COUNT(*) FROM {t} WHERE region = 'eu''s' AND name IN ('Ann', 'Bob')");
     assert_eq!(stack.count(&loader, &q).await, 2);
 }
+
+#[tokio::test]
+async fn a_lease_taken_over_during_a_slow_load_fences_the_old_holder() {
+    let stack = Stack::new().await;
+    let routes = orders_route(&stack, "");
+    let loader = stack.loader(&routes).await;
+    let t = orders_table(&stack, &loader).await;
+    let key = "orders/order_date=2024-05-28/part-0.parquet";
+    let size = stack.put_parquet(key, 0..3).await;
+    let event = stack.event(key, size);
+
+    // A: slow Data API (its workgroup has latency) and a 1-second lease.
+    let mut slow_config = stack.config(&routes);
+    slow_config.lease_ttl = std::time::Duration::from_secs(1);
+    let slow = partition_loader::Loader::connect(slow_config).await;
+    stack.fault(json!({"latency_ms": 700})).await;
+    // B: a normal invocation on another workgroup name, arriving after A's lease expired.
+    let mut fast_config = stack.config(&routes);
+    fast_config.redshift = partition_loader::config::RedshiftTarget::Serverless {
+        workgroup: format!("{}-b", stack.workgroup),
+    };
+    let fast = partition_loader::Loader::connect(fast_config).await;
+
+    let (a, b) = tokio::join!(slow.handle(&event, "holder-a", deadline()), async {
+        tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+        fast.handle(&event, "holder-b", deadline()).await
+    });
+    assert_eq!(
+        loaded_files(&b),
+        1,
+        "B took the lease over and loaded: {b:?}"
+    );
+    let a = a.unwrap_err();
+    assert_eq!(a.error_type(), "Retryable.LeaseLost", "{a}");
+    assert_eq!(stack.rows(&loader, &t).await, 3, "loaded once, by B only");
+    assert_eq!(stack.ledger_rows(&loader, &t).await, 1);
+    let holders = format!(
+        "SELECT COUNT(*) FROM {}.loaded_files WHERE holder = 'holder-b'",
+        stack.loader_schema
+    );
+    assert_eq!(stack.count(&loader, &holders).await, 1);
+    assert_eq!(stack.lease_rows(&loader, &t).await, 0);
+}
