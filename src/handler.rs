@@ -195,7 +195,27 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let give_up = deadline.min(Instant::now() + self.config.lock_wait);
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         loop {
-            let id = self.warehouse.run_batch(sqls.clone(), deadline).await?;
+            let id = match self.warehouse.run_batch(sqls.clone(), deadline).await {
+                Ok(id) => id,
+                Err(e @ LoaderError::Timeout { .. }) => {
+                    // The cancelled acquire may have committed anyway: do not leave a
+                    // lease behind for its TTL when dropping it is harmless.
+                    let grace = Instant::now() + RELEASE_GRACE;
+                    let _ = self.release(table, holder, grace).await;
+                    return Err(e);
+                }
+                Err(LoaderError::StatementFailed { message, .. })
+                    if message.contains("does not exist")
+                        && message.contains(self.config.loader_schema.as_str()) =>
+                {
+                    return Err(LoaderError::Config(format!(
+                        "the loader schema {} is not bootstrapped (run `loaderctl bootstrap`): \
+                         {message}",
+                        self.config.loader_schema
+                    )))
+                }
+                Err(e) => return Err(e),
+            };
             let read = self.read_acquire_results(&id, holder, deadline).await;
             let (current, expires_at) = match read {
                 Ok(Ok(lease)) => return Ok(lease),

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 /// Stop starting work this long before Lambda's own deadline, so the invocation can
-/// still cancel, release and report.
+/// still cancel, release and report; a fifth of the time when the timeout is short.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 #[tokio::main]
@@ -38,13 +38,14 @@ where
     W: partition_loader::warehouse::Warehouse,
     S: partition_loader::storage::Storage,
 {
-    let remaining = event
-        .context
-        .deadline()
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    let deadline = Instant::now() + remaining.saturating_sub(DEADLINE_MARGIN);
+    let remaining = remaining_time(event.context.deadline, SystemTime::now());
+    let deadline = Instant::now() + remaining - DEADLINE_MARGIN.min(remaining / 5);
     let holder = event.context.request_id.clone();
+    tracing::debug!(
+        remaining_ms = remaining.as_millis() as u64,
+        holder,
+        "invocation"
+    );
     match loader.handle(&event.payload, &holder, deadline).await {
         Ok(outcome) => {
             outcome.log();
@@ -54,5 +55,34 @@ where
             tracing::error!(error_type = %e.error_type(), error = %e, holder, "invocation failed");
             Err(e.into())
         }
+    }
+}
+
+/// Lambda sends the deadline as epoch milliseconds; `cargo lambda watch` sends the
+/// timeout itself (600000). A value before 2001 cannot be an epoch deadline, so it is
+/// read as the time left.
+fn remaining_time(deadline_ms: u64, now: SystemTime) -> Duration {
+    const YEAR_2001_MS: u64 = 978_307_200_000;
+    if deadline_ms < YEAR_2001_MS {
+        return Duration::from_millis(deadline_ms);
+    }
+    (SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms))
+        .duration_since(now)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_is_epoch_millis_or_a_duration() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+        assert_eq!(
+            remaining_time(1_700_000_030_000, now),
+            Duration::from_secs(30)
+        );
+        assert_eq!(remaining_time(1_600_000_000_000, now), Duration::ZERO);
+        assert_eq!(remaining_time(600_000, now), Duration::from_secs(600));
     }
 }

@@ -713,3 +713,16 @@ async fn a_lease_taken_over_during_a_slow_load_fences_the_old_holder() {
     assert_eq!(stack.count(&loader, &holders).await, 1);
     assert_eq!(stack.lease_rows(&loader, &t).await, 0);
 }
+
+#[tokio::test]
+async fn a_loader_schema_that_was_never_bootstrapped_is_named() {
+    let stack = Stack::new().await;
+    let loader = partition_loader::Loader::connect(stack.config(&orders_route(&stack, ""))).await;
+    let key = "orders/order_date=2024-05-28/part-0.parquet";
+    let e = loader
+        .handle(&stack.event(key, 10), &holder(), deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.Config", "{e}");
+    assert!(e.to_string().contains("loaderctl bootstrap"), "{e}");
+}
