@@ -422,17 +422,19 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 
     /// Loads files that existed before the function was deployed: every partition found
     /// under `s3://bucket/prefix`, one after the other, with the same protocol.
-    /// Returns one result per partition (and per key that could not be placed).
+    /// Returns one result per partition (and per key that could not be placed); each
+    /// partition gets `per_partition` of time.
     pub async fn backfill(
         &self,
         bucket: &str,
         prefix: &str,
         holder: &str,
-        deadline: Instant,
+        per_partition: Duration,
     ) -> Result<Vec<Result<Outcome, LoaderError>>, LoaderError> {
         let mut partitions: BTreeMap<(usize, String), (&Route, Partition)> = BTreeMap::new();
         let mut results = Vec::new();
-        for obj in self.storage.list(bucket, prefix).await? {
+        let listed = self.storage.list(bucket, prefix).await?;
+        for obj in listed {
             let Routed::Load(route) = route::route(&self.config, bucket, &obj.key, Some(obj.size))
             else {
                 continue;
@@ -454,8 +456,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         }
         for (route, partition) in partitions.values() {
             results.push(
-                self.load_partition(route, bucket, partition, holder, deadline)
-                    .await,
+                self.load_partition(
+                    route,
+                    bucket,
+                    partition,
+                    holder,
+                    Instant::now() + per_partition,
+                )
+                .await,
             );
         }
         Ok(results)

@@ -726,3 +726,31 @@ async fn a_loader_schema_that_was_never_bootstrapped_is_named() {
     assert_eq!(e.error_type(), "Permanent.Config", "{e}");
     assert!(e.to_string().contains("loaderctl bootstrap"), "{e}");
 }
+
+#[tokio::test]
+async fn json_lines_are_loaded_with_the_partition_filled() {
+    let stack = Stack::new().await;
+    let routes = format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"json/\"\ntable = \"{}\"\nformat = \"json\"\n\
+         partition_columns = [{{ name = \"day\", type = \"date\" }}]\n",
+        stack.bucket,
+        stack.table("clicks")
+    );
+    let loader = stack.loader(&routes).await;
+    let t = stack.table("clicks");
+    stack
+        .sql(
+            &loader,
+            &format!("CREATE TABLE {t} (id BIGINT, name VARCHAR(64), day DATE)"),
+        )
+        .await;
+    let key = "json/day=2024-05-28/clicks.json";
+    let body = b"{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2, \"name\": \"b\"}\n".to_vec();
+    let size = stack.put(key, body).await;
+    let o = loader
+        .handle(&stack.event(key, size), &holder(), deadline())
+        .await;
+    assert_eq!(loaded_files(&o), 1, "{o:?}");
+    let q = format!("SELECT COUNT(*) FROM {t} WHERE day = '2024-05-28' AND id IN (1, 2)");
+    assert_eq!(stack.count(&loader, &q).await, 2);
+}

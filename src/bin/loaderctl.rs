@@ -138,7 +138,7 @@ async fn run(
         Command::Backfill { url } => {
             let location = S3Location::parse(&url).map_err(LoaderError::Config)?;
             let results = loader
-                .backfill(&location.bucket, &location.prefix, holder, deadline())
+                .backfill(&location.bucket, &location.prefix, holder, budget)
                 .await?;
             let mut all_ok = true;
             for r in results {
