@@ -59,6 +59,25 @@ enum Submit {
     One(String, Vec<(&'static str, String)>),
 }
 
+/// Sets the database and the workgroup, or the cluster with its credentials, on a
+/// BatchExecuteStatement or ExecuteStatement builder. A macro because the two SDK
+/// builders have these setters in common but share no trait.
+macro_rules! addressed {
+    ($req:expr, $api:expr) => {{
+        let req = $req.database(&$api.database);
+        match &$api.target {
+            RedshiftTarget::Serverless { workgroup } => req.workgroup_name(workgroup),
+            RedshiftTarget::Cluster { cluster_id, auth } => {
+                let req = req.cluster_identifier(cluster_id);
+                match auth {
+                    ClusterAuth::DbUser(u) => req.db_user(u),
+                    ClusterAuth::SecretArn(s) => req.secret_arn(s),
+                }
+            }
+        }
+    }};
+}
+
 impl DataApi {
     pub fn new(client: Client, target: RedshiftTarget, database: String) -> DataApi {
         DataApi {
@@ -75,19 +94,8 @@ impl DataApi {
                     let req = self
                         .client
                         .batch_execute_statement()
-                        .set_sqls(Some(sqls.clone()))
-                        .database(&self.database);
-                    let req = match &self.target {
-                        RedshiftTarget::Serverless { workgroup } => req.workgroup_name(workgroup),
-                        RedshiftTarget::Cluster { cluster_id, auth } => {
-                            let req = req.cluster_identifier(cluster_id);
-                            match auth {
-                                ClusterAuth::DbUser(u) => req.db_user(u),
-                                ClusterAuth::SecretArn(s) => req.secret_arn(s),
-                            }
-                        }
-                    };
-                    req.send()
+                        .set_sqls(Some(sqls.clone()));
+                    addressed!(req, self).send()
                 })
                 .await?;
                 out.id().map(str::to_string)
@@ -111,19 +119,8 @@ impl DataApi {
                         .client
                         .execute_statement()
                         .sql(sql)
-                        .set_parameters(Some(params.clone()))
-                        .database(&self.database);
-                    let req = match &self.target {
-                        RedshiftTarget::Serverless { workgroup } => req.workgroup_name(workgroup),
-                        RedshiftTarget::Cluster { cluster_id, auth } => {
-                            let req = req.cluster_identifier(cluster_id);
-                            match auth {
-                                ClusterAuth::DbUser(u) => req.db_user(u),
-                                ClusterAuth::SecretArn(s) => req.secret_arn(s),
-                            }
-                        }
-                    };
-                    req.send()
+                        .set_parameters(Some(params.clone()));
+                    addressed!(req, self).send()
                 })
                 .await?;
                 out.id().map(str::to_string)
