@@ -87,14 +87,36 @@ impl DataApi {
         }
     }
 
-    async fn submit(&self, what: &Submit, deadline: Instant) -> Result<String, LoaderError> {
+    /// Submits `sqls` as one transaction without waiting for it; the logical submission
+    /// is named by `client_token` (see `submit`). [`DataApi::wait`] waits for the end.
+    pub async fn submit_batch(
+        &self,
+        sqls: Vec<String>,
+        client_token: &str,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.submit(&Submit::Batch(sqls), client_token, deadline)
+            .await
+    }
+
+    /// Sends one logical submission and returns its statement id. A dispatch failure,
+    /// timeout or 5xx may hide a request that did reach the service, so every transport
+    /// retry repeats the same `client_token`: the service then answers with the first
+    /// request's statement id instead of running the SQL a second time.
+    async fn submit(
+        &self,
+        what: &Submit,
+        client_token: &str,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
         let id = match what {
             Submit::Batch(sqls) => {
                 let out = retrying(deadline, || {
                     let req = self
                         .client
                         .batch_execute_statement()
-                        .set_sqls(Some(sqls.clone()));
+                        .set_sqls(Some(sqls.clone()))
+                        .client_token(client_token);
                     addressed!(req, self).send()
                 })
                 .await?;
@@ -119,7 +141,8 @@ impl DataApi {
                         .client
                         .execute_statement()
                         .sql(sql)
-                        .set_parameters(Some(params.clone()));
+                        .set_parameters(Some(params.clone()))
+                        .client_token(client_token);
                     addressed!(req, self).send()
                 })
                 .await?;
@@ -134,7 +157,7 @@ impl DataApi {
 
     /// Polls DescribeStatement with jittered exponential backoff until the statement
     /// ends or the deadline passes (then cancels it).
-    async fn wait(&self, id: &str, deadline: Instant) -> Result<(), LoaderError> {
+    pub async fn wait(&self, id: &str, deadline: Instant) -> Result<(), LoaderError> {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let out = retrying(deadline, || self.client.describe_statement().id(id).send()).await?;
@@ -166,7 +189,10 @@ impl DataApi {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut attempt = 1;
         loop {
-            let id = self.submit(&what, deadline).await?;
+            // A resubmit after a conflict is a new logical submission: the old token
+            // would only bring back the failed statement.
+            let client_token = uuid::Uuid::new_v4().to_string();
+            let id = self.submit(&what, &client_token, deadline).await?;
             match self.wait(&id, deadline).await {
                 Err(LoaderError::StatementFailed { message, .. })
                     if is_serialization_conflict(&message) =>

@@ -7,16 +7,6 @@ use common::*;
 use partition_loader::{ErrorKind, LoaderError, Outcome};
 use serde_json::json;
 
-/// One route `orders/` → `<schema>.orders`, partitioned by a date.
-fn orders_route(stack: &Stack, extra: &str) -> String {
-    format!(
-        "[[routes]]\nbucket = \"{}\"\nprefix = \"orders/\"\ntable = \"{}\"\nformat = \"parquet\"\n\
-         partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n{extra}\n",
-        stack.bucket,
-        stack.table("orders")
-    )
-}
-
 /// Orders table whose partition column the files lack (filled through staging).
 async fn orders_table(stack: &Stack, loader: &TestLoader) -> String {
     let t = stack.table("orders");

@@ -194,6 +194,16 @@ impl Stack {
     }
 }
 
+/// One route `orders/` → `<schema>.orders`, partitioned by a date.
+pub fn orders_route(stack: &Stack, extra: &str) -> String {
+    format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"orders/\"\ntable = \"{}\"\nformat = \"parquet\"\n\
+         partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n{extra}\n",
+        stack.bucket,
+        stack.table("orders")
+    )
+}
+
 pub fn object_created(bucket: &str, key: &str, size: i64) -> Value {
     json!({
         "version": "0",
