@@ -1,0 +1,512 @@
+//! Burst benchmark: does a burst of N files in one partition cost a few COPYs, not N?
+//!
+//! ```text
+//! scripts/local-stack up && eval "$(scripts/local-stack env)"
+//! cargo run --release --example burst_bench -- --files 10,50,100 --runs 3 --latency-ms 20
+//! ```
+//! (a debug build, `cargo run --example burst_bench`, measures the same: the time goes
+//! into Data API round trips and PostgreSQL, not into the loader's own code.)
+//!
+//! For each N and each emulator latency (0, and `--latency-ms` per Data API call, a
+//! fault scoped to the scenario's workgroup), the library's real handler loads one
+//! partition twice, into two tables:
+//! - burst: N Parquet files are written, then N `handle` calls run concurrently, one
+//!   per object event, each with its own holder id (N Lambda invocations);
+//! - baseline: the naive per-event loader: write file i, handle its event, repeat.
+//!
+//! COPYs are the committed loads in `sys_load_history` whose manifest lies in the
+//! scenario's bucket. Load time is the time spent in `handle` (writes excluded): the
+//! whole concurrent burst, the sum of the sequential baseline calls. Each scenario is
+//! checked for exactly-once (rows = N × rows per file, all ids distinct, N ledger
+//! rows, files reported loaded = N, no lease left) before its figures count; a failed
+//! check ends the run with an error instead of a table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use aws_sdk_s3::primitives::ByteStream;
+use clap::Parser;
+use parquet::arrow::ArrowWriter;
+use partition_loader::handler::Loader;
+use partition_loader::storage::S3;
+use partition_loader::warehouse::DataApi;
+use partition_loader::{Config, Outcome};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Bench = Loader<DataApi, S3>;
+
+const PARTITION: &str = "order_date=2024-05-28";
+
+#[derive(Parser)]
+struct Args {
+    /// Files per burst, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 50])]
+    files: Vec<usize>,
+    /// Runs per scenario; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long, default_value_t = 100)]
+    rows_per_file: i64,
+    /// Added emulator latency per Data API call in the latency variant (0: skip it).
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Burst,
+    Baseline,
+}
+
+/// What one scenario measured, after its exactly-once check passed.
+#[derive(Clone, Copy)]
+struct Measured {
+    copies: i64,
+    /// Invocations whose outcome was `loaded` (the others found nothing pending).
+    loading_calls: usize,
+    /// Until every invocation returned.
+    seconds: f64,
+    /// Until the last invocation that loaded returned: all data is in.
+    data_seconds: f64,
+    /// Sum of the invocations' durations: what Lambda bills.
+    invocation_seconds: f64,
+}
+
+/// One line of the table: every run of one (N, latency) pair.
+struct Line {
+    n: usize,
+    latency_ms: u64,
+    burst: Vec<Measured>,
+    baseline: Vec<Measured>,
+}
+
+/// Names shared by all scenarios of one benchmark run.
+struct Run {
+    suffix: String,
+    schema: String,
+    loader_schema: String,
+    s3: aws_sdk_s3::Client,
+    /// Runs the checks, on a workgroup without faults.
+    checker: Bench,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args = Args::parse();
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_REDSHIFT_DATA").map_err(|_| {
+        "AWS_ENDPOINT_URL_REDSHIFT_DATA is not set: run \
+         `scripts/local-stack up && eval \"$(scripts/local-stack env)\"` first"
+    })?;
+    let run = Run::new().await?;
+    let mut latencies = vec![0];
+    if args.latency_ms > 0 {
+        latencies.push(args.latency_ms);
+    }
+
+    let mut lines = Vec::new();
+    for &n in &args.files {
+        for &latency in &latencies {
+            let (mut burst, mut baseline) = (Vec::new(), Vec::new());
+            for r in 0..args.runs {
+                for mode in [Mode::Burst, Mode::Baseline] {
+                    let m = run
+                        .scenario(&endpoint, mode, n, latency, r, args.rows_per_file)
+                        .await?;
+                    let name = if mode == Mode::Burst {
+                        "burst"
+                    } else {
+                        "baseline"
+                    };
+                    eprintln!(
+                        "N={n:<4} latency={latency:>3} ms run {r} {name:<8} copies={:<4} \
+                         loading calls={:<4} all returned {:.2} s, data in {:.2} s, \
+                         invocation-seconds {:.2}",
+                        m.copies, m.loading_calls, m.seconds, m.data_seconds, m.invocation_seconds
+                    );
+                    match mode {
+                        Mode::Burst => burst.push(m),
+                        Mode::Baseline => baseline.push(m),
+                    }
+                }
+            }
+            lines.push(Line {
+                n,
+                latency_ms: latency,
+                burst,
+                baseline,
+            });
+        }
+    }
+    print_table(&lines, args.runs);
+    Ok(())
+}
+
+impl Run {
+    async fn new() -> Result<Run, Error> {
+        let suffix = format!("{:08x}", fastrand::u32(..));
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let schema = format!("bench_{suffix}");
+        let loader_schema = format!("bench_pl_{suffix}");
+        let bucket = format!("bench-{suffix}-check");
+        s3.create_bucket().bucket(&bucket).send().await?;
+        let checker = Loader::connect(config(
+            &format!("bench-{suffix}-check"),
+            &loader_schema,
+            &bucket,
+            &format!("{schema}.unused"),
+        )?)
+        .await;
+        checker.bootstrap(deadline()).await?;
+        checker
+            .execute(format!("CREATE SCHEMA {schema}"), vec![], deadline())
+            .await?;
+        Ok(Run {
+            suffix,
+            schema,
+            loader_schema,
+            s3,
+            checker,
+        })
+    }
+
+    async fn scenario(
+        &self,
+        endpoint: &str,
+        mode: Mode,
+        n: usize,
+        latency_ms: u64,
+        run: usize,
+        rows_per_file: i64,
+    ) -> Result<Measured, Error> {
+        let tag = format!(
+            "{}{n}l{latency_ms}r{run}",
+            if mode == Mode::Burst { "burst" } else { "base" }
+        );
+        let bucket = format!("bench-{}-{tag}", self.suffix);
+        let workgroup = format!("bench-{}-{tag}", self.suffix);
+        let table = format!("{}.orders_{tag}", self.schema);
+        self.s3.create_bucket().bucket(&bucket).send().await?;
+        // Like Glue's Hive partitions, the files lack order_date: loads go through staging.
+        self.checker
+            .execute(
+                format!("CREATE TABLE {table} (id BIGINT, name VARCHAR(64), order_date DATE)"),
+                vec![],
+                deadline(),
+            )
+            .await?;
+        if latency_ms > 0 {
+            add_fault(
+                endpoint,
+                &json!({"workgroup": workgroup, "latency_ms": latency_ms}),
+            )
+            .await?;
+        }
+        let loader = Arc::new(
+            Loader::connect(config(&workgroup, &self.loader_schema, &bucket, &table)?).await,
+        );
+
+        let file = |i: usize| {
+            let first = i as i64 * rows_per_file;
+            (
+                format!("orders/{PARTITION}/part-{i:05}.parquet"),
+                parquet_bytes(first..first + rows_per_file),
+            )
+        };
+        // (outcome, seconds from the start of the load phase to its return, its duration)
+        let mut outcomes = Vec::new();
+        match mode {
+            Mode::Burst => {
+                let mut events = Vec::new();
+                for i in 0..n {
+                    let (key, body) = file(i);
+                    events.push(self.put(&bucket, &key, body).await?);
+                }
+                let start = Instant::now();
+                let tasks: Vec<_> = events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, event)| {
+                        let loader = loader.clone();
+                        let holder = format!("bench-{tag}-{i}");
+                        tokio::spawn(async move {
+                            let outcome = loader.handle(&event, &holder, deadline()).await;
+                            let end = start.elapsed().as_secs_f64();
+                            (outcome, end, end)
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    outcomes.push(task.await?);
+                }
+            }
+            Mode::Baseline => {
+                // Writes are excluded: the clock only runs inside handle().
+                let mut clock = 0.0;
+                for i in 0..n {
+                    let (key, body) = file(i);
+                    let event = self.put(&bucket, &key, body).await?;
+                    let start = Instant::now();
+                    let outcome = loader
+                        .handle(&event, &format!("bench-{tag}-{i}"), deadline())
+                        .await;
+                    let took = start.elapsed().as_secs_f64();
+                    clock += took;
+                    outcomes.push((outcome, clock, took));
+                }
+            }
+        }
+
+        let mut files_loaded = 0;
+        let mut loading_calls = 0;
+        let (mut seconds, mut data_seconds, mut invocation_seconds) = (0.0_f64, 0.0_f64, 0.0);
+        for (outcome, end, took) in outcomes {
+            seconds = seconds.max(end);
+            invocation_seconds += took;
+            match outcome? {
+                Outcome::Loaded { files, .. } => {
+                    files_loaded += files;
+                    loading_calls += 1;
+                    data_seconds = data_seconds.max(end);
+                }
+                Outcome::UpToDate { .. } => {}
+                other => return Err(format!("{tag}: unexpected outcome {other:?}").into()),
+            }
+        }
+        let expected_rows = n as i64 * rows_per_file;
+        let checks = [
+            ("files reported loaded", files_loaded as i64, n as i64),
+            (
+                "table rows",
+                self.count(&format!("SELECT COUNT(*) FROM {table}")).await?,
+                expected_rows,
+            ),
+            (
+                "distinct ids",
+                self.count(&format!("SELECT COUNT(DISTINCT id) FROM {table}"))
+                    .await?,
+                expected_rows,
+            ),
+            (
+                "ledger rows",
+                self.count(&format!(
+                    "SELECT COUNT(*) FROM {}.loaded_files WHERE table_name = '{table}'",
+                    self.loader_schema
+                ))
+                .await?,
+                n as i64,
+            ),
+            (
+                "leases left",
+                self.count(&format!(
+                    "SELECT COUNT(*) FROM {}.locks WHERE table_name = '{table}'",
+                    self.loader_schema
+                ))
+                .await?,
+                0,
+            ),
+        ];
+        for (what, got, want) in checks {
+            if got != want {
+                return Err(format!("{tag}: {what} = {got}, expected {want}").into());
+            }
+        }
+        let copies = self
+            .count(&format!(
+                "SELECT COUNT(*) FROM sys_load_history WHERE data_source LIKE 's3://{bucket}/%'"
+            ))
+            .await?;
+        if copies < 1 || copies > n as i64 {
+            return Err(format!("{tag}: {copies} COPYs for {n} files").into());
+        }
+        Ok(Measured {
+            copies,
+            loading_calls,
+            seconds,
+            data_seconds,
+            invocation_seconds,
+        })
+    }
+
+    /// Writes one object and returns the EventBridge event S3 would send for it.
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<Value, Error> {
+        let size = body.len();
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await?;
+        Ok(object_created(bucket, key, size))
+    }
+
+    async fn count(&self, sql: &str) -> Result<i64, Error> {
+        let rows = self
+            .checker
+            .query(sql.to_string(), vec![], deadline())
+            .await?;
+        let cell = rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(|c| c.as_deref())
+            .ok_or_else(|| format!("no count from {sql}"))?;
+        Ok(cell.parse()?)
+    }
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(600)
+}
+
+/// The loader's configuration for one scenario: `orders/` in `bucket` → `table`.
+fn config(
+    workgroup: &str,
+    loader_schema: &str,
+    bucket: &str,
+    table: &str,
+) -> Result<Config, Error> {
+    let routes = format!(
+        "[[routes]]\nbucket = \"{bucket}\"\nprefix = \"orders/\"\ntable = \"{table}\"\n\
+         format = \"parquet\"\npartition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n"
+    );
+    let manifest = format!("s3://{bucket}/_loader/");
+    let env = |name: &str| std::env::var(name).ok();
+    Ok(Config::from_lookup(|name| match name {
+        "REDSHIFT_WORKGROUP" => Some(workgroup.to_string()),
+        "LOADER_SCHEMA" => Some(loader_schema.to_string()),
+        "MANIFEST_PREFIX" => Some(manifest.clone()),
+        "LOADER_CONFIG" => Some(routes.clone()),
+        // N invocations queue for one lease; none may give up while the others load.
+        "LOCK_WAIT_SECONDS" => Some("500".to_string()),
+        "REDSHIFT_DATABASE" | "COPY_IAM_ROLE" => env(name),
+        _ => None,
+    })?)
+}
+
+fn object_created(bucket: &str, key: &str, size: usize) -> Value {
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2024-05-28T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:s3:::{bucket}")],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": {"key": key, "size": size, "etag": "ignored", "sequencer": "00617F0829"},
+            "request-id": "BENCH",
+            "requester": "123456789012",
+            "source-ip-address": "127.0.0.1",
+            "reason": "PutObject"
+        }
+    })
+}
+
+/// A Parquet file with columns (id BIGINT, name VARCHAR) holding `ids`.
+fn parquet_bytes(ids: std::ops::Range<i64>) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let names: Vec<String> = ids.clone().map(|i| format!("name-{i}")).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(ids)),
+        Arc::new(StringArray::from_iter_values(names)),
+    ];
+    let write = || -> Result<Vec<u8>, parquet::errors::ParquetError> {
+        let batch = RecordBatch::try_new(schema.clone(), columns.clone())?;
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), None)?;
+        writer.write(&batch)?;
+        writer.close()?;
+        Ok(out)
+    };
+    // Two fixed, valid columns of equal length: writing them in memory cannot fail.
+    write().unwrap_or_default()
+}
+
+/// Adds a fault set through the emulator's admin API (plain HTTP/1.1, no client crate).
+/// Scoped to a workgroup only this scenario uses, so it never slows anyone else.
+async fn add_fault(endpoint: &str, spec: &Value) -> Result<(), Error> {
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let body = spec.to_string();
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    let request = format!(
+        "POST /_admin/faults HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.lines().next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.1 2") {
+        return Err(format!("adding fault {body}: {response}").into());
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn print_table(lines: &[Line], runs: usize) {
+    println!("\nmedians of {runs} run(s); seconds spent inside handle(); ratio = burst / baseline");
+    println!(
+        "{:>5} {:>7} | {:^22} | {:^22} | {:^22} | {:^22}",
+        "N",
+        "latency",
+        "COPYs",
+        "data loaded after s",
+        "all returned after s",
+        "invocation-seconds"
+    );
+    let group = format!("{:>7} {:>7} {:>6}", "burst", "base", "ratio");
+    println!(
+        "{:>5} {:>7} | {group} | {group} | {group} | {group}",
+        "", "ms"
+    );
+    for Line {
+        n,
+        latency_ms,
+        burst,
+        baseline,
+    } in lines
+    {
+        let med = |ms: &[Measured], f: fn(&Measured) -> f64| median(ms.iter().map(f).collect());
+        let metrics: [fn(&Measured) -> f64; 4] = [
+            |m| m.copies as f64,
+            |m| m.data_seconds,
+            |m| m.seconds,
+            |m| m.invocation_seconds,
+        ];
+        let mut line = format!("{n:>5} {latency_ms:>7}");
+        for (k, metric) in metrics.into_iter().enumerate() {
+            let (b, base) = (med(burst, metric), med(baseline, metric));
+            let precision = if k == 0 { 0 } else { 2 };
+            line.push_str(&format!(
+                " | {b:>7.precision$} {base:>7.precision$} {:>6.3}",
+                b / base
+            ));
+        }
+        println!("{line}");
+    }
+}
