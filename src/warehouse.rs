@@ -212,11 +212,17 @@ impl DataApi {
     }
 }
 
+/// Redshift reports a serialization conflict as `ERROR: 1023 DETAIL: Serializable
+/// isolation violation on table …`. Only that form counts: a bare "1023" may be a line
+/// number or a file name in a COPY error, which must not be resubmitted.
 pub fn is_serialization_conflict(message: &str) -> bool {
-    message.contains("1023")
-        || message
-            .to_ascii_lowercase()
-            .contains("serializable isolation violation")
+    let message = message.to_ascii_lowercase();
+    message.contains("serializable isolation violation")
+        || message.match_indices("error:").any(|(at, prefix)| {
+            let code = message[at + prefix.len()..].trim_start();
+            code.strip_prefix("1023")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+        })
 }
 
 impl Warehouse for DataApi {
@@ -330,12 +336,30 @@ mod tests {
 
     #[test]
     fn recognises_redshift_serialization_errors() {
-        assert!(is_serialization_conflict(
-            "ERROR: 1023 DETAIL: Serializable isolation violation on table - 1234"
-        ));
-        assert!(is_serialization_conflict(
-            "serializable isolation violation"
-        ));
-        assert!(!is_serialization_conflict("Unmatched number of columns"));
+        for message in [
+            "ERROR: 1023 DETAIL: Serializable isolation violation on table - 1234",
+            "error:1023 detail: something else",
+            "ERROR:  1023",
+            "ERROR: 1023\n  DETAIL: the cycle is 17 (pid:17)",
+            "serializable isolation violation",
+            "SERIALIZABLE ISOLATION VIOLATION on table - 5",
+        ] {
+            assert!(is_serialization_conflict(message), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_1023_elsewhere_in_a_message_is_not_a_conflict() {
+        for message in [
+            "Unmatched number of columns",
+            "ERROR: Load into table 'orders' failed. Check 'stl_load_errors'. line 1023",
+            "ERROR: Spectrum Scan Error: s3://lake/orders/part-1023.parquet is corrupt",
+            "ERROR: 10230 unknown",
+            "ERROR: 1023x",
+            "error code 1023",
+            "ERROR: Invalid input at line 1023, column 4",
+        ] {
+            assert!(!is_serialization_conflict(message), "{message}");
+        }
     }
 }
