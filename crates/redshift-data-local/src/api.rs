@@ -24,12 +24,10 @@ pub struct Target {
     pub secret_arn: Option<String>,
 }
 
+/// The other members ExecuteStatement and BatchExecuteStatement share.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
-pub struct ExecuteStatementRequest {
-    pub sql: Option<String>,
-    #[serde(flatten)]
-    pub target: Target,
+pub struct SubmitOptions {
     pub statement_name: Option<String>,
     pub with_event: Option<bool>,
     pub parameters: Option<Vec<SqlParameter>>,
@@ -42,19 +40,23 @@ pub struct ExecuteStatementRequest {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
+pub struct ExecuteStatementRequest {
+    pub sql: Option<String>,
+    #[serde(flatten)]
+    pub target: Target,
+    #[serde(flatten)]
+    pub options: SubmitOptions,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
 pub struct BatchExecuteStatementRequest {
     pub sqls: Option<Vec<String>>,
     #[serde(flatten)]
     pub target: Target,
-    pub statement_name: Option<String>,
-    pub with_event: Option<bool>,
-    pub parameters: Option<Vec<SqlParameter>>,
-    pub client_token: Option<String>,
-    pub result_format: Option<String>,
-    pub session_keep_alive_seconds: Option<i64>,
-    pub session_id: Option<String>,
+    #[serde(flatten)]
+    pub options: SubmitOptions,
     pub execution_mode: Option<String>,
-    pub wait_time_seconds: Option<i64>,
 }
 
 /// ExecuteStatement and BatchExecuteStatement answer with the same shape.
@@ -315,6 +317,6 @@ mod tests {
         .unwrap();
         assert_eq!(req.sql.as_deref(), Some("select 1"));
         assert_eq!(req.target.workgroup_name.as_deref(), Some("wg"));
-        assert_eq!(req.parameters.unwrap()[0].name, "a");
+        assert_eq!(req.options.parameters.unwrap()[0].name, "a");
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::api::{
     ApiError, BatchExecuteStatementRequest, CancelStatementResponse, ExecuteStatementRequest,
-    IdRequest, ListStatementsRequest, SqlParameter, SubmitResponse, Target,
+    IdRequest, ListStatementsRequest, SqlParameter, SubmitOptions, SubmitResponse, Target,
 };
 use crate::executor::Executor;
 use crate::faults::{FaultSet, Faults};
@@ -190,18 +190,13 @@ fn validate_target(target: &Target) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_options(
-    session_id: &Option<String>,
-    keep_alive: &Option<i64>,
-    result_format: &Option<String>,
-    wait: &Option<i64>,
-) -> Result<(), ApiError> {
-    if session_id.is_some() || keep_alive.is_some() {
+fn validate_options(options: &SubmitOptions) -> Result<(), ApiError> {
+    if options.session_id.is_some() || options.session_keep_alive_seconds.is_some() {
         return Err(ApiError::Validation(
             "Sessions (SessionId, SessionKeepAliveSeconds) are not supported by redshift-data-local".into(),
         ));
     }
-    match result_format.as_deref() {
+    match options.result_format.as_deref() {
         None | Some("JSON") => {}
         Some(other) => {
             return Err(ApiError::Validation(format!(
@@ -209,7 +204,10 @@ fn validate_options(
             )))
         }
     }
-    if wait.is_some_and(|w| !(0..=MAX_WAIT_SECONDS).contains(&w)) {
+    if options
+        .wait_time_seconds
+        .is_some_and(|w| !(0..=MAX_WAIT_SECONDS).contains(&w))
+    {
         return Err(ApiError::Validation(format!(
             "WaitTimeSeconds must be between 0 and {MAX_WAIT_SECONDS}"
         )));
@@ -263,29 +261,17 @@ async fn execute_statement(
     req: ExecuteStatementRequest,
 ) -> Result<SubmitResponse, ApiError> {
     validate_target(&req.target)?;
-    validate_options(
-        &req.session_id,
-        &req.session_keep_alive_seconds,
-        &req.result_format,
-        &req.wait_time_seconds,
-    )?;
+    validate_options(&req.options)?;
     let sql = req.sql.clone().unwrap_or_default();
     validate_sql(&sql)?;
-    let bound = bind(std::slice::from_ref(&sql), req.parameters.as_deref())?;
-    let statement = Statement::new(
-        Mode::Single,
-        req.target.clone(),
-        req.statement_name.clone(),
-        req.parameters.clone(),
-        vec![sql].into_iter().zip(bound).collect(),
-    );
     let fingerprint = json(&req)?.to_string();
     submit(
         state,
-        statement,
-        req.client_token.clone(),
+        Mode::Single,
+        req.target,
+        req.options,
+        vec![sql],
         fingerprint,
-        req.wait_time_seconds,
     )
     .await
 }
@@ -295,12 +281,7 @@ async fn batch_execute_statement(
     req: BatchExecuteStatementRequest,
 ) -> Result<SubmitResponse, ApiError> {
     validate_target(&req.target)?;
-    validate_options(
-        &req.session_id,
-        &req.session_keep_alive_seconds,
-        &req.result_format,
-        &req.wait_time_seconds,
-    )?;
+    validate_options(&req.options)?;
     let sqls = req.sqls.clone().unwrap_or_default();
     if sqls.is_empty() || sqls.len() > MAX_BATCH_SQLS {
         return Err(ApiError::Validation(format!(
@@ -318,32 +299,30 @@ async fn batch_execute_statement(
             )))
         }
     };
-    let bound = bind(&sqls, req.parameters.as_deref())?;
-    let statement = Statement::new(
-        mode,
-        req.target.clone(),
-        req.statement_name.clone(),
-        req.parameters.clone(),
-        sqls.into_iter().zip(bound).collect(),
-    );
     let fingerprint = json(&req)?.to_string();
-    submit(
-        state,
-        statement,
-        req.client_token.clone(),
-        fingerprint,
-        req.wait_time_seconds,
-    )
-    .await
+    submit(state, mode, req.target, req.options, sqls, fingerprint).await
 }
 
+/// Binds the parameters, registers the statement (once per client token: `fingerprint`
+/// tells a retry from a different request under the same token) and starts it.
 async fn submit(
     state: &Arc<AppState>,
-    statement: Statement,
-    client_token: Option<String>,
+    mode: Mode,
+    target: Target,
+    options: SubmitOptions,
+    sqls: Vec<String>,
     fingerprint: String,
-    wait_seconds: Option<i64>,
 ) -> Result<SubmitResponse, ApiError> {
+    let bound = bind(&sqls, options.parameters.as_deref())?;
+    let statement = Statement::new(
+        mode,
+        target,
+        options.statement_name,
+        options.parameters,
+        sqls.into_iter().zip(bound).collect(),
+    );
+    let client_token = options.client_token;
+    let wait_seconds = options.wait_time_seconds;
     let id = match state
         .registry
         .submit(statement, client_token.map(|t| (t, fingerprint)))?
