@@ -4,7 +4,7 @@ mod common;
 
 use aws_sdk_redshiftdata::error::ProvideErrorMetadata;
 use aws_sdk_redshiftdata::types::{ExecutionMode, Field, StatusString};
-use common::{start, status, text, unique};
+use common::{error_code, start, status, text, unique};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -97,8 +97,7 @@ async fn workgroup_or_cluster_exactly_one() {
         .sql("SELECT 1")
         .send()
         .await;
-    let err = neither.unwrap_err().into_service_error();
-    assert!(err.is_validation_exception(), "{err:?}");
+    assert_eq!(error_code(neither), "ValidationException");
     let both = h
         .client
         .batch_execute_statement()
@@ -108,10 +107,7 @@ async fn workgroup_or_cluster_exactly_one() {
         .sqls("SELECT 1")
         .send()
         .await;
-    assert!(both
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    assert_eq!(error_code(both), "ValidationException");
     let no_database = h
         .client
         .execute_statement()
@@ -119,10 +115,7 @@ async fn workgroup_or_cluster_exactly_one() {
         .sql("SELECT 1")
         .send()
         .await;
-    assert!(no_database
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    assert_eq!(error_code(no_database), "ValidationException");
 }
 
 #[tokio::test]
@@ -157,15 +150,7 @@ async fn client_token_is_idempotent() {
     let t = h.table("tok");
     h.ok(&format!("CREATE TABLE {t} (a int)")).await;
     let token = uuid::Uuid::new_v4().to_string();
-    let send = |sql: String| {
-        h.client
-            .execute_statement()
-            .workgroup_name(&h.workgroup)
-            .database("dev")
-            .client_token(&token)
-            .sql(sql)
-            .send()
-    };
+    let send = |sql: String| h.execute().client_token(&token).sql(sql).send();
     let first = send(format!("INSERT INTO {t} VALUES (1)"))
         .await
         .unwrap()
@@ -180,10 +165,7 @@ async fn client_token_is_idempotent() {
     h.wait(&first).await;
     assert_eq!(h.scalar(&format!("SELECT count(*) FROM {t}")).await, "1");
     let different = send(format!("INSERT INTO {t} VALUES (2)")).await;
-    assert!(different
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    assert_eq!(error_code(different), "ValidationException");
 }
 
 #[tokio::test]
@@ -234,18 +216,14 @@ async fn batch_runs_in_one_transaction_and_rolls_back() {
         vec![vec![Field::LongValue(1)], vec![Field::LongValue(5)]]
     );
     let whole = h.client.get_statement_result().id(&ok.id).send().await;
-    assert!(whole
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    assert_eq!(error_code(whole), "ValidationException");
     let no_result = h
         .client
         .get_statement_result()
         .id(format!("{}:1", ok.id))
         .send()
         .await;
-    let err = no_result.unwrap_err().into_service_error();
-    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    assert_eq!(error_code(no_result), "ResourceNotFoundException");
     let sub = h
         .client
         .describe_statement()
@@ -263,26 +241,13 @@ async fn batch_runs_in_one_transaction_and_rolls_back() {
 async fn batch_limits_and_auto_commit() {
     let h = start().await;
     let many: Vec<String> = (0..41).map(|i| format!("SELECT {i}")).collect();
-    let too_many = h
-        .client
-        .batch_execute_statement()
-        .workgroup_name(&h.workgroup)
-        .database("dev")
-        .set_sqls(Some(many))
-        .send()
-        .await;
-    assert!(too_many
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    let too_many = h.batch_execute().set_sqls(Some(many)).send().await;
+    assert_eq!(error_code(too_many), "ValidationException");
 
     let t = h.table("ac");
     h.ok(&format!("CREATE TABLE {t} (a int primary key)")).await;
     let id = h
-        .client
-        .batch_execute_statement()
-        .workgroup_name(&h.workgroup)
-        .database("dev")
+        .batch_execute()
         .execution_mode(ExecutionMode::AutoCommit)
         .sqls(format!("INSERT INTO {t} VALUES (1)"))
         .sqls(format!("INSERT INTO {t} VALUES (1)"))
@@ -329,10 +294,7 @@ async fn get_statement_result_pages_with_next_token() {
         .next_token("garbage")
         .send()
         .await;
-    assert!(bad
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    assert_eq!(error_code(bad), "ValidationException");
 }
 
 #[tokio::test]
@@ -344,15 +306,9 @@ async fn describe_unknown_and_malformed_ids() {
         .id(uuid::Uuid::new_v4().to_string())
         .send()
         .await;
-    assert!(missing
-        .unwrap_err()
-        .into_service_error()
-        .is_resource_not_found_exception());
+    assert_eq!(error_code(missing), "ResourceNotFoundException");
     let malformed = h.client.describe_statement().id("not-an-id").send().await;
-    assert!(malformed
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    assert_eq!(error_code(malformed), "ValidationException");
 }
 
 #[tokio::test]
@@ -361,10 +317,7 @@ async fn list_statements_newest_first_with_filters() {
     let name = unique("list");
     for i in 0..3 {
         let id = h
-            .client
-            .execute_statement()
-            .workgroup_name(&h.workgroup)
-            .database("dev")
+            .execute()
             .statement_name(format!("{name}-{i}"))
             .sql(if i == 1 { "SELECT 1/0" } else { "SELECT 1" })
             .send()
@@ -445,10 +398,7 @@ async fn cancel_running_statement() {
     assert_eq!(status(&d), "ABORTED");
     assert!(started.elapsed() < Duration::from_secs(10));
     let again = h.client.cancel_statement().id(&id).send().await;
-    assert!(again
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    assert_eq!(error_code(again), "ValidationException");
 }
 
 #[tokio::test]
@@ -481,44 +431,10 @@ async fn data_api_parameters() {
             Field::StringValue("2024-05-28".into())
         ]]
     );
-    let unused = h
-        .client
-        .execute_statement()
-        .workgroup_name(&h.workgroup)
-        .database("dev")
-        .sql("SELECT 1")
-        .parameters(
-            aws_sdk_redshiftdata::types::SqlParameter::builder()
-                .name("x")
-                .value("1")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await;
-    assert!(unused
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
-    let missing = h
-        .client
-        .execute_statement()
-        .workgroup_name(&h.workgroup)
-        .database("dev")
-        .sql("SELECT :a, :b")
-        .parameters(
-            aws_sdk_redshiftdata::types::SqlParameter::builder()
-                .name("a")
-                .value("1")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await;
-    assert!(missing
-        .unwrap_err()
-        .into_service_error()
-        .is_validation_exception());
+    let unused = h.try_submit_with("SELECT 1", &[("x", "1")]).await;
+    assert_eq!(error_code(unused), "ValidationException");
+    let missing = h.try_submit_with("SELECT :a, :b", &[("a", "1")]).await;
+    assert_eq!(error_code(missing), "ValidationException");
 }
 
 #[tokio::test]
@@ -752,26 +668,15 @@ async fn faults_from_environment_at_start() {
         .sql("SELECT 1")
         .send()
         .await;
-    assert_eq!(
-        err.unwrap_err().into_service_error().code(),
-        Some("ThrottlingException")
-    );
+    assert_eq!(error_code(err), "ThrottlingException");
 }
 
 #[tokio::test]
 async fn active_statement_quota() {
     let h = common::start_with(|c| c.max_active_statements = 1).await;
     let id = h.submit("SELECT pg_sleep(2)").await;
-    let second = h
-        .client
-        .execute_statement()
-        .workgroup_name(&h.workgroup)
-        .database("dev")
-        .sql("SELECT 1")
-        .send()
-        .await;
-    let err = second.unwrap_err().into_service_error();
-    assert!(err.is_active_statements_exceeded_exception(), "{err:?}");
+    let second = h.execute().sql("SELECT 1").send().await;
+    assert_eq!(error_code(second), "ActiveStatementsExceededException");
     h.wait(&id).await;
 }
 

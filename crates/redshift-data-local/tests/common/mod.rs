@@ -3,7 +3,13 @@
 #![allow(dead_code)] // each test binary uses a different part of this
 
 use aws_sdk_redshiftdata::config::{retry::RetryConfig, BehaviorVersion, Credentials, Region};
+use aws_sdk_redshiftdata::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_redshiftdata::operation::batch_execute_statement::builders::BatchExecuteStatementFluentBuilder;
 use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
+use aws_sdk_redshiftdata::operation::execute_statement::builders::ExecuteStatementFluentBuilder;
+use aws_sdk_redshiftdata::operation::execute_statement::{
+    ExecuteStatementError, ExecuteStatementOutput,
+};
 use aws_sdk_redshiftdata::types::{Field, SqlParameter};
 use redshift_data_local::{serve, Config, Server};
 use std::time::Duration;
@@ -84,26 +90,41 @@ pub async fn s3_client() -> aws_sdk_s3::Client {
 }
 
 impl Harness {
-    pub async fn submit(&self, sql: &str) -> String {
+    /// ExecuteStatement in this test's workgroup and database `dev`.
+    pub fn execute(&self) -> ExecuteStatementFluentBuilder {
         self.client
             .execute_statement()
             .workgroup_name(&self.workgroup)
             .database("dev")
-            .sql(sql)
-            .send()
+    }
+
+    /// BatchExecuteStatement in this test's workgroup and database `dev`.
+    pub fn batch_execute(&self) -> BatchExecuteStatementFluentBuilder {
+        self.client
+            .batch_execute_statement()
+            .workgroup_name(&self.workgroup)
+            .database("dev")
+    }
+
+    pub async fn submit(&self, sql: &str) -> String {
+        self.submit_with(sql, &[]).await
+    }
+
+    pub async fn submit_with(&self, sql: &str, params: &[(&str, &str)]) -> String {
+        self.try_submit_with(sql, params)
             .await
             .expect("ExecuteStatement accepted")
             .id
             .expect("Id")
     }
 
-    pub async fn submit_with(&self, sql: &str, params: &[(&str, &str)]) -> String {
-        let mut request = self
-            .client
-            .execute_statement()
-            .workgroup_name(&self.workgroup)
-            .database("dev")
-            .sql(sql);
+    /// ExecuteStatement with `:name` parameters, for calls that may be refused.
+    pub async fn try_submit_with(
+        &self,
+        sql: &str,
+        params: &[(&str, &str)],
+    ) -> Result<ExecuteStatementOutput, SdkError<ExecuteStatementError>> {
+        let mut request = self.execute().sql(sql);
         for (name, value) in params {
             request = request.parameters(
                 SqlParameter::builder()
@@ -113,19 +134,11 @@ impl Harness {
                     .unwrap(),
             );
         }
-        request
-            .send()
-            .await
-            .expect("ExecuteStatement accepted")
-            .id
-            .expect("Id")
+        request.send().await
     }
 
     pub async fn submit_batch(&self, sqls: &[&str]) -> String {
-        self.client
-            .batch_execute_statement()
-            .workgroup_name(&self.workgroup)
-            .database("dev")
+        self.batch_execute()
             .set_sqls(Some(sqls.iter().map(|s| s.to_string()).collect()))
             .send()
             .await
@@ -256,5 +269,13 @@ pub fn text(field: &Field) -> String {
         Field::BooleanValue(b) => b.to_string(),
         Field::IsNull(_) => "NULL".into(),
         other => format!("{other:?}"),
+    }
+}
+
+/// The exception a call that must fail was refused with (`ValidationException`, …).
+pub fn error_code<T: std::fmt::Debug, E: ProvideErrorMetadata>(result: Result<T, E>) -> String {
+    match result {
+        Ok(out) => panic!("expected the call to be refused, got {out:?}"),
+        Err(e) => e.code().unwrap_or("(no error code)").to_string(),
     }
 }
