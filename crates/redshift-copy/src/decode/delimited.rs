@@ -111,14 +111,7 @@ fn to_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse;
-
-    fn cmd(options: &str) -> CopyCommand {
-        parse::parse_copy(&format!(
-            "COPY t FROM 's3://b/k' IAM_ROLE default {options}"
-        ))
-        .unwrap()
-    }
+    use crate::decode::testing::{cmd, fail, s};
 
     fn cols() -> Vec<TargetColumn> {
         vec![
@@ -128,16 +121,8 @@ mod tests {
         ]
     }
 
-    fn fail(line: Option<u64>, reason: &str) -> CopyError {
-        CopyError::Rejected(format!("line {line:?}: {reason}"))
-    }
-
     fn rows(options: &str, text: &str) -> Result<Vec<Row>, String> {
         decode(&cmd(options), text, &cols(), &fail).map_err(|e| e.to_string())
-    }
-
-    fn s(v: &str) -> Option<String> {
-        Some(v.to_string())
     }
 
     #[test]

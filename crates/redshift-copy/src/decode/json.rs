@@ -78,7 +78,7 @@ fn line_at(text: &str, offset: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse;
+    use crate::decode::testing::{cmd, fail, s};
 
     fn cols() -> Vec<TargetColumn> {
         vec![
@@ -88,20 +88,8 @@ mod tests {
         ]
     }
 
-    fn fail(line: Option<u64>, reason: &str) -> CopyError {
-        CopyError::Rejected(format!("line {line:?}: {reason}"))
-    }
-
     fn rows(json_arg: &str, text: &str) -> Result<Vec<Row>, String> {
-        let cmd = parse::parse_copy(&format!(
-            "COPY t FROM 's3://b/k' IAM_ROLE default JSON '{json_arg}'"
-        ))
-        .unwrap();
-        decode(&cmd, text, &cols(), &fail).map_err(|e| e.to_string())
-    }
-
-    fn s(v: &str) -> Option<String> {
-        Some(v.to_string())
+        decode(&cmd(&format!("JSON '{json_arg}'")), text, &cols(), &fail).map_err(|e| e.to_string())
     }
 
     #[test]

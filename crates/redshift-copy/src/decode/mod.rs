@@ -93,3 +93,26 @@ pub(crate) fn empty_rule(
     let blank_is_null = column.char_like && cmd.blanks_as_null && value.trim().is_empty();
     (!(empty_is_null || blank_is_null)).then_some(value)
 }
+
+/// What the text decoders' unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::{parse, CopyCommand, CopyError};
+
+    /// `COPY t FROM 's3://b/k' IAM_ROLE default <options>`.
+    pub fn cmd(options: &str) -> CopyCommand {
+        parse::parse_copy(&format!(
+            "COPY t FROM 's3://b/k' IAM_ROLE default {options}"
+        ))
+        .unwrap()
+    }
+
+    /// A `Fail` that keeps the line number visible in the message.
+    pub fn fail(line: Option<u64>, reason: &str) -> CopyError {
+        CopyError::Rejected(format!("line {line:?}: {reason}"))
+    }
+
+    pub fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+}
