@@ -99,6 +99,15 @@ impl Stack {
         format!("s3://{}/{key}", self.bucket)
     }
 
+    /// `COPY <schema>.<target> FROM '<url of key>' IAM_ROLE ... <options>`.
+    fn copy_sql(&self, target: &str, key: &str, options: &str) -> String {
+        format!(
+            "COPY {}.{target} FROM '{}' {ROLE} {options}",
+            self.schema,
+            self.url(key)
+        )
+    }
+
     /// Parses and runs one COPY inside BEGIN ... COMMIT (ROLLBACK on error).
     async fn copy(&self, sql: &str) -> Result<CopyReport, CopyError> {
         self.copy_then(sql, "COMMIT").await
@@ -311,11 +320,7 @@ async fn parquet_every_type_by_prefix_snappy_and_uncompressed() {
         .await;
 
     let report = st
-        .copy(&format!(
-            "COPY {}.all_types FROM '{}' {ROLE} FORMAT AS PARQUET STATUPDATE ON",
-            st.schema,
-            st.url("p/dt=1/")
-        ))
+        .copy(&st.copy_sql("all_types", "p/dt=1/", "FORMAT AS PARQUET STATUPDATE ON"))
         .await
         .expect("copy");
     assert_eq!(report.rows, 4);
@@ -432,11 +437,7 @@ async fn parquet_manifest_loads_listed_files_and_skips_missing_optional() {
     );
     st.put("m/load.manifest", manifest.into_bytes()).await;
     let report = st
-        .copy(&format!(
-            "COPY {}.t FROM '{}' {ROLE} MANIFEST FORMAT AS PARQUET",
-            st.schema,
-            st.url("m/load.manifest")
-        ))
+        .copy(&st.copy_sql("t", "m/load.manifest", "MANIFEST FORMAT AS PARQUET"))
         .await
         .expect("copy");
     assert_eq!(report.rows, 2);
@@ -513,19 +514,15 @@ async fn manifest_rejections() {
         let key = format!("m/{i}.manifest");
         st.put(&key, manifest.clone().into_bytes()).await;
         let msg = st
-            .rejected(&format!(
-                "COPY {}.t FROM '{}' {ROLE} MANIFEST FORMAT AS PARQUET",
-                st.schema,
-                st.url(&key)
-            ))
+            .rejected(&st.copy_sql("t", &key, "MANIFEST FORMAT AS PARQUET"))
             .await;
         assert!(msg.contains(expected.as_str()), "case {i}: {msg}");
     }
     let msg = st
-        .rejected(&format!(
-            "COPY {}.t FROM '{}' {ROLE} MANIFEST FORMAT AS PARQUET",
-            st.schema,
-            st.url("m/does-not-exist.manifest")
+        .rejected(&st.copy_sql(
+            "t",
+            "m/does-not-exist.manifest",
+            "MANIFEST FORMAT AS PARQUET",
         ))
         .await;
     assert!(
@@ -551,13 +548,7 @@ async fn parquet_column_count_and_bad_values_fail() {
         parquet(&small_batch(&[1], &["abc"]), Compression::SNAPPY),
     )
     .await;
-    let msg = st
-        .rejected(&format!(
-            "COPY {}.three FROM '{}' {ROLE} PARQUET",
-            st.schema,
-            st.url("p/")
-        ))
-        .await;
+    let msg = st.rejected(&st.copy_sql("three", "p/", "PARQUET")).await;
     assert_eq!(
         msg,
         format!(
@@ -567,22 +558,12 @@ async fn parquet_column_count_and_bad_values_fail() {
         )
     );
     // The COPY column list is the target: naming two columns makes it fit.
-    st.copy(&format!(
-        "COPY {}.three (id, name) FROM '{}' {ROLE} PARQUET",
-        st.schema,
-        st.url("p/")
-    ))
-    .await
-    .expect("copy with column list");
+    st.copy(&st.copy_sql("three (id, name)", "p/", "PARQUET"))
+        .await
+        .expect("copy with column list");
     assert_eq!(st.count("three").await, 1);
 
-    let msg = st
-        .rejected(&format!(
-            "COPY {}.ints FROM '{}' {ROLE} PARQUET",
-            st.schema,
-            st.url("p/")
-        ))
-        .await;
+    let msg = st.rejected(&st.copy_sql("ints", "p/", "PARQUET")).await;
     assert!(
         msg.starts_with(
             "Load into table 'ints' failed.  Check 'stl_load_errors' system table for details."
@@ -590,13 +571,7 @@ async fn parquet_column_count_and_bad_values_fail() {
             && msg.contains(&st.url("p/1.parquet")),
         "{msg}"
     );
-    let msg = st
-        .rejected(&format!(
-            "COPY {}.short FROM '{}' {ROLE} PARQUET",
-            st.schema,
-            st.url("p/")
-        ))
-        .await;
+    let msg = st.rejected(&st.copy_sql("short", "p/", "PARQUET")).await;
     assert!(
         msg.contains("value too long for type character varying(2)"),
         "{msg}"
@@ -613,11 +588,7 @@ async fn source_and_authorization_rejections() {
     ))
     .await;
     let msg = st
-        .rejected(&format!(
-            "COPY {}.t FROM '{}' {ROLE} PARQUET",
-            st.schema,
-            st.url("nothing/here/")
-        ))
+        .rejected(&st.copy_sql("t", "nothing/here/", "PARQUET"))
         .await;
     assert_eq!(
         msg,
@@ -634,22 +605,9 @@ async fn source_and_authorization_rejections() {
         msg.starts_with("Invalid credentials. Must be of the format"),
         "{msg}"
     );
-    let msg = st
-        .rejected(&format!(
-            "COPY {}.nope FROM '{}' {ROLE} PARQUET",
-            st.schema,
-            st.url("p/")
-        ))
-        .await;
+    let msg = st.rejected(&st.copy_sql("nope", "p/", "PARQUET")).await;
     assert!(msg.contains("does not exist"), "{msg}");
-    match st
-        .copy(&format!(
-            "COPY {}.t FROM '{}' {ROLE} FORMAT AS ORC",
-            st.schema,
-            st.url("p/")
-        ))
-        .await
-    {
+    match st.copy(&st.copy_sql("t", "p/", "FORMAT AS ORC")).await {
         Err(CopyError::Syntax(m)) => assert!(m.contains("does not support FORMAT AS ORC"), "{m}"),
         other => panic!("ORC: {other:?}"),
     }
@@ -675,28 +633,18 @@ async fn csv_plain_gzip_and_text() {
         .await;
 
     let r = st
-        .copy(&format!(
-            "COPY {}.t FROM '{}' {ROLE} CSV IGNOREHEADER 1",
-            st.schema,
-            st.url("csv/")
-        ))
+        .copy(&st.copy_sql("t", "csv/", "CSV IGNOREHEADER 1"))
         .await
         .expect("csv");
     assert_eq!(r.rows, 2);
-    st.copy(&format!(
-        "COPY {}.t FROM '{}' {ROLE} FORMAT AS CSV DELIMITER ';' IGNOREHEADER AS 1 GZIP",
-        st.schema,
-        st.url("gz/")
+    st.copy(&st.copy_sql(
+        "t",
+        "gz/",
+        "FORMAT AS CSV DELIMITER ';' IGNOREHEADER AS 1 GZIP",
     ))
     .await
     .expect("gzip csv");
-    st.copy(&format!(
-        "COPY {}.t FROM '{}' {ROLE}",
-        st.schema,
-        st.url("txt/")
-    ))
-    .await
-    .expect("text");
+    st.copy(&st.copy_sql("t", "txt/", "")).await.expect("text");
     assert_eq!(
         st.rows(&format!(
             "SELECT id::text, name, amount::text, day::text FROM {}.t ORDER BY id",
@@ -713,26 +661,14 @@ async fn csv_plain_gzip_and_text() {
     );
 
     st.put("bad/a.csv", b"6,short\n".to_vec()).await;
-    let msg = st
-        .rejected(&format!(
-            "COPY {}.t FROM '{}' {ROLE} CSV",
-            st.schema,
-            st.url("bad/")
-        ))
-        .await;
+    let msg = st.rejected(&st.copy_sql("t", "bad/", "CSV")).await;
     assert!(
         msg.contains("Reason: Delimiter not found") && msg.contains("line 1"),
         "{msg}"
     );
     st.put("extra/a.csv", b"6,a,1,2024-01-01,oops\n".to_vec())
         .await;
-    let msg = st
-        .rejected(&format!(
-            "COPY {}.t FROM '{}' {ROLE} CSV",
-            st.schema,
-            st.url("extra/")
-        ))
-        .await;
+    let msg = st.rejected(&st.copy_sql("t", "extra/", "CSV")).await;
     assert!(msg.contains("Reason: Extra column(s) found"), "{msg}");
     assert_eq!(st.count("t").await, 5);
 }
@@ -755,20 +691,12 @@ async fn json_auto_and_ignorecase() {
         b"{\"ID\":4,\"NAME\":\"d\",\"OK\":false}".to_vec(),
     )
     .await;
-    st.copy(&format!(
-        "COPY {}.t FROM '{}' {ROLE} FORMAT AS JSON 'auto'",
-        st.schema,
-        st.url("j/")
-    ))
-    .await
-    .expect("json auto");
-    st.copy(&format!(
-        "COPY {}.t FROM '{}' {ROLE} JSON 'auto ignorecase'",
-        st.schema,
-        st.url("k/")
-    ))
-    .await
-    .expect("json ignorecase");
+    st.copy(&st.copy_sql("t", "j/", "FORMAT AS JSON 'auto'"))
+        .await
+        .expect("json auto");
+    st.copy(&st.copy_sql("t", "k/", "JSON 'auto ignorecase'"))
+        .await
+        .expect("json ignorecase");
     assert_eq!(
         st.rows(&format!(
             "SELECT id::text, name, ok::text FROM {}.t ORDER BY id",
@@ -798,14 +726,7 @@ async fn rollback_leaves_no_rows_and_no_history() {
     )
     .await;
     let report = st
-        .copy_then(
-            &format!(
-                "COPY {}.t FROM '{}' {ROLE} PARQUET",
-                st.schema,
-                st.url("p/")
-            ),
-            "ROLLBACK",
-        )
+        .copy_then(&st.copy_sql("t", "p/", "PARQUET"), "ROLLBACK")
         .await
         .expect("copy");
     assert_eq!(report.rows, 2);
