@@ -7,22 +7,13 @@ use std::process::Output;
 use common::*;
 use serde_json::Value;
 
-fn routes(stack: &Stack) -> String {
-    format!(
-        "[[routes]]\nbucket = \"{}\"\nprefix = \"orders/\"\ntable = \"{}\"\nformat = \"parquet\"\n\
-         partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n",
-        stack.bucket,
-        stack.table("orders")
-    )
-}
-
 async fn ctl(stack: &Stack, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"));
     cmd.args(args)
         .env_remove("LOADER_CONFIG_FILE")
         .env_remove("REDSHIFT_CLUSTER_ID")
         .env("RUST_LOG", "warn");
-    for (k, v) in stack.env(&routes(stack)) {
+    for (k, v) in stack.env(&stack.orders_route("")) {
         cmd.env(k, v);
     }
     cmd.output().await.expect("run loaderctl")
@@ -55,14 +46,7 @@ async fn loaderctl_commands() {
             describe(&out)
         );
     }
-    let loader = stack.loader(&routes(&stack)).await;
-    let t = stack.table("orders");
-    stack
-        .sql(
-            &loader,
-            &format!("CREATE TABLE {t} (id BIGINT, name VARCHAR(64), order_date DATE)"),
-        )
-        .await;
+    let t = stack.orders_table().await;
 
     // replay: one outcome line per event, up_to_date the second time.
     let key = "orders/order_date=2024-05-28/part-0.parquet";
@@ -92,7 +76,7 @@ async fn loaderctl_commands() {
         "{}",
         describe(&out)
     );
-    assert_eq!(stack.rows(&loader, &t).await, 4);
+    assert_eq!(stack.rows(&t).await, 4);
 
     // A malformed event makes replay fail, after printing its error line.
     let bad_file = dir.join("bad.json");
@@ -148,17 +132,11 @@ async fn loaderctl_commands() {
             .count(),
         1
     );
-    assert_eq!(stack.rows(&loader, &t).await, 4 + 12);
-    assert_eq!(stack.ledger_rows(&loader, &t).await, 5);
+    assert_eq!(stack.rows(&t).await, 4 + 12);
+    assert_eq!(stack.ledger_rows(&t).await, 5);
 
     // locks / unlock: a live lease is refused without --force.
-    let pl = &stack.loader_schema;
-    stack
-        .sql(
-            &loader,
-            &format!("INSERT INTO {pl}.locks VALUES ('{t}', 'crashed-run', GETDATE(), GETDATE() + INTERVAL '600 seconds')"),
-        )
-        .await;
+    stack.insert_lease(&t, "crashed-run", 600).await;
     let out = ctl(&stack, &["locks"]).await;
     let locks = lines(&out);
     assert_eq!(locks.len(), 1, "{}", describe(&out));
@@ -167,22 +145,17 @@ async fn loaderctl_commands() {
     let out = ctl(&stack, &["unlock", &t]).await;
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("crashed-run"));
-    assert_eq!(stack.lease_rows(&loader, &t).await, 1);
+    assert_eq!(stack.lease_rows(&t).await, 1);
     let out = ctl(&stack, &["unlock", &t, "--force"]).await;
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(stack.lease_rows(&loader, &t).await, 0);
+    assert_eq!(stack.lease_rows(&t).await, 0);
 
     // An expired lease needs no --force.
-    stack
-        .sql(
-            &loader,
-            &format!("INSERT INTO {pl}.locks VALUES ('{t}', 'old-run', GETDATE(), GETDATE() - INTERVAL '5 seconds')"),
-        )
-        .await;
+    stack.insert_lease(&t, "old-run", -5).await;
     assert_eq!(lines(&ctl(&stack, &["locks"]).await)[0]["state"], "expired");
     let out = ctl(&stack, &["unlock", &t]).await;
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(stack.lease_rows(&loader, &t).await, 0);
+    assert_eq!(stack.lease_rows(&t).await, 0);
 
     let out = ctl(&stack, &["unlock", "not-a-table"]).await;
     assert!(!out.status.success());

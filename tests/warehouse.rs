@@ -9,11 +9,7 @@ use partition_loader::warehouse::DataApi;
 #[tokio::test]
 async fn a_submit_repeated_with_its_client_token_runs_once() {
     let stack = Stack::new().await;
-    let loader = stack.loader(&orders_route(&stack, "")).await;
-    let t = stack.table("hits");
-    stack
-        .sql(&loader, &format!("CREATE TABLE {t} (id BIGINT)"))
-        .await;
+    let t = stack.create_table("hits", "id BIGINT").await;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let api = DataApi::new(
         aws_sdk_redshiftdata::Client::new(&sdk),
@@ -42,7 +38,7 @@ async fn a_submit_repeated_with_its_client_token_runs_once() {
         "the retry is answered with the first statement"
     );
     api.wait(&first, deadline()).await.unwrap();
-    assert_eq!(stack.rows(&loader, &t).await, 2, "the batch ran once");
+    assert_eq!(stack.rows(&t).await, 2, "the batch ran once");
 
     // A new logical submission has a new token and runs again.
     let other = api
@@ -51,5 +47,5 @@ async fn a_submit_repeated_with_its_client_token_runs_once() {
         .unwrap();
     assert_ne!(other, first);
     api.wait(&other, deadline()).await.unwrap();
-    assert_eq!(stack.rows(&loader, &t).await, 4);
+    assert_eq!(stack.rows(&t).await, 4);
 }

@@ -10,15 +10,19 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use aws_sdk_s3::primitives::ByteStream;
 use parquet::arrow::ArrowWriter;
+use partition_loader::config::RedshiftTarget;
 use partition_loader::handler::Loader;
 use partition_loader::storage::S3;
-use partition_loader::warehouse::DataApi;
+use partition_loader::warehouse::{DataApi, Warehouse};
 use partition_loader::{Config, LoaderError, Outcome};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 pub type TestLoader = Loader<DataApi, S3>;
+
+/// The partition most tests load into, under [`Stack::orders_route`].
+pub const ORDERS_DAY: &str = "orders/order_date=2024-05-28";
 
 pub fn require_stack() -> String {
     match std::env::var("AWS_ENDPOINT_URL_REDSHIFT_DATA") {
@@ -30,14 +34,22 @@ pub fn require_stack() -> String {
     }
 }
 
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"))
+}
+
 pub struct Stack {
     pub suffix: String,
     pub bucket: String,
     /// Schema of the test's target tables.
     pub schema: String,
     pub loader_schema: String,
+    /// The workgroup name the test's loaders use; faults are scoped to it.
     pub workgroup: String,
     pub s3: aws_sdk_s3::Client,
+    /// The test's own SQL (set-up, counts) goes through another workgroup name, so that
+    /// injected faults slow or fail only the loader.
+    admin: DataApi,
 }
 
 pub fn deadline() -> Instant {
@@ -48,7 +60,13 @@ pub fn holder() -> String {
     format!("test-{}", uuid::Uuid::new_v4())
 }
 
+/// One invocation of the real handler, as the Lambda runs it, with a fresh holder id.
+pub async fn handle(loader: &TestLoader, event: &Value) -> Result<Outcome, LoaderError> {
+    loader.handle(event, &holder(), deadline()).await
+}
+
 impl Stack {
+    /// A bucket and an (empty) data schema of the test's own.
     pub async fn new() -> Stack {
         require_stack();
         let suffix = format!("{:08x}", fastrand::u32(..));
@@ -64,19 +82,29 @@ impl Stack {
             .send()
             .await
             .expect("create bucket");
-        Stack {
+        let workgroup = format!("wg-{suffix}");
+        let admin = DataApi::new(
+            aws_sdk_redshiftdata::Client::new(&sdk),
+            RedshiftTarget::Serverless {
+                workgroup: format!("{workgroup}-admin"),
+            },
+            var("REDSHIFT_DATABASE"),
+        );
+        let stack = Stack {
             bucket,
             schema: format!("data_{suffix}"),
             loader_schema: format!("pl_{suffix}"),
-            workgroup: format!("wg-{suffix}"),
+            workgroup,
             suffix,
             s3,
-        }
+            admin,
+        };
+        stack.sql(&format!("CREATE SCHEMA {}", stack.schema)).await;
+        stack
     }
 
     /// The environment the loader would see, for this test.
     pub fn env(&self, routes: &str) -> Vec<(String, String)> {
-        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
         vec![
             ("REDSHIFT_WORKGROUP".into(), self.workgroup.clone()),
             ("REDSHIFT_DATABASE".into(), var("REDSHIFT_DATABASE")),
@@ -97,35 +125,65 @@ impl Stack {
             .expect("valid test config")
     }
 
-    /// A loader for these routes, with the loader schema bootstrapped and the data
-    /// schema created.
+    /// A loader for these routes, with the loader schema bootstrapped.
     pub async fn loader(&self, routes: &str) -> TestLoader {
         let loader = Loader::connect(self.config(routes)).await;
         loader.bootstrap(deadline()).await.expect("bootstrap");
-        self.sql(
-            &loader,
-            &format!("CREATE SCHEMA IF NOT EXISTS {}", self.schema),
-        )
-        .await;
         loader
+    }
+
+    /// One route `orders/` → `<schema>.orders`, partitioned by a date; `extra` adds
+    /// route keys such as `mode = "replace"`.
+    pub fn orders_route(&self, extra: &str) -> String {
+        format!(
+            "[[routes]]\nbucket = \"{}\"\nprefix = \"orders/\"\ntable = \"{}\"\nformat = \"parquet\"\n\
+             partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n{extra}\n",
+            self.bucket,
+            self.table("orders")
+        )
+    }
+
+    /// The orders table of [`Stack::orders_route`], whose partition column the Parquet
+    /// files lack (so loads go through staging).
+    pub async fn orders_table(&self) -> String {
+        self.create_table("orders", "id BIGINT, name VARCHAR(64), order_date DATE")
+            .await
+    }
+
+    /// The usual start: the orders route (plus `extra`), its table and a loader.
+    pub async fn orders(&self, extra: &str) -> (TestLoader, String) {
+        let loader = self.loader(&self.orders_route(extra)).await;
+        (loader, self.orders_table().await)
     }
 
     pub fn table(&self, name: &str) -> String {
         format!("{}.{name}", self.schema)
     }
 
-    pub async fn sql(&self, loader: &TestLoader, sql: &str) {
-        loader
-            .execute(sql.to_string(), vec![], deadline())
+    /// Creates `<schema>.<name> (<columns>)` and returns its qualified name.
+    pub async fn create_table(&self, name: &str, columns: &str) -> String {
+        let table = self.table(name);
+        self.sql(&format!("CREATE TABLE {table} ({columns})")).await;
+        table
+    }
+
+    pub async fn try_sql(&self, sql: &str) -> Result<String, LoaderError> {
+        self.admin.run(sql.to_string(), vec![], deadline()).await
+    }
+
+    pub async fn sql(&self, sql: &str) {
+        self.try_sql(sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
-    pub async fn count(&self, loader: &TestLoader, sql: &str) -> i64 {
-        let rows = loader
-            .query(sql.to_string(), vec![], deadline())
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pub async fn count(&self, sql: &str) -> i64 {
+        let id = self.try_sql(sql).await;
+        let rows = match id {
+            Ok(id) => self.admin.rows(id, deadline()).await,
+            Err(e) => Err(e),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
         rows[0][0]
             .as_deref()
             .expect("a count")
@@ -133,31 +191,35 @@ impl Stack {
             .expect("a number")
     }
 
-    pub async fn rows(&self, loader: &TestLoader, table: &str) -> i64 {
-        self.count(loader, &format!("SELECT COUNT(*) FROM {table}"))
-            .await
+    pub async fn rows(&self, table: &str) -> i64 {
+        self.count(&format!("SELECT COUNT(*) FROM {table}")).await
     }
 
-    pub async fn ledger_rows(&self, loader: &TestLoader, table: &str) -> i64 {
-        self.count(
-            loader,
-            &format!(
-                "SELECT COUNT(*) FROM {}.loaded_files WHERE table_name = '{table}'",
-                self.loader_schema
-            ),
-        )
+    pub async fn ledger_rows(&self, table: &str) -> i64 {
+        self.count(&format!(
+            "SELECT COUNT(*) FROM {}.loaded_files WHERE table_name = '{table}'",
+            self.loader_schema
+        ))
         .await
     }
 
-    pub async fn lease_rows(&self, loader: &TestLoader, table: &str) -> i64 {
-        self.count(
-            loader,
-            &format!(
-                "SELECT COUNT(*) FROM {}.locks WHERE table_name = '{table}'",
-                self.loader_schema
-            ),
-        )
+    pub async fn lease_rows(&self, table: &str) -> i64 {
+        self.count(&format!(
+            "SELECT COUNT(*) FROM {}.locks WHERE table_name = '{table}'",
+            self.loader_schema
+        ))
         .await
+    }
+
+    /// Puts a lease row for `table` held by `holder`, expiring `ttl_seconds` from now
+    /// (negative: already expired).
+    pub async fn insert_lease(&self, table: &str, holder: &str, ttl_seconds: i64) {
+        self.sql(&format!(
+            "INSERT INTO {}.locks VALUES ('{table}', '{holder}', GETDATE(), \
+             GETDATE() + INTERVAL '{ttl_seconds} seconds')",
+            self.loader_schema
+        ))
+        .await;
     }
 
     pub async fn put(&self, key: &str, body: Vec<u8>) -> i64 {
@@ -178,6 +240,35 @@ impl Stack {
         self.put(key, parquet_bytes(ids)).await
     }
 
+    /// Writes a Parquet file (see [`Stack::put_parquet`]) and returns its event.
+    pub async fn parquet_event(&self, key: &str, ids: std::ops::Range<i64>) -> Value {
+        let size = self.put_parquet(key, ids).await;
+        self.event(key, size)
+    }
+
+    /// Writes Parquet `file` into [`ORDERS_DAY`] and returns its event.
+    pub async fn orders_file(&self, file: &str, ids: std::ops::Range<i64>) -> Value {
+        self.parquet_event(&format!("{ORDERS_DAY}/{file}"), ids)
+            .await
+    }
+
+    /// The S3 keys under `prefix` in the test's bucket.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("list {prefix}: {e:?}"));
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
     /// The EventBridge event S3 sends for `key` (given as it appears in the event).
     pub fn event(&self, key: &str, size: i64) -> Value {
         object_created(&self.bucket, key, size)
@@ -192,16 +283,6 @@ impl Stack {
             "adding fault: {status} {body}"
         );
     }
-}
-
-/// One route `orders/` → `<schema>.orders`, partitioned by a date.
-pub fn orders_route(stack: &Stack, extra: &str) -> String {
-    format!(
-        "[[routes]]\nbucket = \"{}\"\nprefix = \"orders/\"\ntable = \"{}\"\nformat = \"parquet\"\n\
-         partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n{extra}\n",
-        stack.bucket,
-        stack.table("orders")
-    )
 }
 
 pub fn object_created(bucket: &str, key: &str, size: i64) -> Value {
