@@ -308,11 +308,16 @@ pub fn object_created(bucket: &str, key: &str, size: i64) -> Value {
 }
 
 pub fn parquet_bytes(ids: std::ops::Range<i64>) -> Vec<u8> {
+    parquet_bytes_named(ids, |i| format!("name-{i}"))
+}
+
+/// Parquet with columns (id BIGINT, name VARCHAR): one row per id, named by `name`.
+pub fn parquet_bytes_named(ids: std::ops::Range<i64>, name: impl Fn(i64) -> String) -> Vec<u8> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Utf8, true),
     ]));
-    let names: Vec<String> = ids.clone().map(|i| format!("name-{i}")).collect();
+    let names: Vec<String> = ids.clone().map(name).collect();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(ids)),
         Arc::new(StringArray::from_iter_values(names)),
