@@ -1,11 +1,14 @@
 //! The EventBridge "Object Created" event from S3. Only picks the route and the
-//! partition: what gets loaded comes from listing S3, never from the event.
+//! partition: what gets loaded comes from listing S3, never from the event. (A waiter
+//! for a busy lease also uses the object and its ETag to see whether the holder has
+//! loaded it already.)
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::LoaderError;
+use crate::plan::normalise_etag;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ObjectCreatedDetail {
@@ -36,6 +39,8 @@ pub struct ObjectCreated {
     pub bucket: String,
     pub key: String,
     pub size: Option<i64>,
+    /// Without quotes, as the ledger stores it; `None` when the event carried none.
+    pub etag: Option<String>,
 }
 
 /// Parses and checks an event given as raw JSON, naming what is missing or wrong.
@@ -76,6 +81,12 @@ pub fn from_event(
         bucket: d.bucket.name,
         key,
         size: d.object.size,
+        etag: d
+            .object
+            .etag
+            .as_deref()
+            .map(normalise_etag)
+            .filter(|e| !e.is_empty()),
     })
 }
 
@@ -140,6 +151,21 @@ mod tests {
             "transformed/orders/order_date=2024-05-28/part-0.parquet"
         );
         assert_eq!(e.size, Some(1024));
+        assert_eq!(e.etag.as_deref(), Some("b1946ac92492d2347c6235b4d2611184"));
+    }
+
+    #[test]
+    fn etag_is_normalised_and_optional() {
+        let mut v = event("k");
+        v["detail"]["object"]["etag"] = json!("\"abc-3\"");
+        assert_eq!(parse(&v).unwrap().etag.as_deref(), Some("abc-3"));
+        v["detail"]["object"]["etag"] = json!("");
+        assert_eq!(parse(&v).unwrap().etag, None);
+        v["detail"]["object"]
+            .as_object_mut()
+            .unwrap()
+            .remove("etag");
+        assert_eq!(parse(&v).unwrap().etag, None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::config::{Config, Mode, Route};
 use crate::error::LoaderError;
+use crate::event::ObjectCreated;
 use crate::outcome::{Outcome, PartitionValues};
 use crate::partition::{self, Partition};
 use crate::plan::{self, ListedObject, LoadedFile, Plan};
@@ -37,6 +38,10 @@ impl Default for BatchLimits {
 }
 /// Time granted to an explicit release after the work failed near the deadline.
 const RELEASE_GRACE: Duration = Duration::from_secs(3);
+/// Pauses of a waiter for a busy lease: they grow from the first to the cap. The cap
+/// bounds how long a waiter overstays once the holder has loaded its object.
+const WAIT_FIRST: Duration = Duration::from_millis(250);
+const WAIT_CAP: Duration = Duration::from_secs(2);
 
 pub struct Loader<W, S> {
     config: Config,
@@ -69,6 +74,22 @@ impl Loader<DataApi, S3> {
 struct Lease {
     ledger: Vec<LoadedFile>,
     columns: Vec<String>,
+}
+
+/// How the wait for the lease ended.
+enum Acquired {
+    Held(Lease),
+    /// The event's own object was loaded by this holder while we waited.
+    LoadedBy(String),
+}
+
+/// What one poll of a waiter read (see [`sql::wait_check`]).
+#[derive(Debug, PartialEq, Eq)]
+struct WaitCheck {
+    /// The holder that loaded the event's object, if the ledger has it.
+    loaded_by: Option<String>,
+    /// The live lease: holder and expiry.
+    lease: Option<(String, String)>,
 }
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
@@ -108,8 +129,15 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }),
             Routed::Load(route) => {
                 let partition = partition::parse(route, &object.key)?;
-                self.load_partition(route, &object.bucket, &partition, holder, deadline)
-                    .await
+                self.load_partition(
+                    route,
+                    &object.bucket,
+                    &partition,
+                    Some(&object),
+                    holder,
+                    deadline,
+                )
+                .await
             }
         }
     }
@@ -142,18 +170,31 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         self.warehouse.rows(id, deadline).await
     }
 
-    /// Loads every pending file of one partition under the table's lease.
+    /// Loads every pending file of one partition under the table's lease. `awaited` is
+    /// the object an event reported (`None` for a backfill): while another holder has
+    /// the lease, finding that object in the ledger ends the wait as `up_to_date`.
     pub async fn load_partition(
         &self,
         route: &Route,
         bucket: &str,
         partition: &Partition,
+        awaited: Option<&ObjectCreated>,
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
-        let lease = self
-            .acquire(&route.table, holder, &partition.path, deadline)
+        let acquired = self
+            .acquire(&route.table, holder, &partition.path, awaited, deadline)
             .await?;
+        let lease = match acquired {
+            Acquired::Held(lease) => lease,
+            Acquired::LoadedBy(other) => {
+                return Ok(Outcome::UpToDate {
+                    table: route.table.to_string(),
+                    partition: partition_values(partition),
+                    loaded_by: Some(other),
+                })
+            }
+        };
         let result = self
             .load_holding_lease(route, bucket, partition, holder, lease, deadline)
             .await;
@@ -177,67 +218,120 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     /// Takes the table's lease, waiting with jittered backoff while another holder has it.
+    ///
+    /// A waiter does not repeat the acquire batch (which queues on `LOCK S.locks`) while
+    /// the lease is live: it polls with one read-only statement. If the ledger already
+    /// holds `awaited`, the holder loaded it, and the wait ends. That is safe because
+    /// ledger rows commit only with their COPY, and every object has its own event: an
+    /// object not loaded yet keeps its own invocation waiting. Without `awaited` (a
+    /// backfill) or once the lease is free, the acquire batch runs again.
     async fn acquire(
         &self,
         table: &TableName,
         holder: &str,
         partition_path: &str,
+        awaited: Option<&ObjectCreated>,
         deadline: Instant,
-    ) -> Result<Lease, LoaderError> {
-        let schema = &self.config.loader_schema;
+    ) -> Result<Acquired, LoaderError> {
         let sqls = sql::acquire(
-            schema,
+            &self.config.loader_schema,
             table,
             holder,
             self.config.lease_ttl.as_secs(),
             partition_path,
         )?;
         let give_up = deadline.min(Instant::now() + self.config.lock_wait);
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let mut backoff = Backoff::new(WAIT_FIRST, WAIT_CAP);
         loop {
-            let id = match self.warehouse.run_batch(sqls.clone(), deadline).await {
-                Ok(id) => id,
-                Err(e @ LoaderError::Timeout { .. }) => {
-                    // The cancelled acquire may have committed anyway: do not leave a
-                    // lease behind for its TTL when dropping it is harmless.
-                    let grace = Instant::now() + RELEASE_GRACE;
-                    let _ = self.release(table, holder, grace).await;
-                    return Err(e);
+            let (mut current, mut expires_at) =
+                match self.try_acquire(table, holder, &sqls, deadline).await? {
+                    Ok(lease) => return Ok(Acquired::Held(lease)),
+                    Err(busy) => busy,
+                };
+            loop {
+                let pause = backoff.next_pause();
+                if Instant::now() + pause >= give_up {
+                    return Err(LoaderError::LockBusy {
+                        table: table.to_string(),
+                        holder: current,
+                        expires_at,
+                    });
                 }
-                Err(LoaderError::StatementFailed { message, .. })
-                    if message.contains("does not exist")
-                        && message.contains(self.config.loader_schema.as_str()) =>
-                {
-                    return Err(LoaderError::Config(format!(
-                        "the loader schema {} is not bootstrapped (run `loaderctl bootstrap`): \
-                         {message}",
-                        self.config.loader_schema
-                    )))
+                tracing::debug!(table = %table, holder = %current, "lease busy, waiting");
+                tokio::time::sleep(pause).await;
+                let Some(object) = awaited else { break };
+                let check = self
+                    .wait_check(table, partition_path, object, deadline)
+                    .await?;
+                if let Some(loaded_by) = check.loaded_by {
+                    return Ok(Acquired::LoadedBy(loaded_by));
                 }
-                Err(e) => return Err(e),
-            };
-            let read = self.read_acquire_results(&id, holder, deadline).await;
-            let (current, expires_at) = match read {
-                Ok(Ok(lease)) => return Ok(lease),
-                Ok(Err(busy)) => busy,
-                Err(e) => {
-                    // The batch committed, so we may hold the lease without knowing it.
-                    let grace = deadline.max(Instant::now() + RELEASE_GRACE);
-                    let _ = self.release(table, holder, grace).await;
-                    return Err(e);
+                match check.lease {
+                    Some(lease) => (current, expires_at) = lease,
+                    None => break,
                 }
-            };
-            let pause = backoff.next_pause();
-            if Instant::now() + pause >= give_up {
-                return Err(LoaderError::LockBusy {
-                    table: table.to_string(),
-                    holder: current,
-                    expires_at,
-                });
             }
-            tracing::debug!(table = %table, holder = %current, "lease busy, waiting");
-            tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Runs the acquire batch once: our lease, or the current holder and expiry.
+    async fn try_acquire(
+        &self,
+        table: &TableName,
+        holder: &str,
+        sqls: &[String],
+        deadline: Instant,
+    ) -> Result<Result<Lease, (String, String)>, LoaderError> {
+        let id = match self.warehouse.run_batch(sqls.to_vec(), deadline).await {
+            Ok(id) => id,
+            Err(e @ LoaderError::Timeout { .. }) => {
+                // The cancelled acquire may have committed anyway: do not leave a
+                // lease behind for its TTL when dropping it is harmless.
+                let grace = Instant::now() + RELEASE_GRACE;
+                let _ = self.release(table, holder, grace).await;
+                return Err(e);
+            }
+            Err(LoaderError::StatementFailed { message, .. })
+                if message.contains("does not exist")
+                    && message.contains(self.config.loader_schema.as_str()) =>
+            {
+                return Err(LoaderError::Config(format!(
+                    "the loader schema {} is not bootstrapped (run `loaderctl bootstrap`): \
+                     {message}",
+                    self.config.loader_schema
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let read = self.read_acquire_results(&id, holder, deadline).await;
+        if read.is_err() {
+            // The batch committed, so we may hold the lease without knowing it.
+            let grace = deadline.max(Instant::now() + RELEASE_GRACE);
+            let _ = self.release(table, holder, grace).await;
+        }
+        read
+    }
+
+    /// One poll of a waiter: is `object` in the ledger, and who holds the lease now?
+    async fn wait_check(
+        &self,
+        table: &TableName,
+        partition_path: &str,
+        object: &ObjectCreated,
+        deadline: Instant,
+    ) -> Result<WaitCheck, LoaderError> {
+        let mut params = vec![
+            ("table", table.to_string()),
+            ("partition", partition_path.to_string()),
+            ("s3_url", plan::s3_url(&object.bucket, &object.key)),
+        ];
+        if let Some(etag) = &object.etag {
+            params.push(("etag", etag.clone()));
+        }
+        let sql = sql::wait_check(&self.config.loader_schema, object.etag.is_some());
+        let id = self.warehouse.run(sql, params, deadline).await?;
+        let rows = self.warehouse.rows(id, deadline).await?;
+        Ok(read_wait_check(&rows))
     }
 
     /// Reads the acquire batch's results: our lease with the ledger and table columns,
@@ -328,18 +422,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 url: plan::s3_url(bucket, &prefix),
             });
         }
-        let partition_values = PartitionValues(
-            partition
-                .values
-                .iter()
-                .map(|(c, v)| (c.to_string(), v.clone()))
-                .collect(),
-        );
         let files = match plan::plan(route.mode, bucket, listed, &lease.ledger)? {
             Plan::UpToDate => {
                 return Ok(Loaded::Nothing(Outcome::UpToDate {
                     table: table.to_string(),
-                    partition: partition_values,
+                    partition: partition_values(partition),
+                    loaded_by: None,
                 }))
             }
             Plan::Load(files) => files,
@@ -414,7 +502,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         }
         Ok(Loaded::Committed(Outcome::Loaded {
             table: table.to_string(),
-            partition: partition_values,
+            partition: partition_values(partition),
             files: files.len(),
             statement_id,
         }))
@@ -460,6 +548,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     route,
                     bucket,
                     partition,
+                    None,
                     holder,
                     Instant::now() + per_partition,
                 )
@@ -475,6 +564,36 @@ enum Loaded {
     Committed(Outcome),
     /// Nothing loaded: the lease is still ours to release.
     Nothing(Outcome),
+}
+
+fn partition_values(partition: &Partition) -> PartitionValues {
+    PartitionValues(
+        partition
+            .values
+            .iter()
+            .map(|(c, v)| (c.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+/// Reads the rows of [`sql::wait_check`]; rows of an unknown shape are ignored.
+fn read_wait_check(rows: &[Row]) -> WaitCheck {
+    let mut check = WaitCheck {
+        loaded_by: None,
+        lease: None,
+    };
+    for row in rows {
+        match row.as_slice() {
+            [Some(kind), Some(holder), _] if kind == "loaded" => {
+                check.loaded_by = Some(holder.clone())
+            }
+            [Some(kind), Some(holder), expires_at] if kind == "lease" => {
+                check.lease = Some((holder.clone(), expires_at.clone().unwrap_or_default()))
+            }
+            _ => {}
+        }
+    }
+    check
 }
 
 /// Names what a failed load batch means for the caller.
@@ -628,6 +747,38 @@ mod tests {
         assert!(e.to_string().contains("nope"));
         let e = target("mode = \"replace\"", &["id"]).unwrap_err();
         assert!(e.to_string().contains("replace mode"));
+    }
+
+    #[test]
+    fn a_poll_reads_who_loaded_the_object_and_who_holds_the_lease() {
+        let some = |s: &str| Some(s.to_string());
+        let lease_only = vec![vec![
+            some("lease"),
+            some("req-1"),
+            some("2024-05-28 10:00:00"),
+        ]];
+        assert_eq!(
+            read_wait_check(&lease_only),
+            WaitCheck {
+                loaded_by: None,
+                lease: Some(("req-1".into(), "2024-05-28 10:00:00".into())),
+            }
+        );
+        let both = vec![
+            vec![some("loaded"), some("req-0"), None],
+            vec![some("lease"), some("req-1"), None],
+        ];
+        let check = read_wait_check(&both);
+        assert_eq!(check.loaded_by.as_deref(), Some("req-0"));
+        assert_eq!(check.lease, Some(("req-1".into(), String::new())));
+        let free = read_wait_check(&[vec![some("other"), some("x"), None], vec![None]]);
+        assert_eq!(
+            free,
+            WaitCheck {
+                loaded_by: None,
+                lease: None
+            }
+        );
     }
 
     #[test]

@@ -213,6 +213,23 @@ pub fn release(schema: &Ident) -> String {
     )
 }
 
+/// The waiter's poll while another holder has the lease: one read-only statement,
+/// cheaper than the acquire batch and taking no lock. Rows: `('loaded', holder, NULL)`
+/// when the ledger holds the event's object (by `:s3_url`, and `:etag` when
+/// `with_etag`), `('lease', holder, expires_at)` for the live lease of `:table`.
+/// Parameters: `:table`, `:partition`, `:s3_url` (and `:etag`).
+pub fn wait_check(schema: &Ident, with_etag: bool) -> String {
+    let s = schema.quoted();
+    let etag = if with_etag { " AND etag = :etag" } else { "" };
+    format!(
+        "SELECT 'loaded' AS kind, holder, CAST(NULL AS TIMESTAMP) AS expires_at \
+         FROM {s}.loaded_files WHERE table_name = :table AND partition_path = :partition \
+         AND s3_url = :s3_url{etag} \
+         UNION ALL SELECT 'lease', holder, expires_at FROM {s}.locks \
+         WHERE table_name = :table AND expires_at > GETDATE()"
+    )
+}
+
 /// Data format of the files, with the options COPY needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {
@@ -495,6 +512,27 @@ mod tests {
         assert!(sqls[4].contains("partition_path = 'order_date=2024-05-28/'"));
         assert!(sqls[5].contains("table_schema = 'sales' AND table_name = 'orders'"));
         assert!(acquire(&schema, &table(), "bad\0", 960, "p/").is_err());
+    }
+
+    #[test]
+    fn wait_check_reads_the_object_and_the_live_lease_without_locking() {
+        let schema = Ident::parse("pl").unwrap();
+        let with_etag = wait_check(&schema, true);
+        assert_eq!(
+            with_etag,
+            "SELECT 'loaded' AS kind, holder, CAST(NULL AS TIMESTAMP) AS expires_at \
+             FROM \"pl\".loaded_files WHERE table_name = :table AND partition_path = :partition \
+             AND s3_url = :s3_url AND etag = :etag \
+             UNION ALL SELECT 'lease', holder, expires_at FROM \"pl\".locks \
+             WHERE table_name = :table AND expires_at > GETDATE()"
+        );
+        let key_only = wait_check(&schema, false);
+        assert_eq!(key_only, with_etag.replace(" AND etag = :etag", ""));
+        assert!(!key_only.contains(":etag"));
+        assert!(
+            !with_etag.contains("LOCK "),
+            "a poll must not queue behind acquirers"
+        );
     }
 
     #[test]

@@ -434,6 +434,145 @@ async fn a_busy_lease_is_waited_for_then_reported() {
     assert_eq!(stack.rows(&t).await, 0);
 }
 
+/// A loader of `routes` that waits at most `lock_wait` for the lease.
+async fn waiting(stack: &Stack, routes: &str, lock_wait: Duration) -> TestLoader {
+    let mut config = stack.config(routes);
+    config.lock_wait = lock_wait;
+    Loader::connect(config).await
+}
+
+#[tokio::test]
+async fn a_waiter_whose_object_the_holder_loaded_returns_without_the_lease() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("");
+    let (_, t) = stack.orders("").await;
+    // A holder is "loading": its lease is live, with an acquired_at we can recognise.
+    stack
+        .sql(&format!(
+            "INSERT INTO {}.locks VALUES ('{t}', 'loading-holder', '2024-01-01 00:00:00', \
+             GETDATE() + INTERVAL '600 seconds')",
+            stack.loader_schema
+        ))
+        .await;
+    let key = format!("{ORDERS_DAY}/part-0.parquet");
+    let (size, etag) = stack.put_object(&key, parquet_bytes(0..3)).await;
+    let lock_wait = Duration::from_secs(15);
+    let loader = std::sync::Arc::new(waiting(&stack, &routes, lock_wait).await);
+    let waiters = [
+        (
+            "same etag",
+            object_created(&stack.bucket, &key, size, Some(&etag)),
+        ),
+        (
+            "no etag: key only",
+            object_created(&stack.bucket, &key, size, None),
+        ),
+        (
+            "stale etag",
+            object_created(&stack.bucket, &key, size, Some("0123abcd")),
+        ),
+    ];
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = waiters
+        .into_iter()
+        .map(|(name, event)| {
+            let loader = loader.clone();
+            tokio::spawn(async move {
+                let o = handle(&loader, &event).await;
+                (name, o, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "all wait for the lease"
+    );
+    // The holder's load commits: its ledger row for this very object appears.
+    stack
+        .insert_ledger_row(&t, &key, &etag, "loading-holder")
+        .await;
+    for task in tasks {
+        let (name, o, took) = task.await.unwrap();
+        if name == "stale etag" {
+            // Another version of the object was loaded: this one must still wait.
+            let e = o.unwrap_err();
+            assert_eq!(e.error_type(), "Retryable.LockBusy", "{name}: {e}");
+            assert!(
+                took >= lock_wait - Duration::from_secs(3),
+                "{name}: {took:?}"
+            );
+            continue;
+        }
+        match o {
+            Ok(Outcome::UpToDate {
+                table,
+                loaded_by: Some(by),
+                ..
+            }) => {
+                assert_eq!(table, t);
+                assert_eq!(by, "loading-holder", "{name}");
+            }
+            other => panic!("{name}: expected up_to_date loaded by the holder, got {other:?}"),
+        }
+        assert!(
+            took < Duration::from_secs(8),
+            "{name} returned after {took:?}"
+        );
+    }
+    assert_eq!(stack.rows(&t).await, 0, "no waiter loaded anything");
+    let untouched = format!(
+        "SELECT COUNT(*) FROM {}.locks WHERE table_name = '{t}' AND holder = 'loading-holder' \
+         AND acquired_at = '2024-01-01 00:00:00' AND expires_at > GETDATE()",
+        stack.loader_schema
+    );
+    assert_eq!(
+        stack.count(&untouched).await,
+        1,
+        "the holder's lease is untouched"
+    );
+    assert_eq!(stack.lease_rows(&t).await, 1);
+    assert_eq!(stack.ledger_rows(&t).await, 1);
+}
+
+#[tokio::test]
+async fn a_waiter_whose_object_is_not_loaded_waits_then_loads_it() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("");
+    let (_, t) = stack.orders("").await;
+    stack.insert_lease(&t, "loading-holder", 600).await;
+    let mine = stack.orders_file("part-0.parquet", 0..3).await;
+    // The holder loads another object of the partition (written too late for it to
+    // have listed ours, say): its ledger row must not end our wait.
+    let other = format!("{ORDERS_DAY}/part-1.parquet");
+    let (_, other_etag) = stack.put_object(&other, parquet_bytes(100..104)).await;
+    let loader = waiting(&stack, &routes, Duration::from_secs(60)).await;
+    let started = std::time::Instant::now();
+    let waiter = tokio::spawn(async move { handle(&loader, &mine).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack
+        .insert_ledger_row(&t, &other, &other_etag, "loading-holder")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!waiter.is_finished(), "its object is not loaded: it waits");
+    // The holder releases; the waiter takes the lease and loads what is pending.
+    stack
+        .sql(&format!(
+            "DELETE FROM {}.locks WHERE table_name = '{t}'",
+            stack.loader_schema
+        ))
+        .await;
+    let o = waiter.await.unwrap();
+    match &o {
+        Ok(Outcome::Loaded { files, .. }) => assert_eq!(*files, 1, "only ours was pending"),
+        other => panic!("expected loaded, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(stack.rows(&t).await, 3, "our object's rows, once");
+    assert_eq!(stack.ledger_rows(&t).await, 2);
+    assert_eq!(stack.lease_rows(&t).await, 0);
+}
+
 #[tokio::test]
 async fn a_large_partition_is_loaded_in_chunks_that_renew_the_lease() {
     let stack = Stack::new().await;

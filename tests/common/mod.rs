@@ -222,17 +222,28 @@ impl Stack {
         .await;
     }
 
+    /// Puts the ledger row a holder's load commits for `key` of [`ORDERS_DAY`]'s
+    /// partition (without loading anything).
+    pub async fn insert_ledger_row(&self, table: &str, key: &str, etag: &str, holder: &str) {
+        self.sql(&format!(
+            "INSERT INTO {}.loaded_files VALUES ('{table}', 'order_date=2024-05-28/', \
+             's3://{}/{key}', '{}', 1, GETDATE(), '{holder}', 'load-{holder}')",
+            self.loader_schema,
+            self.bucket,
+            etag.trim_matches('"')
+        ))
+        .await;
+    }
+
     pub async fn put(&self, key: &str, body: Vec<u8>) -> i64 {
-        let size = body.len() as i64;
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .send()
+        self.put_object(key, body).await.0
+    }
+
+    /// Writes an object; returns its size and its ETag as S3 reports it.
+    pub async fn put_object(&self, key: &str, body: Vec<u8>) -> (i64, String) {
+        put_object(&self.s3, &self.bucket, key, body)
             .await
-            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
-        size
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"))
     }
 
     /// Writes a Parquet file with columns (id BIGINT, name VARCHAR) holding `ids`.
@@ -240,10 +251,11 @@ impl Stack {
         self.put(key, parquet_bytes(ids)).await
     }
 
-    /// Writes a Parquet file (see [`Stack::put_parquet`]) and returns its event.
+    /// Writes a Parquet file (see [`Stack::put_parquet`]) and returns its event, with
+    /// the object's ETag as S3 sends it.
     pub async fn parquet_event(&self, key: &str, ids: std::ops::Range<i64>) -> Value {
-        let size = self.put_parquet(key, ids).await;
-        self.event(key, size)
+        let (size, etag) = self.put_object(key, parquet_bytes(ids)).await;
+        object_created(&self.bucket, key, size, Some(&etag))
     }
 
     /// Writes Parquet `file` into [`ORDERS_DAY`] and returns its event.
@@ -269,9 +281,10 @@ impl Stack {
             .collect()
     }
 
-    /// The EventBridge event S3 sends for `key` (given as it appears in the event).
+    /// The EventBridge event S3 sends for `key` (given as it appears in the event),
+    /// without an ETag.
     pub fn event(&self, key: &str, size: i64) -> Value {
-        object_created(&self.bucket, key, size)
+        object_created(&self.bucket, key, size, None)
     }
 
     /// Adds a fault set scoped to this test's workgroup on redshift-data-local.
@@ -285,7 +298,31 @@ impl Stack {
     }
 }
 
-pub fn object_created(bucket: &str, key: &str, size: i64) -> Value {
+/// Writes an object; returns its size and its ETag as S3 reports it (in quotes).
+pub async fn put_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(i64, String), aws_sdk_s3::Error> {
+    let size = body.len() as i64;
+    let out = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await?;
+    Ok((size, out.e_tag().unwrap_or_default().to_string()))
+}
+
+/// The EventBridge "Object Created" event for an object (`etag` as S3 reports it;
+/// the event carries it without quotes, as AWS sends it).
+pub fn object_created(bucket: &str, key: &str, size: i64, etag: Option<&str>) -> Value {
+    let mut object = json!({"key": key, "size": size, "sequencer": "00617F0829"});
+    if let Some(etag) = etag {
+        object["etag"] = json!(etag.trim_matches('"'));
+    }
     json!({
         "version": "0",
         "id": uuid::Uuid::new_v4().to_string(),
@@ -298,7 +335,7 @@ pub fn object_created(bucket: &str, key: &str, size: i64) -> Value {
         "detail": {
             "version": "0",
             "bucket": {"name": bucket},
-            "object": {"key": key, "size": size, "etag": "ignored-by-the-loader", "sequencer": "00617F0829"},
+            "object": object,
             "request-id": "N4N7GDK58NMKJ12R",
             "requester": "123456789012",
             "source-ip-address": "127.0.0.1",
