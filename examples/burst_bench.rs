@@ -24,18 +24,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
-use aws_sdk_s3::primitives::ByteStream;
 use clap::Parser;
-use parquet::arrow::ArrowWriter;
 use partition_loader::handler::Loader;
 use partition_loader::storage::S3;
 use partition_loader::warehouse::DataApi;
 use partition_loader::{Config, Outcome};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+
+// The integration tests' event, Parquet and admin-API helpers.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Bench = Loader<DataApi, S3>;
@@ -69,6 +68,8 @@ struct Measured {
     copies: i64,
     /// Invocations whose outcome was `loaded` (the others found nothing pending).
     loading_calls: usize,
+    /// Invocations that waited for the lease and found their object loaded by its holder.
+    shortcuts: usize,
     /// Until every invocation returned.
     seconds: f64,
     /// Until the last invocation that loaded returned: all data is in.
@@ -98,7 +99,7 @@ struct Run {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args = Args::parse();
-    let endpoint = std::env::var("AWS_ENDPOINT_URL_REDSHIFT_DATA").map_err(|_| {
+    std::env::var("AWS_ENDPOINT_URL_REDSHIFT_DATA").map_err(|_| {
         "AWS_ENDPOINT_URL_REDSHIFT_DATA is not set: run \
          `scripts/local-stack up && eval \"$(scripts/local-stack env)\"` first"
     })?;
@@ -115,7 +116,7 @@ async fn main() -> Result<(), Error> {
             for r in 0..args.runs {
                 for mode in [Mode::Burst, Mode::Baseline] {
                     let m = run
-                        .scenario(&endpoint, mode, n, latency, r, args.rows_per_file)
+                        .scenario(mode, n, latency, r, args.rows_per_file)
                         .await?;
                     let name = if mode == Mode::Burst {
                         "burst"
@@ -123,10 +124,16 @@ async fn main() -> Result<(), Error> {
                         "baseline"
                     };
                     eprintln!(
-                        "N={n:<4} latency={latency:>3} ms run {r} {name:<8} copies={:<4} \
-                         loading calls={:<4} all returned {:.2} s, data in {:.2} s, \
-                         invocation-seconds {:.2}",
-                        m.copies, m.loading_calls, m.seconds, m.data_seconds, m.invocation_seconds
+                        "N={n:<4} latency={:>3} ms run {r} {name:<8} copies={:<4} \
+                         loading calls={:<4} waiter shortcuts={:<4} all returned {:.2} s, \
+                         data in {:.2} s, invocation-seconds {:.2}",
+                        latency,
+                        m.copies,
+                        m.loading_calls,
+                        m.shortcuts,
+                        m.seconds,
+                        m.data_seconds,
+                        m.invocation_seconds
                     );
                     match mode {
                         Mode::Burst => burst.push(m),
@@ -181,7 +188,6 @@ impl Run {
 
     async fn scenario(
         &self,
-        endpoint: &str,
         mode: Mode,
         n: usize,
         latency_ms: u64,
@@ -205,11 +211,11 @@ impl Run {
             )
             .await?;
         if latency_ms > 0 {
-            add_fault(
-                endpoint,
-                &json!({"workgroup": workgroup, "latency_ms": latency_ms}),
-            )
-            .await?;
+            let spec = json!({"workgroup": workgroup, "latency_ms": latency_ms}).to_string();
+            let (status, body) = common::admin("POST", "/_admin/faults", &spec).await;
+            if !status.starts_with("HTTP/1.1 2") {
+                return Err(format!("adding fault {spec}: {status} {body}").into());
+            }
         }
         let loader = Arc::new(
             Loader::connect(config(&workgroup, &self.loader_schema, &bucket, &table)?).await,
@@ -219,7 +225,7 @@ impl Run {
             let first = i as i64 * rows_per_file;
             (
                 format!("orders/{PARTITION}/part-{i:05}.parquet"),
-                parquet_bytes(first..first + rows_per_file),
+                common::parquet_bytes(first..first + rows_per_file),
             )
         };
         // (outcome, seconds from the start of the load phase to its return, its duration)
@@ -268,6 +274,7 @@ impl Run {
 
         let mut files_loaded = 0;
         let mut loading_calls = 0;
+        let mut shortcuts = 0;
         let (mut seconds, mut data_seconds, mut invocation_seconds) = (0.0_f64, 0.0_f64, 0.0);
         for (outcome, end, took) in outcomes {
             seconds = seconds.max(end);
@@ -278,7 +285,7 @@ impl Run {
                     loading_calls += 1;
                     data_seconds = data_seconds.max(end);
                 }
-                Outcome::UpToDate { .. } => {}
+                Outcome::UpToDate { loaded_by, .. } => shortcuts += loaded_by.is_some() as usize,
                 other => return Err(format!("{tag}: unexpected outcome {other:?}").into()),
             }
         }
@@ -331,6 +338,7 @@ impl Run {
         Ok(Measured {
             copies,
             loading_calls,
+            shortcuts,
             seconds,
             data_seconds,
             invocation_seconds,
@@ -339,15 +347,8 @@ impl Run {
 
     /// Writes one object and returns the EventBridge event S3 would send for it.
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<Value, Error> {
-        let size = body.len();
-        self.s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .send()
-            .await?;
-        Ok(object_created(bucket, key, size))
+        let (size, etag) = common::put_object(&self.s3, bucket, key, body).await?;
+        Ok(common::object_created(bucket, key, size, Some(&etag)))
     }
 
     async fn count(&self, sql: &str) -> Result<i64, Error> {
@@ -391,72 +392,6 @@ fn config(
         "REDSHIFT_DATABASE" | "COPY_IAM_ROLE" => env(name),
         _ => None,
     })?)
-}
-
-fn object_created(bucket: &str, key: &str, size: usize) -> Value {
-    json!({
-        "version": "0",
-        "id": uuid::Uuid::new_v4().to_string(),
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "account": "123456789012",
-        "time": "2024-05-28T10:00:00Z",
-        "region": "us-east-1",
-        "resources": [format!("arn:aws:s3:::{bucket}")],
-        "detail": {
-            "version": "0",
-            "bucket": {"name": bucket},
-            "object": {"key": key, "size": size, "etag": "ignored", "sequencer": "00617F0829"},
-            "request-id": "BENCH",
-            "requester": "123456789012",
-            "source-ip-address": "127.0.0.1",
-            "reason": "PutObject"
-        }
-    })
-}
-
-/// A Parquet file with columns (id BIGINT, name VARCHAR) holding `ids`.
-fn parquet_bytes(ids: std::ops::Range<i64>) -> Vec<u8> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, true),
-    ]));
-    let names: Vec<String> = ids.clone().map(|i| format!("name-{i}")).collect();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(ids)),
-        Arc::new(StringArray::from_iter_values(names)),
-    ];
-    let write = || -> Result<Vec<u8>, parquet::errors::ParquetError> {
-        let batch = RecordBatch::try_new(schema.clone(), columns.clone())?;
-        let mut out = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), None)?;
-        writer.write(&batch)?;
-        writer.close()?;
-        Ok(out)
-    };
-    // Two fixed, valid columns of equal length: writing them in memory cannot fail.
-    write().unwrap_or_default()
-}
-
-/// Adds a fault set through the emulator's admin API (plain HTTP/1.1, no client crate).
-/// Scoped to a workgroup only this scenario uses, so it never slows anyone else.
-async fn add_fault(endpoint: &str, spec: &Value) -> Result<(), Error> {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let body = spec.to_string();
-    let mut stream = tokio::net::TcpStream::connect(host).await?;
-    let request = format!(
-        "POST /_admin/faults HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response.lines().next().unwrap_or_default();
-    if !status.starts_with("HTTP/1.1 2") {
-        return Err(format!("adding fault {body}: {response}").into());
-    }
-    Ok(())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

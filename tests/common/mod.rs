@@ -1,6 +1,7 @@
 //! Shared set-up for the integration tests: every test gets its own bucket, data schema,
 //! loader schema and Data API workgroup name (faults are scoped by workgroup), so the
-//! tests run in parallel against one local stack.
+//! tests run in parallel against one local stack. examples/burst_bench.rs includes this
+//! file too, for its events, Parquet files and admin calls.
 #![allow(dead_code)]
 
 use std::sync::Arc;
