@@ -20,7 +20,8 @@ pub use error::{ErrorKind, LoaderError};
 pub use handler::Loader;
 pub use outcome::Outcome;
 
-/// JSON logs on stdout (CloudWatch reads them); `RUST_LOG` filters, default `info`.
+/// JSON logs on stderr (Lambda sends both streams to CloudWatch; stdout stays free for
+/// loaderctl's JSON lines); `RUST_LOG` filters, default `info`.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
