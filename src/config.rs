@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::copy_options::{self, CopyOption};
 use crate::error::LoaderError;
 use crate::sql::{FileFormat, Ident, PartitionType, TableName};
 
@@ -50,6 +51,10 @@ pub struct Route {
     pub partition_columns: Vec<PartitionColumn>,
     pub file_columns: Option<Vec<Ident>>,
     pub mode: Mode,
+    /// A partition value that means NULL besides `__HIVE_DEFAULT_PARTITION__`.
+    pub null_value: Option<String>,
+    /// COPY data-conversion parameters, checked against `format`.
+    pub copy_options: Vec<CopyOption>,
 }
 
 impl Route {
@@ -208,6 +213,9 @@ struct RawRoute {
     file_columns: Option<Vec<String>>,
     #[serde(default = "default_mode")]
     mode: Mode,
+    null_value: Option<String>,
+    #[serde(default)]
+    copy_options: Vec<String>,
 }
 
 fn default_mode() -> Mode {
@@ -293,6 +301,16 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
                 return Err(bad("bucket", format!("{b:?} is not a bucket name")));
             }
         }
+        if let Some(n) = &raw.null_value {
+            if n.is_empty() {
+                return Err(bad(
+                    "null_value",
+                    "must not be empty (an empty partition value is refused anyway)".into(),
+                ));
+            }
+        }
+        let copy_options = copy_options::parse_for(format, &raw.copy_options)
+            .map_err(|e| bad("copy_options", e))?;
         routes.push(Route {
             bucket: raw.bucket,
             prefix: normalise_prefix(&raw.prefix),
@@ -301,6 +319,8 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
             partition_columns,
             file_columns,
             mode: raw.mode,
+            null_value: raw.null_value,
+            copy_options,
         });
     }
     check_overlaps(&routes)?;
@@ -513,6 +533,32 @@ mod tests {
                 .contains("routes[0].table")
         );
         assert!(route_err("routes = []").contains("at least one"));
+        assert!(route_err(&base("null_value = \"\"")).contains("routes[0].null_value"));
+    }
+
+    #[test]
+    fn copy_options_are_checked_against_the_format() {
+        let route = |format: &str, opts: &str| {
+            format!(
+                "[[routes]]\nprefix = \"p/\"\ntable = \"s.t\"\nformat = \"{format}\"\n\
+                 copy_options = {opts}\n"
+            )
+        };
+        let e = route_err(&route("parquet", r#"["EMPTYASNULL"]"#));
+        assert!(
+            e.contains("routes[0].copy_options") && e.contains("EMPTYASNULL"),
+            "{e}"
+        );
+        let e = route_err(&route("csv", r#"["NULL AS x"]"#));
+        assert!(e.contains("routes[0].copy_options"), "{e}");
+        let r = parse_routes(&route(
+            "csv",
+            r#"["EMPTYASNULL", "NULL AS 'NA'", "TIMEFORMAT 'YYYY-MM-DD HH:MI:SS'"]"#,
+        ))
+        .unwrap();
+        assert_eq!(r[0].copy_options.len(), 3);
+        assert_eq!(r[0].copy_options[1], CopyOption::NullAs("NA".into()));
+        assert!(parse_routes(&route("parquet", r#"["ACCEPTINVCHARS AS '?'"]"#)).is_ok());
     }
 
     #[test]

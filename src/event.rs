@@ -37,7 +37,12 @@ pub struct ObjectRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectCreated {
     pub bucket: String,
+    /// The form-decoded reading of the key (the raw one when it does not decode). When
+    /// it differs from `raw_key`, the handler asks S3 which one exists
+    /// ([`crate::handler::Loader::settle_key`]).
     pub key: String,
+    /// The key exactly as the event carried it.
+    pub raw_key: String,
     pub size: Option<i64>,
     /// Without quotes, as the ledger stores it; `None` when the event carried none.
     pub etag: Option<String>,
@@ -73,13 +78,18 @@ pub fn from_event(
     if d.bucket.name.is_empty() {
         return Err(LoaderError::BadEvent("detail.bucket.name is empty".into()));
     }
-    let key = decode_key(&d.object.key)?;
+    if d.object.key.is_empty() {
+        return Err(LoaderError::BadEvent("detail.object.key is empty".into()));
+    }
+    // A key that does not form-decode (`50%`, `%FF`) can only be meant raw.
+    let key = decode_key(&d.object.key).unwrap_or_else(|_| d.object.key.clone());
     if key.is_empty() {
         return Err(LoaderError::BadEvent("detail.object.key is empty".into()));
     }
     Ok(ObjectCreated {
         bucket: d.bucket.name,
         key,
+        raw_key: d.object.key,
         size: d.object.size,
         etag: d
             .object
@@ -182,6 +192,13 @@ mod tests {
     fn decodes_form_encoded_keys_once() {
         let e = parse(&event("a/order_date%3D2024-05-28/my+file%2520x.parquet")).unwrap();
         assert_eq!(e.key, "a/order_date=2024-05-28/my file%20x.parquet");
+        assert_eq!(e.raw_key, "a/order_date%3D2024-05-28/my+file%2520x.parquet");
+        // Undecodable keys are kept raw (awswrangler's `50%`): the only reading.
+        let e = parse(&event("t/city=50%/f.parquet")).unwrap();
+        assert_eq!(
+            (e.key.as_str(), e.raw_key.as_str()),
+            ("t/city=50%/f.parquet", "t/city=50%/f.parquet")
+        );
         assert_eq!(decode_key("caf%C3%A9").unwrap(), "café");
         assert!(decode_key("a%zz").is_err());
         assert!(decode_key("a%2").is_err());

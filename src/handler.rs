@@ -121,6 +121,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
         let object = event::parse(event)?;
+        let object = self.settle_key(object).await?;
         match route::route(&self.config, &object.bucket, &object.key, object.size) {
             Routed::Skip(reason) => Ok(Outcome::Skipped {
                 reason: reason.to_string(),
@@ -140,6 +141,46 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 .await
             }
         }
+    }
+
+    /// Picks the reading of the event's key that names an object in S3.
+    ///
+    /// S3's classic notifications form-encode keys; whether EventBridge does is not
+    /// documented. When the decoded and the raw reading differ (`C++`, `x%3Ay`, `50%25`)
+    /// and a route claims either, S3 decides: the decoded reading if that object
+    /// exists, else the raw one if it exists, else the decoded one (the object may be
+    /// gone; the partition listing decides what loads). Keys no route claims are not
+    /// looked up (the function may list only the watched prefixes).
+    pub async fn settle_key(&self, object: ObjectCreated) -> Result<ObjectCreated, LoaderError> {
+        if object.key == object.raw_key {
+            return Ok(object);
+        }
+        let claimed = |key: &str| {
+            self.config
+                .routes
+                .iter()
+                .any(|r| r.claims(&object.bucket, key))
+        };
+        if !claimed(&object.key) && !claimed(&object.raw_key) {
+            return Ok(object);
+        }
+        let reading = if self.storage.exists(&object.bucket, &object.key).await? {
+            "decoded"
+        } else if self.storage.exists(&object.bucket, &object.raw_key).await? {
+            "raw"
+        } else {
+            "decoded (neither reading exists now)"
+        };
+        tracing::info!(bucket = %object.bucket, raw_key = %object.raw_key,
+            decoded_key = %object.key, reading, "event key read as it exists in S3");
+        Ok(if reading == "raw" {
+            ObjectCreated {
+                key: object.raw_key.clone(),
+                ..object
+            }
+        } else {
+            object
+        })
     }
 
     /// Creates the loader schema, lease table, ledger and fencing procedures.
@@ -488,6 +529,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 manifest_url: &manifest_url,
                 iam_role: &self.config.copy_iam_role,
                 format: route.format,
+                copy_options: &route.copy_options,
                 target: &target,
                 replace: replace.then_some(partition.literals.as_slice()),
                 ledger_inserts: inserts,

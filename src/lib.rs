@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod copy_options;
 pub mod error;
 pub mod event;
 pub mod handler;

@@ -3,9 +3,10 @@
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-/// Partition values in route order (a JSON object whose keys keep that order).
+/// Partition values in route order (a JSON object whose keys keep that order); a NULL
+/// partition value is JSON `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PartitionValues(pub Vec<(String, String)>);
+pub struct PartitionValues(pub Vec<(String, Option<String>)>);
 
 impl Serialize for PartitionValues {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -45,6 +46,12 @@ pub enum Outcome {
 impl Outcome {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The outcome as one JSON line, exactly as the Lambda returns it: `partition` keeps
+    /// the route's column order (a `serde_json::Value` would sort its keys).
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// The structured log line of this outcome.
@@ -106,17 +113,19 @@ mod tests {
         let o = Outcome::Loaded {
             table: "sales.orders".into(),
             partition: PartitionValues(vec![
-                ("year".into(), "2024".into()),
-                ("month".into(), "05".into()),
-                ("day".into(), "28".into()),
+                ("year".into(), Some("2024".into())),
+                ("month".into(), Some("05".into())),
+                ("day".into(), Some("28".into())),
+                ("region".into(), None),
             ]),
             files: 3,
             statement_id: "abc".into(),
         };
         assert_eq!(
             serde_json::to_string(&o).unwrap(),
-            r#"{"outcome":"loaded","table":"sales.orders","partition":{"year":"2024","month":"05","day":"28"},"files":3,"statement_id":"abc"}"#
+            r#"{"outcome":"loaded","table":"sales.orders","partition":{"year":"2024","month":"05","day":"28","region":null},"files":3,"statement_id":"abc"}"#
         );
+        assert_eq!(o.to_json_line(), serde_json::to_string(&o).unwrap());
     }
 
     #[test]

@@ -94,14 +94,27 @@ pub enum PartitionType {
     String,
 }
 
-/// A partition value rendered for SQL; only built by [`partition_literal`].
+/// A partition value rendered for SQL; only built by [`partition_literal`] and
+/// [`null_partition_literal`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SqlLiteral(String);
+pub struct SqlLiteral {
+    text: String,
+    null: bool,
+}
 
 impl SqlLiteral {
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
+
+    /// A NULL partition value: predicates on it need `IS NULL`, never `= NULL`.
+    pub fn is_null(&self) -> bool {
+        self.null
+    }
+}
+
+fn value_literal(text: String) -> SqlLiteral {
+    SqlLiteral { text, null: false }
 }
 
 /// Validates `value` against `ty` and renders a literal that Redshift and PostgreSQL both
@@ -114,13 +127,27 @@ pub fn partition_literal(ty: PartitionType, value: &str) -> Result<SqlLiteral, S
             if !ok {
                 return Err(format!("{value:?} is not a date (YYYY-MM-DD)"));
             }
-            Ok(SqlLiteral(format!("CAST('{value}' AS DATE)")))
+            Ok(value_literal(format!("CAST('{value}' AS DATE)")))
         }
         PartitionType::Integer => value
             .parse::<i64>()
-            .map(|n| SqlLiteral(n.to_string()))
+            .map(|n| value_literal(n.to_string()))
             .map_err(|_| format!("{value:?} is not a 64-bit integer")),
-        PartitionType::String => literal(value).map(SqlLiteral).map_err(|e| e.to_string()),
+        PartitionType::String => literal(value).map(value_literal).map_err(|e| e.to_string()),
+    }
+}
+
+/// A NULL partition value of `ty`, typed so that `INSERT … SELECT` and `CASE` keep the
+/// column's type on Redshift and PostgreSQL alike.
+pub fn null_partition_literal(ty: PartitionType) -> SqlLiteral {
+    let sql_type = match ty {
+        PartitionType::Date => "DATE",
+        PartitionType::Integer => "BIGINT",
+        PartitionType::String => "VARCHAR",
+    };
+    SqlLiteral {
+        text: format!("CAST(NULL AS {sql_type})"),
+        null: true,
     }
 }
 
@@ -288,6 +315,8 @@ pub struct LoadBatch<'a> {
     pub manifest_url: &'a str,
     pub iam_role: &'a str,
     pub format: FileFormat,
+    /// The route's `copy_options` (rendered with [`crate::copy_options::render`]).
+    pub copy_options: &'a [crate::copy_options::CopyOption],
     pub target: &'a CopyTarget,
     /// `Some` in replace mode: the predicate columns of the partition to delete first.
     pub replace: Option<&'a [PartitionValue]>,
@@ -310,7 +339,13 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
         } else {
             values
                 .iter()
-                .map(|v| format!("{} = {}", v.column.quoted(), v.literal.as_str()))
+                .map(|v| {
+                    if v.literal.is_null() {
+                        format!("{} IS NULL", v.column.quoted())
+                    } else {
+                        format!("{} = {}", v.column.quoted(), v.literal.as_str())
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" AND ")
         };
@@ -320,11 +355,14 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
             literal(b.partition_path)?
         ));
     }
+    let options = crate::copy_options::render(b.format, b.copy_options);
     let copy_tail = format!(
-        "FROM {} IAM_ROLE {} MANIFEST {} STATUPDATE ON",
+        "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE ON",
         literal(b.manifest_url)?,
         literal(b.iam_role)?,
-        b.format.copy_clause()
+        b.format.copy_clause(),
+        if options.is_empty() { "" } else { " " },
+        options
     );
     match b.target {
         CopyTarget::Direct(None) => out.push(format!("COPY {target} {copy_tail}")),
@@ -563,6 +601,7 @@ mod tests {
             manifest_url: "s3://m/x/1.manifest",
             iam_role: "arn:aws:iam::1:role/r",
             format: FileFormat::Parquet,
+            copy_options: &[],
             target,
             replace,
             ledger_inserts: inserts,

@@ -23,6 +23,19 @@ pub trait Storage: Send + Sync {
         key: &str,
         body: String,
     ) -> impl Future<Output = Result<(), LoaderError>> + Send;
+
+    /// Whether the object `key` exists. The default lists with the key as prefix (fakes
+    /// get it for free); [`S3`] asks for one key only.
+    fn exists(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<bool, LoaderError>> + Send {
+        async move {
+            let listed = self.list(bucket, key).await?;
+            Ok(listed.iter().any(|o| o.key == key))
+        }
+    }
 }
 
 pub struct S3 {
@@ -83,6 +96,22 @@ impl Storage for S3 {
             }
         }
         Ok(out)
+    }
+
+    /// ListObjectsV2 with the key as prefix and one key: the exact key sorts before every
+    /// longer key it prefixes, so it is the first if it exists. Needs only the
+    /// `s3:ListBucket` the function already has (HeadObject would need `s3:GetObject`).
+    async fn exists(&self, bucket: &str, key: &str) -> Result<bool, LoaderError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(key)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("looking up s3://{bucket}/{key}"), e))?;
+        Ok(page.contents().first().and_then(|o| o.key()) == Some(key))
     }
 
     async fn put(&self, bucket: &str, key: &str, body: String) -> Result<(), LoaderError> {

@@ -82,7 +82,8 @@ fn print_result(result: Result<partition_loader::Outcome, LoaderError>, context:
     match result {
         Ok(outcome) => {
             outcome.log();
-            println!("{}", outcome.to_json());
+            // As the Lambda returns it: partition columns in route order.
+            println!("{}", outcome.to_json_line());
             true
         }
         Err(e) => {

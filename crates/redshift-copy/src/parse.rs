@@ -344,6 +344,9 @@ pub(crate) fn parse_copy(sql: &str) -> Result<CopyCommand, CopyError> {
         blanks_as_null: false,
         null_as: None,
         fill_record: false,
+        max_error: 0,
+        truncate_columns: false,
+        accept_inv_chars: None,
     };
     let mut seen = Seen::default();
     while p.peek().is_some() {
@@ -445,12 +448,15 @@ fn parse_option(p: &mut Parser, cmd: &mut CopyCommand, seen: &mut Seen) -> Resul
         "EMPTYASNULL" => cmd.empty_as_null = true,
         "BLANKSASNULL" => cmd.blanks_as_null = true,
         "FILLRECORD" => cmd.fill_record = true,
+        "TRUNCATECOLUMNS" => cmd.truncate_columns = true,
         // Accepted and ignored: each only makes Redshift more lenient about the
-        // data, and the emulator errs on the strict side.
-        "TRUNCATECOLUMNS" | "ACCEPTANYDATE" | "EXPLICIT_IDS" | "IGNOREBLANKLINES"
-        | "TRIMBLANKS" | "ROUNDEC" => {}
+        // data, and the emulator errs on the strict side. SERIALIZETOJSON only
+        // matters for nested Parquet columns, which the emulator refuses anyway.
+        "ACCEPTANYDATE" | "EXPLICIT_IDS" | "IGNOREBLANKLINES" | "TRIMBLANKS" | "ROUNDEC"
+        | "SERIALIZETOJSON" => {}
         "ACCEPTINVCHARS" => {
             let has_as = p.eat_keyword("as");
+            let mut replacement = '?';
             if has_as
                 || matches!(
                     p.peek(),
@@ -460,12 +466,22 @@ fn parse_option(p: &mut Parser, cmd: &mut CopyCommand, seen: &mut Seen) -> Resul
                     })
                 )
             {
-                p.string()?;
+                let r = p.string()?;
+                let mut chars = r.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) if c.is_ascii() => replacement = c,
+                    _ => {
+                        return Err(CopyError::Syntax(format!(
+                            "ACCEPTINVCHARS replacement must be a single ASCII character, got '{r}'"
+                        )))
+                    }
+                }
             }
+            cmd.accept_inv_chars = Some(replacement);
         }
         "MAXERROR" => {
             p.optional_as();
-            p.number()?;
+            cmd.max_error = p.number()?;
         }
         "COMPROWS" => {
             p.number()?;
@@ -573,6 +589,7 @@ const COLUMNAR_ALLOWED: &[&str] = &[
     "ACCEPTINVCHARS",
     "FILLRECORD",
     "EXPLICIT_IDS",
+    "SERIALIZETOJSON",
 ];
 
 fn check_combination(cmd: &CopyCommand, seen: &Seen) -> Result<(), CopyError> {

@@ -36,6 +36,7 @@ fn csv_records(
                 "redshift-data-local supports only ASCII CSV delimiters, not '{delimiter}'"
             ))
         })?;
+    check_quotes(text, delimiter, fail)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -54,6 +55,52 @@ fn csv_records(
         out.push((line, record.iter().map(str::to_string).collect()));
     }
     Ok(out)
+}
+
+/// Redshift's CSV reads a quote inside a quoted field only when doubled (`""`); a
+/// closing quote must be followed by the delimiter or the end of the line. Spark's
+/// default CSV escapes quotes with a backslash (`"a \"b\""`), which Redshift rejects;
+/// the csv crate would accept it silently, so the emulator checks first.
+/// <https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-format.html#copy-csv>
+fn check_quotes(text: &str, delimiter: u8, fail: &Fail) -> Result<(), CopyError> {
+    let bytes = text.as_bytes();
+    let mut line = 1u64;
+    let mut in_quotes = false;
+    let mut field_start = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 2;
+                    continue;
+                }
+                in_quotes = false;
+                let next = bytes.get(i + 1).copied();
+                if !matches!(next, None | Some(b'\n') | Some(b'\r')) && next != Some(delimiter) {
+                    return Err(fail(
+                        Some(line),
+                        "Invalid quote formatting for CSV (a quote inside a quoted field must \
+                         be doubled: \"\"; a backslash does not escape it)",
+                    ));
+                }
+            } else if b == b'\n' {
+                line += 1;
+            }
+            field_start = false;
+        } else if b == b'"' && field_start {
+            in_quotes = true;
+            field_start = false;
+        } else {
+            if b == b'\n' {
+                line += 1;
+            }
+            field_start = b == delimiter || b == b'\n';
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Text format: one record per line, fields split on the delimiter ('|' by default).
@@ -183,6 +230,19 @@ mod tests {
             rows("CSV FILLRECORD", "1,a\n").unwrap()[0],
             vec![s("1"), s("a"), None]
         );
+    }
+
+    #[test]
+    fn backslash_escaped_quotes_are_refused_like_redshift() {
+        // Spark's default CSV output for the value `say "hi"`.
+        let e = rows("CSV", "1,\"say \\\"hi\\\"\",2\n").unwrap_err();
+        assert!(e.contains("Invalid quote formatting for CSV"), "{e}");
+        assert!(e.contains("line Some(1)"), "{e}");
+        // The same value written with doubled quotes loads.
+        let got = rows("CSV", "1,\"say \"\"hi\"\"\",2\n2,\"a\nb\",3\n").unwrap();
+        assert_eq!(got[0][1], s("say \"hi\""));
+        assert_eq!(got[1][1], s("a\nb"));
+        assert!(rows("CSV", "1,\"x\"y,2\n").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! column, as Redshift rejects it.
 
 mod columnar;
+mod convert;
 mod delimited;
 mod json;
 
@@ -29,11 +30,13 @@ pub(crate) fn decode(
         Format::Orc => Err(orc_unsupported()),
         Format::Csv | Format::Text => {
             let text = decompressed_text(cmd, bytes, &fail)?;
-            delimited::decode(cmd, &text, &target.columns, &fail)
+            let rows = delimited::decode(cmd, &text, &target.columns, &fail)?;
+            convert::apply(cmd, &target.columns, rows, &fail)
         }
         Format::JsonAuto => {
             let text = decompressed_text(cmd, bytes, &fail)?;
-            json::decode(cmd, &text, &target.columns, &fail)
+            let rows = json::decode(cmd, &text, &target.columns, &fail)?;
+            convert::apply(cmd, &target.columns, rows, &fail)
         }
     }
 }
@@ -59,6 +62,11 @@ fn decompressed_text(cmd: &CopyCommand, bytes: &[u8], fail: &Fail) -> Result<Str
     } else {
         bytes.to_vec()
     };
+    if let Some(replacement) = cmd.accept_inv_chars {
+        // ACCEPTINVCHARS: each invalid sequence becomes the replacement character.
+        let lossy = String::from_utf8_lossy(&raw);
+        return Ok(lossy.replace('\u{FFFD}', &replacement.to_string()));
+    }
     String::from_utf8(raw).map_err(|e| {
         fail(
             None,
