@@ -192,6 +192,18 @@ impl Stack {
             .expect("a number")
     }
 
+    /// The rows of a query, every value as text (`None` for NULL).
+    pub async fn select(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        let id = self
+            .try_sql(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.admin
+            .rows(id, deadline())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     pub async fn rows(&self, table: &str) -> i64 {
         self.count(&format!("SELECT COUNT(*) FROM {table}")).await
     }

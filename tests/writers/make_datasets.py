@@ -1,0 +1,101 @@
+"""Writes partitioned datasets the way real writers lay them out, for tests/writers.rs.
+
+Usage: make_datasets.py OUT_DIR
+
+Each dataset goes to OUT_DIR/<name>/ exactly as its writer wrote it (Hive directories,
+the writer's own escaping and file names), and OUT_DIR/expected.json says, per dataset,
+the writer, the codec, the files and every row the table must hold after loading
+(the partition value included: None is NULL). The rows come from the data given to the
+writer, not from reading the files back, so a loader bug cannot hide in both.
+"""
+
+import json
+import os
+import sys
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+# Awkward partition values: space, '/', ':', '=', '%', '+', non-ASCII, NULL.
+AWKWARD = ["São Paulo", "a/b", "x:y", "k=v", "50%", "C++", "東京", "sp ace", None]
+CODECS = ["snappy", "gzip", "zstd", "lz4", "brotli"]
+
+
+def table(cities):
+    ids = list(range(1, 2 * len(cities) + 1))
+    names = [f"name-{i}-ü" for i in ids]
+    city = [cities[(i - 1) // 2] for i in ids]
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "name": pa.array(names, pa.string()),
+            "city": pa.array(city, pa.string()),
+        }
+    )
+
+
+def write_pyarrow(t, path, codec):
+    # write_dataset's hive partitioning: segment_encoding="uri" (UTF-8 percent-encoding),
+    # NULL as __HIVE_DEFAULT_PARTITION__; the partition column is left out of the files.
+    ds.write_dataset(
+        t,
+        path,
+        format="parquet",
+        partitioning=ds.partitioning(pa.schema([("city", pa.string())]), flavor="hive"),
+        file_options=ds.ParquetFileFormat().make_write_options(compression=codec),
+    )
+
+
+def write_duckdb(t, path, codec):
+    con = duckdb.connect()
+    con.register("t", t)
+    con.execute(
+        f"COPY (SELECT * FROM t) TO '{path}' "
+        f"(FORMAT parquet, PARTITION_BY (city), COMPRESSION {codec})"
+    )
+    con.close()
+
+
+WRITERS = {"pyarrow": write_pyarrow, "duckdb": write_duckdb}
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    datasets = []
+    plan = []
+    for writer in WRITERS:
+        plan.append((f"{writer}_values", writer, "snappy", AWKWARD))
+        for codec in CODECS:
+            plan.append((f"{writer}_{codec}", writer, codec, ["São Paulo", None]))
+    for name, writer, codec, cities in plan:
+        t = table(cities)
+        path = os.path.join(out, name)
+        WRITERS[writer](t, path, codec)
+        files = sorted(
+            os.path.relpath(os.path.join(root, f), path)
+            for root, _, fs in os.walk(path)
+            for f in fs
+        )
+        datasets.append(
+            {
+                "name": name,
+                "writer": writer,
+                "codec": codec,
+                "files": files,
+                "rows": t.to_pylist(),
+            }
+        )
+    with open(os.path.join(out, "expected.json"), "w", encoding="utf-8") as f:
+        json.dump(
+            {"pyarrow": pa.__version__, "duckdb": duckdb.__version__, "datasets": datasets},
+            f,
+            ensure_ascii=False,
+            indent=1,
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
