@@ -174,3 +174,44 @@ async fn loaderctl_names_a_bad_variable() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("REDSHIFT_DATABASE"));
 }
+
+/// `loaderctl` prints an outcome exactly as the Lambda returns it: the partition in the
+/// route's column order (here not alphabetical), a NULL partition value as `null`.
+#[tokio::test]
+async fn loaderctl_prints_partitions_in_route_order() {
+    let stack = Stack::new().await;
+    let t = stack
+        .create_table(
+            "regional",
+            "id BIGINT, name VARCHAR(64), region VARCHAR(16), day DATE",
+        )
+        .await;
+    let routes = format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"regional/\"\ntable = \"{t}\"\n\
+         format = \"parquet\"\npartition_columns = [\"region\", {{ name = \"day\", type = \"date\" }}]\n",
+        stack.bucket
+    );
+    stack.loader(&routes).await;
+    let key = "regional/region=eu/day=__HIVE_DEFAULT_PARTITION__/part-0.parquet";
+    let size = stack.put_parquet(key, 0..2).await;
+    let dir = std::env::temp_dir().join(format!("loaderctl-order-{}", stack.suffix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let event_file = dir.join("event.json");
+    std::fs::write(&event_file, format!("{}\n", stack.event(key, size))).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"));
+    cmd.args(["replay", event_file.to_str().unwrap()])
+        .env_remove("LOADER_CONFIG_FILE")
+        .env_remove("REDSHIFT_CLUSTER_ID")
+        .env("RUST_LOG", "warn");
+    for (k, v) in stack.env(&routes) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run loaderctl");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#""partition":{"region":"eu","day":null}"#),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(stack.rows(&t).await, 2);
+}

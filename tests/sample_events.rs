@@ -177,7 +177,7 @@ fn assert_first_outcome(
             assert_eq!(*files, 1, "{file}");
             let want: Vec<_> = want
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
                 .collect();
             assert_eq!(partition.0, want, "{file}");
         }
