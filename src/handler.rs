@@ -143,44 +143,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         }
     }
 
-    /// Picks the reading of the event's key that names an object in S3.
-    ///
-    /// S3's classic notifications form-encode keys; whether EventBridge does is not
-    /// documented. When the decoded and the raw reading differ (`C++`, `x%3Ay`, `50%25`)
-    /// and a route claims either, S3 decides: the decoded reading if that object
-    /// exists, else the raw one if it exists, else the decoded one (the object may be
-    /// gone; the partition listing decides what loads). Keys no route claims are not
-    /// looked up (the function may list only the watched prefixes).
+    /// Picks the reading of the event's key that names an object in S3 (see
+    /// [`settle_key`]).
     pub async fn settle_key(&self, object: ObjectCreated) -> Result<ObjectCreated, LoaderError> {
-        if object.key == object.raw_key {
-            return Ok(object);
-        }
-        let claimed = |key: &str| {
-            self.config
-                .routes
-                .iter()
-                .any(|r| r.claims(&object.bucket, key))
-        };
-        if !claimed(&object.key) && !claimed(&object.raw_key) {
-            return Ok(object);
-        }
-        let reading = if self.storage.exists(&object.bucket, &object.key).await? {
-            "decoded"
-        } else if self.storage.exists(&object.bucket, &object.raw_key).await? {
-            "raw"
-        } else {
-            "decoded (neither reading exists now)"
-        };
-        tracing::info!(bucket = %object.bucket, raw_key = %object.raw_key,
-            decoded_key = %object.key, reading, "event key read as it exists in S3");
-        Ok(if reading == "raw" {
-            ObjectCreated {
-                key: object.raw_key.clone(),
-                ..object
-            }
-        } else {
-            object
-        })
+        settle_key(&self.config.routes, &self.storage, object).await
     }
 
     /// Creates the loader schema, lease table, ledger and fencing procedures.
@@ -601,6 +567,45 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 }
 
+/// Picks the reading of an event's key that names an object in S3.
+///
+/// S3's classic notifications form-encode keys; whether EventBridge does is not
+/// documented. When the decoded and the raw reading differ (`C++`, `x%3Ay`, `50%25`)
+/// and a route claims either, S3 decides: the decoded reading if that object exists,
+/// else the raw one if it exists, else the decoded one (the object may be gone; the
+/// partition listing decides what loads). Keys no route claims are not looked up (the
+/// function may list only the watched prefixes).
+pub async fn settle_key(
+    routes: &[Route],
+    storage: &impl Storage,
+    object: ObjectCreated,
+) -> Result<ObjectCreated, LoaderError> {
+    if object.key == object.raw_key {
+        return Ok(object);
+    }
+    let claimed = |key: &str| routes.iter().any(|r| r.claims(&object.bucket, key));
+    if !claimed(&object.key) && !claimed(&object.raw_key) {
+        return Ok(object);
+    }
+    let reading = if storage.exists(&object.bucket, &object.key).await? {
+        "decoded"
+    } else if storage.exists(&object.bucket, &object.raw_key).await? {
+        "raw"
+    } else {
+        "decoded (neither reading exists now)"
+    };
+    tracing::info!(bucket = %object.bucket, raw_key = %object.raw_key,
+        decoded_key = %object.key, reading, "event key read as it exists in S3");
+    Ok(if reading == "raw" {
+        ObjectCreated {
+            key: object.raw_key.clone(),
+            ..object
+        }
+    } else {
+        object
+    })
+}
+
 enum Loaded {
     /// The last load batch released the lease itself.
     Committed(Outcome),
@@ -821,6 +826,90 @@ mod tests {
                 lease: None
             }
         );
+    }
+
+    /// A scripted bucket: `list` returns the keys under the prefix, counting calls.
+    struct Bucket {
+        keys: Vec<&'static str>,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Storage for Bucket {
+        async fn list(&self, _: &str, prefix: &str) -> Result<Vec<ListedObject>, LoaderError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self
+                .keys
+                .iter()
+                .filter(|k| k.starts_with(prefix))
+                .map(|k| ListedObject {
+                    key: k.to_string(),
+                    size: 1,
+                    etag: "e".into(),
+                })
+                .collect())
+        }
+
+        async fn put(&self, _: &str, _: &str, _: String) -> Result<(), LoaderError> {
+            Ok(())
+        }
+    }
+
+    fn settle(keys: Vec<&'static str>, event_key: &str) -> (String, usize) {
+        let routes = parse_routes(
+            "[[routes]]\nprefix = \"t/\"\ntable = \"s.t\"\nformat = \"parquet\"\n\
+             partition_columns = [\"c\"]\n",
+        )
+        .unwrap();
+        let bucket = Bucket {
+            keys,
+            calls: Default::default(),
+        };
+        let object = event::parse(&serde_json::json!({
+            "source": "aws.s3", "detail-type": "Object Created",
+            "version": "0", "id": "1", "account": "1", "time": "2024-05-28T10:00:00Z",
+            "region": "us-east-1", "resources": [],
+            "detail": {"bucket": {"name": "b"}, "object": {"key": event_key}}
+        }))
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let settled = rt.block_on(settle_key(&routes, &bucket, object)).unwrap();
+        (settled.key, bucket.calls.into_inner())
+    }
+
+    #[test]
+    fn the_key_reading_that_exists_in_s3_wins() {
+        // Raw key in the event, raw key in S3 (EventBridge sending keys as written).
+        for key in [
+            "t/c=C++/f",
+            "t/c=x%3Ay/f",
+            "t/c=k%3Dv/f",
+            "t/c=50%25/f",
+            "t/c=S%C3%A3o/f",
+        ] {
+            assert_eq!(settle(vec![key], key), (key.to_string(), 2), "{key}");
+        }
+        // Form-encoded key in the event: the decoded reading exists, one lookup.
+        assert_eq!(
+            settle(vec!["t/c=x:y/f"], "t/c%3Dx%3Ay/f"),
+            ("t/c=x:y/f".to_string(), 1)
+        );
+        assert_eq!(
+            settle(vec!["t/c=C++/f"], "t/c%3DC%2B%2B/f"),
+            ("t/c=C++/f".to_string(), 1)
+        );
+        assert_eq!(
+            settle(vec!["t/c=sp ace/f"], "t/c%3Dsp+ace/f"),
+            ("t/c=sp ace/f".to_string(), 1)
+        );
+        // Neither exists: the decoded reading (S3's documented encoding).
+        assert_eq!(settle(vec![], "t/c=C++/f"), ("t/c=C  /f".to_string(), 2));
+        // Same reading both ways, or a key no route claims: no lookup at all.
+        assert_eq!(settle(vec![], "t/c=a/f"), ("t/c=a/f".to_string(), 0));
+        assert_eq!(settle(vec![], "u/c=C++/f"), ("u/c=C  /f".to_string(), 0));
+        // A key that does not decode is read raw, without a lookup.
+        assert_eq!(settle(vec![], "t/c=50%/f"), ("t/c=50%/f".to_string(), 0));
     }
 
     #[test]
