@@ -60,6 +60,51 @@ def write_duckdb(t, path, codec):
 WRITERS = {"pyarrow": write_pyarrow, "duckdb": write_duckdb}
 
 
+def text_table(cities):
+    """Rows for the text formats: a UTC timestamp and a NULL name in every partition."""
+    import datetime
+
+    t = table(cities)
+    at = [
+        datetime.datetime(2024, 5, 28, 10, 0, i, tzinfo=datetime.timezone.utc)
+        for i in range(t.num_rows)
+    ]
+    names = [None if i % 2 else n for i, n in enumerate(t.column("name").to_pylist())]
+    return pa.table(
+        {
+            "id": t.column("id"),
+            "name": pa.array(names, pa.string()),
+            "at": pa.array(at, pa.timestamp("us", tz="UTC")),
+            "city": t.column("city"),
+        }
+    )
+
+
+def write_pyarrow_csv(t, path):
+    # pyarrow's CSV: header, NULL as an empty field, timestamps as ISO 8601 with `Z`.
+    ds.write_dataset(
+        t,
+        path,
+        format="csv",
+        partitioning=ds.partitioning(pa.schema([("city", pa.string())]), flavor="hive"),
+    )
+
+
+def write_duckdb_json(t, path):
+    # DuckDB's JSON: one object per line, TIMESTAMPTZ as `2024-05-28 10:00:00+00`.
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("t", t)
+    con.execute(f"COPY (SELECT * FROM t) TO '{path}' (FORMAT json, PARTITION_BY (city))")
+    con.close()
+
+
+TEXT_WRITERS = {
+    "pyarrow_csv": ("pyarrow", "csv", write_pyarrow_csv),
+    "duckdb_json": ("duckdb", "json", write_duckdb_json),
+}
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     datasets = []
@@ -85,6 +130,21 @@ def main(out):
                 "files": files,
                 "rows": t.to_pylist(),
             }
+        )
+    for name, (writer, fmt, write) in TEXT_WRITERS.items():
+        t = text_table(["São Paulo", "x:y", None])
+        path = os.path.join(out, name)
+        write(t, path)
+        files = sorted(
+            os.path.relpath(os.path.join(root, f), path)
+            for root, _, fs in os.walk(path)
+            for f in fs
+        )
+        rows = t.to_pylist()
+        for r in rows:
+            r["at"] = r["at"].strftime("%Y-%m-%d %H:%M:%S")
+        datasets.append(
+            {"name": name, "writer": writer, "format": fmt, "files": files, "rows": rows}
         )
     with open(os.path.join(out, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(
