@@ -398,3 +398,36 @@ async fn emulator_default_timeformat_is_strict() {
     stack.sql(&copy("TIMEFORMAT 'auto'")).await;
     assert_eq!(stack.rows(&t).await, 1);
 }
+
+/// `MAXERROR n` from a route's `copy_options`: up to n bad rows are skipped, one more
+/// fails the load with Redshift's reason.
+#[tokio::test]
+async fn maxerror_route_skips_bad_rows_up_to_the_limit() {
+    let stack = Stack::new().await;
+    let t = stack
+        .create_table("m", "id BIGINT, day DATE, note VARCHAR(8)")
+        .await;
+    let routes = format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"m/\"\ntable = \"{t}\"\nformat = \"csv\"\n\
+         copy_options = [\"MAXERROR 2\", \"DATEFORMAT 'YYYY-MM-DD'\"]\n",
+        stack.bucket
+    );
+    let loader = stack.loader(&routes).await;
+    // A short row and a date in another format: two load errors, within MAXERROR 2.
+    let csv = "1,2024-05-28,a\n2,2024-05-28\n3,28/05/2024,c\n4,2024-05-29,d\n";
+    let size = stack.put("m/part-0.csv", csv.as_bytes().to_vec()).await;
+    let outcome = handle(&loader, &stack.event("m/part-0.csv", size)).await;
+    assert_eq!(loaded_files(&outcome), 1, "{outcome:?}");
+    let ids = stack
+        .select(&format!("SELECT id FROM {t} ORDER BY id"))
+        .await;
+    assert_eq!(ids, vec![vec![Some("1".into())], vec![Some("4".into())]]);
+    let csv = "5,x,a\n6,y,b\n7,z,c\n";
+    let size = stack.put("m/part-1.csv", csv.as_bytes().to_vec()).await;
+    let e = handle(&loader, &stack.event("m/part-1.csv", size))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.LoadRejected");
+    assert!(e.to_string().contains("Invalid date format"), "{e}");
+    assert_eq!(stack.rows(&t).await, 2);
+}

@@ -62,8 +62,8 @@ pub struct CopyCommand {
     pub null_as: Option<String>,
     /// `FILLRECORD`: missing trailing fields load as NULL.
     pub fill_record: bool,
-    /// `MAXERROR n`: rows the emulator's own checks reject (dates, times, lengths,
-    /// column counts) are skipped until more than `n` were.
+    /// `MAXERROR n`: rows the emulator's own checks reject (field counts, dates,
+    /// times, VARCHAR byte lengths) are skipped until more than `n` were.
     pub max_error: u32,
     /// `TRUNCATECOLUMNS`: VARCHAR values longer than the column (in bytes) are cut.
     pub truncate_columns: bool,

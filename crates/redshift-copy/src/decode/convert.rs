@@ -49,15 +49,17 @@ fn kind(column: &TargetColumn) -> Kind {
 
 /// Applies the rules to every value; a row that breaks one is an error, or is skipped
 /// while fewer than MAXERROR rows were (Redshift's MAXERROR counts rejected rows).
+/// `already` counts the rows the decoder skipped under MAXERROR.
 pub(crate) fn apply(
     cmd: &CopyCommand,
     columns: &[TargetColumn],
     rows: Vec<Row>,
+    already: u32,
     fail: &Fail,
 ) -> Result<Vec<Row>, CopyError> {
     let kinds: Vec<Kind> = columns.iter().map(kind).collect();
     let first_line = u64::from(cmd.ignore_header) + 1;
-    let mut errors = 0u32;
+    let mut errors = already;
     let mut out = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         match convert_row(cmd, &kinds, row) {
@@ -247,7 +249,7 @@ mod tests {
             .iter()
             .map(|v| (!v.is_empty()).then(|| v.to_string()))
             .collect();
-        apply(&cmd(options), &cols(), vec![row], &fail)
+        apply(&cmd(options), &cols(), vec![row], 0, &fail)
             .map(|mut r| r.remove(0))
             .map_err(|e| e.to_string())
     }
@@ -317,8 +319,10 @@ mod tests {
         let rows =
             |v: &[&str]| -> Vec<Row> { v.iter().map(|d| vec![s(d), None, None, None]).collect() };
         let data = rows(&["2024-01-01", "bad", "2024-01-02", "worse"]);
-        assert!(apply(&cmd("CSV MAXERROR 1"), &cols(), data.clone(), &fail).is_err());
-        let kept = apply(&cmd("CSV MAXERROR 2"), &cols(), data, &fail).unwrap();
+        assert!(apply(&cmd("CSV MAXERROR 1"), &cols(), data.clone(), 0, &fail).is_err());
+        let kept = apply(&cmd("CSV MAXERROR 2"), &cols(), data.clone(), 0, &fail).unwrap();
         assert_eq!(kept.len(), 2);
+        // Rows the decoder already skipped count against the same MAXERROR.
+        assert!(apply(&cmd("CSV MAXERROR 2"), &cols(), data, 1, &fail).is_err());
     }
 }

@@ -5,20 +5,39 @@ use super::{empty_rule, Fail, Row};
 use crate::table::TargetColumn;
 use crate::{CopyCommand, CopyError, Format};
 
+#[cfg(test)]
 pub(crate) fn decode(
     cmd: &CopyCommand,
     text: &str,
     columns: &[TargetColumn],
     fail: &Fail,
 ) -> Result<Vec<Row>, CopyError> {
+    decode_counting(cmd, text, columns, fail).map(|(rows, _)| rows)
+}
+
+/// Decodes the records; under MAXERROR skips rows with the wrong number of fields
+/// (Redshift counts them as load errors) while at most `MAXERROR` were: returns the
+/// rows and how many were skipped.
+pub(crate) fn decode_counting(
+    cmd: &CopyCommand,
+    text: &str,
+    columns: &[TargetColumn],
+    fail: &Fail,
+) -> Result<(Vec<Row>, u32), CopyError> {
     let records = match cmd.format {
         Format::Csv => csv_records(cmd, text, fail)?,
         _ => text_records(cmd, text),
     };
-    records
-        .into_iter()
-        .map(|(line, fields)| to_row(cmd, line, fields, columns, fail))
-        .collect()
+    let mut skipped = 0u32;
+    let mut rows = Vec::with_capacity(records.len());
+    for (line, fields) in records {
+        match to_row(cmd, line, fields, columns, fail) {
+            Ok(row) => rows.push(row),
+            Err(_) if skipped < cmd.max_error => skipped += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((rows, skipped))
 }
 
 /// (line number, fields) for every CSV record after the header lines.
@@ -243,6 +262,16 @@ mod tests {
         assert_eq!(got[0][1], s("say \"hi\""));
         assert_eq!(got[1][1], s("a\nb"));
         assert!(rows("CSV", "1,\"x\"y,2\n").is_err());
+    }
+
+    #[test]
+    fn maxerror_skips_rows_with_the_wrong_field_count() {
+        let text = "1,a,2\n2,b\n3,c,4,5\n4,d,6\n";
+        assert!(rows("CSV MAXERROR 1", text).is_err());
+        let (got, skipped) = decode_counting(&cmd("CSV MAXERROR 2"), text, &cols(), &fail).unwrap();
+        assert_eq!(skipped, 2);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1][0], s("4"));
     }
 
     #[test]

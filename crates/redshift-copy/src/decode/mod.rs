@@ -30,13 +30,13 @@ pub(crate) fn decode(
         Format::Orc => Err(orc_unsupported()),
         Format::Csv | Format::Text => {
             let text = decompressed_text(cmd, bytes, &fail)?;
-            let rows = delimited::decode(cmd, &text, &target.columns, &fail)?;
-            convert::apply(cmd, &target.columns, rows, &fail)
+            let (rows, skipped) = delimited::decode_counting(cmd, &text, &target.columns, &fail)?;
+            convert::apply(cmd, &target.columns, rows, skipped, &fail)
         }
         Format::JsonAuto => {
             let text = decompressed_text(cmd, bytes, &fail)?;
             let rows = json::decode(cmd, &text, &target.columns, &fail)?;
-            convert::apply(cmd, &target.columns, rows, &fail)
+            convert::apply(cmd, &target.columns, rows, 0, &fail)
         }
     }
 }
