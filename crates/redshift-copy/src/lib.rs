@@ -23,7 +23,8 @@
 //!
 //! Modules: `parse` (statement), `source` (prefix / manifest rules against S3),
 //! `table` (target columns from the catalog), `decode` (Parquet, CSV/text, JSON
-//! → text rows), `load` (rows into PostgreSQL, history).
+//! → text rows; `decode::convert`: DATEFORMAT/TIMEFORMAT, TRUNCATECOLUMNS, MAXERROR),
+//! `load` (rows into PostgreSQL, history).
 
 mod decode;
 mod load;
@@ -50,9 +51,10 @@ pub struct CopyCommand {
     pub ignore_header: u32,
     pub gzip: bool,
     pub stat_update: Option<bool>,
-    /// Accepted; values are parsed by PostgreSQL's input functions ('auto').
+    /// `TIMEFORMAT`: absent = Redshift's strict `YYYY-MM-DD HH:MI:SS`; `'auto'` =
+    /// PostgreSQL's input functions; a format string or `epochsecs`/`epochmillisecs`.
     pub time_format: Option<String>,
-    /// Accepted; values are parsed by PostgreSQL's input functions ('auto').
+    /// `DATEFORMAT`: absent = strict `YYYY-MM-DD`; `'auto'`; or a format string.
     pub date_format: Option<String>,
     /// `JSON 'auto ignorecase'`.
     pub json_ignore_case: bool,
