@@ -670,6 +670,62 @@ mod tests {
     }
 
     #[test]
+    fn null_partition_values_use_is_null_and_typed_nulls() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = table();
+        let pv = vec![
+            PartitionValue {
+                column: Ident::parse("region").unwrap(),
+                literal: partition_literal(PartitionType::String, "eu").unwrap(),
+            },
+            PartitionValue {
+                column: Ident::parse("d").unwrap(),
+                literal: null_partition_literal(PartitionType::Date),
+            },
+        ];
+        let target = CopyTarget::Staged {
+            file_columns: vec![Ident::parse("id").unwrap()],
+            fill: pv.clone(),
+        };
+        let sqls = load_batch(&batch(&schema, &t, &target, Some(&pv), &[], None)).unwrap();
+        assert_eq!(
+            sqls[0],
+            "DELETE FROM \"sales\".\"orders\" WHERE \"region\" = 'eu' AND \"d\" IS NULL"
+        );
+        assert!(
+            sqls[4].ends_with(
+                "SELECT \"id\", 'eu', CAST(NULL AS DATE) FROM \"partition_loader_stage_0\""
+            ),
+            "{}",
+            sqls[4]
+        );
+    }
+
+    #[test]
+    fn route_copy_options_are_rendered_after_the_format() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = table();
+        let target = CopyTarget::Direct(None);
+        let options = crate::copy_options::parse_for(
+            FileFormat::Csv { header: true },
+            &["EMPTYASNULL".into(), "NULL AS 'it''s'".into()],
+        )
+        .unwrap();
+        let mut b = batch(&schema, &t, &target, None, &[], None);
+        b.format = FileFormat::Csv { header: true };
+        b.copy_options = &options;
+        let sqls = load_batch(&b).unwrap();
+        assert!(
+            sqls[0].ends_with(
+                "MANIFEST FORMAT AS CSV IGNOREHEADER 1 EMPTYASNULL NULL AS 'it''s' \
+                 DATEFORMAT 'auto' TIMEFORMAT 'auto' STATUPDATE ON"
+            ),
+            "{}",
+            sqls[0]
+        );
+    }
+
+    #[test]
     fn csv_and_json_copy_options() {
         assert_eq!(
             FileFormat::Csv { header: true }.copy_clause(),
