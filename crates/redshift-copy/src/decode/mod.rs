@@ -124,3 +124,20 @@ pub(crate) mod testing {
         Some(v.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{cmd, fail};
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_fails_unless_acceptinvchars() {
+        let bytes = b"1,caf\xe9\n";
+        let e = decompressed_text(&cmd("CSV"), bytes, &fail).unwrap_err();
+        assert!(e.to_string().contains("invalid or unsupported UTF8"), "{e}");
+        let text = decompressed_text(&cmd("CSV ACCEPTINVCHARS"), bytes, &fail).unwrap();
+        assert_eq!(text, "1,caf?\n");
+        let text = decompressed_text(&cmd("CSV ACCEPTINVCHARS AS '^'"), bytes, &fail).unwrap();
+        assert_eq!(text, "1,caf^\n");
+    }
+}
