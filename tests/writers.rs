@@ -2,7 +2,7 @@
 //! against the local stack and checked value by value.
 //!
 //! `tests/writers/make_datasets.py` (run here with the local stack's venv) writes
-//! partitioned Parquet with pyarrow and DuckDB, in every codec, with awkward
+//! partitioned Parquet with pyarrow and DuckDB, in every codec, and with polars (zstd), with awkward
 //! partition values (space, `/`, `:`, `=`, `%`, `+`, non-ASCII, NULL), plus pyarrow's
 //! CSV and DuckDB's JSON with timestamps and NULL strings as they write them; the other tests
 //! cover Spark's raw keys, NULL partitions in replace mode and the text formats' COPY
@@ -72,7 +72,7 @@ fn text(v: &Value) -> Option<String> {
 }
 
 #[tokio::test]
-async fn pyarrow_and_duckdb_datasets_load_value_by_value() {
+async fn pyarrow_duckdb_and_polars_datasets_load_value_by_value() {
     let stack = Stack::new().await;
     let dir = make_datasets(&stack.suffix);
     let expected: Value =
@@ -97,9 +97,10 @@ async fn pyarrow_and_duckdb_datasets_load_value_by_value() {
                 "id BIGINT, name VARCHAR(64), at TIMESTAMP, city VARCHAR(64)",
             ),
         };
+        let extra = d["route_extra"].as_str().unwrap_or("");
         routes.push_str(&format!(
             "[[routes]]\nbucket = \"{}\"\nprefix = \"{name}/\"\ntable = \"{}\"\n\
-             {format}\npartition_columns = [\"city\"]\n",
+             {format}\npartition_columns = [\"city\"]\n{extra}\n",
             stack.bucket,
             stack.table(name)
         ));

@@ -14,6 +14,7 @@ import os
 import sys
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 
@@ -57,7 +58,14 @@ def write_duckdb(t, path, codec):
     con.close()
 
 
-WRITERS = {"pyarrow": write_pyarrow, "duckdb": write_duckdb}
+def write_polars(t, path, codec):
+    # polars: zstd by default, and the partition column stays in the files too.
+    pl.from_arrow(t).write_parquet(path, partition_by="city", compression=codec)
+
+
+WRITERS = {"pyarrow": write_pyarrow, "duckdb": write_duckdb, "polars": write_polars}
+# What the route needs besides the partition column, per writer.
+ROUTE_EXTRA = {"polars": 'file_columns = ["id", "name", "city"]'}
 
 
 def text_table(cities):
@@ -109,10 +117,11 @@ def main(out):
     os.makedirs(out, exist_ok=True)
     datasets = []
     plan = []
-    for writer in WRITERS:
+    for writer in ["pyarrow", "duckdb"]:
         plan.append((f"{writer}_values", writer, "snappy", AWKWARD))
         for codec in CODECS:
             plan.append((f"{writer}_{codec}", writer, codec, ["São Paulo", None]))
+    plan.append(("polars_values", "polars", "zstd", AWKWARD))
     for name, writer, codec, cities in plan:
         t = table(cities)
         path = os.path.join(out, name)
@@ -127,6 +136,7 @@ def main(out):
                 "name": name,
                 "writer": writer,
                 "codec": codec,
+                "route_extra": ROUTE_EXTRA.get(writer, ""),
                 "files": files,
                 "rows": t.to_pylist(),
             }
@@ -148,7 +158,12 @@ def main(out):
         )
     with open(os.path.join(out, "expected.json"), "w", encoding="utf-8") as f:
         json.dump(
-            {"pyarrow": pa.__version__, "duckdb": duckdb.__version__, "datasets": datasets},
+            {
+                "pyarrow": pa.__version__,
+                "duckdb": duckdb.__version__,
+                "polars": pl.__version__,
+                "datasets": datasets,
+            },
             f,
             ensure_ascii=False,
             indent=1,
