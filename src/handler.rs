@@ -189,9 +189,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
+        let wait_started = Instant::now();
         let acquired = self
             .acquire(&route.table, holder, &partition.path, awaited, deadline)
-            .await?;
+            .await;
+        crate::metrics::add(|m| m.lease_wait += wait_started.elapsed());
+        let acquired = acquired?;
         let lease = match acquired {
             Acquired::Held(lease) => lease,
             Acquired::LoadedBy(other) => {
@@ -502,11 +505,15 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 renew_ttl_seconds: (n != last).then_some(self.config.lease_ttl.as_secs()),
                 stage_suffix: n,
             })?;
-            statement_id = self
-                .warehouse
-                .run_batch(sqls, deadline)
-                .await
-                .map_err(|e| load_error(table, e))?;
+            let copy_started = Instant::now();
+            let batch = self.warehouse.run_batch(sqls, deadline).await;
+            crate::metrics::add(|m| m.copy_time += copy_started.elapsed());
+            statement_id = batch.map_err(|e| load_error(table, e))?;
+            crate::metrics::add(|m| {
+                m.files += chunk.len() as u64;
+                m.bytes += chunk.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
+                m.committed_at = Some(std::time::SystemTime::now());
+            });
         }
         Ok(Loaded::Committed(Outcome::Loaded {
             table: table.to_string(),

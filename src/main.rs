@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use partition_loader::invocation::handle_measured;
+use partition_loader::metrics::Settings;
 use partition_loader::{init_logging, Config, Loader, Outcome};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -22,16 +24,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env().inspect_err(|e| {
         tracing::error!(error_type = %e.error_type(), error = %e, "invalid configuration");
     })?;
+    let metrics = Arc::new(Settings::from_env().inspect_err(|e| {
+        tracing::error!(error_type = %e.error_type(), error = %e, "invalid configuration");
+    })?);
     let loader = Arc::new(Loader::connect(config).await);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let loader = Arc::clone(&loader);
-        async move { invoke(&loader, event).await }
+        let metrics = Arc::clone(&metrics);
+        async move { invoke(&loader, &metrics, event).await }
     }))
     .await
 }
 
 async fn invoke<W, S>(
     loader: &Loader<W, S>,
+    metrics: &Settings,
     event: LambdaEvent<Value>,
 ) -> Result<Outcome, Diagnostic>
 where
@@ -46,7 +53,11 @@ where
         holder,
         "invocation"
     );
-    match loader.handle(&event.payload, &holder, deadline).await {
+    let measured = handle_measured(loader, metrics, &event.payload, &holder, deadline).await;
+    // One EMF record per invocation, on stdout: Lambda sends it to CloudWatch Logs,
+    // which extracts the metrics (logs go to stderr, so the record stands alone).
+    println!("{}", measured.record);
+    match measured.result {
         Ok(outcome) => {
             outcome.log();
             Ok(outcome)

@@ -469,6 +469,25 @@ pub fn ledger_inserts(head: &str, tuples: &[String], max_bytes: usize) -> Vec<(S
     out
 }
 
+/// Rows loaded by the COPY statements with these Redshift query ids, from Redshift's
+/// load history: `SYS_LOAD_HISTORY` has one row per COPY with `loaded_rows`
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_HISTORY.html>). The ids are
+/// integers from DescribeStatement, inlined as numbers. `None` without ids.
+pub fn loaded_rows(query_ids: &[i64]) -> Option<String> {
+    if query_ids.is_empty() {
+        return None;
+    }
+    let ids = query_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "SELECT CAST(COALESCE(SUM(loaded_rows), 0) AS BIGINT), COUNT(*) FROM sys_load_history \
+         WHERE query_id IN ({ids})"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,7 +163,10 @@ impl DataApi {
             let out = retrying(deadline, || self.client.describe_statement().id(id).send()).await?;
             let status = out.status().cloned().unwrap_or(StatusString::Submitted);
             match status {
-                StatusString::Finished => return Ok(()),
+                StatusString::Finished => {
+                    record_copy_query_ids(&out);
+                    return Ok(());
+                }
                 StatusString::Failed | StatusString::Aborted => {
                     return Err(LoaderError::StatementFailed {
                         statement_id: id.to_string(),
@@ -209,6 +212,26 @@ impl DataApi {
                 Ok(()) => return Ok(id),
             }
         }
+    }
+}
+
+/// Adds the Redshift query ids of a finished batch's COPY statements to the metrics
+/// (their rows are then read from `SYS_LOAD_HISTORY`, see `invocation.rs`).
+fn record_copy_query_ids(
+    out: &aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput,
+) {
+    let ids: Vec<i64> = out
+        .sub_statements()
+        .iter()
+        .filter(|s| {
+            s.query_string()
+                .is_some_and(|q| q.trim_start().get(..5).is_some_and(|w| w.eq_ignore_ascii_case("COPY ")))
+        })
+        .map(|s| s.redshift_query_id())
+        .filter(|id| *id > 0)
+        .collect();
+    if !ids.is_empty() {
+        crate::metrics::add(|m| m.copy_query_ids.extend(ids));
     }
 }
 
@@ -288,6 +311,7 @@ where
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
     let mut attempt = 1;
     loop {
+        crate::metrics::add(|m| m.data_api_calls += 1);
         let err = match f().await {
             Ok(v) => return Ok(v),
             Err(e) => e,

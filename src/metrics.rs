@@ -1,0 +1,637 @@
+//! Metrics of one invocation in CloudWatch Embedded Metric Format (EMF): one JSON log
+//! record per invocation, which CloudWatch Logs turns into metrics.
+//!
+//! Specification: <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>
+//!
+//! - [`Figures`] are what an invocation measured. The warehouse adapter and the handler
+//!   add to them through [`add`], which writes into the figures of the invocation that
+//!   runs [`measure`] (a tokio task-local), and does nothing anywhere else (loaderctl,
+//!   tests that do not measure). So the figures travel without new arguments through
+//!   the load path.
+//! - [`record`] is pure: outcome (or error) + figures + [`Settings`] → the EMF record.
+//!
+//! Every record carries two dimension sets: the configured one (default `Table`) and the
+//! empty set, whose metrics aggregate over all tables (the alarms watch those). An
+//! error also carries a second directive with the `ErrorType` dimension and the metric
+//! `Errors`, so errors can be graphed by type. Records without a table (a skipped key,
+//! an unparsable event) carry only the empty set, because every dimension key of a
+//! directive must be a member of the record.
+//!
+//! Invariant: no metric value is guessed. Rows come from Redshift's load history
+//! (`SYS_LOAD_HISTORY.loaded_rows` of the load's COPY statements) and are left out when
+//! it could not be read; freshness lag only when this invocation committed the load.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::error::{ErrorKind, LoaderError};
+use crate::outcome::Outcome;
+
+/// Namespace when `METRICS_NAMESPACE` is not set.
+pub const DEFAULT_NAMESPACE: &str = "PartitionLoader";
+
+/// Outcomes that every record counts (0 or 1), so that sums over time are right even for
+/// outcomes that did not happen. An outcome not listed (a newer one) is counted too,
+/// under its CamelCase name.
+pub const OUTCOMES: [&str; 4] = ["loaded", "up_to_date", "queued", "skipped"];
+
+/// A dimension the user can choose in `METRICS_DIMENSIONS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    /// The target table, `schema.table`.
+    Table,
+    /// The Lambda function (`AWS_LAMBDA_FUNCTION_NAME`), for several loaders in one
+    /// namespace.
+    FunctionName,
+}
+
+impl Dimension {
+    fn key(self) -> &'static str {
+        match self {
+            Dimension::Table => "Table",
+            Dimension::FunctionName => "FunctionName",
+        }
+    }
+}
+
+/// Where and how metrics are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub namespace: String,
+    /// The configured dimension set (may be empty: aggregate metrics only).
+    pub dimensions: Vec<Dimension>,
+    /// Value of the `FunctionName` dimension.
+    pub function_name: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespace: DEFAULT_NAMESPACE.into(),
+            dimensions: vec![Dimension::Table],
+            function_name: None,
+        }
+    }
+}
+
+impl Settings {
+    /// `METRICS_NAMESPACE` (default `PartitionLoader`), `METRICS_DIMENSIONS` (comma
+    /// list of `Table`, `FunctionName`; default `Table`; empty = none),
+    /// `AWS_LAMBDA_FUNCTION_NAME`.
+    pub fn from_env() -> Result<Settings, LoaderError> {
+        let var = |name: &str| std::env::var(name).ok();
+        Settings::parse(
+            var("METRICS_NAMESPACE").as_deref(),
+            var("METRICS_DIMENSIONS").as_deref(),
+            var("AWS_LAMBDA_FUNCTION_NAME"),
+        )
+    }
+
+    /// [`Settings::from_env`] on given values.
+    pub fn parse(
+        namespace: Option<&str>,
+        dimensions: Option<&str>,
+        function_name: Option<String>,
+    ) -> Result<Settings, LoaderError> {
+        let namespace = namespace.unwrap_or(DEFAULT_NAMESPACE).trim().to_string();
+        check_namespace(&namespace).map_err(|reason| {
+            LoaderError::Config(format!("METRICS_NAMESPACE {namespace:?}: {reason}"))
+        })?;
+        let dimensions = dimensions
+            .unwrap_or("Table")
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| match d {
+                "Table" => Ok(Dimension::Table),
+                "FunctionName" => Ok(Dimension::FunctionName),
+                other => Err(LoaderError::Config(format!(
+                    "METRICS_DIMENSIONS: unknown dimension {other:?} (use Table, FunctionName, \
+                     comma-separated, or an empty value for none)"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Settings {
+            namespace,
+            dimensions,
+            function_name: function_name.filter(|f| !f.is_empty()),
+        })
+    }
+}
+
+/// CloudWatch's namespace rule: 1 to 255 characters of letters, digits and `.-_/#: `,
+/// not starting with `AWS/` (reserved for AWS services).
+fn check_namespace(ns: &str) -> Result<(), &'static str> {
+    if ns.is_empty() || ns.len() > 255 {
+        return Err("must be 1 to 255 characters");
+    }
+    if !ns
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c))
+    {
+        return Err("may hold only letters, digits, spaces and . - _ / # :");
+    }
+    if ns.starts_with("AWS/") {
+        return Err("AWS/ is reserved for AWS services");
+    }
+    Ok(())
+}
+
+/// What one invocation measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    /// Files and bytes committed by this invocation's load batches.
+    pub files: u64,
+    pub bytes: u64,
+    /// Rows loaded, from Redshift's load history (`None`: not read).
+    pub rows: Option<u64>,
+    /// Time from the first acquire attempt until the lease was held (or the wait ended).
+    pub lease_wait: Duration,
+    /// Time spent in load batches (COPY, ledger, fence), submit to end.
+    pub copy_time: Duration,
+    /// Data API requests sent (submits, polls, result pages, retries included).
+    pub data_api_calls: u64,
+    /// Redshift query ids of the COPY statements of finished batches.
+    pub copy_query_ids: Vec<i64>,
+    /// When the last load batch was seen committed.
+    pub committed_at: Option<SystemTime>,
+}
+
+tokio::task_local! {
+    static FIGURES: RefCell<Figures>;
+}
+
+/// Runs `work` with fresh figures that [`add`] writes into, and returns them with its
+/// output. Figures added by tasks that `work` spawns are not seen.
+pub async fn measure<F: Future>(work: F) -> (F::Output, Figures) {
+    FIGURES
+        .scope(RefCell::new(Figures::default()), async move {
+            let out = work.await;
+            (out, FIGURES.with(|f| f.take()))
+        })
+        .await
+}
+
+/// Adds to the figures of the invocation being measured; nothing outside [`measure`].
+pub fn add(f: impl FnOnce(&mut Figures)) {
+    let _ = FIGURES.try_with(|figures| f(&mut figures.borrow_mut()));
+}
+
+/// The time S3 reported the object: EventBridge's `time`, or the earliest
+/// `Records[].eventTime` of an S3 notification.
+pub fn event_time(event: &Value) -> Option<DateTime<Utc>> {
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    if let Some(t) = event.get("time").and_then(parse) {
+        return Some(t);
+    }
+    event
+        .get("Records")?
+        .as_array()?
+        .iter()
+        .filter_map(|r| r.get("eventTime").and_then(parse))
+        .min()
+}
+
+/// One invocation, as the record describes it.
+#[derive(Debug)]
+pub struct Invocation<'a> {
+    pub result: Result<&'a Outcome, &'a LoaderError>,
+    /// The route's table, when the event reached one.
+    pub table: Option<String>,
+    /// See [`event_time`].
+    pub event_time: Option<DateTime<Utc>>,
+    /// The Lambda request id (a property, not a dimension).
+    pub request_id: &'a str,
+    pub figures: &'a Figures,
+    /// The record's `_aws.Timestamp`.
+    pub now: SystemTime,
+}
+
+/// `loaded` → `Loaded`, `up_to_date` → `UpToDate`.
+fn camel(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|first| first.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Seconds from the event to the commit; `None` without either, 0 under clock skew.
+fn freshness_lag(event: Option<DateTime<Utc>>, committed: Option<SystemTime>) -> Option<f64> {
+    let committed: DateTime<Utc> = committed?.into();
+    let lag = committed.signed_duration_since(event?);
+    Some((lag.num_milliseconds().max(0) as f64) / 1000.0)
+}
+
+/// The EMF record of one invocation (see the module documentation for its shape).
+pub fn record(settings: &Settings, inv: &Invocation<'_>) -> Value {
+    let f = inv.figures;
+    let mut root = Map::new();
+    let mut metrics: Vec<(String, &str, Value)> = Vec::new();
+    let mut metric = |name: &str, unit: &'static str, value: Value| {
+        metrics.push((name.to_string(), unit, value))
+    };
+
+    let outcome = match inv.result {
+        Ok(o) => o.to_json()["outcome"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string(),
+        Err(_) => "error".to_string(),
+    };
+    for name in OUTCOMES {
+        metric(&camel(name), "Count", json!(u8::from(name == outcome)));
+    }
+    if !OUTCOMES.contains(&outcome.as_str()) && outcome != "error" {
+        metric(&camel(&outcome), "Count", json!(1));
+    }
+    let error = inv.result.err();
+    let kind = error.map(LoaderError::kind);
+    metric("Errors", "Count", json!(u8::from(error.is_some())));
+    metric(
+        "PermanentErrors",
+        "Count",
+        json!(u8::from(kind == Some(ErrorKind::Permanent))),
+    );
+    metric(
+        "RetryableErrors",
+        "Count",
+        json!(u8::from(kind == Some(ErrorKind::Retryable))),
+    );
+    metric("FilesLoaded", "Count", json!(f.files));
+    metric("BytesLoaded", "Bytes", json!(f.bytes));
+    if let Some(rows) = f.rows {
+        metric("RowsLoaded", "Count", json!(rows));
+    }
+    metric("LeaseWait", "Milliseconds", json!(millis(f.lease_wait)));
+    metric("CopyTime", "Milliseconds", json!(millis(f.copy_time)));
+    metric("DataApiCalls", "Count", json!(f.data_api_calls));
+    if outcome == "loaded" {
+        if let Some(lag) = freshness_lag(inv.event_time, f.committed_at) {
+            metric("FreshnessLag", "Seconds", json!(lag));
+        }
+    }
+
+    // Dimension values: a configured dimension without a value (no table for a skip)
+    // drops the whole configured set, keeping the aggregate one.
+    let values: Option<Vec<(&str, String)>> = settings
+        .dimensions
+        .iter()
+        .map(|d| {
+            let value = match d {
+                Dimension::Table => inv.table.clone(),
+                Dimension::FunctionName => settings.function_name.clone(),
+            };
+            value.map(|v| (d.key(), v))
+        })
+        .collect();
+    let mut sets: Vec<Vec<&str>> = Vec::new();
+    if let Some(values) = values.filter(|v| !v.is_empty()) {
+        sets.push(values.iter().map(|(k, _)| *k).collect());
+        for (k, v) in values {
+            root.insert(k.to_string(), json!(v));
+        }
+    }
+    sets.push(Vec::new());
+
+    let definitions: Vec<Value> = metrics
+        .iter()
+        .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+        .collect();
+    let mut directives = vec![json!({
+        "Namespace": settings.namespace,
+        "Dimensions": sets,
+        "Metrics": definitions,
+    })];
+    for (name, _, value) in metrics {
+        root.insert(name, value);
+    }
+    if let Some(e) = error {
+        // Errors by type: its own directive, so that only error records carry the key.
+        root.insert("ErrorType".into(), json!(e.error_type()));
+        root.insert("error".into(), json!(e.to_string()));
+        directives.push(json!({
+            "Namespace": settings.namespace,
+            "Dimensions": [["ErrorType"]],
+            "Metrics": [{"Name": "Errors", "Unit": "Count"}],
+        }));
+    }
+    root.insert("outcome".into(), json!(outcome));
+    root.insert("request_id".into(), json!(inv.request_id));
+    if let Some(table) = &inv.table {
+        root.entry("Table").or_insert_with(|| json!(table));
+    }
+    if let Ok(Outcome::Loaded { statement_id, .. }) = inv.result {
+        root.insert("statement_id".into(), json!(statement_id));
+    }
+    let timestamp = inv
+        .now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    root.insert(
+        "_aws".into(),
+        json!({"Timestamp": timestamp, "CloudWatchMetrics": directives}),
+    );
+    Value::Object(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::PartitionValues;
+
+    const NOW_MS: u64 = 1_716_890_460_000; // 2024-05-28T10:01:00Z
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(NOW_MS)
+    }
+
+    fn figures() -> Figures {
+        Figures {
+            files: 3,
+            bytes: 4096,
+            rows: Some(120),
+            lease_wait: Duration::from_millis(250),
+            copy_time: Duration::from_millis(1500),
+            data_api_calls: 9,
+            copy_query_ids: vec![7],
+            committed_at: Some(now()),
+        }
+    }
+
+    /// Checks the specification's required fields, then returns the metric names of
+    /// the first directive with their units.
+    fn check_spec(record: &Value) -> Vec<(String, String)> {
+        let aws = &record["_aws"];
+        assert_eq!(aws["Timestamp"], json!(NOW_MS), "_aws.Timestamp in epoch ms");
+        let directives = aws["CloudWatchMetrics"].as_array().expect("an array");
+        assert!(!directives.is_empty());
+        for d in directives {
+            assert!(d["Namespace"].is_string());
+            for set in d["Dimensions"].as_array().expect("DimensionSet array") {
+                for key in set.as_array().expect("a set is an array of keys") {
+                    let key = key.as_str().expect("keys are strings");
+                    assert!(
+                        record[key].is_string(),
+                        "dimension {key} is a string member of the root"
+                    );
+                }
+            }
+            for m in d["Metrics"].as_array().expect("Metrics array") {
+                let name = m["Name"].as_str().expect("Name");
+                assert!(!name.is_empty() && name.len() <= 255);
+                assert!(m["Unit"].is_string());
+                assert!(
+                    record[name].is_number(),
+                    "metric {name} is a numeric member of the root: {record}"
+                );
+            }
+        }
+        directives[0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["Name"].as_str().unwrap().to_string(),
+                    m["Unit"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn unit<'a>(metrics: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, u)| u.as_str())
+    }
+
+    #[test]
+    fn a_load_record_carries_every_figure_per_table_and_in_aggregate() {
+        let outcome = Outcome::Loaded {
+            table: "sales.orders".into(),
+            partition: PartitionValues(vec![("order_date".into(), "2024-05-28".into())]),
+            files: 3,
+            statement_id: "stmt-1".into(),
+        };
+        let figures = figures();
+        let event_time = DateTime::parse_from_rfc3339("2024-05-28T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let r = record(
+            &Settings::default(),
+            &Invocation {
+                result: Ok(&outcome),
+                table: Some("sales.orders".into()),
+                event_time: Some(event_time),
+                request_id: "req-1",
+                figures: &figures,
+                now: now(),
+            },
+        );
+        let metrics = check_spec(&r);
+        let d = &r["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(d["Namespace"], "PartitionLoader");
+        assert_eq!(d["Dimensions"], json!([["Table"], []]));
+        assert_eq!(r["_aws"]["CloudWatchMetrics"].as_array().unwrap().len(), 1);
+        assert_eq!(r["Table"], "sales.orders");
+        assert_eq!(r["Loaded"], 1);
+        assert_eq!(r["UpToDate"], 0);
+        assert_eq!(r["Queued"], 0);
+        assert_eq!(r["Skipped"], 0);
+        assert_eq!(r["Errors"], 0);
+        assert_eq!(r["PermanentErrors"], 0);
+        assert_eq!(r["FilesLoaded"], 3);
+        assert_eq!(r["BytesLoaded"], 4096);
+        assert_eq!(r["RowsLoaded"], 120);
+        assert_eq!(r["LeaseWait"], 250.0);
+        assert_eq!(r["CopyTime"], 1500.0);
+        assert_eq!(r["DataApiCalls"], 9);
+        assert_eq!(r["FreshnessLag"], 60.0, "10:00:00 event, 10:01:00 commit");
+        assert_eq!(unit(&metrics, "FreshnessLag"), Some("Seconds"));
+        assert_eq!(unit(&metrics, "BytesLoaded"), Some("Bytes"));
+        assert_eq!(unit(&metrics, "LeaseWait"), Some("Milliseconds"));
+        assert_eq!(unit(&metrics, "Queued"), Some("Count"));
+        assert_eq!(r["statement_id"], "stmt-1");
+        assert_eq!(r["request_id"], "req-1");
+        assert_eq!(r["outcome"], "loaded");
+        assert!(r.get("ErrorType").is_none());
+    }
+
+    #[test]
+    fn an_error_record_counts_the_error_by_kind_and_by_type() {
+        let error = LoaderError::LoadRejected {
+            table: "sales.orders".into(),
+            statement_id: "s".into(),
+            message: "Unmatched number of columns".into(),
+        };
+        let figures = Figures {
+            rows: None,
+            committed_at: None,
+            files: 0,
+            bytes: 0,
+            ..figures()
+        };
+        let settings = Settings::parse(Some("Lake/Loads"), None, None).unwrap();
+        let r = record(
+            &settings,
+            &Invocation {
+                result: Err(&error),
+                table: Some("sales.orders".into()),
+                event_time: None,
+                request_id: "req-2",
+                figures: &figures,
+                now: now(),
+            },
+        );
+        let metrics = check_spec(&r);
+        assert_eq!(r["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Lake/Loads");
+        let by_type = &r["_aws"]["CloudWatchMetrics"][1];
+        assert_eq!(by_type["Namespace"], "Lake/Loads");
+        assert_eq!(by_type["Dimensions"], json!([["ErrorType"]]));
+        assert_eq!(by_type["Metrics"], json!([{"Name": "Errors", "Unit": "Count"}]));
+        assert_eq!(r["ErrorType"], "Permanent.LoadRejected");
+        assert_eq!(r["Errors"], 1);
+        assert_eq!(r["PermanentErrors"], 1);
+        assert_eq!(r["RetryableErrors"], 0);
+        assert_eq!(r["Loaded"], 0);
+        assert_eq!(r["FilesLoaded"], 0);
+        assert_eq!(r["outcome"], "error");
+        assert!(r["error"].as_str().unwrap().contains("Unmatched"));
+        assert!(unit(&metrics, "RowsLoaded").is_none(), "rows not read: absent");
+        assert!(unit(&metrics, "FreshnessLag").is_none(), "nothing committed");
+        assert!(r.get("RowsLoaded").is_none());
+    }
+
+    #[test]
+    fn a_skip_record_has_only_the_aggregate_dimension_set() {
+        let outcome = Outcome::Skipped {
+            reason: "marker file".into(),
+            bucket: "b".into(),
+            key: "orders/_SUCCESS".into(),
+        };
+        let figures = Figures::default();
+        let r = record(
+            &Settings::default(),
+            &Invocation {
+                result: Ok(&outcome),
+                table: None,
+                event_time: None,
+                request_id: "req-3",
+                figures: &figures,
+                now: now(),
+            },
+        );
+        let metrics = check_spec(&r);
+        assert_eq!(
+            r["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([[]]),
+            "no Table member, so no Table set"
+        );
+        assert!(r.get("Table").is_none());
+        assert_eq!(r["Skipped"], 1);
+        assert_eq!(r["Loaded"], 0);
+        assert_eq!(r["Errors"], 0);
+        assert_eq!(r["DataApiCalls"], 0);
+        assert!(unit(&metrics, "FreshnessLag").is_none());
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let s = Settings::parse(None, Some("Table, FunctionName"), Some("fn".into())).unwrap();
+        assert_eq!(s.namespace, "PartitionLoader");
+        assert_eq!(s.dimensions, [Dimension::Table, Dimension::FunctionName]);
+        assert!(Settings::parse(None, Some(""), None)
+            .unwrap()
+            .dimensions
+            .is_empty());
+        for bad in ["", "AWS/Lambda", "a{b}", &"x".repeat(256)] {
+            let e = Settings::parse(Some(bad), None, None).unwrap_err();
+            assert!(e.to_string().contains("METRICS_NAMESPACE"), "{bad}: {e}");
+        }
+        let e = Settings::parse(None, Some("Table,Partition"), None).unwrap_err();
+        assert!(e.to_string().contains("\"Partition\""));
+    }
+
+    #[test]
+    fn function_name_dimension_and_newer_outcomes() {
+        let outcome = Outcome::UpToDate {
+            table: "s.t".into(),
+            partition: PartitionValues::default(),
+            loaded_by: None,
+        };
+        let settings = Settings::parse(None, Some("Table,FunctionName"), Some("loader".into()))
+            .unwrap();
+        let figures = Figures::default();
+        let r = record(
+            &settings,
+            &Invocation {
+                result: Ok(&outcome),
+                table: Some("s.t".into()),
+                event_time: None,
+                request_id: "r",
+                figures: &figures,
+                now: now(),
+            },
+        );
+        check_spec(&r);
+        assert_eq!(
+            r["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Table", "FunctionName"], []])
+        );
+        assert_eq!(r["FunctionName"], "loader");
+        assert_eq!(r["UpToDate"], 1);
+        assert_eq!(camel("queued"), "Queued");
+        assert_eq!(camel("up_to_date"), "UpToDate");
+    }
+
+    #[test]
+    fn event_time_from_eventbridge_or_s3_notification() {
+        let eb = json!({"time": "2024-05-28T10:00:00Z"});
+        assert_eq!(event_time(&eb).unwrap().timestamp(), 1_716_890_400);
+        let s3 = json!({"Records": [
+            {"eventTime": "2024-05-28T10:00:05.000Z"},
+            {"eventTime": "2024-05-28T10:00:01.000Z"}]});
+        assert_eq!(event_time(&s3).unwrap().timestamp(), 1_716_890_401);
+        assert!(event_time(&json!({"time": "yesterday"})).is_none());
+        assert_eq!(
+            freshness_lag(
+                event_time(&eb),
+                Some(UNIX_EPOCH + Duration::from_secs(1_716_890_390))
+            ),
+            Some(0.0),
+            "clock skew never gives a negative lag"
+        );
+    }
+
+    #[tokio::test]
+    async fn figures_are_collected_only_inside_measure() {
+        add(|f| f.files += 100);
+        let ((), figures) = measure(async {
+            add(|f| f.files += 2);
+            tokio::task::yield_now().await;
+            add(|f| f.data_api_calls += 1);
+        })
+        .await;
+        assert_eq!(figures.files, 2);
+        assert_eq!(figures.data_api_calls, 1);
+    }
+}
