@@ -56,6 +56,18 @@ pub fn manifest_key(
     )
 }
 
+/// `s3://<bucket>/<manifest prefix><table>/`: where every manifest of `table` lives.
+pub fn table_manifest_url(location: &S3Location, table: &TableName) -> String {
+    format!("s3://{}/{}{table}/", location.bucket, location.prefix)
+}
+
+/// The load id in a manifest URL or key (`…/<load id>-<n>.manifest`).
+pub fn load_id_of(manifest: &str) -> Option<&str> {
+    let name = manifest.rsplit('/').next()?.strip_suffix(".manifest")?;
+    let (load_id, n) = name.rsplit_once('-')?;
+    n.parse::<usize>().ok().map(|_| load_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +104,20 @@ mod tests {
             manifest_key(&loc, &t, "order_date=2024-05-28/", "id", 0),
             "_loader/sales.orders/order_date=2024-05-28/id-0.manifest"
         );
+    }
+
+    #[test]
+    fn load_id_comes_back_from_the_manifest_url() {
+        let loc = S3Location {
+            bucket: "m".into(),
+            prefix: "_loader/".into(),
+        };
+        let t = TableName::parse("s.t").unwrap();
+        let key = manifest_key(&loc, &t, "d=1/", "0b0e-4f2a", 3);
+        let url = format!("s3://m/{key}");
+        assert!(url.starts_with(&table_manifest_url(&loc, &t)));
+        assert_eq!(load_id_of(&url), Some("0b0e-4f2a"));
+        assert_eq!(load_id_of("s3://m/x/notes.txt"), None);
+        assert_eq!(load_id_of("s3://m/x/a-b.manifest"), None);
     }
 }

@@ -380,7 +380,11 @@ mod tests {
     /// the first directive with their units.
     fn check_spec(record: &Value) -> Vec<(String, String)> {
         let aws = &record["_aws"];
-        assert_eq!(aws["Timestamp"], json!(NOW_MS), "_aws.Timestamp in epoch ms");
+        assert_eq!(
+            aws["Timestamp"],
+            json!(NOW_MS),
+            "_aws.Timestamp in epoch ms"
+        );
         let directives = aws["CloudWatchMetrics"].as_array().expect("an array");
         assert!(!directives.is_empty());
         for d in directives {
@@ -507,7 +511,10 @@ mod tests {
         let by_type = &r["_aws"]["CloudWatchMetrics"][1];
         assert_eq!(by_type["Namespace"], "Lake/Loads");
         assert_eq!(by_type["Dimensions"], json!([["ErrorType"]]));
-        assert_eq!(by_type["Metrics"], json!([{"Name": "Errors", "Unit": "Count"}]));
+        assert_eq!(
+            by_type["Metrics"],
+            json!([{"Name": "Errors", "Unit": "Count"}])
+        );
         assert_eq!(r["ErrorType"], "Permanent.LoadRejected");
         assert_eq!(r["Errors"], 1);
         assert_eq!(r["PermanentErrors"], 1);
@@ -516,8 +523,14 @@ mod tests {
         assert_eq!(r["FilesLoaded"], 0);
         assert_eq!(r["outcome"], "error");
         assert!(r["error"].as_str().unwrap().contains("Unmatched"));
-        assert!(unit(&metrics, "RowsLoaded").is_none(), "rows not read: absent");
-        assert!(unit(&metrics, "FreshnessLag").is_none(), "nothing committed");
+        assert!(
+            unit(&metrics, "RowsLoaded").is_none(),
+            "rows not read: absent"
+        );
+        assert!(
+            unit(&metrics, "FreshnessLag").is_none(),
+            "nothing committed"
+        );
         assert!(r.get("RowsLoaded").is_none());
     }
 
@@ -578,8 +591,8 @@ mod tests {
             partition: PartitionValues::default(),
             loaded_by: None,
         };
-        let settings = Settings::parse(None, Some("Table,FunctionName"), Some("loader".into()))
-            .unwrap();
+        let settings =
+            Settings::parse(None, Some("Table,FunctionName"), Some("loader".into())).unwrap();
         let figures = Figures::default();
         let r = record(
             &settings,

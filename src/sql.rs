@@ -488,6 +488,114 @@ pub fn loaded_rows(query_ids: &[i64]) -> Option<String> {
     ))
 }
 
+// ---- loaderctl status and history ----------------------------------------------
+// Written for today's layout (one `locks` and one `loaded_files` table with a
+// `table_name` column): a per-table layout changes only these functions.
+
+/// Files a table's ledger holds (total, last hour, last day) joined with its newest
+/// load (load id, time, files, bytes, holder, one object URL of it). Rows: `table_name,
+/// files_total, files_hour, files_day, load_id, loaded_at, files, bytes, holder, s3_url,
+/// now`.
+fn status_ledger(schema: &Ident, filter: &str) -> String {
+    let s = schema.quoted();
+    format!(
+        "SELECT c.table_name, c.files_total, c.files_hour, c.files_day, l.load_id, \
+         l.loaded_at, l.files, l.bytes, l.holder, l.s3_url, GETDATE() FROM (\
+         SELECT table_name, COUNT(*) AS files_total, \
+         SUM(CASE WHEN loaded_at > GETDATE() - INTERVAL '1 hour' THEN 1 ELSE 0 END) AS files_hour, \
+         SUM(CASE WHEN loaded_at > GETDATE() - INTERVAL '1 day' THEN 1 ELSE 0 END) AS files_day \
+         FROM {s}.loaded_files{filter} GROUP BY table_name) c JOIN (\
+         SELECT table_name, load_id, MAX(loaded_at) AS loaded_at, COUNT(*) AS files, \
+         SUM(size_bytes) AS bytes, MAX(holder) AS holder, MAX(s3_url) AS s3_url, \
+         ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(loaded_at) DESC, load_id DESC) AS n \
+         FROM {s}.loaded_files{filter} GROUP BY table_name, load_id) l \
+         ON l.table_name = c.table_name AND l.n = 1 ORDER BY c.table_name"
+    )
+}
+
+/// [`status_ledger`] of every table in the ledger.
+pub fn status_ledger_all(schema: &Ident) -> String {
+    status_ledger(schema, "")
+}
+
+/// [`status_ledger`] of `:table`.
+pub fn status_ledger_of(schema: &Ident) -> String {
+    status_ledger(schema, " WHERE table_name = :table")
+}
+
+/// Leases with the warehouse's clock: `table_name, holder, acquired_at, expires_at,
+/// now`; [`leases_of`] for `:table`.
+pub fn leases_all(schema: &Ident) -> String {
+    format!(
+        "SELECT table_name, holder, acquired_at, expires_at, GETDATE() FROM {}.locks \
+         ORDER BY table_name",
+        schema.quoted()
+    )
+}
+
+/// [`leases_all`] of `:table`.
+pub fn leases_of(schema: &Ident) -> String {
+    format!(
+        "SELECT table_name, holder, acquired_at, expires_at, GETDATE() FROM {}.locks \
+         WHERE table_name = :table",
+        schema.quoted()
+    )
+}
+
+/// Parameter names for [`load_errors`]'s URL prefixes.
+pub const URL_PREFIX_PARAMS: [&str; 8] = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"];
+
+/// The newest `limit` COPY failures Redshift recorded in `SYS_LOAD_ERROR_DETAIL` for
+/// files (or manifests) under the URL prefixes `:p0`..`:p{n-1}`: a table's data
+/// prefixes and its manifest prefix. Matched by location because a staged load's
+/// errors name the staging table, not the target. Rows: `start_time, file_name,
+/// error_message, query_id`. <https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_ERROR_DETAIL.html>
+pub fn load_errors(prefixes: usize, limit: u32) -> String {
+    let matches = URL_PREFIX_PARAMS[..prefixes.clamp(1, URL_PREFIX_PARAMS.len())]
+        .iter()
+        .map(|p| format!("POSITION(:{p} IN file_name) = 1"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    format!(
+        "SELECT start_time, TRIM(file_name), TRIM(error_message), query_id \
+         FROM sys_load_error_detail WHERE {matches} ORDER BY start_time DESC LIMIT {limit}"
+    )
+}
+
+/// The loads of `:table` (and `:partition` when `partition`), newest first: `load_id,
+/// partition_path, loaded_at, files, bytes, holder`.
+pub fn history_loads(schema: &Ident, partition: bool, limit: u32) -> String {
+    let p = if partition {
+        " AND partition_path = :partition"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT load_id, partition_path, MAX(loaded_at) AS loaded_at, COUNT(*), \
+         SUM(size_bytes), MAX(holder) FROM {}.loaded_files WHERE table_name = :table{p} \
+         GROUP BY load_id, partition_path ORDER BY loaded_at DESC, load_id LIMIT {limit}",
+        schema.quoted()
+    )
+}
+
+/// Redshift's load history of the COPYs from manifests under `:manifests` (a table's
+/// manifest prefix): `query_id, transaction_id, data_source, loaded_rows, duration
+/// (microseconds), start_time, status`. <https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_HISTORY.html>
+pub fn history_copies() -> String {
+    format!("{HISTORY_COPIES} WHERE POSITION(:manifests IN data_source) = 1")
+}
+
+/// [`history_copies`] of one load: manifests under `:manifests` naming `:load_id`.
+pub fn load_copies() -> String {
+    format!(
+        "{HISTORY_COPIES} WHERE POSITION(:manifests IN data_source) = 1 \
+         AND POSITION(:load_id IN data_source) > 0"
+    )
+}
+
+const HISTORY_COPIES: &str = "SELECT query_id, transaction_id, TRIM(data_source), loaded_rows, \
+     duration, start_time, TRIM(status) FROM sys_load_history";
+
 #[cfg(test)]
 mod tests {
     use super::*;

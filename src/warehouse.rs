@@ -224,8 +224,11 @@ fn record_copy_query_ids(
         .sub_statements()
         .iter()
         .filter(|s| {
-            s.query_string()
-                .is_some_and(|q| q.trim_start().get(..5).is_some_and(|w| w.eq_ignore_ascii_case("COPY ")))
+            s.query_string().is_some_and(|q| {
+                q.trim_start()
+                    .get(..5)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("COPY "))
+            })
         })
         .map(|s| s.redshift_query_id())
         .filter(|id| *id > 0)

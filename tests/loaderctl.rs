@@ -215,3 +215,118 @@ async fn loaderctl_prints_partitions_in_route_order() {
     );
     assert_eq!(stack.rows(&t).await, 2);
 }
+
+/// `status` and `history` after two loads, a failed COPY and a held lease.
+#[tokio::test]
+async fn status_and_history_report_loads_failures_and_the_lease() {
+    let stack = Stack::new().await;
+    let loader = stack.loader(&stack.orders_route("")).await;
+    // No partition column in the table: the COPY goes straight into it, where the
+    // injected fault is aimed.
+    let t = stack
+        .create_table("orders", "id BIGINT, name VARCHAR(64)")
+        .await;
+    stack
+        .put_parquet(&format!("{ORDERS_DAY}/part-0.parquet"), 0..3)
+        .await;
+    let first = stack.orders_file("part-1.parquet", 3..7).await;
+    assert_eq!(loaded_files(&handle(&loader, &first).await), 2);
+    let day2 = "orders/order_date=2024-05-29";
+    let second = stack
+        .parquet_event(&format!("{day2}/part-0.parquet"), 0..5)
+        .await;
+    assert_eq!(loaded_files(&handle(&loader, &second).await), 1);
+    // A failed COPY of a third partition, recorded by the emulator in
+    // sys_load_error_detail (outside the rolled-back transaction, as Redshift does).
+    stack
+        .fault(serde_json::json!({"fail_copies": [{"table": t, "count": 1, "message": "injected: S3 read failed"}]}))
+        .await;
+    let third = stack
+        .parquet_event("orders/order_date=2024-05-30/part-0.parquet", 0..2)
+        .await;
+    assert!(handle(&loader, &third).await.is_err());
+    stack.insert_lease(&t, "stuck-run", 600).await;
+
+    let out = ctl(&stack, &["status", &t, "--json"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failure newer than the last load: {}",
+        describe(&out)
+    );
+    let status = lines(&out);
+    assert_eq!(status.len(), 1, "{}", describe(&out));
+    let s = &status[0];
+    assert_eq!(s["table"], t.as_str());
+    assert_eq!(s["files_total"], 3);
+    assert_eq!(s["files_last_hour"], 3);
+    assert_eq!(s["files_last_day"], 3);
+    let last = &s["last_load"];
+    assert_eq!(
+        last["files"], 1,
+        "the newest load is the second partition's"
+    );
+    assert_eq!(last["rows"], 5, "rows from sys_load_history");
+    assert!(last["holder"].as_str().unwrap().starts_with("test-"));
+    assert!(last["age_seconds"].as_i64().unwrap() < 120);
+    let lag = s["newest_object_lag_seconds"].as_i64().expect("a lag");
+    assert!((0..120).contains(&lag), "{lag}");
+    assert_eq!(s["lease"]["holder"], "stuck-run");
+    assert_eq!(s["lease"]["state"], "live");
+    let failures = s["recent_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{}", describe(&out));
+    assert!(failures[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("injected: S3 read failed"));
+    let manifests = format!("s3://{}/_loader/{t}/order_date=2024-05-30/", stack.bucket);
+    assert!(
+        failures[0]["file"]
+            .as_str()
+            .unwrap()
+            .starts_with(&manifests),
+        "{}",
+        failures[0]
+    );
+
+    // The text table, for people.
+    let out = ctl(&stack, &["status", &t]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("TABLE"), "{text}");
+    assert!(text.contains("live stuck-run"), "{text}");
+    assert!(text.contains("injected: S3 read failed"), "{text}");
+
+    // Every table: the routes' table appears even when asked without a name.
+    let out = ctl(&stack, &["status", "--json"]).await;
+    assert!(
+        lines(&out).iter().any(|s| s["table"] == t.as_str()),
+        "{}",
+        describe(&out)
+    );
+
+    let out = ctl(&stack, &["history", &t, "--json"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let loads = lines(&out);
+    assert_eq!(
+        loads.len(),
+        2,
+        "the failed load left nothing: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        loads[0]["partition"], "order_date=2024-05-29/",
+        "newest first"
+    );
+    assert_eq!(loads[0]["files"], 1);
+    assert_eq!(loads[0]["rows"], 5);
+    assert_eq!(loads[1]["files"], 2);
+    assert_eq!(loads[1]["rows"], 7);
+    assert_eq!(loads[1]["query_ids"].as_array().unwrap().len(), 1);
+    assert!(loads[1]["duration_ms"].as_i64().unwrap() >= 0);
+    let out = ctl(&stack, &["history", &t, "order_date=2024-05-28/", "--json"]).await;
+    let loads = lines(&out);
+    assert_eq!(loads.len(), 1, "{}", describe(&out));
+    assert_eq!(loads[0]["rows"], 7);
+    let out = ctl(&stack, &["history", &t]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("LOADED (UTC)"));
+}

@@ -12,16 +12,25 @@ use serde_json::{json, Value};
 /// string there (the specification's required fields).
 fn assert_emf(record: &Value) {
     assert!(record["_aws"]["Timestamp"].is_u64(), "{record}");
-    for d in record["_aws"]["CloudWatchMetrics"].as_array().expect("directives") {
+    for d in record["_aws"]["CloudWatchMetrics"]
+        .as_array()
+        .expect("directives")
+    {
         assert_eq!(d["Namespace"], "PartitionLoader");
         for set in d["Dimensions"].as_array().expect("dimension sets") {
             for key in set.as_array().expect("a set") {
-                assert!(record[key.as_str().unwrap()].is_string(), "{key} in {record}");
+                assert!(
+                    record[key.as_str().unwrap()].is_string(),
+                    "{key} in {record}"
+                );
             }
         }
         for m in d["Metrics"].as_array().expect("metrics") {
             assert!(m["Unit"].is_string());
-            assert!(record[m["Name"].as_str().unwrap()].is_number(), "{m} in {record}");
+            assert!(
+                record[m["Name"].as_str().unwrap()].is_number(),
+                "{m} in {record}"
+            );
         }
     }
 }
@@ -37,7 +46,13 @@ async fn a_load_records_files_bytes_rows_from_load_history_and_freshness() {
         assert_eq!(keys.len(), 2);
         let mut total = 0;
         for k in keys {
-            let head = stack.s3.head_object().bucket(&stack.bucket).key(k).send().await;
+            let head = stack
+                .s3
+                .head_object()
+                .bucket(&stack.bucket)
+                .key(k)
+                .send()
+                .await;
             total += head.expect("head").content_length().unwrap_or_default();
         }
         total
@@ -59,7 +74,9 @@ async fn a_load_records_files_bytes_rows_from_load_history_and_freshness() {
     let calls = r["DataApiCalls"].as_u64().unwrap();
     assert!(calls >= 5, "acquire, load and history calls: {calls}");
     assert!(r["CopyTime"].as_f64().unwrap() > 0.0);
-    let lag = r["FreshnessLag"].as_f64().expect("a lag for the loaded object");
+    let lag = r["FreshnessLag"]
+        .as_f64()
+        .expect("a lag for the loaded object");
     assert!((5.0..120.0).contains(&lag), "event 5 s ago: {lag}");
 
     // The same event again: up to date, nothing loaded, no lag, no rows.
@@ -100,9 +117,19 @@ async fn a_failed_copy_and_a_skip_are_recorded_by_type() {
     assert!(r.get("RowsLoaded").is_none());
 
     let marker = stack.event(&format!("{ORDERS_DAY}/_SUCCESS"), 0);
-    let m = handle_measured(&loader, &Settings::default(), &marker, &holder(), deadline()).await;
+    let m = handle_measured(
+        &loader,
+        &Settings::default(),
+        &marker,
+        &holder(),
+        deadline(),
+    )
+    .await;
     assert_emf(&m.record);
     assert_eq!(m.record["Skipped"], 1);
     assert_eq!(m.record["DataApiCalls"], 0, "a skip never calls Redshift");
-    assert_eq!(m.record["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
+    assert_eq!(
+        m.record["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([[]])
+    );
 }

@@ -3,6 +3,14 @@
 // The SDK's nested futures exceed the default when the compiler computes their layout.
 #![recursion_limit = "256"]
 
+// One module per subcommand, beside this file (a crate root looks in src/bin/).
+#[path = "loaderctl/history.rs"]
+mod history;
+#[path = "loaderctl/report.rs"]
+mod report;
+#[path = "loaderctl/status.rs"]
+mod status;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,6 +57,11 @@ enum Command {
         table: String,
         partition: Option<String>,
     },
+    /// Per table: last load, lag, lease, files in the last hour and day, recent load
+    /// failures. Exits 1 when a table failed since its last load.
+    Status(status::Args),
+    /// The loads of a table with Redshift's load history (rows, COPY time, query ids).
+    History(history::Args),
 }
 
 #[tokio::main]
@@ -76,7 +89,7 @@ async fn main() -> ExitCode {
     }
 }
 
-type Ctl = Loader<partition_loader::warehouse::DataApi, partition_loader::storage::S3>;
+pub(crate) type Ctl = Loader<partition_loader::warehouse::DataApi, partition_loader::storage::S3>;
 
 fn print_result(result: Result<partition_loader::Outcome, LoaderError>, context: Value) -> bool {
     match result {
@@ -202,6 +215,8 @@ async fn run(
             );
             Ok(true)
         }
+        Command::Status(args) => status::run(loader, args, deadline()).await,
+        Command::History(args) => history::run(loader, args, deadline()).await,
         Command::Ledger { table, partition } => {
             let table = table_arg(&table)?;
             let mut sql = format!(

@@ -39,10 +39,24 @@ fn database_setup_sql() -> String {
              AS $getdate$ SELECT date_trunc('second', statement_timestamp() AT TIME ZONE 'UTC') $getdate$;
          CREATE SEQUENCE IF NOT EXISTS public.rdl_query_id_seq;
          {history}
+         {errors}
          COMMIT;",
-        history = redshift_copy::HISTORY_DDL
+        history = redshift_copy::HISTORY_DDL,
+        errors = LOAD_ERRORS_DDL
     )
 }
+
+/// Redshift's `SYS_LOAD_ERROR_DETAIL` (its columns, in schema `public`): one row per
+/// failed COPY here. Redshift's system logs are not transactional: the row stays when
+/// the COPY's transaction rolls back, so it is written on a connection of its own.
+/// <https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_ERROR_DETAIL.html>
+const LOAD_ERRORS_DDL: &str = "
+         CREATE TABLE IF NOT EXISTS public.sys_load_error_detail (
+           user_id integer, query_id bigint, transaction_id bigint, session_id integer,
+           database_name character(64), table_id integer, start_time timestamp,
+           file_name character(256), line_number bigint, column_name character(127),
+           column_type character(10), column_length character(10), position integer,
+           error_code integer, error_message character(512));";
 
 pub struct Executor {
     postgres: tokio_postgres::Config,
@@ -261,6 +275,7 @@ impl Executor {
                 sub.query_id,
                 statement.scope(),
                 statement.redshift_pid,
+                statement.target.database.as_deref().unwrap_or_default(),
             )
             .await;
         match outcome {
@@ -283,6 +298,7 @@ impl Executor {
         query_id: i64,
         scope: Option<&str>,
         pid: i64,
+        database: &str,
     ) -> Result<Done, String> {
         if translate::is_transaction_control(sql) {
             return Err("ERROR: transaction control statements (BEGIN, COMMIT, ROLLBACK, ...) cannot be run through the Data API here: each call is its own transaction, and a batch is one transaction".into());
@@ -291,11 +307,20 @@ impl Executor {
             Some(Err(e)) => Err(copy_error_text(&e, pid)),
             Some(Ok(command)) => {
                 if let Some(message) = self.faults.take_copy_failure(scope, &command.table) {
+                    self.record_load_error(database, query_id, &command, &message, pid)
+                        .await;
                     return Err(message);
                 }
-                let report = redshift_copy::execute(&command, &self.s3, client, query_id)
-                    .await
-                    .map_err(|e| copy_error_text(&e, pid))?;
+                let report =
+                    match redshift_copy::execute(&command, &self.s3, client, query_id).await {
+                        Ok(report) => report,
+                        Err(e) => {
+                            let message = copy_error_text(&e, pid);
+                            self.record_load_error(database, query_id, &command, &message, pid)
+                                .await;
+                            return Err(message);
+                        }
+                    };
                 Ok(Done {
                     rows: i64::try_from(report.rows).unwrap_or(i64::MAX),
                     result: None,
@@ -328,6 +353,44 @@ impl Executor {
                     })
                 }
             }
+        }
+    }
+
+    /// Writes the `sys_load_error_detail` row of a failed COPY on a connection of its
+    /// own, so that it outlives the rollback. The file is the COPY's source (the
+    /// manifest or prefix): the emulator does not tell which file of it failed.
+    /// Best effort: a failure here is logged, never the statement's error.
+    async fn record_load_error(
+        &self,
+        database: &str,
+        query_id: i64,
+        command: &redshift_copy::CopyCommand,
+        message: &str,
+        pid: i64,
+    ) {
+        let result = async {
+            let log = self.connect(database).await?;
+            let session = i32::try_from(pid).unwrap_or_default();
+            log.execute(
+                "INSERT INTO public.sys_load_error_detail (user_id, query_id, session_id, \
+                 database_name, table_id, start_time, file_name, error_message) \
+                 VALUES ((SELECT usesysid::int FROM pg_user WHERE usename = current_user), \
+                 $1, $2, current_database(), (SELECT to_regclass($3)::oid::int), \
+                 clock_timestamp() AT TIME ZONE 'UTC', left($4, 256), left($5, 512))",
+                &[
+                    &query_id,
+                    &session,
+                    &command.table,
+                    &command.source,
+                    &message,
+                ],
+            )
+            .await
+            .map_err(|e| postgres_error_text(&e, pid))
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not record sys_load_error_detail");
         }
     }
 

@@ -1,0 +1,311 @@
+//! `loaderctl status [TABLE]`: is every table fresh, is anything stuck, what failed.
+//! Per table: the last load (time, files, bytes, rows from Redshift's load history),
+//! the lag of its newest object (S3 LastModified → ledger commit), the lease (holder,
+//! age, expiry), files loaded in the last hour and day, and the newest load failures
+//! Redshift recorded in `SYS_LOAD_ERROR_DETAIL` (file and reason).
+
+use std::collections::BTreeSet;
+
+use chrono::NaiveDateTime;
+use partition_loader::sql::{self, TableName};
+use partition_loader::{manifest, plan, LoaderError};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::report::{self, number, text, timestamp};
+use crate::Ctl;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this table (schema.table); default: every table of the routes, the ledger
+    /// and the lease table.
+    pub table: Option<String>,
+    /// One JSON object per table and line, instead of a text table.
+    #[arg(long)]
+    pub json: bool,
+    /// How many recent load failures to show per table.
+    #[arg(long, default_value_t = 5)]
+    pub failures: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct TableStatus {
+    table: String,
+    last_load: Option<LastLoad>,
+    /// Seconds from the S3 LastModified of the last load's newest object to its commit.
+    newest_object_lag_seconds: Option<i64>,
+    lease: Option<Lease>,
+    files_last_hour: i64,
+    files_last_day: i64,
+    files_total: i64,
+    recent_failures: Vec<Failure>,
+}
+
+#[derive(Debug, Serialize)]
+struct LastLoad {
+    load_id: String,
+    loaded_at: String,
+    /// Seconds since the commit, by the warehouse's clock.
+    age_seconds: Option<i64>,
+    files: i64,
+    bytes: i64,
+    /// From `SYS_LOAD_HISTORY`; `None` when Redshift has no record of the COPY (any more).
+    rows: Option<i64>,
+    holder: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Lease {
+    holder: String,
+    acquired_at: String,
+    expires_at: String,
+    age_seconds: Option<i64>,
+    /// `live`, or `expired` (the next acquire deletes it).
+    state: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Failure {
+    at: String,
+    file: String,
+    reason: String,
+    query_id: Option<i64>,
+}
+
+/// Prints the status; `Ok(true)` unless a table has a failure newer than its last
+/// load, so scripts can alert on the exit code.
+pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, LoaderError> {
+    let config = loader.config();
+    let schema = &config.loader_schema;
+    let one = match &args.table {
+        Some(t) => Some(TableName::parse(t).map_err(LoaderError::Config)?),
+        None => None,
+    };
+    let params = |t: &Option<TableName>| match t {
+        Some(t) => vec![("table", t.to_string())],
+        None => Vec::new(),
+    };
+    let (ledger_sql, lease_sql) = match one {
+        Some(_) => (sql::status_ledger_of(schema), sql::leases_of(schema)),
+        None => (sql::status_ledger_all(schema), sql::leases_all(schema)),
+    };
+    let ledger = loader.query(ledger_sql, params(&one), deadline).await?;
+    let leases = loader.query(lease_sql, params(&one), deadline).await?;
+
+    let mut tables: BTreeSet<String> = BTreeSet::new();
+    match &one {
+        Some(t) => {
+            tables.insert(t.to_string());
+        }
+        None => {
+            tables.extend(config.routes.iter().map(|r| r.table.to_string()));
+            tables.extend(ledger.iter().filter_map(|r| text(r, 0).map(str::to_string)));
+            tables.extend(leases.iter().filter_map(|r| text(r, 0).map(str::to_string)));
+        }
+    }
+    let s3 = s3_client().await;
+    let mut all_ok = true;
+    let mut statuses = Vec::new();
+    for table in tables {
+        let mut status = TableStatus {
+            table: table.clone(),
+            last_load: None,
+            newest_object_lag_seconds: None,
+            lease: None,
+            files_last_hour: 0,
+            files_last_day: 0,
+            files_total: 0,
+            recent_failures: Vec::new(),
+        };
+        let Ok(name) = TableName::parse(&table) else {
+            statuses.push(status);
+            continue;
+        };
+        let manifests = manifest::table_manifest_url(&config.manifest, &name);
+        if let Some(row) = ledger.iter().find(|r| text(r, 0) == Some(table.as_str())) {
+            status.files_total = number(row, 1).unwrap_or(0);
+            status.files_last_hour = number(row, 2).unwrap_or(0);
+            status.files_last_day = number(row, 3).unwrap_or(0);
+            let loaded_at = timestamp(text(row, 5));
+            let load_id = text(row, 4).unwrap_or_default().to_string();
+            let rows = if load_id.is_empty() {
+                None
+            } else {
+                let copies = loader
+                    .query(
+                        sql::load_copies(),
+                        vec![
+                            ("manifests", manifests.clone()),
+                            ("load_id", load_id.clone()),
+                        ],
+                        deadline,
+                    )
+                    .await?;
+                report::copies_by_load(&copies)
+                    .get(&load_id)
+                    .map(|c| c.rows)
+            };
+            if let (Some(url), Some(at)) = (text(row, 9), loaded_at) {
+                status.newest_object_lag_seconds = object_lag(&s3, url, at).await;
+            }
+            let now = timestamp(text(row, 10));
+            status.last_load = Some(LastLoad {
+                load_id,
+                loaded_at: loaded_at.map(report::show_time).unwrap_or_default(),
+                age_seconds: now.zip(loaded_at).map(|(n, a)| (n - a).num_seconds()),
+                files: number(row, 6).unwrap_or(0),
+                bytes: number(row, 7).unwrap_or(0),
+                rows,
+                holder: text(row, 8).unwrap_or_default().to_string(),
+            });
+        }
+        if let Some(row) = leases.iter().find(|r| text(r, 0) == Some(table.as_str())) {
+            let (acquired, expires, now) = (
+                timestamp(text(row, 2)),
+                timestamp(text(row, 3)),
+                timestamp(text(row, 4)),
+            );
+            status.lease = Some(Lease {
+                holder: text(row, 1).unwrap_or_default().to_string(),
+                acquired_at: acquired.map(report::show_time).unwrap_or_default(),
+                expires_at: expires.map(report::show_time).unwrap_or_default(),
+                age_seconds: now.zip(acquired).map(|(n, a)| (n - a).num_seconds()),
+                state: if expires > now { "live" } else { "expired" },
+            });
+        }
+        // Failures under the table's data prefixes (Redshift names the data file) and
+        // its manifest prefix (a failure before any file, or the emulator).
+        let mut prefixes = vec![manifests];
+        for route in config.routes.iter().filter(|r| r.table == name) {
+            if let Some(bucket) = &route.bucket {
+                prefixes.push(plan::s3_url(bucket, &route.prefix));
+            }
+        }
+        prefixes.truncate(sql::URL_PREFIX_PARAMS.len());
+        let params = sql::URL_PREFIX_PARAMS
+            .iter()
+            .copied()
+            .zip(prefixes.iter().cloned())
+            .collect();
+        let failures = loader
+            .query(
+                sql::load_errors(prefixes.len(), args.failures),
+                params,
+                deadline,
+            )
+            .await?;
+        status.recent_failures = failures
+            .iter()
+            .map(|r| Failure {
+                at: timestamp(text(r, 0))
+                    .map(report::show_time)
+                    .unwrap_or_default(),
+                file: text(r, 1).unwrap_or_default().to_string(),
+                reason: text(r, 2).unwrap_or_default().to_string(),
+                query_id: number(r, 3),
+            })
+            .collect();
+        let last_load_at = status
+            .last_load
+            .as_ref()
+            .map(|l| l.loaded_at.clone())
+            .unwrap_or_default();
+        // Times have whole seconds: a failure in the second of the last load counts
+        // as not yet followed by a load (the stricter reading).
+        if status.recent_failures.iter().any(|f| f.at >= last_load_at) {
+            all_ok = false;
+        }
+        statuses.push(status);
+    }
+
+    if args.json {
+        for s in &statuses {
+            println!("{}", serde_json::to_string(s).unwrap_or_default());
+        }
+    } else {
+        print!("{}", render(&statuses));
+    }
+    Ok(all_ok)
+}
+
+/// The text table, then each table's failures indented below it.
+fn render(statuses: &[TableStatus]) -> String {
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|s| {
+            let last = s.last_load.as_ref();
+            vec![
+                s.table.clone(),
+                last.map(|l| l.loaded_at.clone())
+                    .unwrap_or_else(|| "never".into()),
+                last.and_then(|l| l.age_seconds)
+                    .map(report::human_seconds)
+                    .unwrap_or_else(|| "-".into()),
+                last.map(|l| format!("{} ({})", l.files, report::human_bytes(l.bytes)))
+                    .unwrap_or_else(|| "-".into()),
+                last.and_then(|l| l.rows)
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.newest_object_lag_seconds
+                    .map(report::human_seconds)
+                    .unwrap_or_else(|| "-".into()),
+                match &s.lease {
+                    Some(l) => format!(
+                        "{} {} ({})",
+                        l.state,
+                        l.holder,
+                        l.age_seconds
+                            .map(report::human_seconds)
+                            .unwrap_or_else(|| "?".into())
+                    ),
+                    None => "free".into(),
+                },
+                s.files_last_hour.to_string(),
+                s.files_last_day.to_string(),
+                s.recent_failures.len().to_string(),
+            ]
+        })
+        .collect();
+    let mut out = report::render_table(
+        &[
+            "TABLE",
+            "LAST LOAD (UTC)",
+            "AGE",
+            "FILES",
+            "ROWS",
+            "LAG",
+            "LEASE",
+            "1H",
+            "24H",
+            "FAILURES",
+        ],
+        &rows,
+    );
+    for s in statuses.iter().filter(|s| !s.recent_failures.is_empty()) {
+        out.push_str(&format!("\nrecent load failures of {}:\n", s.table));
+        for f in &s.recent_failures {
+            out.push_str(&format!("  {}  {}\n    {}\n", f.at, f.file, f.reason));
+        }
+    }
+    out
+}
+
+/// An S3 client like the loader's (path-style for a custom endpoint).
+async fn s3_client() -> aws_sdk_s3::Client {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let mut s3 = aws_sdk_s3::config::Builder::from(&sdk);
+    if std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+        s3 = s3.force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(s3.build())
+}
+
+/// Seconds from the object's LastModified to `loaded_at`; `None` when the object is
+/// gone or unreadable (the status still shows everything else).
+async fn object_lag(s3: &aws_sdk_s3::Client, url: &str, loaded_at: NaiveDateTime) -> Option<i64> {
+    let (bucket, key) = url.strip_prefix("s3://")?.split_once('/')?;
+    let head = s3.head_object().bucket(bucket).key(key).send().await.ok()?;
+    let modified = head.last_modified()?;
+    let modified = chrono::DateTime::from_timestamp(modified.secs(), 0)?.naive_utc();
+    Some((loaded_at - modified).num_seconds().max(0))
+}
