@@ -1,11 +1,11 @@
 //! The flow of one event: parse → route → partition → lease → diff → manifest → load.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::backfill::{self, PartitionWork};
 use crate::backoff::Backoff;
 use crate::config::{Config, Mode, Route};
 use crate::error::LoaderError;
@@ -534,43 +534,27 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         per_partition: Duration,
     ) -> Result<Vec<Result<Outcome, LoaderError>>, LoaderError> {
-        let mut partitions: BTreeMap<(usize, String), (&Route, Partition)> = BTreeMap::new();
-        let mut results = Vec::new();
-        let listed = self.storage.list(bucket, prefix).await?;
-        for obj in listed {
-            let Routed::Load(route) = route::route(&self.config, bucket, &obj.key, Some(obj.size))
-            else {
-                continue;
-            };
-            let index = self
-                .config
-                .routes
-                .iter()
-                .position(|r| std::ptr::eq(r, route))
-                .unwrap_or_default();
-            match partition::parse(route, &obj.key) {
-                Ok(p) => {
-                    partitions
-                        .entry((index, p.path.clone()))
-                        .or_insert((route, p));
-                }
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        for (route, partition) in partitions.values() {
+        let (work, errors) = self.backfill_partitions(bucket, prefix).await?;
+        let mut results: Vec<_> = errors.into_iter().map(Err).collect();
+        for w in &work {
+            let until = Instant::now() + per_partition;
             results.push(
-                self.load_partition(
-                    route,
-                    bucket,
-                    partition,
-                    None,
-                    holder,
-                    Instant::now() + per_partition,
-                )
-                .await,
+                self.load_partition(w.route, bucket, &w.partition, None, holder, until)
+                    .await,
             );
         }
         Ok(results)
+    }
+
+    /// The partitions a backfill of `s3://bucket/prefix` would load, with their listed
+    /// files (see [`backfill::partitions`]); for progress and dry runs.
+    pub async fn backfill_partitions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(Vec<PartitionWork<'_>>, Vec<LoaderError>), LoaderError> {
+        let listed = self.storage.list(bucket, prefix).await?;
+        Ok(backfill::partitions(&self.config, bucket, listed))
     }
 }
 

@@ -593,6 +593,26 @@ pub fn load_copies() -> String {
     )
 }
 
+/// The ledger rows of `:table`'s `:partition`: `s3_url, etag` (what a dry run diffs
+/// the listing against, without taking the lease).
+pub fn partition_ledger(schema: &Ident) -> String {
+    format!(
+        "SELECT s3_url, etag FROM {}.loaded_files WHERE table_name = :table \
+         AND partition_path = :partition",
+        schema.quoted()
+    )
+}
+
+/// [`partition_ledger`] of a route without partition columns (its path is empty, and
+/// Redshift rejects an empty parameter value).
+pub fn unpartitioned_ledger(schema: &Ident) -> String {
+    format!(
+        "SELECT s3_url, etag FROM {}.loaded_files WHERE table_name = :table \
+         AND partition_path = ''",
+        schema.quoted()
+    )
+}
+
 const HISTORY_COPIES: &str = "SELECT query_id, transaction_id, TRIM(data_source), loaded_rows, \
      duration, start_time, TRIM(status) FROM sys_load_history";
 

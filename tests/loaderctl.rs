@@ -330,3 +330,81 @@ async fn status_and_history_report_loads_failures_and_the_lease() {
     let out = ctl(&stack, &["history", &t]).await;
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("LOADED (UTC)"));
 }
+
+/// `backfill --dry-run` lists per partition what it would load and loads nothing;
+/// the real backfill then writes one plain progress line per partition to stderr
+/// (not a terminal here) and its outcomes to stdout.
+#[tokio::test]
+async fn backfill_dry_run_lists_and_progress_goes_to_stderr_as_lines() {
+    let stack = Stack::new().await;
+    let loader = stack.loader(&stack.orders_route("")).await;
+    let t = stack.orders_table().await;
+    let loaded = stack.orders_file("part-0.parquet", 0..3).await;
+    assert_eq!(loaded_files(&handle(&loader, &loaded).await), 1);
+    let new_key = format!("{ORDERS_DAY}/part-1.parquet");
+    let new_size = stack.put_parquet(&new_key, 3..5).await;
+    let other = "orders/order_date=2024-05-29";
+    for i in 0..2 {
+        stack
+            .put_parquet(&format!("{other}/part-{i}.parquet"), 0..2)
+            .await;
+    }
+    stack.put(&format!("{other}/_SUCCESS"), Vec::new()).await;
+    let url = format!("s3://{}/orders/", stack.bucket);
+
+    let out = ctl(&stack, &["backfill", &url, "--dry-run"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan = lines(&out);
+    assert_eq!(plan.len(), 2, "{}", describe(&out));
+    assert!(plan
+        .iter()
+        .all(|p| p["dry_run"] == true && p["table"] == t.as_str()));
+    assert_eq!(plan[0]["partition_path"], "order_date=2024-05-28/");
+    assert_eq!(plan[0]["action"], "load");
+    assert_eq!(
+        plan[0]["files"],
+        serde_json::json!([format!("s3://{}/{new_key}", stack.bucket)]),
+        "only the file the ledger lacks"
+    );
+    assert_eq!(plan[0]["bytes"], new_size);
+    assert_eq!(plan[1]["partition_path"], "order_date=2024-05-29/");
+    assert_eq!(plan[1]["files"].as_array().unwrap().len(), 2, "no marker");
+    assert_eq!(stack.rows(&t).await, 3, "a dry run loads nothing");
+    assert_eq!(stack.ledger_rows(&t).await, 1);
+    assert!(out.stderr.is_empty(), "{}", describe(&out));
+
+    let out = ctl(&stack, &["backfill", &url]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(lines(&out).len(), 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("backfill: "))
+        .collect();
+    assert_eq!(progress.len(), 2, "{stderr}");
+    assert!(
+        progress[0].starts_with("backfill: 1/2 partitions, files 2/4, "),
+        "{stderr}"
+    );
+    assert!(
+        progress[0].ends_with(&format!("{t} order_date=2024-05-28/: loaded")),
+        "{stderr}"
+    );
+    assert!(
+        progress[1].starts_with("backfill: 2/2 partitions, files 4/4, "),
+        "{stderr}"
+    );
+    assert!(progress[1].contains("ETA 0s"), "{stderr}");
+    assert!(
+        !stderr.contains('\r'),
+        "no bar drawing off a terminal: {stderr:?}"
+    );
+    assert_eq!(stack.rows(&t).await, 3 + 2 + 4);
+
+    let out = ctl(&stack, &["backfill", &url, "--dry-run"]).await;
+    assert!(
+        lines(&out).iter().all(|p| p["action"] == "up_to_date"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -4,6 +4,8 @@
 #![recursion_limit = "256"]
 
 // One module per subcommand, beside this file (a crate root looks in src/bin/).
+#[path = "loaderctl/backfill.rs"]
+mod backfill;
 #[path = "loaderctl/history.rs"]
 mod history;
 #[path = "loaderctl/report.rs"]
@@ -16,7 +18,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use partition_loader::config::S3Location;
 use partition_loader::sql::{literal, TableName};
 use partition_loader::{init_logging, Config, Loader, LoaderError};
 use serde_json::{json, Value};
@@ -42,8 +43,9 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Load every partition found under s3://bucket/prefix with the same protocol.
-    Backfill { url: String },
+    /// Load every partition found under s3://bucket/prefix with the same protocol;
+    /// progress on stderr, `--dry-run` to list what would be loaded.
+    Backfill(backfill::Args),
     /// Show the leases.
     Locks,
     /// Release a table's lease by hand; a live lease only with --force.
@@ -91,7 +93,10 @@ async fn main() -> ExitCode {
 
 pub(crate) type Ctl = Loader<partition_loader::warehouse::DataApi, partition_loader::storage::S3>;
 
-fn print_result(result: Result<partition_loader::Outcome, LoaderError>, context: Value) -> bool {
+pub(crate) fn print_result(
+    result: Result<partition_loader::Outcome, LoaderError>,
+    context: Value,
+) -> bool {
     match result {
         Ok(outcome) => {
             outcome.log();
@@ -149,17 +154,7 @@ async fn run(
             }
             Ok(all_ok)
         }
-        Command::Backfill { url } => {
-            let location = S3Location::parse(&url).map_err(LoaderError::Config)?;
-            let results = loader
-                .backfill(&location.bucket, &location.prefix, holder, budget)
-                .await?;
-            let mut all_ok = true;
-            for r in results {
-                all_ok &= print_result(r, json!({}));
-            }
-            Ok(all_ok)
-        }
+        Command::Backfill(args) => backfill::run(loader, args, holder, budget).await,
         Command::Locks => {
             let rows = loader
                 .query(

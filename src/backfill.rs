@@ -1,0 +1,123 @@
+//! A backfill's work list: the objects listed under `s3://bucket/prefix`, grouped into
+//! partitions of their routes, with the files and bytes of each, so that a backfill can
+//! show progress (files and bytes of the total) and a dry run can say what it would load.
+//! Pure.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, Route};
+use crate::error::LoaderError;
+use crate::partition::{self, Partition};
+use crate::plan::ListedObject;
+use crate::route::{self, Routed};
+
+/// One partition to load, with its data files as listed (markers and deeper keys left
+/// out, as the load itself leaves them out).
+#[derive(Debug)]
+pub struct PartitionWork<'c> {
+    pub route: &'c Route,
+    pub partition: Partition,
+    pub files: Vec<ListedObject>,
+}
+
+impl PartitionWork<'_> {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size.max(0) as u64).sum()
+    }
+}
+
+/// The partitions under the listing in route order, then partition path order; and one
+/// error per key that a route claims but whose partition cannot be read.
+pub fn partitions<'c>(
+    config: &'c Config,
+    bucket: &str,
+    listed: Vec<ListedObject>,
+) -> (Vec<PartitionWork<'c>>, Vec<LoaderError>) {
+    let mut work: BTreeMap<(usize, String), PartitionWork<'c>> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for obj in listed {
+        let Routed::Load(route) = route::route(config, bucket, &obj.key, Some(obj.size)) else {
+            continue;
+        };
+        let index = config
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .unwrap_or_default();
+        match partition::parse(route, &obj.key) {
+            Ok(p) => {
+                let prefix = p.list_prefix(route);
+                let directly_inside = obj
+                    .key
+                    .strip_prefix(&prefix)
+                    .is_some_and(|name| !name.contains('/'));
+                let entry = work
+                    .entry((index, p.path.clone()))
+                    .or_insert_with(|| PartitionWork {
+                        route,
+                        partition: p,
+                        files: Vec::new(),
+                    });
+                if directly_inside {
+                    entry.files.push(obj);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (work.into_values().collect(), errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let routes =
+            "[[routes]]\nprefix = \"orders/\"\ntable = \"s.orders\"\nformat = \"parquet\"\n\
+             partition_columns = [{ name = \"d\", type = \"date\" }]\n";
+        let env = [
+            ("REDSHIFT_WORKGROUP", "wg"),
+            ("REDSHIFT_DATABASE", "dev"),
+            ("COPY_IAM_ROLE", "arn:aws:iam::1:role/r"),
+            ("MANIFEST_PREFIX", "s3://m/_loader/"),
+            ("LOADER_CONFIG", routes),
+        ];
+        Config::from_lookup(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap()
+    }
+
+    fn obj(key: &str, size: i64) -> ListedObject {
+        ListedObject {
+            key: key.into(),
+            size,
+            etag: "e".into(),
+        }
+    }
+
+    #[test]
+    fn objects_are_grouped_by_partition_with_their_bytes() {
+        let config = config();
+        let listed = vec![
+            obj("orders/d=2024-05-02/b.parquet", 20),
+            obj("orders/d=2024-05-01/a.parquet", 10),
+            obj("orders/d=2024-05-02/a.parquet", 5),
+            obj("orders/d=2024-05-02/_SUCCESS", 0),
+            obj("orders/d=not-a-date/a.parquet", 1),
+            obj("elsewhere/x.parquet", 1),
+        ];
+        let (work, errors) = partitions(&config, "lake", listed);
+        assert_eq!(work.len(), 2);
+        assert_eq!(work[0].partition.path, "d=2024-05-01/");
+        assert_eq!(work[0].files.len(), 1);
+        assert_eq!(work[1].partition.path, "d=2024-05-02/");
+        assert_eq!(work[1].files.len(), 2, "the marker is not a data file");
+        assert_eq!(work[1].bytes(), 25);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].error_type(), "Permanent.BadPartition");
+    }
+}
