@@ -354,3 +354,56 @@ async fn fail_copies_fault_fails_the_batch_once() {
     assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
     assert_eq!(h.scalar(&format!("SELECT count(*) FROM {t}")).await, "1");
 }
+
+/// Redshift's system logs are not transactional: a COPY that fails inside a batch
+/// leaves its `SYS_LOAD_ERROR_DETAIL` row although the batch rolled back; a COPY that
+/// succeeds leaves none.
+#[tokio::test]
+async fn a_failed_copy_is_logged_in_sys_load_error_detail_despite_the_rollback() {
+    let h = start().await;
+    let bucket = bucket(&h).await;
+    let t = h.table("errlog");
+    h.ok(&format!("CREATE TABLE {t} (s varchar(20), i int)"))
+        .await; // 2 columns, the Parquet file has 8
+    put(&h, &bucket, "errlog/part-0.parquet", parquet_file(1)).await;
+    put(&h, &bucket, "ok/a.csv", b"x,1\n".to_vec()).await;
+    let source = format!("s3://{bucket}/errlog/");
+    let failing = format!("COPY {t} FROM '{source}' {ROLE} FORMAT AS PARQUET");
+    let insert = format!("INSERT INTO {t} VALUES ('kept?', 1)");
+    let d = h.batch(&[&insert, &failing]).await;
+    assert_eq!(status(&d), "FAILED");
+    let query_id = d.sub_statements()[1].redshift_query_id();
+    assert!(query_id > 0);
+    assert_eq!(
+        h.scalar(&format!("SELECT count(*) FROM {t}")).await,
+        "0",
+        "rolled back"
+    );
+    let logged = h
+        .rows(&format!(
+            "SELECT TRIM(file_name), TRIM(error_message), table_id = (SELECT '{t}'::regclass::oid::int) \
+             FROM sys_load_error_detail WHERE query_id = {query_id}"
+        ))
+        .await;
+    assert_eq!(logged.len(), 1, "one row for the failed COPY");
+    assert_eq!(text(&logged[0][0]), source);
+    assert!(
+        text(&logged[0][1]).contains("Unmatched number of columns"),
+        "{}",
+        text(&logged[0][1])
+    );
+    assert_eq!(text(&logged[0][2]), "true", "table_id is the target's oid");
+
+    let ok = h
+        .batch(&[&format!("COPY {t} FROM 's3://{bucket}/ok/' {ROLE} CSV")])
+        .await;
+    assert_eq!(status(&ok), "FINISHED", "{:?}", ok.error());
+    let ok_id = ok.sub_statements()[0].redshift_query_id();
+    assert_eq!(
+        h.scalar(&format!(
+            "SELECT count(*) FROM sys_load_error_detail WHERE query_id = {ok_id}"
+        ))
+        .await,
+        "0"
+    );
+}
