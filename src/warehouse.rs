@@ -141,7 +141,10 @@ impl DataApi {
                         .client
                         .execute_statement()
                         .sql(sql)
-                        .set_parameters(Some(params.clone()))
+                        // No Parameters member at all without parameters: the API
+                        // reference gives the array a minimum of one item (stricter
+                        // reading where an empty array's fate is not documented).
+                        .set_parameters((!params.is_empty()).then(|| params.clone()))
                         .client_token(client_token);
                     addressed!(req, self).send()
                 })
