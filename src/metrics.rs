@@ -282,10 +282,18 @@ pub fn record(settings: &Settings, inv: &Invocation<'_>) -> Value {
     metric("LeaseWait", "Milliseconds", json!(millis(f.lease_wait)));
     metric("CopyTime", "Milliseconds", json!(millis(f.copy_time)));
     metric("DataApiCalls", "Count", json!(f.data_api_calls));
-    if outcome == "loaded" {
-        if let Some(lag) = freshness_lag(inv.event_time, f.committed_at) {
-            metric("FreshnessLag", "Seconds", json!(lag));
-        }
+    // The lag of the event's object: this invocation's commit; or, when it waited and
+    // found its object loaded by the lease holder, now (an upper bound, late by at most
+    // one poll pause) — otherwise objects absorbed by a holder's load would go unmeasured.
+    let committed = match inv.result {
+        Ok(Outcome::Loaded { .. }) => f.committed_at,
+        Ok(Outcome::UpToDate {
+            loaded_by: Some(_), ..
+        }) => Some(inv.now),
+        _ => None,
+    };
+    if let Some(lag) = freshness_lag(inv.event_time, committed) {
+        metric("FreshnessLag", "Seconds", json!(lag));
     }
 
     // Dimension values: a configured dimension without a value (no table for a skip)
@@ -594,12 +602,17 @@ mod tests {
         let settings =
             Settings::parse(None, Some("Table,FunctionName"), Some("loader".into())).unwrap();
         let figures = Figures::default();
+        let event_time = Some(
+            DateTime::parse_from_rfc3339("2024-05-28T10:00:30Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        );
         let r = record(
             &settings,
             &Invocation {
                 result: Ok(&outcome),
                 table: Some("s.t".into()),
-                event_time: None,
+                event_time,
                 request_id: "r",
                 figures: &figures,
                 now: now(),
@@ -612,6 +625,31 @@ mod tests {
         );
         assert_eq!(r["FunctionName"], "loader");
         assert_eq!(r["UpToDate"], 1);
+        assert!(
+            r.get("FreshnessLag").is_none(),
+            "up to date on its own (a repeated event): no lag"
+        );
+        let waited = Outcome::UpToDate {
+            table: "s.t".into(),
+            partition: PartitionValues::default(),
+            loaded_by: Some("req-0".into()),
+        };
+        let r = record(
+            &settings,
+            &Invocation {
+                result: Ok(&waited),
+                table: Some("s.t".into()),
+                event_time,
+                request_id: "r",
+                figures: &figures,
+                now: now(),
+            },
+        );
+        check_spec(&r);
+        assert_eq!(
+            r["FreshnessLag"], 30.0,
+            "loaded by the holder while this invocation waited: lag up to now"
+        );
         assert_eq!(camel("queued"), "Queued");
         assert_eq!(camel("up_to_date"), "UpToDate");
     }
