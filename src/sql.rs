@@ -901,4 +901,33 @@ mod tests {
         assert_eq!(stmts.iter().map(|(_, n)| n).sum::<usize>(), 500);
         assert!(ledger_inserts(&head, &[], 100_000).is_empty());
     }
+
+    #[test]
+    fn status_and_history_sql_binds_values_and_inlines_only_numbers() {
+        let schema = Ident::parse("pl").unwrap();
+        assert_eq!(loaded_rows(&[]), None);
+        let rows = loaded_rows(&[7, 42]).unwrap();
+        assert!(
+            rows.contains("FROM sys_load_history WHERE query_id IN (7, 42)"),
+            "{rows}"
+        );
+        let errors = load_errors(2, 5);
+        assert!(errors.contains("POSITION(:p0 IN file_name) = 1 OR POSITION(:p1 IN file_name) = 1"));
+        assert!(errors.ends_with("LIMIT 5"));
+        assert!(
+            !load_errors(0, 5).contains(":p1"),
+            "at least one prefix, never more than asked"
+        );
+        assert!(load_errors(99, 5).contains(":p7") && !load_errors(99, 5).contains(":p8"));
+        assert!(status_ledger_of(&schema).contains("WHERE table_name = :table"));
+        assert!(
+            !status_ledger_all(&schema).contains(':'),
+            "no parameters at all"
+        );
+        assert!(history_loads(&schema, true, 50).contains("AND partition_path = :partition"));
+        assert!(!history_loads(&schema, false, 50).contains(":partition"));
+        // An unpartitioned route's path is empty: it is never sent as a parameter value.
+        assert!(unpartitioned_ledger(&schema).contains("partition_path = ''"));
+        assert!(load_copies().contains(":load_id") && load_copies().contains(":manifests"));
+    }
 }
