@@ -74,7 +74,8 @@ pub async fn run(
             w.bytes(),
             &format!("{label}: {state}"),
         );
-        all_ok &= print_result(result, json!({}));
+        // Stdout and the bar may share a terminal: the line goes out with the bar lifted.
+        all_ok &= progress.suspend(|| print_result(result, json!({})));
     }
     progress.finish();
     Ok(all_ok)
@@ -187,6 +188,13 @@ impl Progress {
                 "{}",
                 progress_line(self.done, self.totals, self.started.elapsed(), label)
             ),
+        }
+    }
+
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
         }
     }
 
