@@ -493,7 +493,7 @@ pub fn loaded_rows(query_ids: &[i64]) -> Option<String> {
 // `table_name` column): a per-table layout changes only these functions.
 
 /// Files a table's ledger holds (total, last hour, last day) joined with its newest
-/// load (load id, time, files, bytes, holder, one object URL of it). Rows: `table_name,
+/// load (`loaded_at` has whole seconds, so of two loads in one second either counts) (load id, time, files, bytes, holder, one object URL of it). Rows: `table_name,
 /// files_total, files_hour, files_day, load_id, loaded_at, files, bytes, holder, s3_url,
 /// now`.
 fn status_ledger(schema: &Ident, filter: &str) -> String {
