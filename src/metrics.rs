@@ -685,4 +685,67 @@ mod tests {
         assert_eq!(figures.files, 2);
         assert_eq!(figures.data_api_calls, 1);
     }
+
+    /// The dashboard and alarms in template.yaml name only metrics a record carries.
+    #[test]
+    fn the_template_watches_metrics_that_exist() {
+        let template = include_str!("../template.yaml");
+        let error = LoaderError::Config("x".into());
+        let outcome = Outcome::Loaded {
+            table: "s.t".into(),
+            partition: PartitionValues::default(),
+            files: 1,
+            statement_id: "x".into(),
+        };
+        let figures = Figures {
+            rows: Some(1),
+            committed_at: Some(now()),
+            ..Figures::default()
+        };
+        let event_time = Some(DateTime::<Utc>::from(UNIX_EPOCH));
+        let mut emitted = Vec::new();
+        for result in [Ok(&outcome), Err(&error)] {
+            let r = record(
+                &Settings::default(),
+                &Invocation {
+                    result,
+                    table: Some("s.t".into()),
+                    event_time,
+                    request_id: "r",
+                    figures: &figures,
+                    now: now(),
+                },
+            );
+            for d in r["_aws"]["CloudWatchMetrics"].as_array().unwrap() {
+                for m in d["Metrics"].as_array().unwrap() {
+                    emitted.push(m["Name"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        let mut watched = Vec::new();
+        for (marker, end) in [
+            ("MetricName=\\\"", '\\'),
+            ("\"${MetricsNamespace}\", \"", '"'),
+        ] {
+            for (at, _) in template.match_indices(marker) {
+                let rest = &template[at + marker.len()..];
+                watched.push(rest[..rest.find(end).unwrap()].to_string());
+            }
+        }
+        let alarms = template.split("Namespace: !Ref MetricsNamespace").skip(1);
+        for alarm in alarms {
+            let line = alarm
+                .lines()
+                .find(|l| l.trim().starts_with("MetricName:"))
+                .unwrap();
+            watched.push(line.trim()["MetricName:".len()..].trim().to_string());
+        }
+        assert!(watched.len() >= 8, "{watched:?}");
+        for name in &watched {
+            assert!(
+                emitted.contains(name),
+                "template watches {name}, never emitted"
+            );
+        }
+    }
 }
