@@ -309,3 +309,67 @@ async fn object_lag(s3: &aws_sdk_s3::Client, url: &str, loaded_at: NaiveDateTime
     let modified = chrono::DateTime::from_timestamp(modified.secs(), 0)?.naive_utc();
     Some((loaded_at - modified).num_seconds().max(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_table_shows_each_table_then_its_failures() {
+        let stuck = TableStatus {
+            table: "sales.orders".into(),
+            last_load: Some(LastLoad {
+                load_id: "l1".into(),
+                loaded_at: "2024-05-28 10:00:00".into(),
+                age_seconds: Some(600),
+                files: 3,
+                bytes: 2048,
+                rows: Some(120),
+                holder: "req-1".into(),
+            }),
+            newest_object_lag_seconds: Some(42),
+            lease: Some(Lease {
+                holder: "req-9".into(),
+                acquired_at: "2024-05-28 10:05:00".into(),
+                expires_at: "2024-05-28 10:21:00".into(),
+                age_seconds: Some(300),
+                state: "live",
+            }),
+            files_last_hour: 3,
+            files_last_day: 40,
+            files_total: 900,
+            recent_failures: vec![Failure {
+                at: "2024-05-28 10:06:00".into(),
+                file: "s3://lake/orders/order_date=2024-05-28/bad.parquet".into(),
+                reason: "Unmatched number of columns".into(),
+                query_id: Some(7),
+            }],
+        };
+        let idle = TableStatus {
+            table: "sales.refunds".into(),
+            last_load: None,
+            newest_object_lag_seconds: None,
+            lease: None,
+            files_last_hour: 0,
+            files_last_day: 0,
+            files_total: 0,
+            recent_failures: Vec::new(),
+        };
+        let text = render(&[stuck, idle]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("TABLE"));
+        assert!(
+            lines[1].starts_with("sales.orders   2024-05-28 10:00:00  10m"),
+            "{text}"
+        );
+        assert!(lines[1].contains("3 (2.0 KB)  120"), "{text}");
+        assert!(
+            lines[1].contains("42s  live req-9 (5m)  3   40   1"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("sales.refunds  never"), "{text}");
+        assert!(lines[2].contains("free"), "{text}");
+        assert_eq!(lines[4], "recent load failures of sales.orders:");
+        assert!(lines[5].contains("bad.parquet") && lines[6].contains("Unmatched"));
+    }
+}
