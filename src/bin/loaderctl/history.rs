@@ -50,7 +50,10 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         params.push(("partition", p.clone()));
     }
     let sql = sql::history_loads(&config.loader_schema, partition.is_some(), args.limit);
-    let loads = loader.query(sql, params, deadline).await?;
+    let loads = loader
+        .query(sql, params, deadline)
+        .await
+        .map_err(|e| report::hint_bootstrap(config.loader_schema.as_str(), e))?;
     let manifests = manifest::table_manifest_url(&config.manifest, &table);
     let copies = loader
         .query(

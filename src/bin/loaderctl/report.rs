@@ -2,9 +2,24 @@
 //! join of ledger loads with Redshift's load history, and the text table. Pure.
 
 use chrono::NaiveDateTime;
-use partition_loader::manifest;
 use partition_loader::warehouse::Row;
+use partition_loader::{manifest, LoaderError};
 use serde::Serialize;
+
+/// Names the fix when the loader schema's tables are missing.
+pub fn hint_bootstrap(schema: &str, e: LoaderError) -> LoaderError {
+    match e {
+        LoaderError::StatementFailed { message, .. }
+            if message.contains("does not exist") && message.contains(schema) =>
+        {
+            LoaderError::Config(format!(
+                "the loader schema {schema} is not bootstrapped (run `loaderctl bootstrap`, \
+                 with LOADER_SCHEMA as the function has it): {message}"
+            ))
+        }
+        other => other,
+    }
+}
 
 /// A timestamp as the Data API returns it (`2024-05-28 10:00:00[.ffffff]`, UTC).
 pub fn timestamp(text: Option<&str>) -> Option<NaiveDateTime> {
@@ -196,5 +211,20 @@ mod tests {
         assert_eq!(human_seconds(600), "10m");
         assert_eq!(human_seconds(3 * 3600), "3h");
         assert_eq!(human_seconds(-3), "0s");
+    }
+
+    #[test]
+    fn a_missing_ledger_says_to_bootstrap() {
+        let e = hint_bootstrap(
+            "pl",
+            LoaderError::StatementFailed {
+                statement_id: "x".into(),
+                message: "ERROR: relation \"pl.loaded_files\" does not exist".into(),
+            },
+        );
+        assert_eq!(e.error_type(), "Permanent.Config");
+        assert!(e.to_string().contains("loaderctl bootstrap"));
+        let other = hint_bootstrap("pl", LoaderError::Throttled("x".into()));
+        assert_eq!(other.error_type(), "Retryable.Throttled");
     }
 }

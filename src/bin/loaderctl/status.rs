@@ -89,7 +89,10 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         Some(_) => (sql::status_ledger_of(schema), sql::leases_of(schema)),
         None => (sql::status_ledger_all(schema), sql::leases_all(schema)),
     };
-    let ledger = loader.query(ledger_sql, params(&one), deadline).await?;
+    let ledger = loader
+        .query(ledger_sql, params(&one), deadline)
+        .await
+        .map_err(|e| report::hint_bootstrap(schema.as_str(), e))?;
     let leases = loader.query(lease_sql, params(&one), deadline).await?;
 
     let mut tables: BTreeSet<String> = BTreeSet::new();
