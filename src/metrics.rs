@@ -440,7 +440,7 @@ mod tests {
     fn a_load_record_carries_every_figure_per_table_and_in_aggregate() {
         let outcome = Outcome::Loaded {
             table: "sales.orders".into(),
-            partition: PartitionValues(vec![("order_date".into(), "2024-05-28".into())]),
+            partition: PartitionValues(vec![("order_date".into(), Some("2024-05-28".into()))]),
             files: 3,
             statement_id: "stmt-1".into(),
         };
