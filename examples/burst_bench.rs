@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! scripts/local-stack up && eval "$(scripts/local-stack env)"
-//! cargo run --release --example burst_bench -- --files 10,50,100 --runs 3 --latency-ms 20
+//! cargo run --example burst_bench -- --files 10,100,1000 --runs 1 --latency-ms 50
 //! ```
 //! (a debug build, `cargo run --example burst_bench`, measures the same: the time goes
 //! into Data API round trips and PostgreSQL, not into the loader's own code.)
@@ -21,8 +21,11 @@
 //! rows, files reported loaded = N, no lease left) before its figures count; a failed
 //! check ends the run with an error instead of a table.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use aws_sdk_redshiftdata::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_redshiftdata::config::{ConfigBag, Intercept, RuntimeComponents};
 
 use clap::Parser;
 use partition_loader::handler::Loader;
@@ -52,8 +55,47 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     rows_per_file: i64,
     /// Added emulator latency per Data API call in the latency variant (0: skip it).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     latency_ms: u64,
+}
+
+/// Counts every HTTP request the loader's Data API client sends (submissions, status
+/// polls, result pages, retries): what the account's request quotas count.
+#[derive(Debug, Clone, Default)]
+struct CallCounter(Arc<Mutex<Vec<Instant>>>);
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_redshiftdata::error::BoxError> {
+        if let Ok(mut calls) = self.0.lock() {
+            calls.push(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+impl CallCounter {
+    /// All calls, and the most calls that fell into one one-second window.
+    fn totals(&self) -> (usize, usize) {
+        let calls = self.0.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut peak = 0;
+        let mut first = 0;
+        for (i, t) in calls.iter().enumerate() {
+            while *t - calls[first] >= Duration::from_secs(1) {
+                first += 1;
+            }
+            peak = peak.max(i + 1 - first);
+        }
+        (calls.len(), peak)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -76,6 +118,12 @@ struct Measured {
     data_seconds: f64,
     /// Sum of the invocations' durations: what Lambda bills.
     invocation_seconds: f64,
+    /// Data API requests sent by the loader (all kinds, retries included).
+    api_calls: usize,
+    /// Most Data API requests within one second.
+    api_peak_per_second: usize,
+    /// Invocations that returned `queued` (handed their object to the holder).
+    queued: usize,
 }
 
 /// One line of the table: every run of one (N, latency) pair.
@@ -125,12 +173,15 @@ async fn main() -> Result<(), Error> {
                     };
                     eprintln!(
                         "N={n:<4} latency={:>3} ms run {r} {name:<8} copies={:<4} \
-                         loading calls={:<4} waiter shortcuts={:<4} all returned {:.2} s, \
-                         data in {:.2} s, invocation-seconds {:.2}",
+                         loading calls={:<4} waiter shortcuts={:<4} queued={:<4} api calls={:<6} \
+                         peak/s={:<5} all returned {:.2} s, data in {:.2} s, invocation-seconds {:.2}",
                         latency,
                         m.copies,
                         m.loading_calls,
                         m.shortcuts,
+                        m.queued,
+                        m.api_calls,
+                        m.api_peak_per_second,
                         m.seconds,
                         m.data_seconds,
                         m.invocation_seconds
@@ -217,8 +268,13 @@ impl Run {
                 return Err(format!("adding fault {spec}: {status} {body}").into());
             }
         }
+        let counter = CallCounter::default();
         let loader = Arc::new(
-            Loader::connect(config(&workgroup, &self.loader_schema, &bucket, &table)?).await,
+            counted_loader(
+                config(&workgroup, &self.loader_schema, &bucket, &table)?,
+                counter.clone(),
+            )
+            .await,
         );
 
         let file = |i: usize| {
@@ -275,6 +331,7 @@ impl Run {
         let mut files_loaded = 0;
         let mut loading_calls = 0;
         let mut shortcuts = 0;
+        let mut queued = 0;
         let (mut seconds, mut data_seconds, mut invocation_seconds) = (0.0_f64, 0.0_f64, 0.0);
         for (outcome, end, took) in outcomes {
             seconds = seconds.max(end);
@@ -286,6 +343,8 @@ impl Run {
                     data_seconds = data_seconds.max(end);
                 }
                 Outcome::UpToDate { loaded_by, .. } => shortcuts += loaded_by.is_some() as usize,
+                #[allow(unreachable_patterns)]
+                other if format!("{other:?}").starts_with("Queued") => queued += 1,
                 other => return Err(format!("{tag}: unexpected outcome {other:?}").into()),
             }
         }
@@ -335,6 +394,7 @@ impl Run {
         if copies < 1 || copies > n as i64 {
             return Err(format!("{tag}: {copies} COPYs for {n} files").into());
         }
+        let (api_calls, api_peak_per_second) = counter.totals();
         Ok(Measured {
             copies,
             loading_calls,
@@ -342,6 +402,9 @@ impl Run {
             seconds,
             data_seconds,
             invocation_seconds,
+            api_calls,
+            api_peak_per_second,
+            queued,
         })
     }
 
@@ -363,6 +426,23 @@ impl Run {
             .ok_or_else(|| format!("no count from {sql}"))?;
         Ok(cell.parse()?)
     }
+}
+
+/// `Loader::connect`, with a Data API client that counts its requests.
+async fn counted_loader(config: Config, counter: CallCounter) -> Bench {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let rsd = aws_sdk_redshiftdata::Client::from_conf(
+        aws_sdk_redshiftdata::config::Builder::from(&sdk)
+            .interceptor(counter)
+            .build(),
+    );
+    let warehouse = DataApi::new(rsd, config.redshift.clone(), config.database.clone());
+    Loader::new(config, warehouse, S3::new(s3))
 }
 
 fn deadline() -> Instant {
@@ -406,17 +486,19 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn print_table(lines: &[Line], runs: usize) {
     println!("\nmedians of {runs} run(s); seconds spent inside handle(); ratio = burst / baseline");
     println!(
-        "{:>5} {:>7} | {:^22} | {:^22} | {:^22} | {:^22}",
+        "{:>5} {:>7} | {:^22} | {:^22} | {:^22} | {:^22} | {:^22} | {:^22}",
         "N",
         "latency",
         "COPYs",
         "data loaded after s",
         "all returned after s",
-        "invocation-seconds"
+        "invocation-seconds",
+        "Data API calls",
+        "peak calls/s"
     );
     let group = format!("{:>7} {:>7} {:>6}", "burst", "base", "ratio");
     println!(
-        "{:>5} {:>7} | {group} | {group} | {group} | {group}",
+        "{:>5} {:>7} | {group} | {group} | {group} | {group} | {group} | {group}",
         "", "ms"
     );
     for Line {
@@ -427,16 +509,18 @@ fn print_table(lines: &[Line], runs: usize) {
     } in lines
     {
         let med = |ms: &[Measured], f: fn(&Measured) -> f64| median(ms.iter().map(f).collect());
-        let metrics: [fn(&Measured) -> f64; 4] = [
+        let metrics: [fn(&Measured) -> f64; 6] = [
             |m| m.copies as f64,
             |m| m.data_seconds,
             |m| m.seconds,
             |m| m.invocation_seconds,
+            |m| m.api_calls as f64,
+            |m| m.api_peak_per_second as f64,
         ];
         let mut line = format!("{n:>5} {latency_ms:>7}");
         for (k, metric) in metrics.into_iter().enumerate() {
             let (b, base) = (med(burst, metric), med(baseline, metric));
-            let precision = if k == 0 { 0 } else { 2 };
+            let precision = if k == 0 || k >= 4 { 0 } else { 2 };
             line.push_str(&format!(
                 " | {b:>7.precision$} {base:>7.precision$} {:>6.3}",
                 b / base
