@@ -29,6 +29,7 @@ use aws_sdk_redshiftdata::config::{ConfigBag, Intercept, RuntimeComponents};
 
 use clap::Parser;
 use partition_loader::handler::Loader;
+use partition_loader::sql::{LeaseTables, TableName};
 use partition_loader::storage::S3;
 use partition_loader::warehouse::DataApi;
 use partition_loader::{Config, Outcome};
@@ -343,8 +344,7 @@ impl Run {
                     data_seconds = data_seconds.max(end);
                 }
                 Outcome::UpToDate { loaded_by, .. } => shortcuts += loaded_by.is_some() as usize,
-                #[allow(unreachable_patterns)]
-                other if format!("{other:?}").starts_with("Queued") => queued += 1,
+                Outcome::Queued { .. } => queued += 1,
                 other => return Err(format!("{tag}: unexpected outcome {other:?}").into()),
             }
         }
@@ -365,8 +365,9 @@ impl Run {
             (
                 "ledger rows",
                 self.count(&format!(
-                    "SELECT COUNT(*) FROM {}.loaded_files WHERE table_name = '{table}'",
-                    self.loader_schema
+                    "SELECT COUNT(*) FROM {}.{}",
+                    self.loader_schema,
+                    loader_tables(&table)?.ledger.quoted()
                 ))
                 .await?,
                 n as i64,
@@ -374,8 +375,9 @@ impl Run {
             (
                 "leases left",
                 self.count(&format!(
-                    "SELECT COUNT(*) FROM {}.locks WHERE table_name = '{table}'",
-                    self.loader_schema
+                    "SELECT COUNT(*) FROM {}.{} WHERE holder IS NOT NULL",
+                    self.loader_schema,
+                    loader_tables(&table)?.lease.quoted()
                 ))
                 .await?,
                 0,
@@ -426,6 +428,10 @@ impl Run {
             .ok_or_else(|| format!("no count from {sql}"))?;
         Ok(cell.parse()?)
     }
+}
+
+fn loader_tables(table: &str) -> Result<LeaseTables, Error> {
+    Ok(LeaseTables::for_target(&TableName::parse(table)?))
 }
 
 /// `Loader::connect`, with a Data API client that counts its requests.

@@ -43,12 +43,20 @@ pub enum LoaderError {
          since, or the event's key is encoded differently from the stored key"
     )]
     NothingListed { url: String },
-    #[error("lease on {table} is held by {holder} until {expires_at} UTC; gave up waiting")]
-    LockBusy {
-        table: String,
-        holder: String,
-        expires_at: String,
-    },
+    /// The table's lease, ledger or wake-up table (or a lease procedure) does not
+    /// exist: the route was added after the last `loaderctl bootstrap`.
+    #[error(
+        "the loader's lease, ledger and wake-up tables for {table} are missing; run \
+         `loaderctl bootstrap` (it creates them for every configured route): {message}"
+    )]
+    NotBootstrapped { table: String, message: String },
+    /// The table's lease table does not hold exactly one row (someone inserted or
+    /// deleted rows by hand). Never "pick the first": exclusivity depends on one row.
+    #[error(
+        "the lease table of {table} is damaged ({detail}); stop loads into it, delete its \
+         rows and run `loaderctl bootstrap` to put the single free row back"
+    )]
+    LeaseRows { table: String, detail: String },
     #[error(
         "lease on {table} was lost before the load committed; the load was rolled back: {message}"
     )]
@@ -83,15 +91,27 @@ impl LoaderError {
     pub fn kind(&self) -> ErrorKind {
         use LoaderError::*;
         match self {
-            LockBusy { .. }
-            | LeaseLost { .. }
+            LeaseLost { .. }
             | SerializationConflict(_)
             | Throttled(_)
             | Timeout { .. } => ErrorKind::Retryable,
             Warehouse { retryable, .. } | Storage { retryable, .. } if *retryable => {
                 ErrorKind::Retryable
             }
-            _ => ErrorKind::Permanent,
+            Warehouse { .. } | Storage { .. } => ErrorKind::Permanent,
+            Config(_)
+            | BadEvent(_)
+            | BadPartition { .. }
+            | BadValue(_)
+            | TableMissing(_)
+            | TableMismatch { .. }
+            | Rewritten { .. }
+            | ReplaceTooLarge { .. }
+            | NothingListed { .. }
+            | NotBootstrapped { .. }
+            | LeaseRows { .. }
+            | LoadRejected { .. }
+            | StatementFailed { .. } => ErrorKind::Permanent,
         }
     }
 
@@ -108,7 +128,8 @@ impl LoaderError {
             Rewritten { .. } => "Rewritten",
             ReplaceTooLarge { .. } => "ReplaceTooLarge",
             NothingListed { .. } => "NothingListed",
-            LockBusy { .. } => "LockBusy",
+            NotBootstrapped { .. } => "NotBootstrapped",
+            LeaseRows { .. } => "LeaseRows",
             LeaseLost { .. } => "LeaseLost",
             LoadRejected { .. } => "LoadRejected",
             StatementFailed { .. } => "StatementFailed",
@@ -141,12 +162,11 @@ mod tests {
 
     #[test]
     fn error_type_tells_retryable_from_permanent() {
-        let busy = LoaderError::LockBusy {
+        let lost = LoaderError::LeaseLost {
             table: "s.t".into(),
-            holder: "h".into(),
-            expires_at: "x".into(),
+            message: "m".into(),
         };
-        assert_eq!(busy.error_type(), "Retryable.LockBusy");
+        assert_eq!(lost.error_type(), "Retryable.LeaseLost");
         let bad = LoaderError::BadPartition {
             key: "k".into(),
             reason: "r".into(),

@@ -6,15 +6,15 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::backfill::{self, PartitionWork};
-use crate::backoff::Backoff;
 use crate::config::{Config, Mode, Route};
 use crate::error::LoaderError;
 use crate::event::ObjectCreated;
+use crate::lease::{self, Acquired, Ctx, Drain, Held, RELEASE_GRACE};
 use crate::outcome::{Outcome, PartitionValues};
 use crate::partition::{self, Partition};
-use crate::plan::{self, ListedObject, LoadedFile, Plan};
+use crate::plan::{self, ListedObject, Plan};
 use crate::route::{self, Routed};
-use crate::sql::{self, CopyTarget, FileFormat, Ident, LedgerRow, TableName};
+use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
 use crate::storage::{Storage, S3};
 use crate::warehouse::{DataApi, Row, Warehouse};
 use crate::{event, manifest};
@@ -36,12 +36,10 @@ impl Default for BatchLimits {
         }
     }
 }
-/// Time granted to an explicit release after the work failed near the deadline.
-const RELEASE_GRACE: Duration = Duration::from_secs(3);
-/// Pauses of a waiter for a busy lease: they grow from the first to the cap. The cap
-/// bounds how long a waiter overstays once the holder has loaded its object.
-const WAIT_FIRST: Duration = Duration::from_millis(250);
-const WAIT_CAP: Duration = Duration::from_secs(2);
+/// A holder stops claiming wake-ups when less than this is left before its deadline:
+/// it releases the lease and leaves them to the next holder, its Lambda retry or the
+/// sweep, rather than be cut off in the middle of a load.
+const DRAIN_RESERVE: Duration = Duration::from_secs(20);
 
 pub struct Loader<W, S> {
     config: Config,
@@ -68,28 +66,6 @@ impl Loader<DataApi, S3> {
         let storage = S3::new(aws_sdk_s3::Client::from_conf(s3.build()));
         Loader::new(config, warehouse, storage)
     }
-}
-
-/// What the acquire batch read while taking the lease.
-struct Lease {
-    ledger: Vec<LoadedFile>,
-    columns: Vec<String>,
-}
-
-/// How the wait for the lease ended.
-enum Acquired {
-    Held(Lease),
-    /// The event's own object was loaded by this holder while we waited.
-    LoadedBy(String),
-}
-
-/// What one poll of a waiter read (see [`sql::wait_check`]).
-#[derive(Debug, PartialEq, Eq)]
-struct WaitCheck {
-    /// The holder that loaded the event's object, if the ledger has it.
-    loaded_by: Option<String>,
-    /// The live lease: holder and expiry.
-    lease: Option<(String, String)>,
 }
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
@@ -149,11 +125,30 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         settle_key(&self.config.routes, &self.storage, object).await
     }
 
-    /// Creates the loader schema, lease table, ledger and fencing procedures.
+    /// Creates the loader schema and, for every configured route's table, its lease
+    /// (one free row), ledger and wake-up tables and lease procedures (idempotent; copies
+    /// the table's rows of the shared ledger of earlier versions the first time).
     pub async fn bootstrap(&self, deadline: Instant) -> Result<String, LoaderError> {
-        self.warehouse
-            .run_batch(sql::bootstrap(&self.config.loader_schema), deadline)
-            .await
+        let schema = &self.config.loader_schema;
+        let mut id = self
+            .warehouse
+            .run_batch(sql::bootstrap(schema), deadline)
+            .await?;
+        let mut tables: Vec<&TableName> = Vec::new();
+        for route in &self.config.routes {
+            if !tables.contains(&&route.table) {
+                tables.push(&route.table);
+            }
+        }
+        // A batch holds at most 40 statements: four tables (8 statements each) a batch.
+        for chunk in tables.chunks(4) {
+            let mut sqls = Vec::new();
+            for table in chunk {
+                sqls.extend(sql::bootstrap_table(schema, &LeaseTables::for_target(table))?);
+            }
+            id = self.warehouse.run_batch(sqls, deadline).await?;
+        }
+        Ok(id)
     }
 
     /// Runs one statement (with `:name` parameters) that returns no rows.
@@ -177,224 +172,146 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         self.warehouse.rows(id, deadline).await
     }
 
-    /// Loads every pending file of one partition under the table's lease. `awaited` is
-    /// the object an event reported (`None` for a backfill): while another holder has
-    /// the lease, finding that object in the ledger ends the wait as `up_to_date`.
+    /// Loads every pending file of one partition under the table's lease, then drains
+    /// the wake-ups other invocations queued meanwhile. `object` is the object an event
+    /// reported (`None` for a backfill or sweep: the whole partition): when another
+    /// holder has the lease, it is handed to that holder and the outcome is `queued`.
     pub async fn load_partition(
         &self,
         route: &Route,
         bucket: &str,
         partition: &Partition,
-        awaited: Option<&ObjectCreated>,
+        object: Option<&ObjectCreated>,
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
+        let ctx = Ctx::new(&self.warehouse, &self.config, &route.table, holder, deadline);
         let wait_started = Instant::now();
-        let acquired = self
-            .acquire(&route.table, holder, &partition.path, awaited, deadline)
-            .await;
+        let acquired = match object {
+            Some(o) => lease::acquire_for_event(&ctx, bucket, &partition.path, o).await,
+            None => lease::acquire_for_partition(&ctx, bucket, &partition.path).await,
+        };
         crate::metrics::add(|m| m.lease_wait += wait_started.elapsed());
-        let acquired = acquired?;
-        let lease = match acquired {
-            Acquired::Held(lease) => lease,
-            Acquired::LoadedBy(other) => {
-                return Ok(Outcome::UpToDate {
+        let held = match acquired? {
+            Acquired::Held(held) => held,
+            Acquired::Queued { holder, .. } => {
+                return Ok(Outcome::Queued {
                     table: route.table.to_string(),
                     partition: partition_values(partition),
-                    loaded_by: Some(other),
+                    holder,
                 })
             }
         };
         let result = self
-            .load_holding_lease(route, bucket, partition, holder, lease, deadline)
-            .await;
-        match result {
-            Ok(Loaded::Committed(outcome)) => Ok(outcome),
-            Ok(Loaded::Nothing(outcome)) => {
-                self.release(&route.table, holder, deadline).await?;
-                Ok(outcome)
-            }
-            // The batch may still be running: leave the lease to its TTL (and fence).
-            Err(e @ LoaderError::Timeout { .. }) => Err(e),
-            Err(e) => {
-                let grace = deadline.max(Instant::now() + RELEASE_GRACE);
-                if let Err(release_error) = self.release(&route.table, holder, grace).await {
+            .load_holding_lease(route, bucket, partition, holder, held, deadline)
+            .await
+            .map(|loaded| match loaded {
+                Loaded::Committed(o) | Loaded::Nothing(o) => o,
+            });
+        self.finish_holding(&ctx, route, result).await
+    }
+
+    /// After the holder's own partition: drain, or leave the lease as the failure
+    /// requires. A timeout leaves it to its TTL and fence (the batch may still run); a
+    /// lost lease is not ours to touch.
+    async fn finish_holding(
+        &self,
+        ctx: &Ctx<'_, W>,
+        route: &Route,
+        result: Result<Outcome, LoaderError>,
+    ) -> Result<Outcome, LoaderError> {
+        if matches!(
+            result,
+            Err(LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })
+        ) {
+            return result;
+        }
+        if let Err(e) = self.drain(ctx, route).await {
+            tracing::warn!(table = %route.table, error = %e,
+                "draining wake-ups failed; the next holder, a retry or the sweep drains them");
+            if !matches!(e, LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. }) {
+                let grace = ctx.deadline.max(Instant::now() + RELEASE_GRACE);
+                if let Err(release_error) = lease::release(ctx, grace).await {
                     tracing::warn!(table = %route.table, error = %release_error,
                         "explicit release failed; the lease expires by its TTL");
                 }
-                Err(e)
             }
-        }
-    }
-
-    /// Takes the table's lease, waiting with jittered backoff while another holder has it.
-    ///
-    /// A waiter does not repeat the acquire batch (which queues on `LOCK S.locks`) while
-    /// the lease is live: it polls with one read-only statement. If the ledger already
-    /// holds `awaited`, the holder loaded it, and the wait ends. That is safe because
-    /// ledger rows commit only with their COPY, and every object has its own event: an
-    /// object not loaded yet keeps its own invocation waiting. Without `awaited` (a
-    /// backfill) or once the lease is free, the acquire batch runs again.
-    async fn acquire(
-        &self,
-        table: &TableName,
-        holder: &str,
-        partition_path: &str,
-        awaited: Option<&ObjectCreated>,
-        deadline: Instant,
-    ) -> Result<Acquired, LoaderError> {
-        let sqls = sql::acquire(
-            &self.config.loader_schema,
-            table,
-            holder,
-            self.config.lease_ttl.as_secs(),
-            partition_path,
-        )?;
-        let give_up = deadline.min(Instant::now() + self.config.lock_wait);
-        let mut backoff = Backoff::new(WAIT_FIRST, WAIT_CAP);
-        loop {
-            let (mut current, mut expires_at) =
-                match self.try_acquire(table, holder, &sqls, deadline).await? {
-                    Ok(lease) => return Ok(Acquired::Held(lease)),
-                    Err(busy) => busy,
-                };
-            loop {
-                let pause = backoff.next_pause();
-                if Instant::now() + pause >= give_up {
-                    return Err(LoaderError::LockBusy {
-                        table: table.to_string(),
-                        holder: current,
-                        expires_at,
-                    });
-                }
-                tracing::debug!(table = %table, holder = %current, "lease busy, waiting");
-                tokio::time::sleep(pause).await;
-                let Some(object) = awaited else { break };
-                let check = self
-                    .wait_check(table, partition_path, object, deadline)
-                    .await?;
-                if let Some(loaded_by) = check.loaded_by {
-                    return Ok(Acquired::LoadedBy(loaded_by));
-                }
-                match check.lease {
-                    Some(lease) => (current, expires_at) = lease,
-                    None => break,
-                }
-            }
-        }
-    }
-
-    /// Runs the acquire batch once: our lease, or the current holder and expiry.
-    async fn try_acquire(
-        &self,
-        table: &TableName,
-        holder: &str,
-        sqls: &[String],
-        deadline: Instant,
-    ) -> Result<Result<Lease, (String, String)>, LoaderError> {
-        let id = match self.warehouse.run_batch(sqls.to_vec(), deadline).await {
-            Ok(id) => id,
-            Err(e @ LoaderError::Timeout { .. }) => {
-                // The cancelled acquire may have committed anyway: do not leave a
-                // lease behind for its TTL when dropping it is harmless.
-                let grace = Instant::now() + RELEASE_GRACE;
-                let _ = self.release(table, holder, grace).await;
+            if result.is_ok() {
                 return Err(e);
             }
-            Err(LoaderError::StatementFailed { message, .. })
-                if message.contains("does not exist")
-                    && message.contains(self.config.loader_schema.as_str()) =>
-            {
-                return Err(LoaderError::Config(format!(
-                    "the loader schema {} is not bootstrapped (run `loaderctl bootstrap`): \
-                     {message}",
-                    self.config.loader_schema
-                )))
+        }
+        result
+    }
+
+    /// Drains the table's wake-ups: each step releases the lease when none is left, or
+    /// claims them all; every claimed partition is listed again and loaded. Stops (and
+    /// releases) when the deadline nears.
+    async fn drain(&self, ctx: &Ctx<'_, W>, route: &Route) -> Result<(), LoaderError> {
+        let mut done = String::new();
+        for round in 1.. {
+            if Instant::now() + DRAIN_RESERVE >= ctx.deadline {
+                tracing::info!(table = %route.table,
+                    "deadline near: releasing the lease with wake-ups left for the next holder");
+                return lease::release(ctx, Instant::now() + RELEASE_GRACE).await;
             }
-            Err(e) => return Err(e),
-        };
-        let read = self.read_acquire_results(&id, holder, deadline).await;
-        if read.is_err() {
-            // The batch committed, so we may hold the lease without knowing it.
-            let grace = deadline.max(Instant::now() + RELEASE_GRACE);
-            let _ = self.release(table, holder, grace).await;
+            let claim = format!("{}#{round}", ctx.holder);
+            let partitions = match lease::drain_step(ctx, &done, &claim).await? {
+                Drain::Released => return Ok(()),
+                Drain::Lost { holder } => {
+                    tracing::warn!(table = %route.table, holder = ?holder,
+                        "lease lost while draining; its holder drains");
+                    return Ok(());
+                }
+                Drain::Claimed(partitions) => partitions,
+            };
+            for (bucket, path) in partitions {
+                if Instant::now() + DRAIN_RESERVE >= ctx.deadline {
+                    break;
+                }
+                self.load_claimed(ctx, route, &bucket, &path).await?;
+            }
+            done = claim;
         }
-        read
+        Ok(())
     }
 
-    /// One poll of a waiter: is `object` in the ledger, and who holds the lease now?
-    async fn wait_check(
+    /// Loads one partition a wake-up named. A permanent failure of that partition is
+    /// logged and the drain goes on (its files stay unloaded: the next event for it, a
+    /// backfill or the sweep reports the error again); losing the lease or the deadline
+    /// ends the drain.
+    async fn load_claimed(
         &self,
-        table: &TableName,
-        partition_path: &str,
-        object: &ObjectCreated,
-        deadline: Instant,
-    ) -> Result<WaitCheck, LoaderError> {
-        let mut params = vec![
-            ("table", table.to_string()),
-            ("partition", partition_path.to_string()),
-            ("s3_url", plan::s3_url(&object.bucket, &object.key)),
-        ];
-        if let Some(etag) = &object.etag {
-            params.push(("etag", etag.clone()));
-        }
-        let sql = sql::wait_check(&self.config.loader_schema, object.etag.is_some());
-        let id = self.warehouse.run(sql, params, deadline).await?;
-        let rows = self.warehouse.rows(id, deadline).await?;
-        Ok(read_wait_check(&rows))
-    }
-
-    /// Reads the acquire batch's results: our lease with the ledger and table columns,
-    /// or the current holder and expiry when the lease is someone else's.
-    async fn read_acquire_results(
-        &self,
-        id: &str,
-        holder: &str,
-        deadline: Instant,
-    ) -> Result<Result<Lease, (String, String)>, LoaderError> {
-        let lease = self.warehouse.rows(format!("{id}:4"), deadline).await?;
-        let (current, expires_at) = match lease.first().map(|r| r.as_slice()) {
-            Some([Some(h), e]) => (h.clone(), e.clone().unwrap_or_default()),
-            _ => ("(nobody)".to_string(), String::new()),
-        };
-        if current != holder {
-            return Ok(Err((current, expires_at)));
-        }
-        let ledger = self
-            .warehouse
-            .rows(format!("{id}:5"), deadline)
-            .await?
-            .into_iter()
-            .filter_map(|r| match r.as_slice() {
-                [Some(url), Some(etag), _] => Some(LoadedFile {
-                    s3_url: url.clone(),
-                    etag: etag.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        let columns = self
-            .warehouse
-            .rows(format!("{id}:6"), deadline)
-            .await?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten())
-            .collect();
-        Ok(Ok(Lease { ledger, columns }))
-    }
-
-    /// Drops our lease (no-op when we no longer hold it).
-    pub async fn release(
-        &self,
-        table: &TableName,
-        holder: &str,
-        deadline: Instant,
+        ctx: &Ctx<'_, W>,
+        route: &Route,
+        bucket: &str,
+        path: &str,
     ) -> Result<(), LoaderError> {
-        let params = vec![("table", table.to_string()), ("holder", holder.to_string())];
-        self.warehouse
-            .run(sql::release(&self.config.loader_schema), params, deadline)
+        let partition = match partition::parse(route, &format!("{}{path}_", route.prefix)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(table = %route.table, partition = path, error = %e,
+                    "wake-up for an unreadable partition dropped");
+                return Ok(());
+            }
+        };
+        let held = lease::read_partition(ctx, path).await?;
+        match self
+            .load_holding_lease(route, bucket, &partition, ctx.holder, held, ctx.deadline)
             .await
-            .map(|_| ())
+        {
+            Ok(Loaded::Committed(outcome)) => {
+                outcome.log();
+                Ok(())
+            }
+            Ok(Loaded::Nothing(_)) => Ok(()),
+            Err(e @ (LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })) => Err(e),
+            Err(e) if e.kind() == crate::error::ErrorKind::Retryable => Err(e),
+            Err(e) => {
+                tracing::error!(table = %route.table, partition = path, error = %e,
+                    error_type = %e.error_type(), "a handed-off partition failed to load");
+                Ok(())
+            }
+        }
     }
 
     async fn load_holding_lease(
@@ -403,7 +320,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         bucket: &str,
         partition: &Partition,
         holder: &str,
-        lease: Lease,
+        lease: Held,
         deadline: Instant,
     ) -> Result<Loaded, LoaderError> {
         let table = &route.table;
@@ -444,6 +361,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         };
 
         let schema = &self.config.loader_schema;
+        let tables = LeaseTables::for_target(table);
         let load_id = uuid::Uuid::new_v4().to_string();
         let tuples = files
             .iter()
@@ -453,11 +371,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     etag: f.etag.clone(),
                     size_bytes: f.size,
                 };
-                sql::ledger_tuple(table, &partition.path, holder, &load_id, &row)
+                sql::ledger_tuple(&partition.path, holder, &load_id, &row)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let inserts = sql::ledger_inserts(
-            &sql::ledger_insert_head(schema),
+            &sql::table_ledger_insert_head(schema, &tables),
             &tuples,
             self.limits.max_statement_bytes,
         );
@@ -476,7 +394,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 
         let mut offset = 0;
         let mut statement_id = String::new();
-        let last = batches.len() - 1;
         for (n, (inserts, count)) in batches.iter().enumerate() {
             let chunk = &files[offset..offset + count];
             offset += count;
@@ -492,6 +409,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             let manifest_url = plan::s3_url(&self.config.manifest.bucket, &manifest_key);
             let sqls = sql::load_batch(&sql::LoadBatch {
                 schema,
+                tables: &tables,
                 table,
                 partition_path: &partition.path,
                 holder,
@@ -502,7 +420,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 target: &target,
                 replace: replace.then_some(partition.literals.as_slice()),
                 ledger_inserts: inserts,
-                renew_ttl_seconds: (n != last).then_some(self.config.lease_ttl.as_secs()),
+                ttl_seconds: self.config.lease_ttl.as_secs(),
                 stage_suffix: n,
             })?;
             let copy_started = Instant::now();
@@ -521,6 +439,114 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             files: files.len(),
             statement_id,
         }))
+    }
+
+    /// The sweep (run on a schedule, and by `loaderctl sweep`): for every route's table,
+    /// finds files whose event never came and finishes what a crashed holder left.
+    /// Its cost is bounded by `look_back_days`, never by the route's age: it lists only
+    /// the partitions of the last `look_back_days` dates (routes whose first partition
+    /// column is a date and that name their bucket) and the partitions the ledger
+    /// loaded in that window, loads each one with the usual protocol (or hands it to the
+    /// live holder), then takes a free lease to drain wake-ups left behind. One result
+    /// per partition looked at (plus errors).
+    pub async fn sweep(
+        &self,
+        holder: &str,
+        look_back_days: u32,
+        deadline: Instant,
+    ) -> Vec<Result<Outcome, LoaderError>> {
+        let mut results = Vec::new();
+        let mut tables: Vec<&TableName> = Vec::new();
+        for route in &self.config.routes {
+            if tables.contains(&&route.table) {
+                continue;
+            }
+            tables.push(&route.table);
+            let candidates = match self.sweep_candidates(route, look_back_days, deadline).await {
+                Ok(c) => c,
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            for (bucket, partition) in &candidates {
+                let r = self
+                    .load_partition(route, bucket, partition, None, holder, deadline)
+                    .await;
+                results.push(r);
+            }
+            let ctx = Ctx::new(&self.warehouse, &self.config, &route.table, holder, deadline);
+            match lease::acquire_if_free(&ctx).await {
+                Ok(Acquired::Held(_)) => {
+                    let drained = Ok(Outcome::UpToDate {
+                        table: route.table.to_string(),
+                        partition: PartitionValues::default(),
+                        loaded_by: None,
+                    });
+                    let r = self.finish_holding(&ctx, route, drained).await;
+                    if r.is_err() {
+                        results.push(r);
+                    }
+                }
+                Ok(Acquired::Queued { .. }) => {}
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        results
+    }
+
+    /// The partitions a sweep lists again for one route: `(bucket, partition)`.
+    async fn sweep_candidates(
+        &self,
+        route: &Route,
+        look_back_days: u32,
+        deadline: Instant,
+    ) -> Result<Vec<(String, Partition)>, LoaderError> {
+        let Some(bucket) = route.bucket.as_deref() else {
+            // A route for any bucket: nothing to list; wake-ups are still drained.
+            return Ok(Vec::new());
+        };
+        let mut paths: Vec<String> = Vec::new();
+        // Date partitions of the window, by prefix: one listing per day.
+        if let Some(first) = route
+            .partition_columns
+            .first()
+            .filter(|c| c.ty == sql::PartitionType::Date)
+        {
+            let today = chrono::Utc::now().date_naive();
+            for back in 0..look_back_days {
+                let Some(day) = today.checked_sub_days(chrono::Days::new(back.into())) else {
+                    continue;
+                };
+                let prefix = format!("{}{}={}/", route.prefix, first.name, day.format("%Y-%m-%d"));
+                for o in self.storage.list(bucket, &prefix).await? {
+                    if route::marker_reason(&o.key, Some(o.size)).is_some() {
+                        continue;
+                    }
+                    if let Ok(p) = partition::parse(route, &o.key) {
+                        if !paths.contains(&p.path) {
+                            paths.push(p.path);
+                        }
+                    }
+                }
+            }
+        }
+        // Partitions loaded within the window, whatever their columns.
+        let tables = LeaseTables::for_target(&route.table);
+        let sql = sql::recent_partitions(&self.config.loader_schema, &tables, look_back_days);
+        for row in self.query(sql, vec![], deadline).await? {
+            let path = row.into_iter().next().flatten().unwrap_or_default();
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+        let mut out = Vec::new();
+        for path in paths {
+            if let Ok(p) = partition::parse(route, &format!("{}{path}_", route.prefix)) {
+                out.push((bucket.to_string(), p));
+            }
+        }
+        Ok(out)
     }
 
     /// Loads files that existed before the function was deployed: every partition found
@@ -598,9 +624,9 @@ pub async fn settle_key(
 }
 
 enum Loaded {
-    /// The last load batch released the lease itself.
+    /// Loaded; every load batch renewed the lease, which is still ours.
     Committed(Outcome),
-    /// Nothing loaded: the lease is still ours to release.
+    /// Nothing to load.
     Nothing(Outcome),
 }
 
@@ -614,24 +640,17 @@ fn partition_values(partition: &Partition) -> PartitionValues {
     )
 }
 
-/// Reads the rows of [`sql::wait_check`]; rows of an unknown shape are ignored.
-fn read_wait_check(rows: &[Row]) -> WaitCheck {
-    let mut check = WaitCheck {
-        loaded_by: None,
-        lease: None,
-    };
-    for row in rows {
-        match row.as_slice() {
-            [Some(kind), Some(holder), _] if kind == "loaded" => {
-                check.loaded_by = Some(holder.clone())
-            }
-            [Some(kind), Some(holder), expires_at] if kind == "lease" => {
-                check.lease = Some((holder.clone(), expires_at.clone().unwrap_or_default()))
-            }
-            _ => {}
-        }
-    }
-    check
+/// The sweep event's look-back window in days, when `event` is a sweep event:
+/// `{"partition-loader": "sweep"}` (EventBridge Scheduler's input), optionally with
+/// `"look_back_days": n` (default 3).
+pub fn sweep_event(event: &Value) -> Option<u32> {
+    (event.get("partition-loader")?.as_str()? == "sweep").then(|| {
+        event
+            .get("look_back_days")
+            .and_then(Value::as_u64)
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(3)
+    })
 }
 
 /// Names what a failed load batch means for the caller.
@@ -788,35 +807,14 @@ mod tests {
     }
 
     #[test]
-    fn a_poll_reads_who_loaded_the_object_and_who_holds_the_lease() {
-        let some = |s: &str| Some(s.to_string());
-        let lease_only = vec![vec![
-            some("lease"),
-            some("req-1"),
-            some("2024-05-28 10:00:00"),
-        ]];
+    fn sweep_events_are_recognised() {
+        assert_eq!(sweep_event(&serde_json::json!({"partition-loader": "sweep"})), Some(3));
         assert_eq!(
-            read_wait_check(&lease_only),
-            WaitCheck {
-                loaded_by: None,
-                lease: Some(("req-1".into(), "2024-05-28 10:00:00".into())),
-            }
+            sweep_event(&serde_json::json!({"partition-loader": "sweep", "look_back_days": 7})),
+            Some(7)
         );
-        let both = vec![
-            vec![some("loaded"), some("req-0"), None],
-            vec![some("lease"), some("req-1"), None],
-        ];
-        let check = read_wait_check(&both);
-        assert_eq!(check.loaded_by.as_deref(), Some("req-0"));
-        assert_eq!(check.lease, Some(("req-1".into(), String::new())));
-        let free = read_wait_check(&[vec![some("other"), some("x"), None], vec![None]]);
-        assert_eq!(
-            free,
-            WaitCheck {
-                loaded_by: None,
-                lease: None
-            }
-        );
+        assert_eq!(sweep_event(&serde_json::json!({"source": "aws.s3"})), None);
+        assert_eq!(sweep_event(&serde_json::json!({"partition-loader": "x"})), None);
     }
 
     /// A scripted bucket: `list` returns the keys under the prefix, counting calls.

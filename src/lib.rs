@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod handler;
 pub mod invocation;
+pub mod lease;
 pub mod manifest;
 pub mod metrics;
 pub mod outcome;

@@ -41,6 +41,14 @@ pub enum Outcome {
         bucket: String,
         key: String,
     },
+    /// The table's lease was held by a live holder: the object (or, for a backfill, the
+    /// partition) was handed to it as a wake-up, and that holder loads it.
+    Queued {
+        table: String,
+        partition: PartitionValues,
+        /// The invocation holding the lease (its Lambda request id).
+        holder: String,
+    },
 }
 
 impl Outcome {
@@ -96,6 +104,17 @@ impl Outcome {
                 bucket,
                 key,
             } => tracing::info!(outcome = "skipped", reason, bucket, key, "skipped"),
+            Outcome::Queued {
+                table,
+                partition,
+                holder,
+            } => tracing::info!(
+                outcome = "queued",
+                table,
+                partition = %json(partition),
+                holder,
+                "queued: handed to the lease holder"
+            ),
         }
     }
 }
@@ -153,5 +172,14 @@ mod tests {
         };
         assert_eq!(s.to_json()["reason"], "no route claims this key");
         assert_eq!(s.to_json()["outcome"], "skipped");
+        let q = Outcome::Queued {
+            table: "s.t".into(),
+            partition: PartitionValues(vec![("d".into(), "2024-05-28".into())]),
+            holder: "req-9".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"outcome":"queued","table":"s.t","partition":{"d":"2024-05-28"},"holder":"req-9"}"#
+        );
     }
 }

@@ -151,16 +151,14 @@ pub fn null_partition_literal(ty: PartitionType) -> SqlLiteral {
     }
 }
 
-/// Statements of the idempotent bootstrap batch.
+/// Statements of the idempotent bootstrap batch that every target table's
+/// [`bootstrap_table`] statements follow. `loaded_files`, the ledger shared by all tables
+/// in earlier versions, stays only as the source of the one-time copy into the
+/// per-table ledgers (see README "Upgrading").
 pub fn bootstrap(schema: &Ident) -> Vec<String> {
     let s = schema.quoted();
     vec![
         format!("CREATE SCHEMA IF NOT EXISTS {s}"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {s}.locks (table_name VARCHAR(256) NOT NULL, \
-             holder VARCHAR(256) NOT NULL, acquired_at TIMESTAMP NOT NULL, \
-             expires_at TIMESTAMP NOT NULL)"
-        ),
         format!(
             "CREATE TABLE IF NOT EXISTS {s}.loaded_files (table_name VARCHAR(256) NOT NULL, \
              partition_path VARCHAR(1024) NOT NULL, s3_url VARCHAR(2048) NOT NULL, \
@@ -168,92 +166,298 @@ pub fn bootstrap(schema: &Ident) -> Vec<String> {
              loaded_at TIMESTAMP NOT NULL, holder VARCHAR(256) NOT NULL, \
              load_id VARCHAR(64) NOT NULL) SORTKEY (table_name, partition_path)"
         ),
-        format!(
-            "CREATE OR REPLACE PROCEDURE {s}.release_lease(p_table VARCHAR(256), p_holder VARCHAR(256)) \
-             AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
-             DELETE FROM {s}.locks WHERE table_name = p_table AND holder = p_holder \
-             AND expires_at > GETDATE();\n  \
-             GET DIAGNOSTICS n := ROW_COUNT;\n  \
-             IF n = 0 THEN\n    RAISE EXCEPTION 'partition-loader: lease on % is not held by % \
-             (expired or taken over); load rolled back', p_table, p_holder;\n  END IF;\nEND;\n$$ \
-             LANGUAGE plpgsql"
-        ),
-        format!(
-            "CREATE OR REPLACE PROCEDURE {s}.renew_lease(p_table VARCHAR(256), p_holder VARCHAR(256), \
-             p_ttl_seconds INTEGER) AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
-             UPDATE {s}.locks SET expires_at = GETDATE() + p_ttl_seconds * INTERVAL '1 second' \
-             WHERE table_name = p_table AND holder = p_holder AND expires_at > GETDATE();\n  \
-             GET DIAGNOSTICS n := ROW_COUNT;\n  \
-             IF n = 0 THEN\n    RAISE EXCEPTION 'partition-loader: lease on % is not held by % \
-             (expired or taken over); load rolled back', p_table, p_holder;\n  END IF;\nEND;\n$$ \
-             LANGUAGE plpgsql"
-        ),
     ]
 }
 
 /// Text the fencing procedures raise; the warehouse adapter recognises it.
 pub const LEASE_LOST_MARKER: &str = "partition-loader: lease on";
 
-/// The acquire batch. Results: statement 4 = lease holder, 5 = ledger rows of the
-/// partition, 6 = the target table's columns in order.
-pub fn acquire(
-    schema: &Ident,
-    table: &TableName,
-    holder: &str,
-    ttl_seconds: u64,
-    partition_path: &str,
-) -> Result<Vec<String>, LoaderError> {
+/// Text the acquire procedure raises when a lease table does not hold exactly one row.
+pub const LEASE_ROWS_MARKER: &str = "expected exactly one";
+
+/// The loader's own objects for one target table, all in the loader schema. Each target
+/// table has its own lease, ledger and wake-up tables (and the two procedures that work
+/// on them), so that loads into different tables share no table: Redshift's
+/// serializable check works per table, and two transactions touching a common table in
+/// a cycle abort one with error 1023 whatever rows they touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseTables {
+    /// `schema.table`, the target.
+    pub target: TableName,
+    /// One row: the holder (NULL when free), when it took the lease, when it expires.
+    pub lease: Ident,
+    /// One row per loaded file.
+    pub ledger: Ident,
+    /// Objects handed to the holder by invocations that found the lease busy.
+    pub wakeup: Ident,
+    /// Procedure: take the lease, or queue a wake-up when it is held.
+    pub take: Ident,
+    /// Procedure: renew the lease, raising when it is not ours (the fence).
+    pub fence: Ident,
+}
+
+impl LeaseTables {
+    /// Names derived from the target table: `lease_<n>_<schema>_<table>` where `<n>` is
+    /// the schema's length (so `a_b.c` and `a.b_c` never share a name), shortened with a
+    /// hash of the full name when it would exceed Redshift's 127 bytes.
+    pub fn for_target(target: &TableName) -> LeaseTables {
+        let base = format!(
+            "{}_{}_{}",
+            target.schema.as_str().len(),
+            target.schema,
+            target.name
+        );
+        let name = |kind: &str| {
+            let full = format!("{kind}_{base}");
+            let text = if full.len() <= 127 {
+                full
+            } else {
+                // kind_ + 100 bytes of the base + _ + 16 hex digits <= 127 bytes.
+                let hash = fnv1a64(&target.to_string());
+                format!("{kind}_{}_{hash:016x}", &base[..100])
+            };
+            // Only ASCII letters, digits, _ and $ went in: always a valid identifier.
+            Ident::parse(&text).unwrap_or_else(|_| Ident(text.to_ascii_lowercase()))
+        };
+        LeaseTables {
+            target: target.clone(),
+            lease: name("lease"),
+            ledger: name("ledger"),
+            wakeup: name("wakeup"),
+            take: name("take"),
+            fence: name("fence"),
+        }
+    }
+
+    fn q(&self, schema: &Ident, object: &Ident) -> String {
+        format!("{}.{}", schema.quoted(), object.quoted())
+    }
+}
+
+/// FNV-1a, 64 bits: a stable hash (the same in every build and version) for names.
+fn fnv1a64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Statements that create one target table's lease, ledger and wake-up tables and their
+/// procedures (idempotent), put the lease's single free row in place, and copy the
+/// table's rows of the shared ledger of earlier versions (`loaded_files`) into its own
+/// ledger the first time. Run after [`bootstrap`] in the same batch.
+pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, LoaderError> {
     let s = schema.quoted();
-    let t = literal(&table.to_string())?;
-    let h = literal(holder)?;
-    let p = literal(partition_path)?;
+    let lease = t.q(schema, &t.lease);
+    let ledger = t.q(schema, &t.ledger);
+    let wakeup = t.q(schema, &t.wakeup);
+    let target = literal(&t.target.to_string())?;
+    let lost = format!(
+        "RAISE EXCEPTION '{LEASE_LOST_MARKER} % is not held by % (expired or taken over); \
+         load rolled back', {target}, p_holder;"
+    );
+    let count_check = format!(
+        "SELECT COUNT(*) INTO n FROM {lease};\n  \
+         IF n <> 1 THEN\n    RAISE EXCEPTION 'partition-loader: the lease table {s}.{} of % has \
+         % rows, expected exactly one; run `loaderctl bootstrap`, then `loaderctl unlock`', \
+         {target}, n;\n  END IF;\n  ",
+        t.lease.quoted().replace('\'', "''")
+    );
     Ok(vec![
-        // First on purpose: the transaction's snapshot is taken at the first query, so
-        // every read below sees the state after the previous holder committed.
-        format!("LOCK {s}.locks"),
-        format!("DELETE FROM {s}.locks WHERE table_name = {t} AND expires_at <= GETDATE()"),
         format!(
-            "INSERT INTO {s}.locks (table_name, holder, acquired_at, expires_at) \
-             SELECT {t}, {h}, GETDATE(), GETDATE() + INTERVAL '{ttl_seconds} seconds' \
-             WHERE NOT EXISTS (SELECT 1 FROM {s}.locks WHERE table_name = {t})"
-        ),
-        format!("SELECT holder, expires_at FROM {s}.locks WHERE table_name = {t}"),
-        format!(
-            "SELECT s3_url, etag, size_bytes FROM {s}.loaded_files \
-             WHERE table_name = {t} AND partition_path = {p}"
+            "CREATE TABLE IF NOT EXISTS {lease} (holder VARCHAR(256), acquired_at TIMESTAMP, \
+             expires_at TIMESTAMP)"
         ),
         format!(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = {} \
-             AND table_name = {} ORDER BY ordinal_position",
-            literal(table.schema.as_str())?,
-            literal(table.name.as_str())?
+            "CREATE TABLE IF NOT EXISTS {ledger} (partition_path VARCHAR(1024) NOT NULL, \
+             s3_url VARCHAR(2048) NOT NULL, etag VARCHAR(128) NOT NULL, \
+             size_bytes BIGINT NOT NULL, loaded_at TIMESTAMP NOT NULL, \
+             holder VARCHAR(256) NOT NULL, load_id VARCHAR(64) NOT NULL) \
+             SORTKEY (partition_path)"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {wakeup} (bucket VARCHAR(256) NOT NULL, \
+             partition_path VARCHAR(1024) NOT NULL, s3_url VARCHAR(2048) NOT NULL, \
+             etag VARCHAR(128) NOT NULL, queued_by VARCHAR(256) NOT NULL, \
+             queued_at TIMESTAMP NOT NULL, claim VARCHAR(300))"
+        ),
+        // Exactly one row, whoever bootstraps concurrently: the LOCK serialises them.
+        format!("LOCK {lease}"),
+        format!(
+            "INSERT INTO {lease} (holder, acquired_at, expires_at) SELECT NULL, NULL, NULL \
+             WHERE NOT EXISTS (SELECT 1 FROM {lease})"
+        ),
+        // Migration from the shared ledger, once: only while this ledger is empty.
+        format!(
+            "INSERT INTO {ledger} (partition_path, s3_url, etag, size_bytes, loaded_at, holder, \
+             load_id) SELECT partition_path, s3_url, etag, size_bytes, loaded_at, holder, load_id \
+             FROM {s}.loaded_files WHERE table_name = {target} \
+             AND NOT EXISTS (SELECT 1 FROM {ledger})"
+        ),
+        // The acquire: one branch writes only the lease, the other only the wake-ups, so
+        // that an invocation finding the lease busy never writes the lease table (which
+        // the holder's fence writes at the end of its load).
+        format!(
+            "CREATE OR REPLACE PROCEDURE {s}.{take}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
+             p_bucket VARCHAR(256), p_partition VARCHAR(1024), p_s3_url VARCHAR(2048), \
+             p_etag VARCHAR(128)) AS $$\nDECLARE\n  n INTEGER;\n  cur VARCHAR(256);\n  \
+             live BOOLEAN;\nBEGIN\n  {count_check}\
+             SELECT holder, COALESCE(expires_at > GETDATE(), FALSE) INTO cur, live FROM {lease};\n  \
+             IF cur IS NULL OR NOT live OR cur = p_holder THEN\n    \
+             UPDATE {lease} SET holder = p_holder, acquired_at = GETDATE(), \
+             expires_at = DATEADD(second, p_ttl_seconds, GETDATE());\n  \
+             ELSIF p_bucket <> '' THEN\n    \
+             INSERT INTO {wakeup} (bucket, partition_path, s3_url, etag, queued_by, queued_at) \
+             VALUES (p_bucket, p_partition, p_s3_url, p_etag, p_holder, GETDATE());\n  \
+             END IF;\nEND;\n$$ LANGUAGE plpgsql",
+            take = t.take.quoted()
+        ),
+        format!(
+            "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER) \
+             AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
+             UPDATE {lease} SET expires_at = DATEADD(second, p_ttl_seconds, GETDATE()) \
+             WHERE holder = p_holder AND expires_at > GETDATE();\n  \
+             GET DIAGNOSTICS n := ROW_COUNT;\n  IF n = 0 THEN\n    {lost}\n  END IF;\nEND;\n$$ \
+             LANGUAGE plpgsql",
+            fence = t.fence.quoted()
         ),
     ])
 }
 
-/// The explicit release (used when no load follows). Parameterised: it is a single
-/// ExecuteStatement, which takes parameters.
-pub fn release(schema: &Ident) -> String {
+/// The acquire batch: one submission whatever happens. Results (1-based, as the Data
+/// API numbers them): `:3` = the lease row(s), `:4` = ledger rows of the partition,
+/// `:5` = the target's columns. When the lease is someone else's, the procedure queued
+/// a wake-up instead of taking it (unless `wake.bucket` is empty: then nothing).
+pub fn take_batch(
+    schema: &Ident,
+    t: &LeaseTables,
+    holder: &str,
+    ttl_seconds: u64,
+    wake: &WakeUp<'_>,
+) -> Result<Vec<String>, LoaderError> {
+    let s = schema.quoted();
+    Ok(vec![
+        // First on purpose: every acquirer and every drain of this table is serialised by
+        // it, and the snapshot (taken at the first query) follows the previous holder.
+        format!("LOCK {}", t.q(schema, &t.lease)),
+        format!(
+            "CALL {s}.{}({}, {ttl_seconds}, {}, {}, {}, {})",
+            t.take.quoted(),
+            literal(holder)?,
+            literal(wake.bucket)?,
+            literal(wake.partition_path)?,
+            literal(wake.s3_url)?,
+            literal(wake.etag)?
+        ),
+        format!(
+            "SELECT holder, expires_at FROM {}",
+            t.q(schema, &t.lease)
+        ),
+        format!(
+            "SELECT s3_url, etag, size_bytes FROM {} WHERE partition_path = {}",
+            t.q(schema, &t.ledger),
+            literal(wake.partition_path)?
+        ),
+        columns_query(&t.target)?,
+    ])
+}
+
+/// What an acquirer hands to the holder when the lease is busy.
+#[derive(Debug, Clone, Copy)]
+pub struct WakeUp<'a> {
+    pub bucket: &'a str,
+    pub partition_path: &'a str,
+    /// The event's object; empty for a backfill or sweep (the whole partition).
+    pub s3_url: &'a str,
+    pub etag: &'a str,
+}
+
+fn columns_query(table: &TableName) -> Result<String, LoaderError> {
+    Ok(format!(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = {} \
+         AND table_name = {} ORDER BY ordinal_position",
+        literal(table.schema.as_str())?,
+        literal(table.name.as_str())?
+    ))
+}
+
+/// The ledger rows of one partition (`:1`) and the target's columns (`:2`), read by
+/// the holder.
+pub fn holder_reads(
+    schema: &Ident,
+    t: &LeaseTables,
+    partition_path: &str,
+) -> Result<Vec<String>, LoaderError> {
+    Ok(vec![
+        format!(
+            "SELECT s3_url, etag, size_bytes FROM {} WHERE partition_path = {}",
+            t.q(schema, &t.ledger),
+            literal(partition_path)?
+        ),
+        columns_query(&t.target)?,
+    ])
+}
+
+/// The holder's step between loads, under the same `LOCK` as every wake-up insert:
+/// forget the wake-ups of the partitions it has just loaded (`done_claim`), then either
+/// release the lease when no wake-up is left, or renew it and claim every wake-up left
+/// (`new_claim`, including claims of a crashed holder). Results: `:6` = claimed
+/// `(bucket, partition_path)`, `:7` = the lease row.
+pub fn drain_batch(
+    schema: &Ident,
+    t: &LeaseTables,
+    holder: &str,
+    ttl_seconds: u64,
+    done_claim: &str,
+    new_claim: &str,
+) -> Result<Vec<String>, LoaderError> {
+    let lease = t.q(schema, &t.lease);
+    let wakeup = t.q(schema, &t.wakeup);
+    let h = literal(holder)?;
+    let ours = format!("EXISTS (SELECT 1 FROM {lease} WHERE holder = {h})");
+    Ok(vec![
+        format!("LOCK {lease}"),
+        format!(
+            "DELETE FROM {wakeup} WHERE claim = {} AND {ours}",
+            literal(done_claim)?
+        ),
+        format!(
+            "UPDATE {lease} SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+             WHERE holder = {h} AND NOT EXISTS (SELECT 1 FROM {wakeup})"
+        ),
+        format!(
+            "UPDATE {lease} SET expires_at = DATEADD(second, {ttl_seconds}, GETDATE()) \
+             WHERE holder = {h}"
+        ),
+        format!(
+            "UPDATE {wakeup} SET claim = {} WHERE {ours}",
+            literal(new_claim)?
+        ),
+        format!(
+            "SELECT DISTINCT bucket, partition_path FROM {wakeup} WHERE claim = {} \
+             ORDER BY partition_path",
+            literal(new_claim)?
+        ),
+        format!("SELECT holder, expires_at FROM {lease}"),
+    ])
+}
+
+/// Gives the lease up at once, wake-ups or not (after a failure, or when the deadline
+/// leaves no time to drain: the next holder or the sweep drains them). Parameter
+/// `:holder`.
+pub fn release_lease(schema: &Ident, t: &LeaseTables) -> String {
     format!(
-        "DELETE FROM {}.locks WHERE table_name = :table AND holder = :holder",
-        schema.quoted()
+        "UPDATE {} SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+         WHERE holder = :holder",
+        t.q(schema, &t.lease)
     )
 }
 
-/// The waiter's poll while another holder has the lease: one read-only statement,
-/// cheaper than the acquire batch and taking no lock. Rows: `('loaded', holder, NULL)`
-/// when the ledger holds the event's object (by `:s3_url`, and `:etag` when
-/// `with_etag`), `('lease', holder, expires_at)` for the live lease of `:table`.
-/// Parameters: `:table`, `:partition`, `:s3_url` (and `:etag`).
-pub fn wait_check(schema: &Ident, with_etag: bool) -> String {
-    let s = schema.quoted();
-    let etag = if with_etag { " AND etag = :etag" } else { "" };
+/// The start of every ledger INSERT of one target table.
+pub fn table_ledger_insert_head(schema: &Ident, t: &LeaseTables) -> String {
     format!(
-        "SELECT 'loaded' AS kind, holder, CAST(NULL AS TIMESTAMP) AS expires_at \
-         FROM {s}.loaded_files WHERE table_name = :table AND partition_path = :partition \
-         AND s3_url = :s3_url{etag} \
-         UNION ALL SELECT 'lease', holder, expires_at FROM {s}.locks \
-         WHERE table_name = :table AND expires_at > GETDATE()"
+        "INSERT INTO {} (partition_path, s3_url, etag, size_bytes, loaded_at, holder, load_id) \
+         VALUES ",
+        t.q(schema, &t.ledger)
     )
 }
 
@@ -309,6 +513,7 @@ pub enum CopyTarget {
 #[derive(Debug, Clone)]
 pub struct LoadBatch<'a> {
     pub schema: &'a Ident,
+    pub tables: &'a LeaseTables,
     pub table: &'a TableName,
     pub partition_path: &'a str,
     pub holder: &'a str,
@@ -321,8 +526,9 @@ pub struct LoadBatch<'a> {
     /// `Some` in replace mode: the predicate columns of the partition to delete first.
     pub replace: Option<&'a [PartitionValue]>,
     pub ledger_inserts: &'a [String],
-    /// `None` for the last batch (release the lease), `Some(ttl)` to renew it instead.
-    pub renew_ttl_seconds: Option<u64>,
+    /// The fence renews the lease for this long (the holder releases it afterwards,
+    /// under the wake-up lock, see [`drain_batch`]).
+    pub ttl_seconds: u64,
     pub stage_suffix: usize,
 }
 
@@ -330,7 +536,6 @@ pub struct LoadBatch<'a> {
 pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
     let s = b.schema.quoted();
     let target = b.table.quoted();
-    let t = literal(&b.table.to_string())?;
     let h = literal(b.holder)?;
     let mut out = Vec::new();
     if let Some(values) = b.replace {
@@ -350,10 +555,6 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
                 .join(" AND ")
         };
         out.push(format!("DELETE FROM {target} WHERE {predicate}"));
-        out.push(format!(
-            "DELETE FROM {s}.loaded_files WHERE table_name = {t} AND partition_path = {}",
-            literal(b.partition_path)?
-        ));
     }
     let options = crate::copy_options::render(b.format, b.copy_options);
     let copy_tail = format!(
@@ -390,11 +591,22 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
             out.push(format!("DROP TABLE {stage}"));
         }
     }
+    if b.replace.is_some() {
+        // Just before the ledger INSERTs (issue 7 item 6): the ledger is written only at
+        // the end of the transaction, never held through the COPY.
+        out.push(format!(
+            "DELETE FROM {}.{} WHERE partition_path = {}",
+            s,
+            b.tables.ledger.quoted(),
+            literal(b.partition_path)?
+        ));
+    }
     out.extend(b.ledger_inserts.iter().cloned());
-    out.push(match b.renew_ttl_seconds {
-        None => format!("CALL {s}.release_lease({t}, {h})"),
-        Some(ttl) => format!("CALL {s}.renew_lease({t}, {h}, {ttl})"),
-    });
+    out.push(format!(
+        "CALL {s}.{}({h}, {})",
+        b.tables.fence.quoted(),
+        b.ttl_seconds
+    ));
     Ok(out)
 }
 
@@ -414,26 +626,15 @@ fn column_list(cols: &[Ident]) -> String {
         .join(", ")
 }
 
-/// The start of every ledger INSERT.
-pub fn ledger_insert_head(schema: &Ident) -> String {
-    format!(
-        "INSERT INTO {}.loaded_files (table_name, partition_path, s3_url, etag, size_bytes, \
-         loaded_at, holder, load_id) VALUES ",
-        schema.quoted()
-    )
-}
-
 /// One `(...)` VALUES tuple of the ledger.
 pub fn ledger_tuple(
-    table: &TableName,
     partition_path: &str,
     holder: &str,
     load_id: &str,
     row: &LedgerRow,
 ) -> Result<String, LoaderError> {
     Ok(format!(
-        "({}, {}, {}, {}, {}, GETDATE(), {}, {})",
-        literal(&table.to_string())?,
+        "({}, {}, {}, {}, GETDATE(), {}, {})",
         literal(partition_path)?,
         literal(&row.s3_url)?,
         literal(&row.etag)?,
@@ -685,63 +886,81 @@ mod tests {
     }
 
     #[test]
-    fn acquire_locks_first_and_reads_three_results() {
-        let schema = Ident::parse("pl").unwrap();
-        let sqls = acquire(&schema, &table(), "req-1", 960, "order_date=2024-05-28/").unwrap();
-        assert_eq!(sqls.len(), 6);
-        assert_eq!(sqls[0], "LOCK \"pl\".locks");
-        assert!(sqls[1].contains("expires_at <= GETDATE()"));
-        assert!(sqls[2].contains("GETDATE() + INTERVAL '960 seconds'"));
-        assert!(sqls[2].contains("WHERE NOT EXISTS"));
-        assert!(sqls[3].starts_with("SELECT holder, expires_at"));
-        assert!(sqls[4].contains("partition_path = 'order_date=2024-05-28/'"));
-        assert!(sqls[5].contains("table_schema = 'sales' AND table_name = 'orders'"));
-        assert!(acquire(&schema, &table(), "bad\0", 960, "p/").is_err());
+    fn per_table_names_are_distinct_valid_and_short() {
+        let a = LeaseTables::for_target(&TableName::parse("a_b.c").unwrap());
+        let b = LeaseTables::for_target(&TableName::parse("a.b_c").unwrap());
+        assert_eq!(a.lease.as_str(), "lease_3_a_b_c");
+        assert_eq!(b.lease.as_str(), "lease_1_a_b_c");
+        assert_ne!(a.ledger, b.ledger);
+        let long = |n: &str| TableName::parse(&format!("s.{}", n.repeat(127))).unwrap();
+        let (x, y) = (
+            LeaseTables::for_target(&long("x")),
+            LeaseTables::for_target(&long("y")),
+        );
+        for t in [&x, &y] {
+            for id in [&t.lease, &t.ledger, &t.wakeup, &t.take, &t.fence] {
+                assert!(id.as_str().len() <= 127, "{id}");
+                assert!(Ident::parse(id.as_str()).is_ok());
+            }
+        }
+        assert_ne!(x.wakeup, y.wakeup, "long names keep apart by their hash");
+        assert_eq!(x.wakeup, LeaseTables::for_target(&long("x")).wakeup, "stable");
     }
 
     #[test]
-    fn wait_check_reads_the_object_and_the_live_lease_without_locking() {
+    fn bootstrap_makes_one_free_lease_row_and_procedures() {
         let schema = Ident::parse("pl").unwrap();
-        let with_etag = wait_check(&schema, true);
+        let t = LeaseTables::for_target(&table());
+        let sqls = bootstrap_table(&schema, &t).unwrap();
+        assert!(sqls[..3].iter().all(|s| s.contains("IF NOT EXISTS")));
+        assert_eq!(sqls[3], "LOCK \"pl\".\"lease_5_sales_orders\"");
+        assert!(sqls[4].contains("WHERE NOT EXISTS (SELECT 1 FROM \"pl\".\"lease_5_sales_orders\")"));
+        assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
+        assert!(sqls[6].contains("IF n <> 1 THEN"), "more than one lease row is an error");
+        assert!(sqls[6].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
+        assert!(sqls[6].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
+        assert!(sqls[7].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
+        assert!(!sqls.iter().any(|s| s.contains("INTERVAL")));
+    }
+
+    #[test]
+    fn take_and_drain_lock_the_lease_table_first() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = LeaseTables::for_target(&table());
+        let wake = WakeUp {
+            bucket: "b",
+            partition_path: "order_date=2024-05-28/",
+            s3_url: "s3://b/k",
+            etag: "e",
+        };
+        let take = take_batch(&schema, &t, "req-1", 960, &wake).unwrap();
+        assert_eq!(take[0], "LOCK \"pl\".\"lease_5_sales_orders\"");
         assert_eq!(
-            with_etag,
-            "SELECT 'loaded' AS kind, holder, CAST(NULL AS TIMESTAMP) AS expires_at \
-             FROM \"pl\".loaded_files WHERE table_name = :table AND partition_path = :partition \
-             AND s3_url = :s3_url AND etag = :etag \
-             UNION ALL SELECT 'lease', holder, expires_at FROM \"pl\".locks \
-             WHERE table_name = :table AND expires_at > GETDATE()"
+            take[1],
+            "CALL \"pl\".\"take_5_sales_orders\"('req-1', 960, 'b', 'order_date=2024-05-28/', \
+             's3://b/k', 'e')"
         );
-        let key_only = wait_check(&schema, false);
-        assert_eq!(key_only, with_etag.replace(" AND etag = :etag", ""));
-        assert!(!key_only.contains(":etag"));
-        assert!(
-            !with_etag.contains("LOCK "),
-            "a poll must not queue behind acquirers"
-        );
-    }
-
-    #[test]
-    fn bootstrap_is_idempotent_ddl_with_fencing_procedures() {
-        let sqls = bootstrap(&Ident::parse("pl").unwrap());
-        assert_eq!(sqls.len(), 5);
-        assert!(sqls
-            .iter()
-            .all(|s| s.contains("IF NOT EXISTS") || s.contains("OR REPLACE")));
-        assert!(sqls[3].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
-        assert!(sqls[3].contains("expires_at > GETDATE()"));
-        assert!(sqls[4].contains("renew_lease"));
+        assert!(take[3].contains("partition_path = 'order_date=2024-05-28/'"));
+        assert!(take_batch(&schema, &t, "bad\0", 960, &wake).is_err());
+        let drain = drain_batch(&schema, &t, "req-1", 960, "req-1#0", "req-1#1").unwrap();
+        assert_eq!(drain[0], take[0]);
+        assert!(drain[1].contains("claim = 'req-1#0'"));
+        assert!(drain[2].contains("NOT EXISTS (SELECT 1 FROM \"pl\".\"wakeup_5_sales_orders\")"));
+        assert!(drain[3].contains("DATEADD(second, 960, GETDATE())"));
+        assert!(drain[5].contains("claim = 'req-1#1'"));
     }
 
     fn batch<'a>(
         schema: &'a Ident,
         t: &'a TableName,
+        tables: &'a LeaseTables,
         target: &'a CopyTarget,
         replace: Option<&'a [PartitionValue]>,
         inserts: &'a [String],
-        renew: Option<u64>,
     ) -> LoadBatch<'a> {
         LoadBatch {
             schema,
+            tables,
             table: t,
             partition_path: "order_date=2024-05-28/",
             holder: "req-1",
@@ -752,7 +971,7 @@ mod tests {
             target,
             replace,
             ledger_inserts: inserts,
-            renew_ttl_seconds: renew,
+            ttl_seconds: 960,
             stage_suffix: 0,
         }
     }
@@ -763,7 +982,8 @@ mod tests {
         let t = table();
         let target = CopyTarget::Direct(None);
         let inserts = vec!["INSERT 1".to_string()];
-        let sqls = load_batch(&batch(&schema, &t, &target, None, &inserts, None)).unwrap();
+        let lt = LeaseTables::for_target(&t);
+        let sqls = load_batch(&batch(&schema, &t, &lt, &target, None, &inserts)).unwrap();
         assert_eq!(
             sqls,
             vec![
@@ -771,15 +991,10 @@ mod tests {
                  'arn:aws:iam::1:role/r' MANIFEST FORMAT AS PARQUET STATUPDATE ON"
                     .to_string(),
                 "INSERT 1".to_string(),
-                "CALL \"pl\".release_lease('sales.orders', 'req-1')".to_string(),
+                "CALL \"pl\".\"fence_5_sales_orders\"('req-1', 960)".to_string(),
             ]
         );
         assert_eq!(fixed_statements(&target, false), sqls.len() - 1);
-        let renew = load_batch(&batch(&schema, &t, &target, None, &inserts, Some(960))).unwrap();
-        assert_eq!(
-            renew.last().unwrap(),
-            "CALL \"pl\".renew_lease('sales.orders', 'req-1', 960)"
-        );
     }
 
     #[test]
@@ -794,25 +1009,31 @@ mod tests {
             file_columns: vec![Ident::parse("id").unwrap(), Ident::parse("amount").unwrap()],
             fill: pv.clone(),
         };
-        let sqls = load_batch(&batch(&schema, &t, &target, Some(&pv), &[], None)).unwrap();
+        let lt = LeaseTables::for_target(&t);
+        let sqls = load_batch(&batch(&schema, &t, &lt, &target, Some(&pv), &[])).unwrap();
         assert_eq!(sqls.len(), fixed_statements(&target, true));
         assert_eq!(
             sqls[0],
             "DELETE FROM \"sales\".\"orders\" WHERE \"order_date\" = CAST('2024-05-28' AS DATE)"
         );
-        assert!(sqls[1].contains("partition_path = 'order_date=2024-05-28/'"));
         assert_eq!(
-            sqls[2],
+            sqls[5],
+            "DELETE FROM \"pl\".\"ledger_5_sales_orders\" WHERE partition_path = \
+             'order_date=2024-05-28/'",
+            "the ledger is touched only at the end, after the COPY"
+        );
+        assert_eq!(
+            sqls[1],
             "CREATE TEMP TABLE \"partition_loader_stage_0\" AS SELECT \"id\", \"amount\" FROM \
              \"sales\".\"orders\" WHERE 1 = 0"
         );
-        assert!(sqls[3].starts_with("COPY \"partition_loader_stage_0\" FROM"));
+        assert!(sqls[2].starts_with("COPY \"partition_loader_stage_0\" FROM"));
         assert_eq!(
-            sqls[4],
+            sqls[3],
             "INSERT INTO \"sales\".\"orders\" (\"id\", \"amount\", \"order_date\") SELECT \"id\", \
              \"amount\", CAST('2024-05-28' AS DATE) FROM \"partition_loader_stage_0\""
         );
-        assert_eq!(sqls[5], "DROP TABLE \"partition_loader_stage_0\"");
+        assert_eq!(sqls[4], "DROP TABLE \"partition_loader_stage_0\"");
         assert!(sqls[6].starts_with("CALL"));
     }
 
@@ -889,10 +1110,10 @@ mod tests {
             etag: "abc".into(),
             size_bytes: 10,
         };
-        let tuple = ledger_tuple(&t, "p=1/", "h", "id", &row).unwrap();
+        let tuple = ledger_tuple("p=1/", "h", "id", &row).unwrap();
         assert!(tuple.contains("GETDATE()"));
         let tuples = vec![tuple; 500];
-        let head = ledger_insert_head(&Ident::parse("pl").unwrap());
+        let head = table_ledger_insert_head(&Ident::parse("pl").unwrap(), &LeaseTables::for_target(&t));
         let stmts = ledger_inserts(&head, &tuples, 100_000);
         assert!(stmts.len() > 1);
         assert!(stmts
@@ -930,4 +1151,13 @@ mod tests {
         assert!(unpartitioned_ledger(&schema).contains("partition_path = ''"));
         assert!(load_copies().contains(":load_id") && load_copies().contains(":manifests"));
     }
+}
+
+/// The partitions of a table's ledger loaded within the last `days` days (the sweep
+/// lists them again, for files whose event never came).
+pub fn recent_partitions(schema: &Ident, t: &LeaseTables, days: u32) -> String {
+    format!(
+        "SELECT DISTINCT partition_path FROM {} WHERE loaded_at > DATEADD(day, -{days}, GETDATE())",
+        t.q(schema, &t.ledger)
+    )
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use partition_loader::config::RedshiftTarget;
 use partition_loader::handler::BatchLimits;
+use partition_loader::sql::{LeaseTables, TableName};
 use partition_loader::{ErrorKind, Loader, LoaderError, Outcome};
 use serde_json::json;
 
@@ -116,8 +117,8 @@ async fn several_partitions_and_two_tables_with_multi_column_partitions() {
     assert_eq!(stack.ledger_rows(&orders).await, 2);
     assert_eq!(stack.ledger_rows(&events).await, 2);
     let path = format!(
-        "SELECT COUNT(*) FROM {}.loaded_files WHERE partition_path = 'year=2024/month=05/day=28/'",
-        stack.loader_schema
+        "SELECT COUNT(*) FROM {} WHERE partition_path = 'year=2024/month=05/day=28/'",
+        stack.loader_table(&events, "ledger")
     );
     assert_eq!(stack.count(&path).await, 1);
     for e in &evs {
@@ -177,8 +178,9 @@ async fn form_encoded_key_and_direct_copy() {
     assert_eq!(loaded_files(&o), 1, "{o:?}");
     assert_eq!(stack.rows(&t).await, 4);
     let url = format!(
-        "SELECT COUNT(*) FROM {}.loaded_files WHERE s3_url = 's3://{}/{key}'",
-        stack.loader_schema, stack.bucket
+        "SELECT COUNT(*) FROM {} WHERE s3_url = 's3://{}/{key}'",
+        stack.loader_table(&t, "ledger"),
+        stack.bucket
     );
     assert_eq!(stack.count(&url).await, 1);
 }
@@ -291,11 +293,13 @@ async fn concurrent_invocations_load_each_file_once() {
         let outcome = task.await.unwrap();
         match &outcome {
             Ok(Outcome::Loaded { files, .. }) => loaded += files,
-            Ok(Outcome::UpToDate { .. }) => {}
+            // Handed to the holder, which loads it while draining (its outcome counts
+            // only its own listing): the table and ledger counts below prove "once".
+            Ok(Outcome::UpToDate { .. }) | Ok(Outcome::Queued { .. }) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(loaded, 5, "each file loaded by exactly one invocation");
+    assert!(loaded <= 5, "no file reported loaded twice");
     assert_eq!(stack.rows(&t).await, 15);
     let distinct = format!("SELECT COUNT(DISTINCT id) FROM {t}");
     assert_eq!(stack.count(&distinct).await, 15);
@@ -387,190 +391,110 @@ async fn a_lost_lease_cannot_commit() {
 async fn the_fence_refuses_a_lease_held_by_another_holder() {
     let stack = Stack::new().await;
     stack.loader(&stack.orders_route("")).await;
-    let pl = &stack.loader_schema;
-    stack.insert_lease("s.t", "other", 600).await;
-    for call in [
-        format!("CALL {pl}.release_lease('s.t', 'me')"),
-        format!("CALL {pl}.renew_lease('s.t', 'me', 600)"),
-    ] {
-        let e = stack.try_sql(&call).await.unwrap_err();
-        assert!(
-            e.to_string().contains("lease on s.t is not held by me"),
-            "{call}: {e}"
-        );
-    }
-    // The holder itself may renew and release.
-    stack
-        .sql(&format!("CALL {pl}.renew_lease('s.t', 'other', 600)"))
-        .await;
-    stack
-        .sql(&format!("CALL {pl}.release_lease('s.t', 'other')"))
-        .await;
-    assert_eq!(stack.lease_rows("s.t").await, 0);
+    let t = stack.table("orders");
+    let tables = LeaseTables::for_target(&TableName::parse(&t).unwrap());
+    let fence = |holder: &str| {
+        format!(
+            "CALL {}.{}('{holder}', 600)",
+            stack.loader_schema,
+            tables.fence.quoted()
+        )
+    };
+    stack.insert_lease(&t, "other", 600).await;
+    let e = stack.try_sql(&fence("me")).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("lease on {t} is not held by me")),
+        "{e}"
+    );
+    // The holder itself may renew.
+    stack.sql(&fence("other")).await;
     // An expired lease no longer fences for its old holder.
-    stack.insert_lease("s.t", "late", -1).await;
-    let e = stack
-        .try_sql(&format!("CALL {pl}.release_lease('s.t', 'late')"))
-        .await
-        .unwrap_err();
+    stack.insert_lease(&t, "late", -1).await;
+    let e = stack.try_sql(&fence("late")).await.unwrap_err();
     assert!(e.to_string().contains("not held by late"), "{e}");
 }
 
 #[tokio::test]
-async fn a_busy_lease_is_waited_for_then_reported() {
+async fn a_busy_lease_queues_the_object_and_a_sweep_finishes_after_a_crash() {
     let stack = Stack::new().await;
     let routes = stack.orders_route("");
-    let (_, t) = stack.orders("").await;
+    let (loader, t) = stack.orders("").await;
     stack.insert_lease(&t, "stuck-holder", 600).await;
     let event = stack.orders_file("part-0.parquet", 0..3).await;
-    let mut config = stack.config(&routes);
-    config.lock_wait = Duration::from_secs(2);
-    let impatient = Loader::connect(config).await;
-    let started = std::time::Instant::now();
-    let e = handle(&impatient, &event).await.unwrap_err();
-    assert_eq!(e.error_type(), "Retryable.LockBusy", "{e}");
-    assert!(e.to_string().contains("stuck-holder"), "{e}");
-    assert!(started.elapsed() >= Duration::from_millis(500), "it waited");
+    match handle(&loader, &event).await {
+        Ok(Outcome::Queued { holder, table, .. }) => {
+            assert_eq!(holder, "stuck-holder");
+            assert_eq!(table, t);
+        }
+        other => panic!("expected queued, got {other:?}"),
+    }
     assert_eq!(stack.rows(&t).await, 0);
-}
-
-/// A loader of `routes` that waits at most `lock_wait` for the lease.
-async fn waiting(stack: &Stack, routes: &str, lock_wait: Duration) -> TestLoader {
-    let mut config = stack.config(routes);
-    config.lock_wait = lock_wait;
-    Loader::connect(config).await
+    assert_eq!(stack.wakeup_rows(&t).await, 1, "the object is handed over");
+    // A sweep while the holder is live leaves the wake-up to it.
+    let swept = loader.sweep(&holder(), 0, deadline()).await;
+    assert!(swept.iter().all(|r| r.is_ok()), "{swept:?}");
+    assert_eq!(stack.wakeup_rows(&t).await, 1);
+    // The holder crashed: its lease expires; the sweep drains what it left.
+    stack.insert_lease(&t, "stuck-holder", -1).await;
+    let swept = loader.sweep(&holder(), 0, deadline()).await;
+    assert!(swept.iter().all(|r| r.is_ok()), "{swept:?}");
+    assert_eq!(stack.rows(&t).await, 3, "loaded once");
+    assert_eq!(stack.ledger_rows(&t).await, 1);
+    assert_eq!(stack.wakeup_rows(&t).await, 0);
+    assert_eq!(stack.lease_rows(&t).await, 0);
+    // A replay of the event now finds it loaded.
+    let again = unfaulted(&stack, &routes, "again").await;
+    let o = handle(&again, &event).await;
+    assert!(matches!(o, Ok(Outcome::UpToDate { .. })), "{o:?}");
 }
 
 #[tokio::test]
-async fn a_waiter_whose_object_the_holder_loaded_returns_without_the_lease() {
+async fn files_landing_during_a_long_load_are_all_loaded_once() {
     let stack = Stack::new().await;
     let routes = stack.orders_route("");
     let (_, t) = stack.orders("").await;
-    // A holder is "loading": its lease is live, with an acquired_at we can recognise.
-    stack
-        .sql(&format!(
-            "INSERT INTO {}.locks VALUES ('{t}', 'loading-holder', '2024-01-01 00:00:00', \
-             GETDATE() + INTERVAL '600 seconds')",
-            stack.loader_schema
-        ))
+    let first = stack.orders_file("part-0.parquet", 0..3).await;
+    // The holder's Data API calls are slow: its load outlasts LOCK_WAIT_SECONDS many
+    // times over, which used to send waiting events to the failure queue.
+    let mut config = stack.config(&routes);
+    config.lock_wait = Duration::from_secs(1);
+    let slow = std::sync::Arc::new(Loader::connect(config).await);
+    stack.fault(json!({"latency_ms": 800})).await;
+    let holder_task = {
+        let slow = slow.clone();
+        tokio::spawn(async move { slow.handle(&first, "the-holder", deadline()).await })
+    };
+    while stack.lease_rows(&t).await == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fast = unfaulted(&stack, &routes, "fast").await;
+    let mut others = Vec::new();
+    for i in 1..5 {
+        let e = stack
+            .orders_file(&format!("part-{i}.parquet"), i * 10..i * 10 + 3)
+            .await;
+        others.push(handle(&fast, &e).await);
+    }
+    // Another partition too: the holder drains every partition of its table.
+    let other_day = stack
+        .parquet_event("orders/order_date=2024-05-29/part-0.parquet", 100..103)
         .await;
-    let key = format!("{ORDERS_DAY}/part-0.parquet");
-    let (size, etag) = stack.put_object(&key, parquet_bytes(0..3)).await;
-    let lock_wait = Duration::from_secs(15);
-    let loader = std::sync::Arc::new(waiting(&stack, &routes, lock_wait).await);
-    let waiters = [
-        (
-            "same etag",
-            object_created(&stack.bucket, &key, size, Some(&etag)),
-        ),
-        (
-            "no etag: key only",
-            object_created(&stack.bucket, &key, size, None),
-        ),
-        (
-            "stale etag",
-            object_created(&stack.bucket, &key, size, Some("0123abcd")),
-        ),
-    ];
-    let started = std::time::Instant::now();
-    let tasks: Vec<_> = waiters
-        .into_iter()
-        .map(|(name, event)| {
-            let loader = loader.clone();
-            tokio::spawn(async move {
-                let o = handle(&loader, &event).await;
-                (name, o, started.elapsed())
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        tasks.iter().all(|t| !t.is_finished()),
-        "all wait for the lease"
-    );
-    // The holder's load commits: its ledger row for this very object appears.
-    stack
-        .insert_ledger_row(&t, &key, &etag, "loading-holder")
-        .await;
-    for task in tasks {
-        let (name, o, took) = task.await.unwrap();
-        if name == "stale etag" {
-            // Another version of the object was loaded: this one must still wait.
-            let e = o.unwrap_err();
-            assert_eq!(e.error_type(), "Retryable.LockBusy", "{name}: {e}");
-            assert!(
-                took >= lock_wait - Duration::from_secs(3),
-                "{name}: {took:?}"
-            );
-            continue;
-        }
-        match o {
-            Ok(Outcome::UpToDate {
-                table,
-                loaded_by: Some(by),
-                ..
-            }) => {
-                assert_eq!(table, t);
-                assert_eq!(by, "loading-holder", "{name}");
-            }
-            other => panic!("{name}: expected up_to_date loaded by the holder, got {other:?}"),
-        }
+    others.push(handle(&fast, &other_day).await);
+    for o in &others {
         assert!(
-            took < Duration::from_secs(8),
-            "{name} returned after {took:?}"
+            matches!(o, Ok(Outcome::Queued { holder, .. }) if holder == "the-holder"),
+            "{o:?}"
         );
     }
-    assert_eq!(stack.rows(&t).await, 0, "no waiter loaded anything");
-    let untouched = format!(
-        "SELECT COUNT(*) FROM {}.locks WHERE table_name = '{t}' AND holder = 'loading-holder' \
-         AND acquired_at = '2024-01-01 00:00:00' AND expires_at > GETDATE()",
-        stack.loader_schema
-    );
-    assert_eq!(
-        stack.count(&untouched).await,
-        1,
-        "the holder's lease is untouched"
-    );
-    assert_eq!(stack.lease_rows(&t).await, 1);
-    assert_eq!(stack.ledger_rows(&t).await, 1);
-}
-
-#[tokio::test]
-async fn a_waiter_whose_object_is_not_loaded_waits_then_loads_it() {
-    let stack = Stack::new().await;
-    let routes = stack.orders_route("");
-    let (_, t) = stack.orders("").await;
-    stack.insert_lease(&t, "loading-holder", 600).await;
-    let mine = stack.orders_file("part-0.parquet", 0..3).await;
-    // The holder loads another object of the partition (written too late for it to
-    // have listed ours, say): its ledger row must not end our wait.
-    let other = format!("{ORDERS_DAY}/part-1.parquet");
-    let (_, other_etag) = stack.put_object(&other, parquet_bytes(100..104)).await;
-    let loader = waiting(&stack, &routes, Duration::from_secs(60)).await;
-    let started = std::time::Instant::now();
-    let waiter = tokio::spawn(async move { handle(&loader, &mine).await });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stack
-        .insert_ledger_row(&t, &other, &other_etag, "loading-holder")
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!waiter.is_finished(), "its object is not loaded: it waits");
-    // The holder releases; the waiter takes the lease and loads what is pending.
-    stack
-        .sql(&format!(
-            "DELETE FROM {}.locks WHERE table_name = '{t}'",
-            stack.loader_schema
-        ))
-        .await;
-    let o = waiter.await.unwrap();
-    match &o {
-        Ok(Outcome::Loaded { files, .. }) => assert_eq!(*files, 1, "only ours was pending"),
-        other => panic!("expected loaded, got {other:?}"),
-    }
-    assert!(started.elapsed() >= Duration::from_secs(3));
-    assert_eq!(stack.rows(&t).await, 3, "our object's rows, once");
-    assert_eq!(stack.ledger_rows(&t).await, 2);
-    assert_eq!(stack.lease_rows(&t).await, 0);
+    let held = holder_task.await.unwrap();
+    assert!(matches!(held, Ok(Outcome::Loaded { .. })), "{held:?}");
+    assert_eq!(stack.rows(&t).await, 18, "every file once");
+    let distinct = format!("SELECT COUNT(DISTINCT id) FROM {t}");
+    assert_eq!(stack.count(&distinct).await, 18);
+    assert_eq!(stack.ledger_rows(&t).await, 6);
+    assert_eq!(stack.wakeup_rows(&t).await, 0, "all drained");
+    assert_eq!(stack.lease_rows(&t).await, 0, "released after the drain");
 }
 
 #[tokio::test]
@@ -595,7 +519,7 @@ async fn a_large_partition_is_loaded_in_chunks_that_renew_the_lease() {
     assert_eq!(loaded_files(&o), 5, "{o:?}");
     assert_eq!(stack.rows(&t).await, 10);
     assert_eq!(stack.ledger_rows(&t).await, 5);
-    assert_eq!(stack.lease_rows(&t).await, 0, "the last chunk released");
+    assert_eq!(stack.lease_rows(&t).await, 0, "released after the last chunk");
     assert_eq!(
         stack.keys("_loader/").await.len(),
         3,
@@ -685,8 +609,8 @@ async fn a_lease_taken_over_during_a_slow_load_fences_the_old_holder() {
     assert_eq!(stack.rows(&t).await, 3, "loaded once, by B only");
     assert_eq!(stack.ledger_rows(&t).await, 1);
     let holders = format!(
-        "SELECT COUNT(*) FROM {}.loaded_files WHERE holder = 'holder-b'",
-        stack.loader_schema
+        "SELECT COUNT(*) FROM {} WHERE holder = 'holder-b'",
+        stack.loader_table(&t, "ledger")
     );
     assert_eq!(stack.count(&holders).await, 1);
     assert_eq!(stack.lease_rows(&t).await, 0);
@@ -698,7 +622,7 @@ async fn a_loader_schema_that_was_never_bootstrapped_is_named() {
     let loader = Loader::connect(stack.config(&stack.orders_route(""))).await;
     let event = stack.event(&format!("{ORDERS_DAY}/part-0.parquet"), 10);
     let e = handle(&loader, &event).await.unwrap_err();
-    assert_eq!(e.error_type(), "Permanent.Config", "{e}");
+    assert_eq!(e.error_type(), "Permanent.NotBootstrapped", "{e}");
     assert!(e.to_string().contains("loaderctl bootstrap"), "{e}");
 }
 

@@ -221,8 +221,8 @@ async fn every_sample_event_has_its_outcome_and_a_replay_changes_nothing() {
 
     let ledger = |table: &str| {
         format!(
-            "SELECT COUNT(*) FROM {}.loaded_files WHERE table_name = '{table}' AND s3_url = ",
-            stack.loader_schema
+            "SELECT COUNT(*) FROM {} WHERE s3_url = ",
+            stack.loader_table(table, "ledger")
         )
     };
     let url = |file: &str| {

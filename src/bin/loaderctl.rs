@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use partition_loader::sql::{literal, TableName};
+use partition_loader::sql::{LeaseTables, TableName};
 use partition_loader::{init_logging, Config, Loader, LoaderError};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -35,7 +35,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the loader schema, lease table, ledger and fencing procedures (idempotent).
+    /// Create the loader schema and, for every configured route's table, its lease,
+    /// ledger and wake-up tables and lease procedures (idempotent; copies the table's
+    /// rows of the shared `loaded_files` ledger of earlier versions the first time).
     Bootstrap,
     /// Run the handler on event files (one or more JSON events per file); one JSON
     /// outcome line per event. Exits non-zero when any event failed.
@@ -46,8 +48,15 @@ enum Command {
     /// Load every partition found under s3://bucket/prefix with the same protocol;
     /// progress on stderr, `--dry-run` to list what would be loaded.
     Backfill(backfill::Args),
-    /// Show the leases.
+    /// Show the lease of every configured route's table, with its pending wake-ups.
     Locks,
+    /// Run the sweep by hand: list the partitions of the last DAYS dates and those the
+    /// ledger loaded in that window, load what is missing, drain left-over wake-ups.
+    Sweep {
+        /// Look-back window in days.
+        #[arg(long, default_value_t = 3)]
+        days: u32,
+    },
     /// Release a table's lease by hand; a live lease only with --force.
     Unlock {
         table: String,
@@ -156,33 +165,54 @@ async fn run(
         }
         Command::Backfill(args) => backfill::run(loader, args, holder, budget).await,
         Command::Locks => {
-            let rows = loader
-                .query(
-                    format!(
-                        "SELECT table_name, holder, acquired_at, expires_at, \
-                         CASE WHEN expires_at > GETDATE() THEN 'live' ELSE 'expired' END \
-                         FROM {schema}.locks ORDER BY table_name"
-                    ),
-                    vec![],
-                    deadline(),
-                )
-                .await?;
-            for r in rows {
-                println!(
-                    "{}",
-                    json!({"table": r[0], "holder": r[1], "acquired_at": r[2], "expires_at": r[3], "state": r[4]})
-                );
+            let mut seen = Vec::new();
+            for route in &loader.config().routes {
+                if seen.contains(&route.table) {
+                    continue;
+                }
+                seen.push(route.table.clone());
+                let t = LeaseTables::for_target(&route.table);
+                let rows = loader
+                    .query(
+                        format!(
+                            "SELECT holder, acquired_at, expires_at, \
+                             CASE WHEN holder IS NULL THEN 'free' \
+                             WHEN expires_at > GETDATE() THEN 'live' ELSE 'expired' END, \
+                             (SELECT COUNT(*) FROM {schema}.{wakeup}) FROM {schema}.{lease}",
+                            wakeup = t.wakeup.quoted(),
+                            lease = t.lease.quoted()
+                        ),
+                        vec![],
+                        deadline(),
+                    )
+                    .await?;
+                for r in rows {
+                    println!(
+                        "{}",
+                        json!({"table": route.table.to_string(), "holder": r[0],
+                               "acquired_at": r[1], "expires_at": r[2], "state": r[3],
+                               "pending_wake_ups": r[4]})
+                    );
+                }
             }
             Ok(true)
         }
+        Command::Sweep { days } => {
+            let mut all_ok = true;
+            for r in loader.sweep(holder, days, deadline()).await {
+                all_ok &= print_result(r, json!({"sweep_days": days}));
+            }
+            Ok(all_ok)
+        }
         Command::Unlock { table, force } => {
             let table = table_arg(&table)?;
-            let t = literal(&table.to_string())?;
+            let t = LeaseTables::for_target(&table);
+            let lease = format!("{schema}.{}", t.lease.quoted());
             let live = loader
                 .query(
                     format!(
-                        "SELECT holder, expires_at FROM {schema}.locks \
-                         WHERE table_name = {t} AND expires_at > GETDATE()"
+                        "SELECT holder, expires_at FROM {lease} \
+                         WHERE holder IS NOT NULL AND expires_at > GETDATE()"
                     ),
                     vec![],
                     deadline(),
@@ -197,10 +227,13 @@ async fn run(
                 );
                 return Ok(false);
             }
+            // The row stays (free): exclusivity depends on exactly one lease row.
             loader
                 .execute(
-                    format!("DELETE FROM {schema}.locks WHERE table_name = :table"),
-                    vec![("table", table.to_string())],
+                    format!(
+                        "UPDATE {lease} SET holder = NULL, acquired_at = NULL, expires_at = NULL"
+                    ),
+                    vec![],
                     deadline(),
                 )
                 .await?;
@@ -214,14 +247,21 @@ async fn run(
         Command::History(args) => history::run(loader, args, deadline()).await,
         Command::Ledger { table, partition } => {
             let table = table_arg(&table)?;
+            let t = LeaseTables::for_target(&table);
             let mut sql = format!(
                 "SELECT partition_path, s3_url, etag, size_bytes, loaded_at, holder, load_id \
-                 FROM {schema}.loaded_files WHERE table_name = :table"
+                 FROM {schema}.{}",
+                t.ledger.quoted()
             );
-            let mut params = vec![("table", table.to_string())];
-            if let Some(p) = partition {
-                sql.push_str(" AND partition_path = :partition");
-                params.push(("partition", p));
+            let mut params = vec![];
+            // A Data API parameter may not be empty: the unpartitioned path '' is inlined.
+            match partition.as_deref() {
+                Some("") => sql.push_str(" WHERE partition_path = ''"),
+                Some(p) => {
+                    sql.push_str(" WHERE partition_path = :partition");
+                    params.push(("partition", p.to_string()));
+                }
+                None => {}
             }
             sql.push_str(" ORDER BY partition_path, s3_url");
             for r in loader.query(sql, params, deadline()).await? {

@@ -12,6 +12,7 @@ use arrow_schema::{DataType, Field, Schema};
 use aws_sdk_s3::primitives::ByteStream;
 use parquet::arrow::ArrowWriter;
 use partition_loader::config::RedshiftTarget;
+use partition_loader::sql::{LeaseTables, TableName};
 use partition_loader::handler::Loader;
 use partition_loader::storage::S3;
 use partition_loader::warehouse::{DataApi, Warehouse};
@@ -208,29 +209,51 @@ impl Stack {
         self.count(&format!("SELECT COUNT(*) FROM {table}")).await
     }
 
+    /// The loader's own table `kind` ("lease", "ledger", "wakeup") of `table`, quoted.
+    pub fn loader_table(&self, table: &str, kind: &str) -> String {
+        let t = LeaseTables::for_target(&TableName::parse(table).expect("schema.table"));
+        let name = match kind {
+            "lease" => t.lease,
+            "ledger" => t.ledger,
+            "wakeup" => t.wakeup,
+            other => panic!("no loader table {other}"),
+        };
+        format!("{}.{}", self.loader_schema, name.quoted())
+    }
+
     pub async fn ledger_rows(&self, table: &str) -> i64 {
         self.count(&format!(
-            "SELECT COUNT(*) FROM {}.loaded_files WHERE table_name = '{table}'",
-            self.loader_schema
+            "SELECT COUNT(*) FROM {}",
+            self.loader_table(table, "ledger")
         ))
         .await
     }
 
+    /// Leases held on `table` (0 when free).
     pub async fn lease_rows(&self, table: &str) -> i64 {
         self.count(&format!(
-            "SELECT COUNT(*) FROM {}.locks WHERE table_name = '{table}'",
-            self.loader_schema
+            "SELECT COUNT(*) FROM {} WHERE holder IS NOT NULL",
+            self.loader_table(table, "lease")
         ))
         .await
     }
 
-    /// Puts a lease row for `table` held by `holder`, expiring `ttl_seconds` from now
+    /// Wake-ups queued for `table`'s holder.
+    pub async fn wakeup_rows(&self, table: &str) -> i64 {
+        self.count(&format!(
+            "SELECT COUNT(*) FROM {}",
+            self.loader_table(table, "wakeup")
+        ))
+        .await
+    }
+
+    /// Makes `holder` the holder of `table`'s lease, expiring `ttl_seconds` from now
     /// (negative: already expired).
     pub async fn insert_lease(&self, table: &str, holder: &str, ttl_seconds: i64) {
         self.sql(&format!(
-            "INSERT INTO {}.locks VALUES ('{table}', '{holder}', GETDATE(), \
-             GETDATE() + INTERVAL '{ttl_seconds} seconds')",
-            self.loader_schema
+            "UPDATE {} SET holder = '{holder}', acquired_at = GETDATE(), \
+             expires_at = DATEADD(second, {ttl_seconds}, GETDATE())",
+            self.loader_table(table, "lease")
         ))
         .await;
     }
@@ -239,9 +262,9 @@ impl Stack {
     /// partition (without loading anything).
     pub async fn insert_ledger_row(&self, table: &str, key: &str, etag: &str, holder: &str) {
         self.sql(&format!(
-            "INSERT INTO {}.loaded_files VALUES ('{table}', 'order_date=2024-05-28/', \
+            "INSERT INTO {} VALUES ('order_date=2024-05-28/', \
              's3://{}/{key}', '{}', 1, GETDATE(), '{holder}', 'load-{holder}')",
-            self.loader_schema,
+            self.loader_table(table, "ledger"),
             self.bucket,
             etag.trim_matches('"')
         ))

@@ -37,6 +37,9 @@ fn database_setup_sql() -> String {
          SELECT pg_advisory_xact_lock(7291540431);
          CREATE OR REPLACE FUNCTION public.getdate() RETURNS timestamp LANGUAGE sql STABLE
              AS $getdate$ SELECT date_trunc('second', statement_timestamp() AT TIME ZONE 'UTC') $getdate$;
+         CREATE OR REPLACE FUNCTION public.dateadd(part text, n bigint, ts timestamp) RETURNS timestamp
+             LANGUAGE sql IMMUTABLE
+             AS $dateadd$ SELECT ts + (n::text || ' ' || part)::interval $dateadd$;
          CREATE SEQUENCE IF NOT EXISTS public.rdl_query_id_seq;
          {history}
          {errors}

@@ -181,10 +181,26 @@ pub fn translate(sql: &str) -> String {
         tokens.into_iter().map(|t| (t, None)).collect()
     };
     let mut out = String::with_capacity(sql.len());
+    // DATEADD(datepart, n, ts): Redshift's datepart is a bare word; the executor's
+    // `dateadd(text, bigint, timestamp)` takes it as text. 0 = outside, 1 = after
+    // DATEADD, 2 = after its `(`.
+    let mut dateadd = 0;
     for (i, (token, replacement)) in tokens.iter().enumerate() {
         if let Some(replacement) = replacement {
             out.push_str(replacement);
             continue;
+        }
+        if token.kind != Kind::Space {
+            let datepart = dateadd == 2 && token.kind == Kind::Word;
+            dateadd = match (dateadd, token.kind, token.text) {
+                (0, Kind::Word, w) if w.eq_ignore_ascii_case("dateadd") && !follows_dot(&tokens, i) => 1,
+                (1, _, "(") => 2,
+                _ => 0,
+            };
+            if datepart {
+                out.push_str(&quote_literal(token.text));
+                continue;
+            }
         }
         match token.kind {
             Kind::Word
@@ -202,6 +218,7 @@ pub fn translate(sql: &str) -> String {
 }
 
 type Rewritten<'a> = (Token<'a>, Option<String>);
+
 
 fn follows_dot(tokens: &[Rewritten<'_>], i: usize) -> bool {
     i > 0 && tokens[i - 1].0.text == "."
@@ -451,6 +468,20 @@ mod tests {
         assert!(out.contains(&format!("VALUES ({SYSDATE_SQL})")), "{out}");
         assert!(out.starts_with("CREATE PROCEDURE p() AS $body$ BEGIN"));
         assert!(out.ends_with("$body$ LANGUAGE plpgsql"));
+    }
+
+    #[test]
+    fn dateadd_datepart_becomes_text() {
+        assert_eq!(
+            translate("UPDATE t SET e = DATEADD(second, 960, GETDATE())"),
+            "UPDATE t SET e = DATEADD('second', 960, GETDATE())"
+        );
+        assert_eq!(
+            translate("SELECT dateadd ( day , -3, x), 'DATEADD(day, 1, y)'"),
+            "SELECT dateadd ( 'day' , -3, x), 'DATEADD(day, 1, y)'"
+        );
+        assert!(translate("CREATE PROCEDURE p() AS $$ BEGIN x := DATEADD(second, 1, y); END $$")
+            .contains("DATEADD('second', 1, y)"));
     }
 
     #[test]

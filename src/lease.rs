@@ -1,0 +1,507 @@
+//! The lease protocol of one target table: acquire or hand off, drain, release.
+//!
+//! Every target table has its own lease table (one row, `holder` NULL when free), ledger
+//! and wake-up table in the loader schema ([`sql::LeaseTables`]). An invocation that
+//! finds the lease held by a live holder does not wait: it leaves a wake-up row (its
+//! bucket, partition and object) and returns `queued`. The holder, after each load,
+//! runs one drain step under the same `LOCK` as every wake-up insert: release when no
+//! wake-up is left, otherwise renew and claim them, load every claimed partition
+//! (listing it again), repeat.
+//!
+//! Invariant: an acquire is one submission (`LOCK lease; CALL take(...)`), whether it
+//! takes the lease or queues a wake-up.
+//! Invariant: a wake-up insert and "release if no wake-up is left" are serialised by
+//! `LOCK <lease table>`, so a wake-up is either claimed by the holder or inserted after
+//! the release, by an invocation that then finds the lease free and takes it.
+//! Invariant: an invocation that finds the lease busy writes only the wake-up table; the
+//! holder's load batch never reads or writes the wake-up table. So a busy acquirer and a
+//! running load never form a cycle, even under Redshift's table-level SERIALIZABLE rule.
+//! Invariant: every take writes the lease row, and every load ends with the fence that
+//! writes it too: a load whose lease was taken over meanwhile fails (the fence finds
+//! another holder, or a write-write conflict), under SNAPSHOT and SERIALIZABLE alike.
+//! Invariant: a wake-up is deleted only by the holder that claimed it, after loading its
+//! partition from a listing made after the claim (so after the wake-up's object existed).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::error::LoaderError;
+use crate::event::ObjectCreated;
+use crate::plan::{self, LoadedFile};
+use crate::sql::{self, LeaseTables, TableName, WakeUp};
+use crate::warehouse::{Row, Warehouse};
+
+/// Time granted to an explicit release after the work failed near the deadline.
+pub const RELEASE_GRACE: Duration = Duration::from_secs(3);
+
+/// The outcome of one acquire.
+#[derive(Debug)]
+pub enum Acquired {
+    /// We hold the lease; what the acquire batch read under it.
+    Held(Held),
+    /// Someone else holds it; our wake-up row is queued for them.
+    Queued { holder: String, expires_at: String },
+}
+
+/// What the holder read under the lease, for one partition.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Ledger rows of the partition.
+    pub ledger: Vec<LoadedFile>,
+    /// The target's columns in table order (empty: the table does not exist).
+    pub columns: Vec<String>,
+}
+
+/// What one drain step found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// No wake-up was left: the lease is free.
+    Released,
+    /// The lease is renewed; load these `(bucket, partition path)`, then step again with
+    /// this claim as the done claim.
+    Claimed(Vec<(String, String)>),
+    /// The lease is not ours any more (it expired and was taken over, or was unlocked).
+    Lost { holder: Option<String> },
+}
+
+/// The lease protocol's context for one table and one invocation.
+pub struct Ctx<'a, W> {
+    /// Where the statements go.
+    pub warehouse: &'a W,
+    /// The loader schema, holding the lease, ledger and wake-up tables.
+    pub schema: &'a sql::Ident,
+    /// The table's own loader tables and procedures.
+    pub tables: LeaseTables,
+    /// This invocation's id (the Lambda request id: a retry keeps it, so a retried
+    /// holder takes its own lease again).
+    pub holder: &'a str,
+    /// How long a take or a fence makes the lease last.
+    pub ttl_seconds: u64,
+    /// Nothing is started after it.
+    pub deadline: Instant,
+}
+
+impl<'a, W: Warehouse> Ctx<'a, W> {
+    pub fn new(
+        warehouse: &'a W,
+        config: &'a Config,
+        table: &TableName,
+        holder: &'a str,
+        deadline: Instant,
+    ) -> Self {
+        Ctx {
+            warehouse,
+            schema: &config.loader_schema,
+            tables: LeaseTables::for_target(table),
+            holder,
+            ttl_seconds: config.lease_ttl.as_secs(),
+            deadline,
+        }
+    }
+}
+
+/// Takes the lease for an event's object, or queues the object for the live holder.
+pub async fn acquire_for_event<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    bucket: &str,
+    partition_path: &str,
+    object: &ObjectCreated,
+) -> Result<Acquired, LoaderError> {
+    let url = plan::s3_url(&object.bucket, &object.key);
+    let etag = object.etag.as_deref().map(plan::normalise_etag);
+    let wake = WakeUp {
+        bucket,
+        partition_path,
+        s3_url: &url,
+        etag: etag.as_deref().unwrap_or(""),
+    };
+    try_acquire(ctx, &wake).await
+}
+
+/// Takes the lease for a whole partition (backfill, sweep), or queues the partition for
+/// the live holder.
+pub async fn acquire_for_partition<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    bucket: &str,
+    partition_path: &str,
+) -> Result<Acquired, LoaderError> {
+    let wake = WakeUp {
+        bucket,
+        partition_path,
+        s3_url: "",
+        etag: "",
+    };
+    try_acquire(ctx, &wake).await
+}
+
+/// Takes the lease only if it is free (the sweep, to drain what a crashed holder left);
+/// queues nothing when it is held, since the live holder drains.
+pub async fn acquire_if_free<W: Warehouse>(ctx: &Ctx<'_, W>) -> Result<Acquired, LoaderError> {
+    let wake = WakeUp {
+        bucket: "",
+        partition_path: "",
+        s3_url: "",
+        etag: "",
+    };
+    try_acquire(ctx, &wake).await
+}
+
+/// The ledger rows of one partition and the target's columns, read by the holder for a
+/// partition it claimed while draining.
+pub async fn read_partition<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    partition_path: &str,
+) -> Result<Held, LoaderError> {
+    let sqls = sql::holder_reads(ctx.schema, &ctx.tables, partition_path)?;
+    let id = ctx
+        .warehouse
+        .run_batch(sqls, ctx.deadline)
+        .await
+        .map_err(|e| missing_tables(ctx, e))?;
+    Ok(Held {
+        ledger: ledger_rows(ctx.warehouse.rows(format!("{id}:1"), ctx.deadline).await?),
+        columns: first_column(ctx.warehouse.rows(format!("{id}:2"), ctx.deadline).await?),
+    })
+}
+
+/// One drain step: forget the wake-ups of `done_claim` (loaded), then release the lease
+/// if none is left, or renew it and claim all that are left as `new_claim`.
+pub async fn drain_step<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    done_claim: &str,
+    new_claim: &str,
+) -> Result<Drain, LoaderError> {
+    let sqls = sql::drain_batch(
+        ctx.schema,
+        &ctx.tables,
+        ctx.holder,
+        ctx.ttl_seconds,
+        done_claim,
+        new_claim,
+    )?;
+    let id = ctx
+        .warehouse
+        .run_batch(sqls, ctx.deadline)
+        .await
+        .map_err(|e| missing_tables(ctx, e))?;
+    let lease = ctx.warehouse.rows(format!("{id}:7"), ctx.deadline).await?;
+    let current = lease_row(ctx, &lease)?.0;
+    match current {
+        None => Ok(Drain::Released),
+        Some(h) if h == ctx.holder => {
+            let claimed = ctx
+                .warehouse
+                .rows(format!("{id}:6"), ctx.deadline)
+                .await?
+                .into_iter()
+                .filter_map(|r| match r.as_slice() {
+                    [Some(bucket), Some(path)] => Some((bucket.clone(), path.clone())),
+                    // An unpartitioned route's path is '' (NULL in no database, but be
+                    // lenient with drivers that map '' to NULL).
+                    [Some(bucket), None] => Some((bucket.clone(), String::new())),
+                    _ => None,
+                })
+                .collect();
+            Ok(Drain::Claimed(claimed))
+        }
+        Some(other) => Ok(Drain::Lost {
+            holder: Some(other),
+        }),
+    }
+}
+
+/// Gives our lease up at once, wake-ups or not (no-op when we do not hold it). Used
+/// after a failure and when the deadline leaves no time to drain: the next holder, a
+/// Lambda retry or the sweep drains what is left.
+pub async fn release<W: Warehouse>(ctx: &Ctx<'_, W>, deadline: Instant) -> Result<(), LoaderError> {
+    let params = vec![("holder", ctx.holder.to_string())];
+    ctx.warehouse
+        .run(sql::release_lease(ctx.schema, &ctx.tables), params, deadline)
+        .await
+        .map(|_| ())
+}
+
+/// Runs the acquire batch once: the lease with the partition's ledger and the target's
+/// columns, or the live holder (our wake-up queued).
+async fn try_acquire<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    wake: &WakeUp<'_>,
+) -> Result<Acquired, LoaderError> {
+    let sqls = sql::take_batch(ctx.schema, &ctx.tables, ctx.holder, ctx.ttl_seconds, wake)?;
+    let id = match ctx.warehouse.run_batch(sqls, ctx.deadline).await {
+        Ok(id) => id,
+        Err(e @ LoaderError::Timeout { .. }) => {
+            // The cancelled acquire may have committed anyway: do not leave a lease
+            // behind for its TTL when dropping it is harmless.
+            let _ = release(ctx, Instant::now() + RELEASE_GRACE).await;
+            return Err(e);
+        }
+        Err(e) => return Err(missing_tables(ctx, e)),
+    };
+    let read = read_take(ctx, &id).await;
+    if read.is_err() {
+        // The batch committed, so we may hold the lease without knowing it.
+        let _ = release(ctx, ctx.deadline.max(Instant::now() + RELEASE_GRACE)).await;
+    }
+    read
+}
+
+async fn read_take<W: Warehouse>(ctx: &Ctx<'_, W>, id: &str) -> Result<Acquired, LoaderError> {
+    let lease = ctx.warehouse.rows(format!("{id}:3"), ctx.deadline).await?;
+    let (current, expires_at) = lease_row(ctx, &lease)?;
+    match current {
+        Some(h) if h == ctx.holder => Ok(Acquired::Held(Held {
+            ledger: ledger_rows(ctx.warehouse.rows(format!("{id}:4"), ctx.deadline).await?),
+            columns: first_column(ctx.warehouse.rows(format!("{id}:5"), ctx.deadline).await?),
+        })),
+        Some(holder) => Ok(Acquired::Queued { holder, expires_at }),
+        // Only `acquire_if_free` leaves a free lease free (it queues nothing): report it
+        // as held by nobody, which the sweep treats as "nothing to drain".
+        None => Ok(Acquired::Queued {
+            holder: String::new(),
+            expires_at,
+        }),
+    }
+}
+
+/// The single lease row: `(holder, expires_at)`. Zero or several rows is an error,
+/// never "pick the first".
+fn lease_row<W>(ctx: &Ctx<'_, W>, rows: &[Row]) -> Result<(Option<String>, String), LoaderError> {
+    match rows {
+        [row] => Ok((
+            row.first().cloned().flatten(),
+            row.get(1).cloned().flatten().unwrap_or_default(),
+        )),
+        _ => Err(LoaderError::LeaseRows {
+            table: ctx.tables.target.to_string(),
+            detail: format!("{} rows, expected exactly one", rows.len()),
+        }),
+    }
+}
+
+fn ledger_rows(rows: Vec<Row>) -> Vec<LoadedFile> {
+    rows.into_iter()
+        .filter_map(|r| match r.as_slice() {
+            [Some(url), Some(etag), _] => Some(LoadedFile {
+                s3_url: url.clone(),
+                etag: etag.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn first_column(rows: Vec<Row>) -> Vec<String> {
+    rows.into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect()
+}
+
+/// Names a failure that means the table's loader objects were never created (or the
+/// lease table lost its single row).
+fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError {
+    match e {
+        LoaderError::StatementFailed { message, .. }
+            if message.contains("does not exist")
+                && (message.contains(ctx.tables.lease.as_str())
+                    || message.contains(ctx.tables.take.as_str())
+                    || message.contains(ctx.tables.ledger.as_str())
+                    || message.contains(ctx.schema.as_str())) =>
+        {
+            LoaderError::NotBootstrapped {
+                table: ctx.tables.target.to_string(),
+                message,
+            }
+        }
+        LoaderError::StatementFailed { message, .. } if message.contains(sql::LEASE_ROWS_MARKER) => {
+            LoaderError::LeaseRows {
+                table: ctx.tables.target.to_string(),
+                detail: message,
+            }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The control flow against a scripted in-memory warehouse: each call pops the next
+    //! scripted answer and records the statements it was given.
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// Scripted answers: `run_batch`/`run` pop an id or an error; `rows` pops rows.
+    #[derive(Default)]
+    struct Scripted {
+        submits: Mutex<VecDeque<Result<String, LoaderError>>>,
+        rows: Mutex<VecDeque<Vec<Row>>>,
+        sent: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Scripted {
+        fn submit(self, r: Result<&str, LoaderError>) -> Self {
+            self.submits
+                .lock()
+                .unwrap()
+                .push_back(r.map(str::to_string));
+            self
+        }
+        fn rows(self, rows: Vec<Row>) -> Self {
+            self.rows.lock().unwrap().push_back(rows);
+            self
+        }
+        fn sent(&self) -> Vec<Vec<String>> {
+            self.sent.lock().unwrap().clone()
+        }
+        fn pop(&self, sqls: Vec<String>) -> Result<String, LoaderError> {
+            self.sent.lock().unwrap().push(sqls);
+            self.submits
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| Err(LoaderError::Config("script ran out".into())))
+        }
+    }
+
+    impl Warehouse for Scripted {
+        async fn run_batch(&self, sqls: Vec<String>, _d: Instant) -> Result<String, LoaderError> {
+            self.pop(sqls)
+        }
+        async fn run(
+            &self,
+            sql: String,
+            _p: Vec<(&'static str, String)>,
+            _d: Instant,
+        ) -> Result<String, LoaderError> {
+            self.pop(vec![sql])
+        }
+        async fn rows(&self, _id: String, _d: Instant) -> Result<Vec<Row>, LoaderError> {
+            Ok(self.rows.lock().unwrap().pop_front().unwrap_or_default())
+        }
+    }
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_string())
+    }
+
+    fn ctx(w: &Scripted) -> Ctx<'_, Scripted> {
+        static SCHEMA: std::sync::OnceLock<sql::Ident> = std::sync::OnceLock::new();
+        Ctx {
+            warehouse: w,
+            schema: SCHEMA.get_or_init(|| sql::Ident::parse("pl").unwrap()),
+            tables: LeaseTables::for_target(&TableName::parse("s.t").unwrap()),
+            holder: "me",
+            ttl_seconds: 960,
+            deadline: Instant::now() + Duration::from_secs(60),
+        }
+    }
+
+    fn object() -> ObjectCreated {
+        ObjectCreated {
+            bucket: "b".into(),
+            key: "o/d=1/f".into(),
+            size: Some(1),
+            etag: Some("\"e\"".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_lease_costs_one_submission_and_queues() {
+        let w = Scripted::default()
+            .submit(Ok("id"))
+            .rows(vec![vec![some("other"), some("2026-01-01 00:00:00")]]);
+        let got = acquire_for_event(&ctx(&w), "b", "d=1/", &object()).await;
+        match got {
+            Ok(Acquired::Queued { holder, .. }) => assert_eq!(holder, "other"),
+            other => panic!("{other:?}"),
+        }
+        let sent = w.sent();
+        assert_eq!(sent.len(), 1, "one submission");
+        assert!(sent[0][1].contains("'s3://b/o/d=1/f', 'e')"), "{}", sent[0][1]);
+    }
+
+    #[tokio::test]
+    async fn a_free_lease_is_taken_with_the_partition_ledger() {
+        let w = Scripted::default()
+            .submit(Ok("id"))
+            .rows(vec![vec![some("me"), some("x")]])
+            .rows(vec![vec![some("s3://b/o/d=1/f"), some("e"), some("1")]])
+            .rows(vec![vec![some("id")], vec![some("d")]]);
+        match acquire_for_event(&ctx(&w), "b", "d=1/", &object()).await {
+            Ok(Acquired::Held(held)) => {
+                assert_eq!(held.ledger.len(), 1);
+                assert_eq!(held.columns, ["id", "d"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn two_lease_rows_are_an_error_never_the_first_pick() {
+        let w = Scripted::default()
+            .submit(Ok("id"))
+            .rows(vec![vec![some("me"), None], vec![some("other"), None]])
+            .submit(Ok("release"));
+        let e = acquire_for_event(&ctx(&w), "b", "d=1/", &object())
+            .await
+            .unwrap_err();
+        assert_eq!(e.error_type(), "Permanent.LeaseRows");
+        assert!(w.sent()[1][0].starts_with("UPDATE"), "released after the failed read");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_acquire_releases_what_it_may_have_taken() {
+        let w = Scripted::default()
+            .submit(Err(LoaderError::Timeout {
+                statement_id: "x".into(),
+                status: "STARTED".into(),
+            }))
+            .submit(Ok("release"));
+        let e = acquire_for_event(&ctx(&w), "b", "d=1/", &object())
+            .await
+            .unwrap_err();
+        assert_eq!(e.error_type(), "Retryable.Timeout");
+        assert_eq!(w.sent().len(), 2);
+        assert!(w.sent()[1][0].contains("SET holder = NULL"));
+    }
+
+    #[tokio::test]
+    async fn drain_steps_tell_released_claimed_and_lost_apart() {
+        let w = Scripted::default()
+            .submit(Ok("a"))
+            .rows(vec![vec![None, None]])
+            .submit(Ok("b"))
+            .rows(vec![vec![some("me"), some("x")]])
+            .rows(vec![vec![some("b"), some("d=2/")]])
+            .submit(Ok("c"))
+            .rows(vec![vec![some("thief"), some("x")]]);
+        let c = ctx(&w);
+        assert_eq!(drain_step(&c, "", "me#1").await.unwrap(), Drain::Released);
+        assert_eq!(
+            drain_step(&c, "me#1", "me#2").await.unwrap(),
+            Drain::Claimed(vec![("b".into(), "d=2/".into())])
+        );
+        assert_eq!(
+            drain_step(&c, "me#2", "me#3").await.unwrap(),
+            Drain::Lost {
+                holder: Some("thief".into())
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_loader_tables_name_the_fix() {
+        let w = Scripted::default().submit(Err(LoaderError::StatementFailed {
+            statement_id: "x".into(),
+            message: "ERROR: relation \"pl.lease_1_s_t\" does not exist".into(),
+        }));
+        let e = acquire_for_event(&ctx(&w), "b", "d=1/", &object())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("loaderctl bootstrap"), "{e}");
+        assert_eq!(e.error_type(), "Permanent.NotBootstrapped");
+    }
+}
