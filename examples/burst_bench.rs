@@ -269,6 +269,11 @@ impl Run {
                 return Err(format!("adding fault {spec}: {status} {body}").into());
             }
         }
+        // The table's own lease, ledger and wake-up tables (not counted below).
+        Loader::connect(config(&workgroup, &self.loader_schema, &bucket, &table)?)
+            .await
+            .bootstrap(deadline())
+            .await?;
         let counter = CallCounter::default();
         let loader = Arc::new(
             counted_loader(

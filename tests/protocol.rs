@@ -124,3 +124,87 @@ async fn eight_tables_loading_at_once_never_conflict() {
     eprintln!("serialization conflicts (1023) between tables: {conflicts}");
     assert_eq!(conflicts, 0, "loads into different tables conflicted");
 }
+
+/// Chaos: holders are killed (their invocation dropped, as a Lambda timeout or crash
+/// does) at every point of the acquire, load and drain, one event in ten never arrives,
+/// then one sweep runs: every file is loaded exactly once, no lease and no wake-up left.
+#[tokio::test]
+async fn killed_holders_and_lost_events_then_one_sweep_load_everything_once() {
+    const FILES: i64 = 24;
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("");
+    let (_, t) = stack.orders("").await;
+    // Partitions of today and yesterday: inside the sweep's look-back window.
+    let today = chrono::Utc::now().date_naive();
+    let days = [today, today - chrono::Days::new(1)];
+    let mut events = Vec::new();
+    for i in 0..FILES {
+        let day = days[(i % 2) as usize].format("%Y-%m-%d");
+        let key = format!("orders/order_date={day}/part-{i}.parquet");
+        events.push(stack.parquet_event(&key, i * 10..i * 10 + 3).await);
+    }
+    // Short leases so that killed holders' leases expire during the test; slow calls
+    // so that the kill times below fall on different steps.
+    let mut config = stack.config(&routes);
+    config.lease_ttl = std::time::Duration::from_secs(3);
+    let chaotic = Arc::new(Loader::connect(config).await);
+    stack.fault(json!({"latency_ms": 120})).await;
+    let mut rng = fastrand::Rng::with_seed(12);
+    let kills_ms = [None, Some(150), Some(400), Some(700), Some(1100), Some(1600), Some(2500)];
+    let mut tasks = Vec::new();
+    let mut dropped = 0;
+    for (i, event) in events.into_iter().enumerate() {
+        if rng.u32(..10) == 0 {
+            dropped += 1; // S3 never delivered this one.
+            continue;
+        }
+        let kill = kills_ms[i % kills_ms.len()];
+        let loader = chaotic.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = holder();
+            let run = loader.handle(&event, &id, deadline());
+            match kill {
+                Some(ms) => tokio::time::timeout(std::time::Duration::from_millis(ms), run)
+                    .await
+                    .ok(),
+                None => Some(run.await),
+            }
+        }));
+        tokio::time::sleep(std::time::Duration::from_millis(rng.u64(0..150))).await;
+    }
+    for task in tasks {
+        if let Some(outcome) = task.await.expect("task") {
+            // A surviving invocation may still fail retryably (its lease was taken over
+            // after expiring): Lambda would retry it; the sweep covers it here.
+            if let Err(e) = &outcome {
+                assert_eq!(
+                    e.kind(),
+                    partition_loader::ErrorKind::Retryable,
+                    "only retryable failures: {e}"
+                );
+            }
+        }
+    }
+    assert!(dropped > 0, "the seed drops some events");
+    // Let every killed holder's lease expire, and statements it left running end.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let mut config = stack.config(&routes);
+    config.redshift = partition_loader::config::RedshiftTarget::Serverless {
+        workgroup: format!("{}-sweep", stack.workgroup),
+    };
+    let sweeper = Loader::connect(config).await;
+    for r in sweeper.sweep(&holder(), 3, deadline()).await {
+        assert!(r.is_ok(), "sweep: {r:?}");
+    }
+    assert_eq!(stack.rows(&t).await, FILES * 3, "every file once");
+    let distinct = format!("SELECT COUNT(DISTINCT id) FROM {t}");
+    assert_eq!(stack.count(&distinct).await, FILES * 3);
+    let per_file = format!(
+        "SELECT COUNT(*) FROM (SELECT id / 10 AS file, COUNT(*) AS n FROM {t} GROUP BY 1) x \
+         WHERE n <> 3"
+    );
+    assert_eq!(stack.count(&per_file).await, 0, "3 rows for every file");
+    assert_eq!(stack.ledger_rows(&t).await, FILES);
+    assert_eq!(stack.lease_rows(&t).await, 0, "no lease left");
+    assert_eq!(stack.wakeup_rows(&t).await, 0, "no wake-up left");
+}
