@@ -91,10 +91,9 @@ impl LoaderError {
     pub fn kind(&self) -> ErrorKind {
         use LoaderError::*;
         match self {
-            LeaseLost { .. }
-            | SerializationConflict(_)
-            | Throttled(_)
-            | Timeout { .. } => ErrorKind::Retryable,
+            LeaseLost { .. } | SerializationConflict(_) | Throttled(_) | Timeout { .. } => {
+                ErrorKind::Retryable
+            }
             Warehouse { retryable, .. } | Storage { retryable, .. } if *retryable => {
                 ErrorKind::Retryable
             }

@@ -144,7 +144,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         for chunk in tables.chunks(4) {
             let mut sqls = Vec::new();
             for table in chunk {
-                sqls.extend(sql::bootstrap_table(schema, &LeaseTables::for_target(table))?);
+                sqls.extend(sql::bootstrap_table(
+                    schema,
+                    &LeaseTables::for_target(table),
+                )?);
             }
             id = self.warehouse.run_batch(sqls, deadline).await?;
         }
@@ -229,7 +232,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         if let Err(e) = self.drain(ctx, route).await {
             tracing::warn!(table = %route.table, error = %e,
                 "draining wake-ups failed; the next holder, a retry or the sweep drains them");
-            if !matches!(e, LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. }) {
+            if !matches!(
+                e,
+                LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. }
+            ) {
                 let grace = ctx.deadline.max(Instant::now() + RELEASE_GRACE);
                 if let Err(release_error) = lease::release(ctx, grace).await {
                     tracing::warn!(table = %route.table, error = %release_error,
@@ -475,7 +481,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     .await;
                 results.push(r);
             }
-            let ctx = Ctx::new(&self.warehouse, &self.config, &route.table, holder, deadline);
+            let ctx = Ctx::new(
+                &self.warehouse,
+                &self.config,
+                &route.table,
+                holder,
+                deadline,
+            );
             match lease::acquire_if_free(&ctx).await {
                 Ok(Acquired::Held(_)) => {
                     let drained = Ok(Outcome::UpToDate {
@@ -808,13 +820,19 @@ mod tests {
 
     #[test]
     fn sweep_events_are_recognised() {
-        assert_eq!(sweep_event(&serde_json::json!({"partition-loader": "sweep"})), Some(3));
+        assert_eq!(
+            sweep_event(&serde_json::json!({"partition-loader": "sweep"})),
+            Some(3)
+        );
         assert_eq!(
             sweep_event(&serde_json::json!({"partition-loader": "sweep", "look_back_days": 7})),
             Some(7)
         );
         assert_eq!(sweep_event(&serde_json::json!({"source": "aws.s3"})), None);
-        assert_eq!(sweep_event(&serde_json::json!({"partition-loader": "x"})), None);
+        assert_eq!(
+            sweep_event(&serde_json::json!({"partition-loader": "x"})),
+            None
+        );
     }
 
     /// A scripted bucket: `list` returns the keys under the prefix, counting calls.

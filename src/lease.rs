@@ -218,7 +218,11 @@ pub async fn drain_step<W: Warehouse>(
 pub async fn release<W: Warehouse>(ctx: &Ctx<'_, W>, deadline: Instant) -> Result<(), LoaderError> {
     let params = vec![("holder", ctx.holder.to_string())];
     ctx.warehouse
-        .run(sql::release_lease(ctx.schema, &ctx.tables), params, deadline)
+        .run(
+            sql::release_lease(ctx.schema, &ctx.tables),
+            params,
+            deadline,
+        )
         .await
         .map(|_| ())
 }
@@ -315,7 +319,9 @@ fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError {
                 message,
             }
         }
-        LoaderError::StatementFailed { message, .. } if message.contains(sql::LEASE_ROWS_MARKER) => {
+        LoaderError::StatementFailed { message, .. }
+            if message.contains(sql::LEASE_ROWS_MARKER) =>
+        {
             LoaderError::LeaseRows {
                 table: ctx.tables.target.to_string(),
                 detail: message,
@@ -420,7 +426,11 @@ mod tests {
         }
         let sent = w.sent();
         assert_eq!(sent.len(), 1, "one submission");
-        assert!(sent[0][1].contains("'s3://b/o/d=1/f', 'e')"), "{}", sent[0][1]);
+        assert!(
+            sent[0][1].contains("'s3://b/o/d=1/f', 'e')"),
+            "{}",
+            sent[0][1]
+        );
     }
 
     #[tokio::test]
@@ -449,7 +459,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.error_type(), "Permanent.LeaseRows");
-        assert!(w.sent()[1][0].starts_with("UPDATE"), "released after the failed read");
+        assert!(
+            w.sent()[1][0].starts_with("UPDATE"),
+            "released after the failed read"
+        );
     }
 
     #[tokio::test]

@@ -348,10 +348,7 @@ pub fn take_batch(
             literal(wake.s3_url)?,
             literal(wake.etag)?
         ),
-        format!(
-            "SELECT holder, expires_at FROM {}",
-            t.q(schema, &t.lease)
-        ),
+        format!("SELECT holder, expires_at FROM {}", t.q(schema, &t.lease)),
         format!(
             "SELECT s3_url, etag, size_bytes FROM {} WHERE partition_path = {}",
             t.q(schema, &t.ledger),
@@ -817,6 +814,15 @@ pub fn unpartitioned_ledger(schema: &Ident) -> String {
 const HISTORY_COPIES: &str = "SELECT query_id, transaction_id, TRIM(data_source), loaded_rows, \
      duration, start_time, TRIM(status) FROM sys_load_history";
 
+/// The partitions of a table's ledger loaded within the last `days` days (the sweep
+/// lists them again, for files whose event never came).
+pub fn recent_partitions(schema: &Ident, t: &LeaseTables, days: u32) -> String {
+    format!(
+        "SELECT DISTINCT partition_path FROM {} WHERE loaded_at > DATEADD(day, -{days}, GETDATE())",
+        t.q(schema, &t.ledger)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -904,7 +910,11 @@ mod tests {
             }
         }
         assert_ne!(x.wakeup, y.wakeup, "long names keep apart by their hash");
-        assert_eq!(x.wakeup, LeaseTables::for_target(&long("x")).wakeup, "stable");
+        assert_eq!(
+            x.wakeup,
+            LeaseTables::for_target(&long("x")).wakeup,
+            "stable"
+        );
     }
 
     #[test]
@@ -914,9 +924,14 @@ mod tests {
         let sqls = bootstrap_table(&schema, &t).unwrap();
         assert!(sqls[..3].iter().all(|s| s.contains("IF NOT EXISTS")));
         assert_eq!(sqls[3], "LOCK \"pl\".\"lease_5_sales_orders\"");
-        assert!(sqls[4].contains("WHERE NOT EXISTS (SELECT 1 FROM \"pl\".\"lease_5_sales_orders\")"));
+        assert!(
+            sqls[4].contains("WHERE NOT EXISTS (SELECT 1 FROM \"pl\".\"lease_5_sales_orders\")")
+        );
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
-        assert!(sqls[6].contains("IF n <> 1 THEN"), "more than one lease row is an error");
+        assert!(
+            sqls[6].contains("IF n <> 1 THEN"),
+            "more than one lease row is an error"
+        );
         assert!(sqls[6].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
         assert!(sqls[6].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
         assert!(sqls[7].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
@@ -1113,7 +1128,8 @@ mod tests {
         let tuple = ledger_tuple("p=1/", "h", "id", &row).unwrap();
         assert!(tuple.contains("GETDATE()"));
         let tuples = vec![tuple; 500];
-        let head = table_ledger_insert_head(&Ident::parse("pl").unwrap(), &LeaseTables::for_target(&t));
+        let head =
+            table_ledger_insert_head(&Ident::parse("pl").unwrap(), &LeaseTables::for_target(&t));
         let stmts = ledger_inserts(&head, &tuples, 100_000);
         assert!(stmts.len() > 1);
         assert!(stmts
@@ -1151,13 +1167,4 @@ mod tests {
         assert!(unpartitioned_ledger(&schema).contains("partition_path = ''"));
         assert!(load_copies().contains(":load_id") && load_copies().contains(":manifests"));
     }
-}
-
-/// The partitions of a table's ledger loaded within the last `days` days (the sweep
-/// lists them again, for files whose event never came).
-pub fn recent_partitions(schema: &Ident, t: &LeaseTables, days: u32) -> String {
-    format!(
-        "SELECT DISTINCT partition_path FROM {} WHERE loaded_at > DATEADD(day, -{days}, GETDATE())",
-        t.q(schema, &t.ledger)
-    )
 }

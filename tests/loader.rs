@@ -519,7 +519,11 @@ async fn a_large_partition_is_loaded_in_chunks_that_renew_the_lease() {
     assert_eq!(loaded_files(&o), 5, "{o:?}");
     assert_eq!(stack.rows(&t).await, 10);
     assert_eq!(stack.ledger_rows(&t).await, 5);
-    assert_eq!(stack.lease_rows(&t).await, 0, "released after the last chunk");
+    assert_eq!(
+        stack.lease_rows(&t).await,
+        0,
+        "released after the last chunk"
+    );
     assert_eq!(
         stack.keys("_loader/").await.len(),
         3,

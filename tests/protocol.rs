@@ -35,9 +35,11 @@ impl Intercept for ConflictCounter {
             .and_then(|r| r.ok())
             .and_then(|o| o.downcast_ref::<DescribeStatementOutput>());
         if let Some(d) = described {
-            let failed = d.sub_statements().iter().any(|s| {
-                s.error().is_some_and(|e| e.contains("1023"))
-            }) || d.error().is_some_and(|e| e.contains("1023"));
+            let failed = d
+                .sub_statements()
+                .iter()
+                .any(|s| s.error().is_some_and(|e| e.contains("1023")))
+                || d.error().is_some_and(|e| e.contains("1023"));
             if failed {
                 if let (Some(id), Ok(mut ids)) = (d.id().into(), self.0.lock()) {
                     ids.insert(id.to_string());
@@ -92,7 +94,10 @@ async fn eight_tables_loading_at_once_never_conflict() {
     drop(boot);
     for i in 0..TABLES {
         stack
-            .create_table(&format!("t{i}"), "id BIGINT, name VARCHAR(64), order_date DATE")
+            .create_table(
+                &format!("t{i}"),
+                "id BIGINT, name VARCHAR(64), order_date DATE",
+            )
             .await;
     }
     // Slower calls make the eight transactions overlap, as COPYs of real size do.
@@ -150,7 +155,15 @@ async fn killed_holders_and_lost_events_then_one_sweep_load_everything_once() {
     let chaotic = Arc::new(Loader::connect(config).await);
     stack.fault(json!({"latency_ms": 120})).await;
     let mut rng = fastrand::Rng::with_seed(12);
-    let kills_ms = [None, Some(150), Some(400), Some(700), Some(1100), Some(1600), Some(2500)];
+    let kills_ms = [
+        None,
+        Some(150),
+        Some(400),
+        Some(700),
+        Some(1100),
+        Some(1600),
+        Some(2500),
+    ];
     let mut tasks = Vec::new();
     let mut dropped = 0;
     for (i, event) in events.into_iter().enumerate() {
@@ -173,16 +186,14 @@ async fn killed_holders_and_lost_events_then_one_sweep_load_everything_once() {
         tokio::time::sleep(std::time::Duration::from_millis(rng.u64(0..150))).await;
     }
     for task in tasks {
-        if let Some(outcome) = task.await.expect("task") {
-            // A surviving invocation may still fail retryably (its lease was taken over
-            // after expiring): Lambda would retry it; the sweep covers it here.
-            if let Err(e) = &outcome {
-                assert_eq!(
-                    e.kind(),
-                    partition_loader::ErrorKind::Retryable,
-                    "only retryable failures: {e}"
-                );
-            }
+        // A surviving invocation may still fail retryably (its lease was taken over
+        // after expiring): Lambda would retry it; the sweep covers it here.
+        if let Some(Err(e)) = task.await.expect("task") {
+            assert_eq!(
+                e.kind(),
+                partition_loader::ErrorKind::Retryable,
+                "only retryable failures: {e}"
+            );
         }
     }
     assert!(dropped > 0, "the seed drops some events");

@@ -193,7 +193,11 @@ pub fn translate(sql: &str) -> String {
         if token.kind != Kind::Space {
             let datepart = dateadd == 2 && token.kind == Kind::Word;
             dateadd = match (dateadd, token.kind, token.text) {
-                (0, Kind::Word, w) if w.eq_ignore_ascii_case("dateadd") && !follows_dot(&tokens, i) => 1,
+                (0, Kind::Word, w)
+                    if w.eq_ignore_ascii_case("dateadd") && !follows_dot(&tokens, i) =>
+                {
+                    1
+                }
                 (1, _, "(") => 2,
                 _ => 0,
             };
@@ -218,7 +222,6 @@ pub fn translate(sql: &str) -> String {
 }
 
 type Rewritten<'a> = (Token<'a>, Option<String>);
-
 
 fn follows_dot(tokens: &[Rewritten<'_>], i: usize) -> bool {
     i > 0 && tokens[i - 1].0.text == "."
@@ -480,8 +483,10 @@ mod tests {
             translate("SELECT dateadd ( day , -3, x), 'DATEADD(day, 1, y)'"),
             "SELECT dateadd ( 'day' , -3, x), 'DATEADD(day, 1, y)'"
         );
-        assert!(translate("CREATE PROCEDURE p() AS $$ BEGIN x := DATEADD(second, 1, y); END $$")
-            .contains("DATEADD('second', 1, y)"));
+        assert!(
+            translate("CREATE PROCEDURE p() AS $$ BEGIN x := DATEADD(second, 1, y); END $$")
+                .contains("DATEADD('second', 1, y)")
+        );
     }
 
     #[test]
