@@ -219,3 +219,99 @@ async fn killed_holders_and_lost_events_then_one_sweep_load_everything_once() {
     assert_eq!(stack.lease_rows(&t).await, 0, "no lease left");
     assert_eq!(stack.wakeup_rows(&t).await, 0, "no wake-up left");
 }
+
+/// The sweep's cost does not grow with the route's history: 10,000 date partitions
+/// (27 years), one file each, nothing loaded yet; a sweep with a 3-day window lists 3
+/// prefixes and loads exactly the 3 newest partitions. Run by hand (it writes 10,000
+/// objects): `cargo test --test protocol sweep_cost -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn sweep_cost_on_ten_thousand_partitions() {
+    const PARTITIONS: u64 = 10_000;
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("");
+    let (_, t) = stack.orders("").await;
+    let today = chrono::Utc::now().date_naive();
+    let body = Arc::new(common::parquet_bytes(0..1));
+    let started = std::time::Instant::now();
+    for chunk in (0..PARTITIONS).collect::<Vec<_>>().chunks(50) {
+        let mut puts = Vec::new();
+        for &back in chunk {
+            let day = (today - chrono::Days::new(back)).format("%Y-%m-%d");
+            let key = format!("orders/order_date={day}/part-0.parquet");
+            let (s3, bucket, body) = (stack.s3.clone(), stack.bucket.clone(), body.clone());
+            puts.push(tokio::spawn(async move {
+                common::put_object(&s3, &bucket, &key, body.to_vec()).await
+            }));
+        }
+        for p in puts {
+            p.await.expect("task").expect("put");
+        }
+    }
+    eprintln!("wrote {PARTITIONS} partitions in {:?}", started.elapsed());
+    let counter = ConflictCounter::default();
+    let calls = CallCounter::default();
+    let loader = counted_loader_with(stack.config(&routes), counter, calls.clone()).await;
+    let started = std::time::Instant::now();
+    let results = loader.sweep(&holder(), 3, deadline()).await;
+    let took = started.elapsed();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let loaded = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Outcome::Loaded { .. })))
+        .count();
+    eprintln!(
+        "sweep over {PARTITIONS} partitions, 3-day window: {took:?}, {} Data API requests, \
+         {loaded} partitions loaded",
+        calls.count()
+    );
+    assert_eq!(loaded, 3, "only the window's partitions");
+    assert_eq!(stack.ledger_rows(&t).await, 3);
+}
+
+/// Counts every Data API request.
+#[derive(Debug, Clone, Default)]
+struct CallCounter(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_redshiftdata::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_redshiftdata::error::BoxError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl CallCounter {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+async fn counted_loader_with(
+    config: Config,
+    conflicts: ConflictCounter,
+    calls: CallCounter,
+) -> TestLoader {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let rsd = aws_sdk_redshiftdata::Client::from_conf(
+        aws_sdk_redshiftdata::config::Builder::from(&sdk)
+            .interceptor(conflicts)
+            .interceptor(calls)
+            .build(),
+    );
+    let warehouse = DataApi::new(rsd, config.redshift.clone(), config.database.clone());
+    Loader::new(config, warehouse, S3::new(s3))
+}
