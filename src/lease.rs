@@ -8,8 +8,8 @@
 //! wake-up is left, otherwise renew and claim them, load every claimed partition
 //! (listing it again), repeat.
 //!
-//! Invariant: an acquire is one submission (`LOCK lease; CALL take(...)`), whether it
-//! takes the lease or queues a wake-up.
+//! Invariant: an acquire is one submission (`LOCK lease; CALL take(...); SELECT lease`),
+//! whether it takes the lease or queues a wake-up; the holder then reads its ledger.
 //! Invariant: a wake-up insert and "release if no wake-up is left" are serialised by
 //! `LOCK <lease table>`, so a wake-up is either claimed by the holder or inserted after
 //! the release, by an invocation that then finds the lease free and takes it.
@@ -244,7 +244,7 @@ async fn try_acquire<W: Warehouse>(
         }
         Err(e) => return Err(missing_tables(ctx, e)),
     };
-    let read = read_take(ctx, &id).await;
+    let read = read_take(ctx, &id, wake.partition_path).await;
     if read.is_err() {
         // The batch committed, so we may hold the lease without knowing it.
         let _ = release(ctx, ctx.deadline.max(Instant::now() + RELEASE_GRACE)).await;
@@ -252,14 +252,17 @@ async fn try_acquire<W: Warehouse>(
     read
 }
 
-async fn read_take<W: Warehouse>(ctx: &Ctx<'_, W>, id: &str) -> Result<Acquired, LoaderError> {
+async fn read_take<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    id: &str,
+    partition_path: &str,
+) -> Result<Acquired, LoaderError> {
     let lease = ctx.warehouse.rows(format!("{id}:3"), ctx.deadline).await?;
     let (current, expires_at) = lease_row(ctx, &lease)?;
     match current {
-        Some(h) if h == ctx.holder => Ok(Acquired::Held(Held {
-            ledger: ledger_rows(ctx.warehouse.rows(format!("{id}:4"), ctx.deadline).await?),
-            columns: first_column(ctx.warehouse.rows(format!("{id}:5"), ctx.deadline).await?),
-        })),
+        Some(h) if h == ctx.holder => {
+            Ok(Acquired::Held(read_partition(ctx, partition_path).await?))
+        }
         Some(holder) => Ok(Acquired::Queued { holder, expires_at }),
         // Only `acquire_if_free` leaves a free lease free (it queues nothing): report it
         // as held by nobody, which the sweep treats as "nothing to drain".
@@ -438,6 +441,7 @@ mod tests {
         let w = Scripted::default()
             .submit(Ok("id"))
             .rows(vec![vec![some("me"), some("x")]])
+            .submit(Ok("reads"))
             .rows(vec![vec![some("s3://b/o/d=1/f"), some("e"), some("1")]])
             .rows(vec![vec![some("id")], vec![some("d")]]);
         match acquire_for_event(&ctx(&w), "b", "d=1/", &object()).await {
@@ -447,6 +451,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let sent = w.sent();
+        assert_eq!(sent.len(), 2, "the holder reads its ledger after the lock");
+        assert!(
+            sent[1][0].contains("partition_path = 'd=1/'"),
+            "{:?}",
+            sent[1]
+        );
     }
 
     #[tokio::test]

@@ -280,7 +280,9 @@ impl Intercept for CallCounter {
 
     fn read_before_transmit(
         &self,
-        _context: &aws_sdk_redshiftdata::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _context: &aws_sdk_redshiftdata::config::interceptors::BeforeTransmitInterceptorContextRef<
+            '_,
+        >,
         _components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_redshiftdata::error::BoxError> {
