@@ -58,6 +58,10 @@ struct Args {
     /// Added emulator latency per Data API call in the latency variant (0: skip it).
     #[arg(long, default_value_t = 50)]
     latency_ms: u64,
+    /// Run the naive baseline only for bursts up to this size (it is N sequential
+    /// invocations: about 20 minutes at N = 1000 on a shared 2-core machine).
+    #[arg(long, default_value_t = usize::MAX)]
+    baseline_max: usize,
 }
 
 /// Counts every HTTP request the loader's Data API client sends (submissions, status
@@ -164,6 +168,9 @@ async fn main() -> Result<(), Error> {
             let (mut burst, mut baseline) = (Vec::new(), Vec::new());
             for r in 0..args.runs {
                 for mode in [Mode::Burst, Mode::Baseline] {
+                    if mode == Mode::Baseline && n > args.baseline_max {
+                        continue;
+                    }
                     let m = run
                         .scenario(mode, n, latency, r, args.rows_per_file)
                         .await?;
