@@ -140,7 +140,7 @@ impl LoaderError {
         }
     }
 
-    /// `Retryable.LockBusy`, `Permanent.BadPartition`, ...
+    /// `Retryable.LeaseLost`, `Permanent.BadPartition`, ...
     pub fn error_type(&self) -> String {
         format!("{:?}.{}", self.kind(), self.name())
     }
