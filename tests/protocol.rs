@@ -317,3 +317,43 @@ async fn counted_loader_with(
     let warehouse = DataApi::new(rsd, config.redshift.clone(), config.database.clone());
     Loader::new(config, warehouse, S3::new(s3))
 }
+
+/// Upgrading from the shared ledger: `loaderctl bootstrap` copies the table's rows of
+/// `loaded_files` into its own ledger once, so nothing already loaded loads again.
+#[tokio::test]
+async fn bootstrap_copies_the_shared_ledger_of_earlier_versions_once() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("");
+    let t = stack.orders_table().await;
+    let key = format!("{ORDERS_DAY}/part-0.parquet");
+    let (size, etag) = stack.put_object(&key, common::parquet_bytes(0..3)).await;
+    // What an earlier version left: the shared ledger with this object loaded.
+    let pl = &stack.loader_schema;
+    stack.sql(&format!("CREATE SCHEMA {pl}")).await;
+    stack
+        .sql(&format!(
+            "CREATE TABLE {pl}.loaded_files (table_name VARCHAR(256), \
+             partition_path VARCHAR(1024), s3_url VARCHAR(2048), etag VARCHAR(128), \
+             size_bytes BIGINT, loaded_at TIMESTAMP, holder VARCHAR(256), load_id VARCHAR(64))"
+        ))
+        .await;
+    let old_row = |table: &str| {
+        format!(
+            "INSERT INTO {}.loaded_files VALUES ('{table}', 'order_date=2024-05-28/', \
+             's3://{}/{key}', '{}', {size}, GETDATE(), 'old', 'old-load')",
+            stack.loader_schema,
+            stack.bucket,
+            etag.trim_matches('"')
+        )
+    };
+    stack.sql(&old_row(&t)).await;
+    stack.sql(&old_row("other.table")).await;
+    let loader = stack.loader(&routes).await;
+    assert_eq!(stack.ledger_rows(&t).await, 1, "this table's row only");
+    loader.bootstrap(deadline()).await.expect("bootstrap again");
+    assert_eq!(stack.ledger_rows(&t).await, 1, "copied once");
+    let event = common::object_created(&stack.bucket, &key, size, Some(&etag));
+    let o = handle(&loader, &event).await;
+    assert!(matches!(o, Ok(Outcome::UpToDate { .. })), "{o:?}");
+    assert_eq!(stack.rows(&t).await, 0, "not loaded again");
+}
