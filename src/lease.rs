@@ -412,6 +412,7 @@ mod tests {
         ObjectCreated {
             bucket: "b".into(),
             key: "o/d=1/f".into(),
+            raw_key: "o/d=1/f".into(),
             size: Some(1),
             etag: Some("\"e\"".into()),
         }

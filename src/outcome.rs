@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(s.to_json()["outcome"], "skipped");
         let q = Outcome::Queued {
             table: "s.t".into(),
-            partition: PartitionValues(vec![("d".into(), "2024-05-28".into())]),
+            partition: PartitionValues(vec![("d".into(), Some("2024-05-28".into()))]),
             holder: "req-9".into(),
         };
         assert_eq!(

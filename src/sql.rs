@@ -1066,17 +1066,18 @@ mod tests {
             file_columns: vec![Ident::parse("id").unwrap()],
             fill: pv.clone(),
         };
-        let sqls = load_batch(&batch(&schema, &t, &target, Some(&pv), &[], None)).unwrap();
+        let lt = LeaseTables::for_target(&t);
+        let sqls = load_batch(&batch(&schema, &t, &lt, &target, Some(&pv), &[])).unwrap();
         assert_eq!(
             sqls[0],
             "DELETE FROM \"sales\".\"orders\" WHERE \"region\" = 'eu' AND \"d\" IS NULL"
         );
         assert!(
-            sqls[4].ends_with(
+            sqls[3].ends_with(
                 "SELECT \"id\", 'eu', CAST(NULL AS DATE) FROM \"partition_loader_stage_0\""
             ),
             "{}",
-            sqls[4]
+            sqls[3]
         );
     }
 
@@ -1090,7 +1091,8 @@ mod tests {
             &["EMPTYASNULL".into(), "NULL AS 'it''s'".into()],
         )
         .unwrap();
-        let mut b = batch(&schema, &t, &target, None, &[], None);
+        let lt = LeaseTables::for_target(&t);
+        let mut b = batch(&schema, &t, &lt, &target, None, &[]);
         b.format = FileFormat::Csv { header: true };
         b.copy_options = &options;
         let sqls = load_batch(&b).unwrap();
