@@ -188,7 +188,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
-        let ctx = Ctx::new(&self.warehouse, &self.config, &route.table, holder, deadline);
+        let ctx = Ctx::new(
+            &self.warehouse,
+            &self.config,
+            &route.table,
+            holder,
+            deadline,
+        );
         let wait_started = Instant::now();
         let acquired = match object {
             Some(o) => lease::acquire_for_event(&ctx, bucket, &partition.path, o).await,

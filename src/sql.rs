@@ -683,57 +683,76 @@ pub fn loaded_rows(query_ids: &[i64]) -> Option<String> {
 }
 
 // ---- loaderctl status and history ----------------------------------------------
-// Written for today's layout (one `locks` and one `loaded_files` table with a
-// `table_name` column): a per-table layout changes only these functions.
+// Per-table layout: each target table has its own ledger and lease table
+// ([`LeaseTables`]); the reports read them as one relation with a `table_name` column.
 
-/// Files a table's ledger holds (total, last hour, last day) joined with its newest
-/// load (`loaded_at` has whole seconds, so of two loads in one second either counts) (load id, time, files, bytes, holder, one object URL of it). Rows: `table_name,
+/// The ledgers of `tables` as one relation with the old shared ledger's columns.
+fn ledgers(schema: &Ident, tables: &[TableName]) -> String {
+    let parts: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            let lt = LeaseTables::for_target(t);
+            format!(
+                "SELECT CAST('{t}' AS VARCHAR(256)) AS table_name, partition_path, s3_url, \
+                 etag, size_bytes, loaded_at, holder, load_id FROM {}",
+                lt.q(schema, &lt.ledger)
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        // No table: an empty relation of the same shape.
+        return "(SELECT CAST(NULL AS VARCHAR(256)) AS table_name, CAST(NULL AS VARCHAR(1024)) \
+                AS partition_path, CAST(NULL AS VARCHAR(2048)) AS s3_url, CAST(NULL AS \
+                VARCHAR(128)) AS etag, CAST(NULL AS BIGINT) AS size_bytes, CAST(NULL AS \
+                TIMESTAMP) AS loaded_at, CAST(NULL AS VARCHAR(256)) AS holder, CAST(NULL AS \
+                VARCHAR(64)) AS load_id WHERE 1 = 0)"
+            .to_string();
+    }
+    format!("({})", parts.join(" UNION ALL "))
+}
+
+/// Files each table's ledger holds (total, last hour, last day) joined with its newest
+/// load (`loaded_at` has whole seconds, so of two loads in one second either counts)
+/// (load id, time, files, bytes, holder, one object URL of it). Rows: `table_name,
 /// files_total, files_hour, files_day, load_id, loaded_at, files, bytes, holder, s3_url,
-/// now`.
-fn status_ledger(schema: &Ident, filter: &str) -> String {
-    let s = schema.quoted();
+/// now`. No parameters (table names are validated identifiers, inlined).
+pub fn status_ledger(schema: &Ident, tables: &[TableName]) -> String {
+    let src = ledgers(schema, tables);
     format!(
         "SELECT c.table_name, c.files_total, c.files_hour, c.files_day, l.load_id, \
          l.loaded_at, l.files, l.bytes, l.holder, l.s3_url, GETDATE() FROM (\
          SELECT table_name, COUNT(*) AS files_total, \
          SUM(CASE WHEN loaded_at > GETDATE() - INTERVAL '1 hour' THEN 1 ELSE 0 END) AS files_hour, \
          SUM(CASE WHEN loaded_at > GETDATE() - INTERVAL '1 day' THEN 1 ELSE 0 END) AS files_day \
-         FROM {s}.loaded_files{filter} GROUP BY table_name) c JOIN (\
+         FROM {src} a GROUP BY table_name) c JOIN (\
          SELECT table_name, load_id, MAX(loaded_at) AS loaded_at, COUNT(*) AS files, \
          SUM(size_bytes) AS bytes, MAX(holder) AS holder, MAX(s3_url) AS s3_url, \
          ROW_NUMBER() OVER (PARTITION BY table_name ORDER BY MAX(loaded_at) DESC, load_id DESC) AS n \
-         FROM {s}.loaded_files{filter} GROUP BY table_name, load_id) l \
+         FROM {src} b GROUP BY table_name, load_id) l \
          ON l.table_name = c.table_name AND l.n = 1 ORDER BY c.table_name"
     )
 }
 
-/// [`status_ledger`] of every table in the ledger.
-pub fn status_ledger_all(schema: &Ident) -> String {
-    status_ledger(schema, "")
-}
-
-/// [`status_ledger`] of `:table`.
-pub fn status_ledger_of(schema: &Ident) -> String {
-    status_ledger(schema, " WHERE table_name = :table")
-}
-
-/// Leases with the warehouse's clock: `table_name, holder, acquired_at, expires_at,
-/// now`; [`leases_of`] for `:table`.
-pub fn leases_all(schema: &Ident) -> String {
-    format!(
-        "SELECT table_name, holder, acquired_at, expires_at, GETDATE() FROM {}.locks \
-         ORDER BY table_name",
-        schema.quoted()
-    )
-}
-
-/// [`leases_all`] of `:table`.
-pub fn leases_of(schema: &Ident) -> String {
-    format!(
-        "SELECT table_name, holder, acquired_at, expires_at, GETDATE() FROM {}.locks \
-         WHERE table_name = :table",
-        schema.quoted()
-    )
+/// Held leases of `tables` with the warehouse's clock: `table_name, holder,
+/// acquired_at, expires_at, now`. No parameters.
+pub fn leases(schema: &Ident, tables: &[TableName]) -> String {
+    let parts: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            let lt = LeaseTables::for_target(t);
+            format!(
+                "SELECT CAST('{t}' AS VARCHAR(256)) AS table_name, holder, acquired_at, \
+                 expires_at, GETDATE() FROM {} WHERE holder IS NOT NULL",
+                lt.q(schema, &lt.lease)
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        return "SELECT CAST(NULL AS VARCHAR(256)), CAST(NULL AS VARCHAR(256)), \
+                CAST(NULL AS TIMESTAMP), CAST(NULL AS TIMESTAMP), GETDATE() WHERE 1 = 0"
+            .to_string();
+    }
+    parts.join(" UNION ALL ")
 }
 
 /// Parameter names for [`load_errors`]'s URL prefixes.
@@ -756,19 +775,20 @@ pub fn load_errors(prefixes: usize, limit: u32) -> String {
     )
 }
 
-/// The loads of `:table` (and `:partition` when `partition`), newest first: `load_id,
+/// The loads of `table` (and `:partition` when `partition`), newest first: `load_id,
 /// partition_path, loaded_at, files, bytes, holder`.
-pub fn history_loads(schema: &Ident, partition: bool, limit: u32) -> String {
+pub fn history_loads(schema: &Ident, table: &TableName, partition: bool, limit: u32) -> String {
     let p = if partition {
-        " AND partition_path = :partition"
+        " WHERE partition_path = :partition"
     } else {
         ""
     };
+    let lt = LeaseTables::for_target(table);
     format!(
         "SELECT load_id, partition_path, MAX(loaded_at) AS loaded_at, COUNT(*), \
-         SUM(size_bytes), MAX(holder) FROM {}.loaded_files WHERE table_name = :table{p} \
+         SUM(size_bytes), MAX(holder) FROM {}{p} \
          GROUP BY load_id, partition_path ORDER BY loaded_at DESC, load_id LIMIT {limit}",
-        schema.quoted()
+        lt.q(schema, &lt.ledger)
     )
 }
 
@@ -789,21 +809,21 @@ pub fn load_copies() -> String {
 
 /// The ledger rows of `:table`'s `:partition`: `s3_url, etag` (what a dry run diffs
 /// the listing against, without taking the lease).
-pub fn partition_ledger(schema: &Ident) -> String {
+pub fn partition_ledger(schema: &Ident, table: &TableName) -> String {
+    let lt = LeaseTables::for_target(table);
     format!(
-        "SELECT s3_url, etag FROM {}.loaded_files WHERE table_name = :table \
-         AND partition_path = :partition",
-        schema.quoted()
+        "SELECT s3_url, etag FROM {} WHERE partition_path = :partition",
+        lt.q(schema, &lt.ledger)
     )
 }
 
 /// [`partition_ledger`] of a route without partition columns (its path is empty, and
 /// Redshift rejects an empty parameter value).
-pub fn unpartitioned_ledger(schema: &Ident) -> String {
+pub fn unpartitioned_ledger(schema: &Ident, table: &TableName) -> String {
+    let lt = LeaseTables::for_target(table);
     format!(
-        "SELECT s3_url, etag FROM {}.loaded_files WHERE table_name = :table \
-         AND partition_path = ''",
-        schema.quoted()
+        "SELECT s3_url, etag FROM {} WHERE partition_path = ''",
+        lt.q(schema, &lt.ledger)
     )
 }
 
@@ -1154,15 +1174,17 @@ mod tests {
             "at least one prefix, never more than asked"
         );
         assert!(load_errors(99, 5).contains(":p7") && !load_errors(99, 5).contains(":p8"));
-        assert!(status_ledger_of(&schema).contains("WHERE table_name = :table"));
-        assert!(
-            !status_ledger_all(&schema).contains(':'),
-            "no parameters at all"
-        );
-        assert!(history_loads(&schema, true, 50).contains("AND partition_path = :partition"));
-        assert!(!history_loads(&schema, false, 50).contains(":partition"));
+        let t = table();
+        let both = [t.clone(), TableName::parse("a.b").unwrap()];
+        let status = status_ledger(&schema, &both);
+        assert!(status.contains("\"ledger_5_sales_orders\" UNION ALL SELECT CAST('a.b'"));
+        assert!(!status.contains(':'), "no parameters at all");
+        assert!(!leases(&schema, &both).contains(':'));
+        assert!(leases(&schema, &[]).contains("WHERE 1 = 0"));
+        assert!(history_loads(&schema, &t, true, 50).contains("WHERE partition_path = :partition"));
+        assert!(!history_loads(&schema, &t, false, 50).contains(":partition"));
         // An unpartitioned route's path is empty: it is never sent as a parameter value.
-        assert!(unpartitioned_ledger(&schema).contains("partition_path = ''"));
+        assert!(unpartitioned_ledger(&schema, &t).contains("partition_path = ''"));
         assert!(load_copies().contains(":load_id") && load_copies().contains(":manifests"));
     }
 }

@@ -91,12 +91,12 @@ async fn dry_run(
 ) -> Result<bool, LoaderError> {
     let schema = &loader.config().loader_schema;
     let table = w.route.table.to_string();
-    let mut params = vec![("table", table.clone())];
+    let mut params = vec![];
     let sql = if w.partition.path.is_empty() {
-        sql::unpartitioned_ledger(schema)
+        sql::unpartitioned_ledger(schema, &w.route.table)
     } else {
         params.push(("partition", w.partition.path.clone()));
-        sql::partition_ledger(schema)
+        sql::partition_ledger(schema, &w.route.table)
     };
     let ledger: Vec<LoadedFile> = loader
         .query(sql, params, deadline)

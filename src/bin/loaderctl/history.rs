@@ -43,13 +43,18 @@ struct Load {
 pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, LoaderError> {
     let config = loader.config();
     let table = TableName::parse(&args.table).map_err(LoaderError::Config)?;
-    let mut params = vec![("table", table.to_string())];
+    let mut params = vec![];
     // Never an empty parameter value: Redshift rejects it.
     let partition = args.partition.filter(|p| !p.is_empty());
     if let Some(p) = &partition {
         params.push(("partition", p.clone()));
     }
-    let sql = sql::history_loads(&config.loader_schema, partition.is_some(), args.limit);
+    let sql = sql::history_loads(
+        &config.loader_schema,
+        &table,
+        partition.is_some(),
+        args.limit,
+    );
     let loads = loader
         .query(sql, params, deadline)
         .await

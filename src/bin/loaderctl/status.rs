@@ -81,19 +81,27 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         Some(t) => Some(TableName::parse(t).map_err(LoaderError::Config)?),
         None => None,
     };
-    let params = |t: &Option<TableName>| match t {
-        Some(t) => vec![("table", t.to_string())],
-        None => Vec::new(),
-    };
-    let (ledger_sql, lease_sql) = match one {
-        Some(_) => (sql::status_ledger_of(schema), sql::leases_of(schema)),
-        None => (sql::status_ledger_all(schema), sql::leases_all(schema)),
-    };
+    // Each table has its own ledger and lease table: the configured routes' tables.
+    let mut names: Vec<TableName> = Vec::new();
+    match &one {
+        Some(t) => names.push(t.clone()),
+        None => {
+            for r in &config.routes {
+                if !names.contains(&r.table) {
+                    names.push(r.table.clone());
+                }
+            }
+        }
+    }
+    let (ledger_sql, lease_sql) = (
+        sql::status_ledger(schema, &names),
+        sql::leases(schema, &names),
+    );
     let ledger = loader
-        .query(ledger_sql, params(&one), deadline)
+        .query(ledger_sql, vec![], deadline)
         .await
         .map_err(|e| report::hint_bootstrap(schema.as_str(), e))?;
-    let leases = loader.query(lease_sql, params(&one), deadline).await?;
+    let leases = loader.query(lease_sql, vec![], deadline).await?;
 
     let mut tables: BTreeSet<String> = BTreeSet::new();
     match &one {
