@@ -113,6 +113,9 @@ def main():
         # form-encoded key (10); 2024-05-30: the batch's two files (10 + 10).
         want = ({"2024-05-28": "5610", "2024-05-29": "10", "2024-05-30": "20"}, "8")
         check(counts() == want, f"rows after the first round: {counts()} == {want}")
+        etag = sql("SELECT etag FROM replay_loader.loaded_files WHERE s3_url LIKE '%/part-00001-6a1f3c2e%'")
+        check(len(etag) == 1 and etag[0][0].endswith("-3"),
+              f"the multipart sample's ledger row keeps S3's 3-part ETag: {etag}")
         second_round({p.name: invoke(p) for p in samples})
         check(counts() == want, "a second round loads nothing twice")
     finally:
