@@ -410,6 +410,7 @@ async fn backfill_dry_run_lists_and_progress_goes_to_stderr_as_lines() {
         "{}",
         describe(&out)
     );
+}
 
 #[tokio::test]
 async fn loaderctl_redrive_deletes_only_what_succeeded() {
