@@ -108,7 +108,7 @@ impl LoaderError {
             {
                 ErrorKind::Retryable
             }
-            Warehouse { .. } | Storage { .. } => ErrorKind::Permanent,
+            Warehouse { .. } | Storage { .. } | Queue { .. } => ErrorKind::Permanent,
             Config(_)
             | BadEvent(_)
             | BadPartition { .. }

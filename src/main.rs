@@ -76,7 +76,7 @@ where
             let result = loader.handle_batch(&records, &holder, deadline).await;
             return Ok(serde_json::to_value(result.response).unwrap_or_default());
         }
-        Ok(Invocation::Sweep) => return sweep(),
+        Ok(Invocation::Sweep) => sweep(loader, &holder, deadline).await,
         Err(e) => Err(e),
     };
     result.map_err(|e| {
@@ -85,19 +85,40 @@ where
     })
 }
 
-/// The schedule's `{"partition-loader": "sweep"}`. The sweep itself (issue 12 item 3,
-/// `Loader::sweep`) comes with the lease-protocol work; until then the scheduled
-/// invocation fails visibly instead of pretending to have swept.
-fn sweep() -> Result<Value, Diagnostic> {
-    let error_type = "Permanent.SweepUnavailable";
-    let message = "sweep not available in this build of partition-loader: the scheduled \
-                   sweep needs Loader::sweep (issue 12 item 3); remove the Sweep schedule or \
-                   deploy a build that has it";
-    tracing::error!(error_type, error = message, "invocation failed");
-    Err(Diagnostic {
-        error_type: error_type.into(),
-        error_message: message.into(),
-    })
+/// The schedule's `{"partition-loader": "sweep"}`: [`Loader::sweep`] over the last
+/// `SWEEP_LOOK_BACK_DAYS` days (default 3, as `loaderctl sweep`). Fails the invocation
+/// when any table's sweep failed, naming the first error; every outcome is logged.
+async fn sweep<W, S>(
+    loader: &Loader<W, S>,
+    holder: &str,
+    deadline: Instant,
+) -> Result<Value, partition_loader::LoaderError>
+where
+    W: partition_loader::warehouse::Warehouse,
+    S: partition_loader::storage::Storage,
+{
+    let days = std::env::var("SWEEP_LOOK_BACK_DAYS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(3);
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for result in loader.sweep(holder, days, deadline).await {
+        match result {
+            Ok(outcome) => {
+                outcome.log();
+                outcomes.push(outcome.to_json());
+            }
+            Err(e) => {
+                tracing::error!(error_type = %e.error_type(), error = %e, holder, "sweep failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(serde_json::json!({"outcome": "swept", "days": days, "outcomes": outcomes})),
+    }
 }
 
 /// Lambda sends the deadline as epoch milliseconds; `cargo lambda watch` sends the
