@@ -113,11 +113,23 @@ def main():
         # form-encoded key (10); 2024-05-30: the batch's two files (10 + 10).
         want = ({"2024-05-28": "5610", "2024-05-29": "10", "2024-05-30": "20"}, "8")
         check(counts() == want, f"rows after the first round: {counts()} == {want}")
-        etag = sql("SELECT etag FROM replay_loader.loaded_files WHERE s3_url LIKE '%/part-00001-6a1f3c2e%'")
-        check(len(etag) == 1 and etag[0][0].endswith("-3"),
-              f"the multipart sample's ledger row keeps S3's 3-part ETag: {etag}")
+        ledger = subprocess.run(
+            [str(ROOT / "target" / "debug" / "loaderctl"), "ledger", "sales.orders", "order_date=2024-05-28/"],
+            cwd=ROOT, capture_output=True, text=True,
+            env=dict(ENV, LOADER_CONFIG_FILE=str(ROOT / "events" / "routes.toml"), LOADER_SCHEMA="replay_loader",
+                     MANIFEST_PREFIX="s3://lake/_partition_loader/manifests/", RUST_LOG="warn"))
+        etag = [json.loads(l)["etag"] for l in ledger.stdout.splitlines() if "part-00001-6a1f3c2e" in l]
+        check(len(etag) == 1 and etag[0].endswith("-3"),
+              f"the multipart sample's ledger row keeps S3's 3-part ETag: {etag} {ledger.stderr[-300:]}")
         second_round({p.name: invoke(p) for p in samples})
         check(counts() == want, "a second round loads nothing twice")
+        again = subprocess.run(["scripts/replay-setup"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+        check(again.returncode == 0, f"scripts/replay-setup again (watch running): {again.stderr[-300:]}")
+        sweep = ROOT / ".local" / "sweep-event.json"
+        sweep.write_text('{"partition-loader": "sweep"}')
+        ok, o = invoke(sweep)
+        check(ok and o.get("outcome") == "swept", f"the schedule's sweep event: {o}")
+        check(counts() == want, "setup again and a sweep load nothing twice")
     finally:
         subprocess.run(["scripts/replay-setup", "--stop"], cwd=ROOT, env=ENV)
     check(not port_open(), f"replay-setup --stop closed port {PORT}")
