@@ -5,6 +5,7 @@
 //! place; every non-error outcome (`loaded`, `up_to_date`, a hand-off such as `queued`)
 //! counts as a successful invocation. Size and mix from the environment:
 //! `SOAK_FILES` (default 150; `scripts/soak` runs 2,400), `SOAK_CONCURRENCY` (16),
+//! `SOAK_LEASE_TTL` (seconds, default 30; invocations get 5 s less),
 //! `SOAK_SEED`, `SOAK_ISOLATION` (a label for the report: the emulator's isolation is
 //! its own start-up flag), `SOAK_REPORT` (a file to append the JSON report to).
 //!
@@ -121,9 +122,14 @@ struct Tally {
     results: BTreeMap<String, u64>,
 }
 
-async fn invoke(loader: Arc<SoakLoader>, d: Delivery, kill_fraction: f64) -> (Delivery, Ended) {
+async fn invoke(
+    loader: Arc<SoakLoader>,
+    d: Delivery,
+    kill_fraction: f64,
+    timeout: Duration,
+) -> (Delivery, Ended) {
     let holder = format!("soak-{}", uuid::Uuid::new_v4());
-    let work = loader.handle(&d.event, &holder, Instant::now() + Duration::from_secs(25));
+    let work = loader.handle(&d.event, &holder, Instant::now() + timeout);
     let ended = if fastrand::f64() < kill_fraction {
         let after = Duration::from_millis(fastrand::u64(0..1500));
         match tokio::time::timeout(after, work).await {
@@ -216,8 +222,11 @@ async fn soak_exactly_once_under_faults() {
     // Killed invocations leave their lease to its TTL: a short one keeps the run short.
     // (Config refuses TTLs under 900 s from the environment; the fences keep a load
     // that outlives its lease from committing, which this run exercises.)
-    config.lease_ttl = Duration::from_secs(12);
-    config.lock_wait = Duration::from_secs(20);
+    // The TTL must exceed the longest load: a load that outlives it is fenced (rolled
+    // back), and a backlog that always takes longer than the TTL never commits.
+    let ttl = env_num("SOAK_LEASE_TTL", 30);
+    config.lease_ttl = Duration::from_secs(ttl);
+    config.lock_wait = Duration::from_secs(ttl + 10);
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
@@ -295,6 +304,8 @@ async fn soak_exactly_once_under_faults() {
     ));
     let mut running = tokio::task::JoinSet::new();
     let kill_fraction = 0.08;
+    // As a Lambda timeout below the lease TTL.
+    let invocation_timeout = Duration::from_secs(ttl.saturating_sub(5).max(5));
     loop {
         let next = {
             let mut q = queue.lock().unwrap();
@@ -305,7 +316,7 @@ async fn soak_exactly_once_under_faults() {
         };
         match next {
             Some(d) if running.len() < concurrency => {
-                running.spawn(invoke(loader.clone(), d, kill_fraction));
+                running.spawn(invoke(loader.clone(), d, kill_fraction, invocation_timeout));
                 continue;
             }
             Some(d) => queue.lock().unwrap().push(d),
