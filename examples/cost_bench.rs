@@ -143,6 +143,7 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
             ledger_inserts: inserts,
             renew_ttl_seconds: (n != last).then_some(960),
             stage_suffix: n,
+            copy_options: &[],
         })?;
         sql_bytes += sqls.iter().map(String::len).sum::<usize>();
     }

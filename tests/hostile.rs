@@ -250,7 +250,9 @@ fn event_cases(stack: &Stack) -> Vec<Case> {
         case(
             "encoded NUL in a string value",
             ev(&part("eu%00")),
-            UNDECIDED,
+            // The key is looked up in S3 before parsing; moto's XML answer carries the
+            // NUL and the SDK cannot parse it: a typed Storage error (noticed, not changed).
+            &["BadEvent", "BadPartition", "NothingListed", "Storage"],
         ),
         case(
             "Hive-escaped control character",

@@ -390,7 +390,7 @@ async fn soak_exactly_once_under_faults() {
     let mut strays = 0;
     for (t, table) in tables.iter().enumerate() {
         let counts: HashMap<i64, i64> = stack
-            .query(&format!(
+            .select(&format!(
                 "SELECT id / 1000, COUNT(*) FROM {table} GROUP BY 1"
             ))
             .await
