@@ -238,6 +238,8 @@ fn typed_partitions_accept_exactly_valid_values_and_read_back() {
                 && !d.starts_with("0000");
             let int_ok = n.parse::<i64>().is_ok();
             match partition::parse(&r, &key) {
+                // Hive's NULL marker is a NULL partition value now: nothing to read back.
+                Ok(_) if d == HIVE_NULL || n == HIVE_NULL => {}
                 Ok(p) => {
                     prop_assert!(date_ok && int_ok, "{key:?} accepted");
                     prop_assert_eq!(
