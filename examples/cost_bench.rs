@@ -102,6 +102,7 @@ fn ledger(range: std::ops::Range<usize>) -> Vec<LoadedFile> {
 fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), LoaderError> {
     let schema = Ident::parse("partition_loader").map_err(LoaderError::Config)?;
     let table = TableName::parse("analytics.orders").map_err(LoaderError::Config)?;
+    let tables = sql::LeaseTables::for_target(&table);
     let holder = "8f0e2b1c-7d3a-4c5e-9b6f-1a2b3c4d5e6f";
     let load_id = "0c9d8e7f-6a5b-4c3d-2e1f-0a9b8c7d6e5f";
     let tuples = files
@@ -112,12 +113,12 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
                 etag: f.etag.clone(),
                 size_bytes: f.size,
             };
-            sql::ledger_tuple(&table, PARTITION, holder, load_id, &row)
+            sql::ledger_tuple(PARTITION, holder, load_id, &row)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let limits = partition_loader::handler::BatchLimits::default();
     let inserts = sql::ledger_inserts(
-        &sql::ledger_insert_head(&schema),
+        &sql::table_ledger_insert_head(&schema, &tables),
         &tuples,
         limits.max_statement_bytes,
     );
@@ -125,13 +126,13 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
     let room = limits.max_statements - sql::fixed_statements(&target, false);
     let batches = plan::batches(inserts, room);
     let (mut sql_bytes, mut manifest_bytes, mut offset) = (0, 0, 0);
-    let last = batches.len().saturating_sub(1);
     for (n, (inserts, count)) in batches.iter().enumerate() {
         let chunk = &files[offset..offset + count];
         offset += count;
         manifest_bytes += manifest::manifest_json(BUCKET, chunk).len();
         let sqls = sql::load_batch(&sql::LoadBatch {
             schema: &schema,
+            tables: &tables,
             table: &table,
             partition_path: PARTITION,
             holder,
@@ -141,7 +142,7 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
             target: &target,
             replace: None,
             ledger_inserts: inserts,
-            renew_ttl_seconds: (n != last).then_some(960),
+            ttl_seconds: 960,
             stage_suffix: n,
             copy_options: &[],
         })?;

@@ -440,8 +440,9 @@ async fn hostile_file_names_load_once_quoted() {
     assert_eq!(stack.rows(&t).await, 2 * names.len() as i64);
     assert_eq!(stack.ledger_rows(&t).await, names.len() as i64);
     let quoted = format!(
-        "SELECT COUNT(*) FROM {}.loaded_files WHERE s3_url = 's3://{}/{DAY}/a'';DROP TABLE x;--.parquet'",
-        stack.loader_schema, stack.bucket
+        "SELECT COUNT(*) FROM {} WHERE s3_url = 's3://{}/{DAY}/a'';DROP TABLE x;--.parquet'",
+        stack.loader_table(&t, "ledger"),
+        stack.bucket
     );
     assert_eq!(stack.count(&quoted).await, 1);
 }

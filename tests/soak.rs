@@ -420,31 +420,27 @@ async fn soak_exactly_once_under_faults() {
             .filter(|&&j| j as usize >= n || files[j as usize].table != t)
             .count();
     }
-    let ledger: HashMap<String, i64> = stack
-        .select(&format!(
-            "SELECT s3_url, COUNT(*) FROM {}.loaded_files GROUP BY 1",
-            stack.loader_schema
-        ))
-        .await
-        .into_iter()
-        .map(|r| {
-            (
-                r[0].clone().unwrap_or_default(),
-                r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
-            )
-        })
-        .collect();
+    // Each table has its ledger and lease table of its own.
+    let mut ledger: HashMap<String, i64> = HashMap::new();
+    let mut leases = 0;
+    for table in &tables {
+        let rows = stack
+            .select(&format!(
+                "SELECT s3_url, COUNT(*) FROM {} GROUP BY 1",
+                stack.loader_table(table, "ledger")
+            ))
+            .await;
+        for r in rows {
+            let count: i64 = r[1].as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *ledger.entry(r[0].clone().unwrap_or_default()).or_default() += count;
+        }
+        leases += stack.lease_rows(table).await;
+    }
     let ledger_twice = ledger.values().filter(|&&c| c != 1).count();
     let ledger_missing = files
         .iter()
         .filter(|f| !ledger.contains_key(&format!("s3://{}/{}", stack.bucket, f.key)))
         .count();
-    let leases = stack
-        .count(&format!(
-            "SELECT COUNT(*) FROM {}.locks",
-            stack.loader_schema
-        ))
-        .await;
 
     // COPYs from the load history: the manifest URL names the target table.
     let history = stack
