@@ -759,6 +759,25 @@ pub fn leases(schema: &Ident, tables: &[TableName]) -> String {
     parts.join(" UNION ALL ")
 }
 
+/// Wake-ups waiting for each table's holder: rows `table_name, pending`. Only integers
+/// and validated identifiers are inlined.
+pub fn pending_wakeups(schema: &Ident, tables: &[TableName]) -> String {
+    let parts: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            let lt = LeaseTables::for_target(t);
+            format!(
+                "SELECT CAST('{t}' AS VARCHAR(256)) AS table_name, COUNT(*) AS pending FROM {}",
+                lt.q(schema, &lt.wakeup)
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        return "SELECT CAST(NULL AS VARCHAR(256)), CAST(0 AS BIGINT) WHERE 1 = 0".to_string();
+    }
+    parts.join(" UNION ALL ")
+}
+
 /// Parameter names for [`load_errors`]'s URL prefixes.
 pub const URL_PREFIX_PARAMS: [&str; 8] = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"];
 

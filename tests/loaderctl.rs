@@ -249,6 +249,15 @@ async fn status_and_history_report_loads_failures_and_the_lease() {
         .await;
     assert!(handle(&loader, &third).await.is_err());
     stack.insert_lease(&t, "stuck-run", 600).await;
+    // An event while the lease is held is handed to its holder: one pending wake-up.
+    let fourth = stack
+        .parquet_event("orders/order_date=2024-05-31/part-0.parquet", 0..2)
+        .await;
+    let queued = handle(&loader, &fourth).await;
+    assert!(
+        matches!(queued, Ok(partition_loader::Outcome::Queued { .. })),
+        "{queued:?}"
+    );
 
     let out = ctl(&stack, &["status", &t, "--json"]).await;
     assert_eq!(
@@ -276,6 +285,7 @@ async fn status_and_history_report_loads_failures_and_the_lease() {
     assert!((0..120).contains(&lag), "{lag}");
     assert_eq!(s["lease"]["holder"], "stuck-run");
     assert_eq!(s["lease"]["state"], "live");
+    assert_eq!(s["pending_wakeups"], 1, "{}", describe(&out));
     let failures = s["recent_failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{}", describe(&out));
     assert!(failures[0]["reason"]

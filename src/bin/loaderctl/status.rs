@@ -35,6 +35,8 @@ struct TableStatus {
     /// Seconds from the S3 LastModified of the last load's newest object to its commit.
     newest_object_lag_seconds: Option<i64>,
     lease: Option<Lease>,
+    /// Objects queued for the lease's holder (hand-off wake-ups) not drained yet.
+    pending_wakeups: i64,
     files_last_hour: i64,
     files_last_day: i64,
     files_total: i64,
@@ -102,6 +104,9 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         .await
         .map_err(|e| report::hint_bootstrap(schema.as_str(), e))?;
     let leases = loader.query(lease_sql, vec![], deadline).await?;
+    let wakeups = loader
+        .query(sql::pending_wakeups(schema, &names), vec![], deadline)
+        .await?;
 
     let mut tables: BTreeSet<String> = BTreeSet::new();
     match &one {
@@ -123,6 +128,11 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
             last_load: None,
             newest_object_lag_seconds: None,
             lease: None,
+            pending_wakeups: wakeups
+                .iter()
+                .find(|r| text(r, 0) == Some(table.as_str()))
+                .and_then(|r| number(r, 1))
+                .unwrap_or(0),
             files_last_hour: 0,
             files_last_day: 0,
             files_total: 0,
@@ -271,6 +281,7 @@ fn render(statuses: &[TableStatus]) -> String {
                     ),
                     None => "free".into(),
                 },
+                s.pending_wakeups.to_string(),
                 s.files_last_hour.to_string(),
                 s.files_last_day.to_string(),
                 s.recent_failures.len().to_string(),
@@ -286,6 +297,7 @@ fn render(statuses: &[TableStatus]) -> String {
             "ROWS",
             "LAG",
             "LEASE",
+            "QUEUED",
             "1H",
             "24H",
             "FAILURES",
@@ -346,6 +358,7 @@ mod tests {
                 age_seconds: Some(300),
                 state: "live",
             }),
+            pending_wakeups: 2,
             files_last_hour: 3,
             files_last_day: 40,
             files_total: 900,
@@ -361,6 +374,7 @@ mod tests {
             last_load: None,
             newest_object_lag_seconds: None,
             lease: None,
+            pending_wakeups: 0,
             files_last_hour: 0,
             files_last_day: 0,
             files_total: 0,
@@ -375,7 +389,7 @@ mod tests {
         );
         assert!(lines[1].contains("3 (2.0 KB)  120"), "{text}");
         assert!(
-            lines[1].contains("42s  live req-9 (5m)  3   40   1"),
+            lines[1].contains("42s  live req-9 (5m)  2       3   40   1"),
             "{text}"
         );
         assert!(lines[2].starts_with("sales.refunds  never"), "{text}");
