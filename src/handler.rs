@@ -156,6 +156,18 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .await
     }
 
+    /// Grants `user` (the function's database user) what it needs on the loader schema
+    /// ([`sql::grant_loader`]); run by the schema's owner after [`Loader::bootstrap`].
+    pub async fn grant_loader(
+        &self,
+        user: &sql::DbUser,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.warehouse
+            .run_batch(sql::grant_loader(&self.config.loader_schema, user), deadline)
+            .await
+    }
+
     /// Runs one statement (with `:name` parameters) that returns no rows.
     pub async fn execute(
         &self,
@@ -332,13 +344,21 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     ) -> Result<WaitCheck, LoaderError> {
         let mut params = vec![
             ("table", table.to_string()),
-            ("partition", partition_path.to_string()),
             ("s3_url", plan::s3_url(&object.bucket, &object.key)),
         ];
+        // A Data API parameter value must not be empty (unpartitioned routes).
+        let partitioned = !partition_path.is_empty();
+        if partitioned {
+            params.push(("partition", partition_path.to_string()));
+        }
         if let Some(etag) = &object.etag {
             params.push(("etag", etag.clone()));
         }
-        let sql = sql::wait_check(&self.config.loader_schema, object.etag.is_some());
+        let sql = sql::wait_check(
+            &self.config.loader_schema,
+            object.etag.is_some(),
+            partitioned,
+        );
         let id = self.warehouse.run(sql, params, deadline).await?;
         let rows = self.warehouse.rows(id, deadline).await?;
         Ok(read_wait_check(&rows))
@@ -504,6 +524,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 ledger_inserts: inserts,
                 renew_ttl_seconds: (n != last).then_some(self.config.lease_ttl.as_secs()),
                 stage_suffix: n,
+                statupdate: route.statupdate,
             })?;
             let copy_started = Instant::now();
             let batch = self.warehouse.run_batch(sqls, deadline).await;

@@ -191,6 +191,95 @@ pub fn bootstrap(schema: &Ident) -> Vec<String> {
     ]
 }
 
+/// A database user to grant to: `loader`, `IAMR:partition-loader`, `IAM:ops`. Kept
+/// as given and always double-quoted (names with `:` need the quotes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbUser(String);
+
+impl DbUser {
+    pub fn parse(s: &str) -> Result<DbUser, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 127
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_:.@+=,-$".contains(c));
+        if !ok {
+            return Err(format!(
+                "{s:?} is not a database user name (letters, digits and _ : . @ + = , - $,                  at most 127 bytes; e.g. loader or IAMR:partition-loader)"
+            ));
+        }
+        Ok(DbUser(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+/// What the function's database user needs on the loader schema: USAGE, DML on every
+/// table, EXECUTE on every procedure, now and for objects the granting user creates
+/// there later (ALTER DEFAULT PRIVILEGES, which Redshift supports for TABLES and
+/// PROCEDURES: <https://docs.aws.amazon.com/redshift/latest/dg/r_ALTER_DEFAULT_PRIVILEGES.html>).
+/// Run by the schema's owner, after [`bootstrap`].
+pub fn grant_loader(schema: &Ident, user: &DbUser) -> Vec<String> {
+    let s = schema.quoted();
+    let u = user.quoted();
+    vec![
+        format!("GRANT USAGE ON SCHEMA {s} TO {u}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {u}"),
+        format!("GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA {s} TO {u}"),
+        format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {u}"
+        ),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT EXECUTE ON PROCEDURES TO {u}"),
+    ]
+}
+
+/// What the function's user needs on one route's target table, for the table's owner to
+/// run: USAGE on its schema; INSERT; SELECT when the load may go through a staging table
+/// (`CREATE TEMP TABLE ... AS SELECT ... FROM target`) or in replace mode; DELETE in
+/// replace mode; TEMP on the database for staging (Redshift grants it to PUBLIC by
+/// default: <https://docs.aws.amazon.com/redshift/latest/dg/r_GRANT.html>). A route with
+/// `statupdate` needs the table's ownership instead (only the owner updates statistics).
+pub fn route_grants(
+    table: &TableName,
+    may_stage: bool,
+    replace: bool,
+    statupdate: bool,
+    database: &str,
+    user: &DbUser,
+) -> Vec<String> {
+    let u = user.quoted();
+    let mut privileges = vec!["INSERT"];
+    if may_stage || replace {
+        privileges.push("SELECT");
+    }
+    if replace {
+        privileges.push("DELETE");
+    }
+    let mut out = vec![
+        format!("GRANT USAGE ON SCHEMA {} TO {u}", table.schema.quoted()),
+        format!(
+            "GRANT {} ON {} TO {u}",
+            privileges.join(", "),
+            table.quoted()
+        ),
+    ];
+    if may_stage {
+        out.push(format!(
+            "GRANT TEMP ON DATABASE \"{}\" TO {u}",
+            database.replace('"', "\"\"")
+        ));
+    }
+    if statupdate {
+        out.push(format!("ALTER TABLE {} OWNER TO {u}", table.quoted()));
+    }
+    out
+}
+
 /// Text the fencing procedures raise; the warehouse adapter recognises it.
 pub const LEASE_LOST_MARKER: &str = "partition-loader: lease on";
 
@@ -244,13 +333,20 @@ pub fn release(schema: &Ident) -> String {
 /// cheaper than the acquire batch and taking no lock. Rows: `('loaded', holder, NULL)`
 /// when the ledger holds the event's object (by `:s3_url`, and `:etag` when
 /// `with_etag`), `('lease', holder, expires_at)` for the live lease of `:table`.
-/// Parameters: `:table`, `:partition`, `:s3_url` (and `:etag`).
-pub fn wait_check(schema: &Ident, with_etag: bool) -> String {
+/// Parameters: `:table`, `:s3_url`, `:partition` when `partitioned` (an unpartitioned
+/// route's path is empty, and a Data API parameter value must not be: the URL alone
+/// names the object), and `:etag`.
+pub fn wait_check(schema: &Ident, with_etag: bool, partitioned: bool) -> String {
     let s = schema.quoted();
     let etag = if with_etag { " AND etag = :etag" } else { "" };
+    let partition = if partitioned {
+        " AND partition_path = :partition"
+    } else {
+        ""
+    };
     format!(
         "SELECT 'loaded' AS kind, holder, CAST(NULL AS TIMESTAMP) AS expires_at \
-         FROM {s}.loaded_files WHERE table_name = :table AND partition_path = :partition \
+         FROM {s}.loaded_files WHERE table_name = :table{partition} \
          AND s3_url = :s3_url{etag} \
          UNION ALL SELECT 'lease', holder, expires_at FROM {s}.locks \
          WHERE table_name = :table AND expires_at > GETDATE()"
@@ -324,6 +420,9 @@ pub struct LoadBatch<'a> {
     /// `None` for the last batch (release the lease), `Some(ttl)` to renew it instead.
     pub renew_ttl_seconds: Option<u64>,
     pub stage_suffix: usize,
+    /// `STATUPDATE ON` for a direct COPY (needs the table's owner); staging tables
+    /// never get it.
+    pub statupdate: bool,
 }
 
 /// Statements of one load batch; the fence (release or renew) is last.
@@ -357,18 +456,24 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
     }
     let options = crate::copy_options::render(b.format, b.copy_options);
     let copy_tail = format!(
-        "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE ON",
+        "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE OFF",
         literal(b.manifest_url)?,
         literal(b.iam_role)?,
         b.format.copy_clause(),
         if options.is_empty() { "" } else { " " },
         options
     );
+    let direct_tail = if b.statupdate {
+        copy_tail.replace(" STATUPDATE OFF", " STATUPDATE ON")
+    } else {
+        copy_tail.clone()
+    };
     match b.target {
-        CopyTarget::Direct(None) => out.push(format!("COPY {target} {copy_tail}")),
-        CopyTarget::Direct(Some(cols)) => {
-            out.push(format!("COPY {target} ({}) {copy_tail}", column_list(cols)))
-        }
+        CopyTarget::Direct(None) => out.push(format!("COPY {target} {direct_tail}")),
+        CopyTarget::Direct(Some(cols)) => out.push(format!(
+            "COPY {target} ({}) {direct_tail}",
+            column_list(cols)
+        )),
         CopyTarget::Staged { file_columns, fill } => {
             let stage = format!("\"partition_loader_stage_{}\"", b.stage_suffix);
             let files = column_list(file_columns);
@@ -702,7 +807,7 @@ mod tests {
     #[test]
     fn wait_check_reads_the_object_and_the_live_lease_without_locking() {
         let schema = Ident::parse("pl").unwrap();
-        let with_etag = wait_check(&schema, true);
+        let with_etag = wait_check(&schema, true, true);
         assert_eq!(
             with_etag,
             "SELECT 'loaded' AS kind, holder, CAST(NULL AS TIMESTAMP) AS expires_at \
@@ -711,9 +816,15 @@ mod tests {
              UNION ALL SELECT 'lease', holder, expires_at FROM \"pl\".locks \
              WHERE table_name = :table AND expires_at > GETDATE()"
         );
-        let key_only = wait_check(&schema, false);
+        let key_only = wait_check(&schema, false, true);
         assert_eq!(key_only, with_etag.replace(" AND etag = :etag", ""));
         assert!(!key_only.contains(":etag"));
+        // An unpartitioned route binds no empty :partition (the Data API refuses it).
+        let unpartitioned = wait_check(&schema, true, false);
+        assert_eq!(
+            unpartitioned,
+            with_etag.replace(" AND partition_path = :partition", "")
+        );
         assert!(
             !with_etag.contains("LOCK "),
             "a poll must not queue behind acquirers"
@@ -754,7 +865,51 @@ mod tests {
             ledger_inserts: inserts,
             renew_ttl_seconds: renew,
             stage_suffix: 0,
+            statupdate: false,
         }
+    }
+
+    #[test]
+    fn statupdate_only_when_asked_and_never_on_staging() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = table();
+        let direct = CopyTarget::Direct(None);
+        let mut b = batch(&schema, &t, &direct, None, &[], None);
+        assert!(load_batch(&b).unwrap()[0].ends_with("STATUPDATE OFF"));
+        b.statupdate = true;
+        assert!(load_batch(&b).unwrap()[0].ends_with("STATUPDATE ON"));
+        let staged = CopyTarget::Staged {
+            file_columns: vec![Ident::parse("id").unwrap()],
+            fill: vec![],
+        };
+        let mut b = batch(&schema, &t, &staged, None, &[], None);
+        b.statupdate = true;
+        let sqls = load_batch(&b).unwrap();
+        assert!(sqls[1].starts_with("COPY \"partition_loader_stage_0\""));
+        assert!(sqls[1].ends_with("STATUPDATE OFF"), "{}", sqls[1]);
+    }
+
+    #[test]
+    fn grants_for_the_function_user() {
+        let user = DbUser::parse("IAMR:partition-loader").unwrap();
+        let sqls = grant_loader(&Ident::parse("pl").unwrap(), &user);
+        assert_eq!(sqls[0], "GRANT USAGE ON SCHEMA \"pl\" TO \"IAMR:partition-loader\"");
+        assert!(sqls[2].contains("EXECUTE ON ALL PROCEDURES IN SCHEMA \"pl\""));
+        assert!(sqls.iter().any(|s| s.contains("DEFAULT PRIVILEGES") && s.contains("ON TABLES")));
+        assert!(DbUser::parse("bad\"user").is_err());
+        assert!(DbUser::parse("").is_err());
+        let append = route_grants(&table(), false, false, false, "dev", &user);
+        assert_eq!(
+            append,
+            vec![
+                "GRANT USAGE ON SCHEMA \"sales\" TO \"IAMR:partition-loader\"".to_string(),
+                "GRANT INSERT ON \"sales\".\"orders\" TO \"IAMR:partition-loader\"".to_string(),
+            ]
+        );
+        let replace = route_grants(&table(), true, true, true, "dev", &user);
+        assert!(replace[1].starts_with("GRANT INSERT, SELECT, DELETE ON"));
+        assert!(replace[2].starts_with("GRANT TEMP ON DATABASE \"dev\""));
+        assert!(replace[3].starts_with("ALTER TABLE \"sales\".\"orders\" OWNER TO"));
     }
 
     #[test]
@@ -768,7 +923,7 @@ mod tests {
             sqls,
             vec![
                 "COPY \"sales\".\"orders\" FROM 's3://m/x/1.manifest' IAM_ROLE \
-                 'arn:aws:iam::1:role/r' MANIFEST FORMAT AS PARQUET STATUPDATE ON"
+                 'arn:aws:iam::1:role/r' MANIFEST FORMAT AS PARQUET STATUPDATE OFF"
                     .to_string(),
                 "INSERT 1".to_string(),
                 "CALL \"pl\".release_lease('sales.orders', 'req-1')".to_string(),
@@ -865,7 +1020,7 @@ mod tests {
         assert!(
             sqls[0].ends_with(
                 "MANIFEST FORMAT AS CSV IGNOREHEADER 1 EMPTYASNULL NULL AS 'it''s' \
-                 DATEFORMAT 'auto' TIMEFORMAT 'auto' STATUPDATE ON"
+                 DATEFORMAT 'auto' TIMEFORMAT 'auto' STATUPDATE OFF"
             ),
             "{}",
             sqls[0]

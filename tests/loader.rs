@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use partition_loader::config::RedshiftTarget;
+use partition_loader::config::{ClusterAuth, RedshiftTarget};
 use partition_loader::handler::BatchLimits;
 use partition_loader::{ErrorKind, Loader, LoaderError, Outcome};
 use serde_json::json;
@@ -345,8 +345,9 @@ async fn throttling_is_retried() {
 /// A loader of `routes` on another workgroup name than the test's (no faults there).
 async fn unfaulted(stack: &Stack, routes: &str, name: &str) -> TestLoader {
     let mut config = stack.config(routes);
-    config.redshift = RedshiftTarget::Serverless {
-        workgroup: format!("{}-{name}", stack.workgroup),
+    config.redshift = RedshiftTarget::Cluster {
+        cluster_id: format!("{}-{name}", stack.workgroup),
+        auth: ClusterAuth::DbUser(stack.db_user.clone()),
     };
     Loader::connect(config).await
 }

@@ -7,13 +7,25 @@ use std::process::Output;
 use common::*;
 use serde_json::Value;
 
+/// loaderctl as the function's user (the loader's own configuration).
 async fn ctl(stack: &Stack, args: &[&str]) -> Output {
+    run_ctl(stack.env(&stack.orders_route("")), args).await
+}
+
+/// loaderctl as the operator (the admin, who owns the schemas).
+async fn admin_ctl(stack: &Stack, args: &[&str]) -> Output {
+    run_ctl(stack.admin_env(&stack.orders_route("")), args).await
+}
+
+async fn run_ctl(env: Vec<(String, String)>, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"));
     cmd.args(args)
         .env_remove("LOADER_CONFIG_FILE")
         .env_remove("REDSHIFT_CLUSTER_ID")
+        .env_remove("REDSHIFT_DB_USER")
+        .env_remove("REDSHIFT_SECRET_ARN")
         .env("RUST_LOG", "warn");
-    for (k, v) in stack.env(&stack.orders_route("")) {
+    for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().await.expect("run loaderctl")
@@ -38,12 +50,27 @@ fn describe(out: &Output) -> String {
 #[tokio::test]
 async fn loaderctl_commands() {
     let stack = Stack::new().await;
+    // The function's user may not create the schema: the operator does, and grants.
+    let out = ctl(&stack, &["bootstrap"]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        describe(&out)
+    );
     for _ in 0..2 {
-        let out = ctl(&stack, &["bootstrap"]).await;
+        let out = admin_ctl(&stack, &["bootstrap", "--grant-to", &stack.db_user]).await;
         assert!(
             out.status.success(),
             "bootstrap is idempotent: {}",
             describe(&out)
+        );
+        let out = lines(&out);
+        assert_eq!(out[1]["granted_to"], stack.db_user.as_str());
+        let table_grants = out[2]["run_as_table_owner"].to_string();
+        assert!(
+            table_grants.contains(&format!("GRANT INSERT, SELECT ON \\\"{}\\\".\\\"orders\\\"", stack.schema)),
+            "{table_grants}"
         );
     }
     let t = stack.orders_table().await;

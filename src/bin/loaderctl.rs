@@ -18,7 +18,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use partition_loader::sql::{literal, TableName};
+use partition_loader::config::Mode;
+use partition_loader::sql::{self, literal, DbUser, TableName};
 use partition_loader::{init_logging, Config, Loader, LoaderError};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -36,7 +37,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the loader schema, lease table, ledger and fencing procedures (idempotent).
-    Bootstrap,
+    Bootstrap {
+        /// The function's database user (e.g. `IAMR:partition-loader-role` on Serverless
+        /// with IAM): grant it what it needs on the loader schema, and print the GRANTs
+        /// each route's target table needs (for the tables' owners to run).
+        #[arg(long, value_name = "USER")]
+        grant_to: Option<String>,
+    },
     /// Run the handler on event files (one or more JSON events per file); one JSON
     /// outcome line per event. Exits non-zero when any event failed.
     Replay {
@@ -129,12 +136,36 @@ async fn run(
     let deadline = || Instant::now() + budget;
     let schema = loader.config().loader_schema.quoted();
     match command {
-        Command::Bootstrap => {
+        Command::Bootstrap { grant_to } => {
+            let user = grant_to
+                .map(|u| DbUser::parse(&u).map_err(|e| LoaderError::Config(format!("--grant-to: {e}"))))
+                .transpose()?;
             let id = loader.bootstrap(deadline()).await?;
             println!(
                 "{}",
                 json!({"bootstrapped": loader.config().loader_schema.as_str(), "statement_id": id})
             );
+            if let Some(user) = user {
+                let id = loader.grant_loader(&user, deadline()).await?;
+                println!(
+                    "{}",
+                    json!({"granted_to": user.as_str(), "schema": loader.config().loader_schema.as_str(), "statement_id": id})
+                );
+                for route in &loader.config().routes {
+                    let grants = sql::route_grants(
+                        &route.table,
+                        !route.partition_columns.is_empty() || route.file_columns.is_some(),
+                        route.mode == Mode::Replace,
+                        route.statupdate,
+                        &loader.config().database,
+                        &user,
+                    );
+                    println!(
+                        "{}",
+                        json!({"table": route.table.to_string(), "run_as_table_owner": grants})
+                    );
+                }
+            }
             Ok(true)
         }
         Command::Replay { files } => {
@@ -219,9 +250,15 @@ async fn run(
                  FROM {schema}.loaded_files WHERE table_name = :table"
             );
             let mut params = vec![("table", table.to_string())];
-            if let Some(p) = partition {
-                sql.push_str(" AND partition_path = :partition");
-                params.push(("partition", p));
+            match partition {
+                // An unpartitioned route's path is empty, and a Data API parameter
+                // value must not be.
+                Some(p) if p.is_empty() => sql.push_str(" AND partition_path = ''"),
+                Some(p) => {
+                    sql.push_str(" AND partition_path = :partition");
+                    params.push(("partition", p));
+                }
+                None => {}
             }
             sql.push_str(" ORDER BY partition_path, s3_url");
             for r in loader.query(sql, params, deadline()).await? {
