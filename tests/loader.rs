@@ -724,3 +724,88 @@ async fn json_lines_are_loaded_with_the_partition_filled() {
     let q = format!("SELECT COUNT(*) FROM {t} WHERE day = '2024-05-28' AND id IN (1, 2)");
     assert_eq!(stack.count(&q).await, 2);
 }
+
+/// An unpartitioned route `events/` → `<schema>.events (id, name)`, loaded by direct COPY.
+fn events_route(stack: &Stack, extra: &str) -> String {
+    format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"events/\"\ntable = \"{}\"\nformat = \"parquet\"\n{extra}\n",
+        stack.bucket,
+        stack.table("events")
+    )
+}
+
+#[tokio::test]
+async fn a_waiter_on_an_unpartitioned_route_binds_no_empty_parameter() {
+    // The Data API refuses an empty SqlParameter value; an unpartitioned route's
+    // partition path is empty, so the waiter's poll must not bind it.
+    let stack = Stack::new().await;
+    let routes = events_route(&stack, "");
+    stack.bootstrap_as_admin(&routes).await;
+    let t = stack
+        .create_table("events", "id BIGINT, name VARCHAR(64)")
+        .await;
+    stack.insert_lease(&t, "loading-holder", 600).await;
+    let key = "events/part-0.parquet";
+    let (size, etag) = stack.put_object(key, parquet_bytes(0..3)).await;
+    let loader = waiting(&stack, &routes, Duration::from_secs(20)).await;
+    let event = object_created(&stack.bucket, key, size, Some(&etag));
+    let waiter = tokio::spawn(async move { handle(&loader, &event).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiter.is_finished(), "the waiter polls while the lease is held");
+    stack
+        .sql(&format!(
+            "INSERT INTO {}.loaded_files VALUES ('{t}', '', 's3://{}/{key}', '{}', {size}, \
+             GETDATE(), 'loading-holder', 'load-x')",
+            stack.loader_schema,
+            stack.bucket,
+            etag.trim_matches('"')
+        ))
+        .await;
+    match waiter.await.unwrap() {
+        Ok(Outcome::UpToDate {
+            loaded_by: Some(by),
+            ..
+        }) => assert_eq!(by, "loading-holder"),
+        other => panic!("expected up_to_date loaded by the holder, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn statupdate_needs_the_loaders_user_to_own_the_table() {
+    let stack = Stack::new().await;
+    let routes = events_route(&stack, "statupdate = true");
+    let loader = stack.loader(&routes).await;
+    let t = stack
+        .create_table("events", "id BIGINT, name VARCHAR(64)")
+        .await;
+    let event = stack.parquet_event("events/part-0.parquet", 0..3).await;
+    let e = handle(&loader, &event).await.unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.LoadRejected", "{e}");
+    assert!(
+        e.to_string()
+            .contains("only table or database owner can analyze it"),
+        "{e}"
+    );
+    assert_eq!(stack.rows(&t).await, 0);
+    assert_eq!(stack.lease_rows(&t).await, 0, "the lease was released");
+
+    // What `loaderctl bootstrap --grant-to` prints for a statupdate route.
+    stack
+        .sql(&format!("ALTER TABLE {t} OWNER TO {}", stack.db_user))
+        .await;
+    let o = handle(&loader, &event).await;
+    assert_eq!(loaded_files(&o), 1, "{o:?}");
+    assert_eq!(stack.rows(&t).await, 3);
+
+    // Without statupdate, a user with INSERT alone loads (STATUPDATE OFF).
+    let plain = stack.loader(&events_route(&stack, "")).await;
+    stack
+        .sql(&format!("ALTER TABLE {t} OWNER TO CURRENT_USER"))
+        .await;
+    stack
+        .sql(&format!("GRANT INSERT ON {t} TO {}", stack.db_user))
+        .await;
+    let event = stack.parquet_event("events/part-1.parquet", 3..5).await;
+    let o = handle(&plain, &event).await;
+    assert_eq!(loaded_files(&o), 1, "{o:?}");
+}
