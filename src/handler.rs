@@ -112,6 +112,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         &self.config
     }
 
+    /// The S3 side (loaderctl doctor's probe object).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
     /// Handles one event. `holder` identifies this invocation in the lease table (the
     /// Lambda request id); nothing is started after `deadline`.
     pub async fn handle(
@@ -164,7 +169,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         deadline: Instant,
     ) -> Result<String, LoaderError> {
         self.warehouse
-            .run_batch(sql::grant_loader(&self.config.loader_schema, user), deadline)
+            .run_batch(
+                sql::grant_loader(&self.config.loader_schema, user),
+                deadline,
+            )
             .await
     }
 

@@ -280,6 +280,82 @@ pub fn route_grants(
     out
 }
 
+/// The tables [`bootstrap`] creates in the loader schema (for `loaderctl doctor`).
+pub fn bootstrap_tables(schema: &Ident) -> Vec<String> {
+    let head = format!("CREATE TABLE IF NOT EXISTS {}.", schema.quoted());
+    bootstrap(schema)
+        .iter()
+        .filter_map(|s| s.strip_prefix(&head))
+        .filter_map(|rest| rest.split([' ', '(']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `loaderctl doctor`: who we are, where. Row: `(user, database)`.
+pub fn doctor_identity() -> &'static str {
+    "SELECT current_user, current_database()"
+}
+
+/// `loaderctl doctor`: the database's isolation level (provisioned clusters show it
+/// in STV_DB_ISOLATION_LEVEL).
+pub fn doctor_isolation() -> &'static str {
+    "SELECT trim(isolation_level) FROM stv_db_isolation_level WHERE db_name = current_database()"
+}
+
+/// `loaderctl doctor`: `(exists, usage)` of schema `:schema` (catalog and leader-node
+/// functions only).
+pub fn doctor_schema() -> &'static str {
+    "SELECT COUNT(*) > 0, CASE WHEN COUNT(*) > 0 THEN has_schema_privilege(MAX(nspname), 'USAGE') \
+     ELSE FALSE END FROM pg_namespace WHERE nspname = :schema"
+}
+
+/// `loaderctl doctor`: the tables of schema `:schema` with
+/// `(name, select, insert, update, delete)` for the current user.
+pub fn doctor_loader_tables() -> &'static str {
+    "SELECT c.relname, has_table_privilege(c.oid, 'SELECT'), \
+     has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'UPDATE'), \
+     has_table_privilege(c.oid, 'DELETE') \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = :schema AND c.relkind = 'r'"
+}
+
+/// `loaderctl doctor`: a CALL of each fencing procedure on a lease nobody holds; a
+/// callable procedure raises [`LEASE_LOST_MARKER`], changing nothing.
+pub fn doctor_procedure_probes(schema: &Ident) -> Vec<(&'static str, String)> {
+    let s = schema.quoted();
+    let probe = "'partition-loader doctor'";
+    vec![
+        (
+            "release_lease",
+            format!("CALL {s}.release_lease({probe}, {probe})"),
+        ),
+        (
+            "renew_lease",
+            format!("CALL {s}.renew_lease({probe}, {probe}, 1)"),
+        ),
+    ]
+}
+
+/// `loaderctl doctor`: the columns of `:schema`.`:table` from the catalog (visible
+/// whatever the user's privileges on the table).
+pub fn doctor_columns() -> &'static str {
+    "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = :schema AND c.relname = :table AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY a.attnum"
+}
+
+/// `loaderctl doctor`: `(owner is the current user, schema USAGE, INSERT, SELECT,
+/// DELETE, TEMP on the database)` for `:schema`.`:table` (by oid: a name would need
+/// USAGE on the schema just to be resolved).
+pub fn doctor_table() -> &'static str {
+    "SELECT pg_get_userbyid(c.relowner) = current_user, has_schema_privilege(:schema, 'USAGE'), \
+     has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'SELECT'), \
+     has_table_privilege(c.oid, 'DELETE'), has_database_privilege(current_database(), 'TEMP') \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = :schema AND c.relname = :table"
+}
+
 /// Text the fencing procedures raise; the warehouse adapter recognises it.
 pub const LEASE_LOST_MARKER: &str = "partition-loader: lease on";
 
@@ -890,12 +966,25 @@ mod tests {
     }
 
     #[test]
+    fn bootstrap_tables_are_read_from_the_bootstrap() {
+        assert_eq!(
+            bootstrap_tables(&Ident::parse("pl").unwrap()),
+            vec!["locks".to_string(), "loaded_files".to_string()]
+        );
+    }
+
+    #[test]
     fn grants_for_the_function_user() {
         let user = DbUser::parse("IAMR:partition-loader").unwrap();
         let sqls = grant_loader(&Ident::parse("pl").unwrap(), &user);
-        assert_eq!(sqls[0], "GRANT USAGE ON SCHEMA \"pl\" TO \"IAMR:partition-loader\"");
+        assert_eq!(
+            sqls[0],
+            "GRANT USAGE ON SCHEMA \"pl\" TO \"IAMR:partition-loader\""
+        );
         assert!(sqls[2].contains("EXECUTE ON ALL PROCEDURES IN SCHEMA \"pl\""));
-        assert!(sqls.iter().any(|s| s.contains("DEFAULT PRIVILEGES") && s.contains("ON TABLES")));
+        assert!(sqls
+            .iter()
+            .any(|s| s.contains("DEFAULT PRIVILEGES") && s.contains("ON TABLES")));
         assert!(DbUser::parse("bad\"user").is_err());
         assert!(DbUser::parse("").is_err());
         let append = route_grants(&table(), false, false, false, "dev", &user);

@@ -751,7 +751,10 @@ async fn a_waiter_on_an_unpartitioned_route_binds_no_empty_parameter() {
     let event = object_created(&stack.bucket, key, size, Some(&etag));
     let waiter = tokio::spawn(async move { handle(&loader, &event).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!waiter.is_finished(), "the waiter polls while the lease is held");
+    assert!(
+        !waiter.is_finished(),
+        "the waiter polls while the lease is held"
+    );
     stack
         .sql(&format!(
             "INSERT INTO {}.loaded_files VALUES ('{t}', '', 's3://{}/{key}', '{}', {size}, \

@@ -69,7 +69,10 @@ async fn loaderctl_commands() {
         assert_eq!(out[1]["granted_to"], stack.db_user.as_str());
         let table_grants = out[2]["run_as_table_owner"].to_string();
         assert!(
-            table_grants.contains(&format!("GRANT INSERT, SELECT ON \\\"{}\\\".\\\"orders\\\"", stack.schema)),
+            table_grants.contains(&format!(
+                "GRANT INSERT, SELECT ON \\\"{}\\\".\\\"orders\\\"",
+                stack.schema
+            )),
             "{table_grants}"
         );
     }
@@ -437,4 +440,113 @@ async fn backfill_dry_run_lists_and_progress_goes_to_stderr_as_lines() {
         "{}",
         describe(&out)
     );
+}
+
+/// The doctor's lines as (check, status) pairs, and its exit code.
+async fn doctor(stack: &Stack) -> (i32, Vec<Value>) {
+    let out = ctl(stack, &["doctor"]).await;
+    (out.status.code().unwrap_or(-1), lines(&out))
+}
+
+fn findings(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["status"] == "finding")
+        .map(|l| format!("{} | {} | {}", l["check"], l["detail"], l["fix"]))
+        .collect()
+}
+
+#[tokio::test]
+async fn doctor_names_each_missing_grant_with_its_fix() {
+    let stack = Stack::new().await;
+    stack.bootstrap_as_admin(&stack.orders_route("")).await;
+    let t = stack.orders_table().await;
+    let (code, out) = doctor(&stack).await;
+    assert_eq!(code, 0, "healthy: {:?}", findings(&out));
+    let isolation = out
+        .iter()
+        .find(|l| l["check"] == "isolation level")
+        .unwrap();
+    assert!(
+        isolation["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Snapshot Isolation")
+            || isolation["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Serializable"),
+        "{isolation}"
+    );
+    assert!(out
+        .iter()
+        .any(|l| l["check"] == "manifest prefix" && l["status"] == "ok"));
+    assert!(
+        stack.keys("_loader/").await.is_empty(),
+        "the probe object is deleted"
+    );
+
+    let (pl, data, user) = (&stack.loader_schema, &stack.schema, &stack.db_user);
+    let cases = [
+        (
+            format!("REVOKE USAGE ON SCHEMA {pl} FROM {user}"),
+            format!("GRANT USAGE ON SCHEMA {pl} TO {user}"),
+            "loader schema",
+        ),
+        (
+            format!("REVOKE DELETE ON {pl}.locks FROM {user}"),
+            format!("GRANT DELETE ON {pl}.locks TO {user}"),
+            "GRANT DELETE ON",
+        ),
+        (
+            format!("REVOKE EXECUTE ON ALL PROCEDURES IN SCHEMA {pl} FROM {user}"),
+            format!("GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA {pl} TO {user}"),
+            "GRANT EXECUTE ON ALL PROCEDURES",
+        ),
+        (
+            format!("REVOKE INSERT ON {t} FROM {user}"),
+            format!("GRANT INSERT ON {t} TO {user}"),
+            "missing INSERT",
+        ),
+        (
+            format!("REVOKE SELECT ON {t} FROM {user}"),
+            format!("GRANT SELECT ON {t} TO {user}"),
+            "missing SELECT",
+        ),
+        (
+            format!("REVOKE USAGE ON SCHEMA {data} FROM {user}"),
+            format!("GRANT USAGE ON SCHEMA {data} TO {user}"),
+            "missing USAGE on schema",
+        ),
+    ];
+    for (revoke, grant, expected) in cases {
+        stack.sql(&revoke).await;
+        let (code, out) = doctor(&stack).await;
+        let found = findings(&out);
+        assert_eq!(code, 1, "{revoke}: {found:?}");
+        assert!(
+            found.iter().any(|f| f.contains(expected)),
+            "{revoke}: expected a finding with {expected:?}, got {found:?}"
+        );
+        stack.sql(&grant).await;
+    }
+    let (code, out) = doctor(&stack).await;
+    assert_eq!(code, 0, "healthy again: {:?}", findings(&out));
+
+    // A missing route table and an identity that cannot log in.
+    stack.sql(&format!("DROP TABLE {t}")).await;
+    let (code, out) = doctor(&stack).await;
+    assert_eq!(code, 1);
+    assert!(
+        findings(&out).iter().any(|f| f.contains("does not exist")),
+        "{out:?}"
+    );
+    let mut env = stack.env(&stack.orders_route(""));
+    for (k, v) in env.iter_mut() {
+        if k == "REDSHIFT_DB_USER" {
+            *v = format!("nobody_{}", stack.suffix);
+        }
+    }
+    let out = run_ctl(env, &["doctor"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }

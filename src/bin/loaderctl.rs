@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use partition_loader::config::Mode;
 use partition_loader::sql::{self, literal, DbUser, TableName};
-use partition_loader::{init_logging, Config, Loader, LoaderError};
+use partition_loader::{doctor, init_logging, Config, Loader, LoaderError};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -53,6 +53,11 @@ enum Command {
     /// Load every partition found under s3://bucket/prefix with the same protocol;
     /// progress on stderr, `--dry-run` to list what would be loaded.
     Backfill(backfill::Args),
+    /// Check, with the function's configuration and identity, everything the first
+    /// event needs: loader schema, tables and procedures, grants, route tables and their
+    /// columns, the manifest prefix, the COPY role. One JSON line per check with the fix;
+    /// exits 0 healthy, 1 findings, 2 could not check.
+    Doctor,
     /// Show the leases.
     Locks,
     /// Release a table's lease by hand; a live lease only with --force.
@@ -88,6 +93,24 @@ async fn main() -> ExitCode {
     let budget = config.lease_ttl.mul_f64(0.8);
     let loader = Loader::connect(config).await;
     let holder = format!("loaderctl-{:08x}", fastrand::u32(..));
+    if let Command::Doctor = cli.command {
+        return match doctor::run(&loader, Instant::now() + budget).await {
+            Ok(checks) => {
+                for check in &checks {
+                    println!("{}", check.to_json());
+                }
+                ExitCode::from(doctor::exit_code(&checks))
+            }
+            Err(e) => {
+                eprintln!(
+                    "loaderctl doctor: could not check: {e} ({}); is the Data API reachable \
+                     with this identity and REDSHIFT_* configuration?",
+                    e.error_type()
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&loader, cli.command, &holder, budget).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -138,7 +161,9 @@ async fn run(
     match command {
         Command::Bootstrap { grant_to } => {
             let user = grant_to
-                .map(|u| DbUser::parse(&u).map_err(|e| LoaderError::Config(format!("--grant-to: {e}"))))
+                .map(|u| {
+                    DbUser::parse(&u).map_err(|e| LoaderError::Config(format!("--grant-to: {e}")))
+                })
                 .transpose()?;
             let id = loader.bootstrap(deadline()).await?;
             println!(
@@ -186,6 +211,7 @@ async fn run(
             Ok(all_ok)
         }
         Command::Backfill(args) => backfill::run(loader, args, holder, budget).await,
+        Command::Doctor => Ok(true), // handled in main: it has its own exit codes
         Command::Locks => {
             let rows = loader
                 .query(
