@@ -161,7 +161,7 @@ pub async fn run(
         checks.extend(route_checks(loader, route, &database, &grantee, deadline).await);
     }
 
-    checks.push(manifest_check(loader, deadline).await);
+    checks.push(manifest_check(loader).await);
     checks.push(copy_role_check(&config.copy_iam_role));
     Ok(checks)
 }
@@ -428,8 +428,7 @@ async fn route_checks(
     route_table_checks(route, &table_rows, &columns, database, grantee)
 }
 
-async fn manifest_check(loader: &Loader<DataApi, S3>, deadline: Instant) -> Check {
-    let _ = deadline;
+async fn manifest_check(loader: &Loader<DataApi, S3>) -> Check {
     let manifest = &loader.config().manifest;
     let key = format!(
         "{}_doctor/{:016x}.probe",

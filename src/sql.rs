@@ -420,10 +420,13 @@ pub fn wait_check(schema: &Ident, with_etag: bool, partitioned: bool) -> String 
     } else {
         ""
     };
+    // Redshift compares VARCHARs ignoring trailing spaces, and S3 keys may end in
+    // spaces: the appended '|' makes them count, so another key never matches
+    // (https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html).
     format!(
         "SELECT 'loaded' AS kind, holder, CAST(NULL AS TIMESTAMP) AS expires_at \
          FROM {s}.loaded_files WHERE table_name = :table{partition} \
-         AND s3_url = :s3_url{etag} \
+         AND s3_url = :s3_url AND s3_url || '|' = :s3_url || '|'{etag} \
          UNION ALL SELECT 'lease', holder, expires_at FROM {s}.locks \
          WHERE table_name = :table AND expires_at > GETDATE()"
     )
@@ -888,7 +891,7 @@ mod tests {
             with_etag,
             "SELECT 'loaded' AS kind, holder, CAST(NULL AS TIMESTAMP) AS expires_at \
              FROM \"pl\".loaded_files WHERE table_name = :table AND partition_path = :partition \
-             AND s3_url = :s3_url AND etag = :etag \
+             AND s3_url = :s3_url AND s3_url || '|' = :s3_url || '|' AND etag = :etag \
              UNION ALL SELECT 'lease', holder, expires_at FROM \"pl\".locks \
              WHERE table_name = :table AND expires_at > GETDATE()"
         );

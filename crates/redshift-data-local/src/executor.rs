@@ -73,6 +73,8 @@ fn database_setup_sql(default: Isolation) -> String {
          {history}
          {errors}
          GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
+         GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
+           public.sys_load_error_detail TO PUBLIC;
          CREATE OR REPLACE VIEW public.stv_db_isolation_level AS
            SELECT d.datname::char(128) AS db_name,
                   (CASE (SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, unnest(s.setconfig) c

@@ -157,22 +157,27 @@ mod tests {
     #[test]
     fn identities_follow_redshift_rules() {
         let mut ids = Identities::default();
-        ids.access_keys.insert("AKIALOADER".into(), "IAMR:loader".into());
+        ids.access_keys
+            .insert("AKIALOADER".into(), "IAMR:loader".into());
         ids.secrets.insert("arn:x".into(), "mapped".into());
         assert_eq!(
-            ids.derive(&target(false, Some("etl"), None), Some("testing")).unwrap(),
+            ids.derive(&target(false, Some("etl"), None), Some("testing"))
+                .unwrap(),
             Identity::User("etl".into())
         );
         assert_eq!(
-            ids.derive(&target(true, None, Some("arn:x")), None).unwrap(),
+            ids.derive(&target(true, None, Some("arn:x")), None)
+                .unwrap(),
             Identity::User("mapped".into())
         );
         assert_eq!(
-            ids.derive(&target(true, None, None), Some("AKIALOADER")).unwrap(),
+            ids.derive(&target(true, None, None), Some("AKIALOADER"))
+                .unwrap(),
             Identity::Iam("IAMR:loader".into())
         );
         assert_eq!(
-            ids.derive(&target(true, None, None), Some("testing")).unwrap(),
+            ids.derive(&target(true, None, None), Some("testing"))
+                .unwrap(),
             Identity::Admin
         );
         assert!(ids.derive(&target(true, Some("u"), None), None).is_err());
@@ -187,7 +192,10 @@ mod tests {
         assert_eq!(access_key_id(h), Some("AKID123"));
         assert_eq!(access_key_id("Bearer x"), None);
         assert_eq!(
-            Identities::parse_pairs("a=IAMR:x, b=y").unwrap().get("a").map(String::as_str),
+            Identities::parse_pairs("a=IAMR:x, b=y")
+                .unwrap()
+                .get("a")
+                .map(String::as_str),
             Some("IAMR:x")
         );
         assert!(Identities::parse_pairs("nothing").is_err());

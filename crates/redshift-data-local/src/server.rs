@@ -137,9 +137,9 @@ async fn dispatch(
 ) -> Result<serde_json::Value, ApiError> {
     match operation {
         "ExecuteStatement" => json(&execute_statement(state, request(body)?, access_key).await?),
-        "BatchExecuteStatement" => json(
-            &batch_execute_statement(state, request(body)?, access_key).await?,
-        ),
+        "BatchExecuteStatement" => {
+            json(&batch_execute_statement(state, request(body)?, access_key).await?)
+        }
         "DescribeStatement" => {
             let req: IdRequest = request(body)?;
             json(&state.registry.describe(&required_id(&req)?)?)

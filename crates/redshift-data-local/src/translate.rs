@@ -346,7 +346,8 @@ fn procedures_as_routines(tokens: Vec<Token<'_>>) -> Vec<Rewritten<'_>> {
     for i in 0..tokens.len() {
         if tokens[i].kind == Kind::Word
             && tokens[i].text.eq_ignore_ascii_case("procedures")
-            && prev_significant(&tokens, i).is_some_and(|p| tokens[p].text.eq_ignore_ascii_case("on"))
+            && prev_significant(&tokens, i)
+                .is_some_and(|p| tokens[p].text.eq_ignore_ascii_case("on"))
         {
             out[i].1 = Some("ROUTINES".into());
         }
@@ -385,9 +386,9 @@ pub fn database_isolation(sql: &str) -> Option<DatabaseIsolation> {
     };
     let name_token = &tokens[*sig.get(2)?];
     let database = match name_token.kind {
-        Kind::Quoted if name_token.text.starts_with('"') => name_token.text
-            [1..name_token.text.len().saturating_sub(1).max(1)]
-            .replace("\"\"", "\""),
+        Kind::Quoted if name_token.text.starts_with('"') => {
+            name_token.text[1..name_token.text.len().saturating_sub(1).max(1)].replace("\"\"", "\"")
+        }
         Kind::Word => name_token.text.to_ascii_lowercase(),
         _ => return None,
     };
@@ -428,13 +429,13 @@ pub fn sets_session_user(sql: &str) -> bool {
         .map(|t| t.text.to_ascii_lowercase())
         .collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        ["set" | "reset", "session", "authorization", ..] => true,
-        ["set", "session" | "local", "session", "authorization"] => true,
-        ["set" | "reset", "role", ..] => true,
-        ["set", "session" | "local", "role", ..] => true,
-        _ => false,
-    }
+    matches!(
+        words.as_slice(),
+        ["set" | "reset", "session", "authorization", ..]
+            | ["set", "session" | "local", "session", "authorization"]
+            | ["set" | "reset", "role", ..]
+            | ["set", "session" | "local", "role", ..]
+    )
 }
 
 /// Redshift's deprecated leader-node-only date functions, which fail in a statement
@@ -724,7 +725,9 @@ mod tests {
             "CREATE USER \"IAMR:loader\""
         );
         assert_eq!(
-            squash(&translate("alter user u password disable connection limit 3")),
+            squash(&translate(
+                "alter user u password disable connection limit 3"
+            )),
             "alter user u connection limit 3"
         );
         assert_eq!(
@@ -741,9 +744,15 @@ mod tests {
         let d = database_isolation("CREATE DATABASE Dev2 ISOLATION LEVEL SERIALIZABLE").unwrap();
         assert_eq!(d.database, "dev2");
         assert_eq!(d.level, Isolation::Serializable);
-        assert_eq!(d.create.as_deref().map(str::trim), Some("CREATE DATABASE Dev2"));
+        assert_eq!(
+            d.create.as_deref().map(str::trim),
+            Some("CREATE DATABASE Dev2")
+        );
         let d = database_isolation("alter database \"Dev\" isolation level snapshot").unwrap();
-        assert_eq!((d.database.as_str(), d.level, d.create), ("Dev", Isolation::Snapshot, None));
+        assert_eq!(
+            (d.database.as_str(), d.level, d.create),
+            ("Dev", Isolation::Snapshot, None)
+        );
         assert!(database_isolation("CREATE DATABASE x").is_none());
         assert!(database_isolation("ALTER DATABASE x ISOLATION LEVEL READ COMMITTED").is_none());
     }
@@ -759,7 +768,10 @@ mod tests {
             Some("current_timestamp")
         );
         assert_eq!(leader_node_only_function("SELECT now()"), None);
-        assert_eq!(leader_node_only_function("SELECT now() FROM pg_class"), None);
+        assert_eq!(
+            leader_node_only_function("SELECT now() FROM pg_class"),
+            None
+        );
         assert_eq!(leader_node_only_function("SELECT GETDATE() FROM t"), None);
         assert_eq!(leader_node_only_function("SELECT 'now()' FROM t"), None);
         assert_eq!(leader_node_only_function("SELECT t.now FROM t"), None);

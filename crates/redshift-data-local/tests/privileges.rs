@@ -14,7 +14,8 @@ async fn with_iam_user() -> (Harness, String, aws_sdk_redshiftdata::Client) {
     let user = format!("IAMR:{}", unique("loader"));
     let (k, u) = (key.clone(), user.clone());
     let h = start_with(move |c| c.identities = vec![format!("{k}={u}")]).await;
-    let client = common::data_api_client_as(&h.server.endpoint_url(), RetryConfig::standard(), &key);
+    let client =
+        common::data_api_client_as(&h.server.endpoint_url(), RetryConfig::standard(), &key);
     // Redshift creates an IAM identity's user at its first call.
     let (st, err) = run_as(&h, &client, "SELECT current_user").await;
     assert_eq!(st, "FINISHED", "{err}");
@@ -46,13 +47,20 @@ async fn an_iam_caller_runs_as_its_own_user_and_needs_grants() {
     assert_eq!(st, "FINISHED");
     let (st, err) = run_as(&h, &client, &format!("INSERT INTO {t} VALUES (1)")).await;
     assert_eq!(st, "FAILED");
-    assert_eq!(err, format!("ERROR: permission denied for schema {}", h.schema));
+    assert_eq!(
+        err,
+        format!("ERROR: permission denied for schema {}", h.schema)
+    );
 
-    h.ok(&format!("GRANT USAGE ON SCHEMA {} TO \"{user}\"", h.schema)).await;
+    h.ok(&format!("GRANT USAGE ON SCHEMA {} TO \"{user}\"", h.schema))
+        .await;
     let (_, err) = run_as(&h, &client, &format!("INSERT INTO {t} VALUES (1)")).await;
     assert_eq!(err, "ERROR: permission denied for relation t");
-    h.ok(&format!("GRANT INSERT, SELECT ON ALL TABLES IN SCHEMA {} TO \"{user}\"", h.schema))
-        .await;
+    h.ok(&format!(
+        "GRANT INSERT, SELECT ON ALL TABLES IN SCHEMA {} TO \"{user}\"",
+        h.schema
+    ))
+    .await;
     let (st, err) = run_as(&h, &client, &format!("INSERT INTO {t} VALUES (1)")).await;
     assert_eq!(st, "FINISHED", "{err}");
 
@@ -71,18 +79,23 @@ async fn procedures_need_execute_and_only_the_owner_replaces_them() {
         "CREATE OR REPLACE PROCEDURE {s}.p(a VARCHAR(10)) AS $$ BEGIN RAISE INFO 'x'; END; $$ LANGUAGE plpgsql"
     );
     h.ok(&proc).await;
-    h.ok(&format!("GRANT USAGE ON SCHEMA {s} TO \"{user}\"")).await;
+    h.ok(&format!("GRANT USAGE ON SCHEMA {s} TO \"{user}\""))
+        .await;
     let call = format!("CALL {s}.p('a')");
     let (st, err) = run_as(&h, &client, &call).await;
     assert_eq!(st, "FAILED");
     assert_eq!(err, "ERROR: permission denied for procedure p");
-    h.ok(&format!("GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA {s} TO \"{user}\"")).await;
+    h.ok(&format!(
+        "GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA {s} TO \"{user}\""
+    ))
+    .await;
     let (st, err) = run_as(&h, &client, &call).await;
     assert_eq!(st, "FINISHED", "{err}");
     // Replacing keeps the grant; only the owner may replace.
     h.ok(&proc).await;
     assert_eq!(run_as(&h, &client, &call).await.0, "FINISHED");
-    h.ok(&format!("GRANT CREATE ON SCHEMA {s} TO \"{user}\"")).await;
+    h.ok(&format!("GRANT CREATE ON SCHEMA {s} TO \"{user}\""))
+        .await;
     let (_, err) = run_as(&h, &client, &proc).await;
     // PostgreSQL's words; Redshift documents only that the owner may replace it.
     assert!(err.starts_with("ERROR: must be owner of "), "{err}");
@@ -108,7 +121,10 @@ async fn users_come_from_db_user_and_secrets_and_must_exist() {
     };
     let id = by_user(&user).await.expect("accepted").id.unwrap();
     let d = h.wait(&id).await;
-    assert_eq!(d.error(), Some(format!("FATAL: user \"{user}\" does not exist").as_str()));
+    assert_eq!(
+        d.error(),
+        Some(format!("FATAL: user \"{user}\" does not exist").as_str())
+    );
     h.ok(&format!("CREATE USER {user} PASSWORD DISABLE")).await;
     let id = by_user(&user).await.expect("accepted").id.unwrap();
     assert_eq!(status(&h.wait(&id).await), "FINISHED");
@@ -137,7 +153,8 @@ async fn statupdate_needs_the_table_owner() {
     let (h, user, client) = with_iam_user().await;
     let t = h.table("st");
     h.ok(&format!("CREATE TABLE {t} (id int)")).await;
-    h.ok(&format!("GRANT USAGE ON SCHEMA {} TO \"{user}\"", h.schema)).await;
+    h.ok(&format!("GRANT USAGE ON SCHEMA {} TO \"{user}\"", h.schema))
+        .await;
     h.ok(&format!("GRANT INSERT ON {t} TO \"{user}\"")).await;
     let copy = format!(
         "COPY {t} FROM 's3://nowhere-{}/x' IAM_ROLE 'arn:aws:iam::1:role/r' FORMAT AS CSV STATUPDATE ON",
@@ -164,7 +181,10 @@ async fn empty_parameter_values_and_batch_parameters_are_refused() {
 async fn databases_carry_their_isolation_level() {
     let h = common::start().await;
     let db = unique("iso");
-    h.ok(&format!("CREATE DATABASE {db} ISOLATION LEVEL SERIALIZABLE")).await;
+    h.ok(&format!(
+        "CREATE DATABASE {db} ISOLATION LEVEL SERIALIZABLE"
+    ))
+    .await;
     let level = |db: String| {
         let h = &h;
         async move {
@@ -190,15 +210,22 @@ async fn databases_carry_their_isolation_level() {
         .id
         .unwrap();
     h.wait(&id).await;
-    assert_eq!(common::text(&h.all_records(&id).await[0][0]), "serializable");
-    h.ok(&format!("ALTER DATABASE {db} ISOLATION LEVEL SNAPSHOT")).await;
+    assert_eq!(
+        common::text(&h.all_records(&id).await[0][0]),
+        "serializable"
+    );
+    h.ok(&format!("ALTER DATABASE {db} ISOLATION LEVEL SNAPSHOT"))
+        .await;
     let id = in_db("SELECT current_setting('transaction_isolation')")
         .await
         .expect("accepted")
         .id
         .unwrap();
     h.wait(&id).await;
-    assert_eq!(common::text(&h.all_records(&id).await[0][0]), "repeatable read");
+    assert_eq!(
+        common::text(&h.all_records(&id).await[0][0]),
+        "repeatable read"
+    );
     assert_eq!(level(db.clone()).await, "Snapshot Isolation");
     h.ok(&format!("DROP DATABASE {db}")).await;
 }
@@ -221,4 +248,35 @@ async fn leader_node_only_functions_fail_on_user_tables() {
 async fn unused_sql_parameter_builder_compiles() {
     // SqlParameter with an empty value is buildable by the SDK: the service refuses it.
     assert!(SqlParameter::builder().name("a").value("").build().is_ok());
+}
+
+#[tokio::test]
+async fn a_deadlock_is_reported_as_a_deadlock_not_as_1023() {
+    let h = common::start().await;
+    let (a, b) = (h.table("dl_a"), h.table("dl_b"));
+    h.ok(&format!("CREATE TABLE {a} (v int)")).await;
+    h.ok(&format!("CREATE TABLE {b} (v int)")).await;
+    let one = h
+        .submit_batch(&[
+            &format!("LOCK {a}"),
+            "SELECT pg_sleep(0.5)",
+            &format!("LOCK {b}"),
+        ])
+        .await;
+    let two = h
+        .submit_batch(&[
+            &format!("LOCK {b}"),
+            "SELECT pg_sleep(0.5)",
+            &format!("LOCK {a}"),
+        ])
+        .await;
+    let (d1, d2) = tokio::join!(h.wait(&one), h.wait(&two));
+    let failed: Vec<_> = [&d1, &d2]
+        .into_iter()
+        .filter(|d| status(d) == "FAILED")
+        .collect();
+    assert_eq!(failed.len(), 1, "{d1:?} {d2:?}");
+    let error = failed[0].error().unwrap_or_default();
+    assert!(error.starts_with("ERROR: deadlock detected"), "{error}");
+    assert!(!error.contains("1023"), "{error}");
 }
