@@ -550,3 +550,24 @@ async fn doctor_names_each_missing_grant_with_its_fix() {
     let out = run_ctl(env, &["doctor"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }
+
+/// An unpartitioned route's partition path is empty; the Data API refuses an empty
+/// parameter value, so `loaderctl ledger TABLE ""` must not bind one.
+#[tokio::test]
+async fn loaderctl_ledger_of_the_empty_partition_binds_no_empty_parameter() {
+    let stack = Stack::new().await;
+    stack.bootstrap_as_admin(&stack.orders_route("")).await;
+    let t = stack.table("events");
+    stack
+        .sql(&format!(
+            "INSERT INTO {}.loaded_files VALUES ('{t}', '', 's3://{}/events/a.parquet', 'e', 1, \
+             GETDATE(), 'h', 'l')",
+            stack.loader_schema, stack.bucket
+        ))
+        .await;
+    let out = ctl(&stack, &["ledger", &t, ""]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let rows = lines(&out);
+    assert_eq!(rows.len(), 1, "{}", describe(&out));
+    assert_eq!(rows[0]["partition"], "");
+}
