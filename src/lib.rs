@@ -5,6 +5,7 @@ pub mod backfill;
 pub mod backoff;
 pub mod config;
 pub mod copy_options;
+pub mod doctor;
 pub mod error;
 pub mod event;
 pub mod handler;
