@@ -120,7 +120,10 @@ impl Config {
             (None, Some(cluster_id)) => {
                 let auth = match (lookup("REDSHIFT_DB_USER"), lookup("REDSHIFT_SECRET_ARN")) {
                     (Some(u), None) => ClusterAuth::DbUser(u),
-                    (None, Some(s)) => ClusterAuth::SecretArn(s),
+                    (None, Some(s)) => {
+                        check_secret_arn(&s).map_err(|e| bad("REDSHIFT_SECRET_ARN", &e))?;
+                        ClusterAuth::SecretArn(s)
+                    }
                     _ => {
                         return Err(bad(
                             "REDSHIFT_DB_USER",
@@ -194,6 +197,37 @@ impl Config {
             lock_wait,
             routes,
         })
+    }
+}
+
+/// A secret must be given by its full ARN: `arn:PARTITION:secretsmanager:REGION:ACCOUNT:
+/// secret:NAME-XXXXXX`, the six random characters included. IAM matches a policy's
+/// Resource against that full ARN, so a partial one (without the suffix) in the
+/// template's grant would deny GetSecretValue at the first event.
+/// <https://docs.aws.amazon.com/secretsmanager/latest/userguide/auth-and-access_iam-policies.html>
+pub fn check_secret_arn(arn: &str) -> Result<(), String> {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    let ok = match parts.as_slice() {
+        ["arn", partition, "secretsmanager", region, account, "secret", name] => {
+            partition.starts_with("aws")
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && name.rsplit_once('-').is_some_and(|(base, suffix)| {
+                    !base.is_empty()
+                        && suffix.len() == 6
+                        && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+                })
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{arn:?} is not a secret's full ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX); \
+             copy it from `aws secretsmanager describe-secret --secret-id NAME --query ARN`"
+        ))
     }
 }
 
@@ -475,14 +509,39 @@ mod tests {
         assert!(err(&[("REDSHIFT_CLUSTER_ID", "c")]).contains("REDSHIFT_WORKGROUP"));
         let cluster = [("REDSHIFT_WORKGROUP", ""), ("REDSHIFT_CLUSTER_ID", "c")];
         assert!(err(&cluster).contains("REDSHIFT_DB_USER"));
-        let c = load(&[cluster[0], cluster[1], ("REDSHIFT_SECRET_ARN", "arn:s")]).unwrap();
+        let full = "arn:aws:secretsmanager:us-east-1:123456789012:secret:loader-db-a1B2c3";
+        let c = load(&[cluster[0], cluster[1], ("REDSHIFT_SECRET_ARN", full)]).unwrap();
         assert_eq!(
             c.redshift,
             RedshiftTarget::Cluster {
                 cluster_id: "c".into(),
-                auth: ClusterAuth::SecretArn("arn:s".into())
+                auth: ClusterAuth::SecretArn(full.into())
             }
         );
+    }
+
+    #[test]
+    fn secret_must_be_a_full_arn() {
+        let cluster = [("REDSHIFT_WORKGROUP", ""), ("REDSHIFT_CLUSTER_ID", "c")];
+        for partial in [
+            "arn:s",
+            "loader-db",
+            // The name without the six random characters: IAM would not match it.
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:loader",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:loader-db",
+            "arn:aws:secretsmanager:us-east-1:1234:secret:loader-db-a1B2c3",
+            "arn:aws:ssm:us-east-1:123456789012:secret:loader-db-a1B2c3",
+        ] {
+            let e = err(&[cluster[0], cluster[1], ("REDSHIFT_SECRET_ARN", partial)]);
+            assert!(
+                e.contains("REDSHIFT_SECRET_ARN") && e.contains("full ARN"),
+                "{partial}: {e}"
+            );
+        }
+        assert!(check_secret_arn(
+            "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:a/b-c_d-ZZZZZ9"
+        )
+        .is_ok());
     }
 
     #[test]

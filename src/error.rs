@@ -85,19 +85,30 @@ pub enum LoaderError {
     Warehouse { message: String, retryable: bool },
     #[error("S3: {message}")]
     Storage { message: String, retryable: bool },
+    /// Part of a batch that the invocation's deadline left unstarted; its messages go
+    /// back to the queue and come again.
+    #[error("not started before the invocation's deadline; the queue delivers it again")]
+    NotStarted,
+    /// An SQS call (`loaderctl redrive`) failed.
+    #[error("SQS: {message}")]
+    Queue { message: String, retryable: bool },
 }
 
 impl LoaderError {
     pub fn kind(&self) -> ErrorKind {
         use LoaderError::*;
         match self {
-            LeaseLost { .. } | SerializationConflict(_) | Throttled(_) | Timeout { .. } => {
+            LeaseLost { .. }
+            | SerializationConflict(_)
+            | Throttled(_)
+            | Timeout { .. }
+            | NotStarted => ErrorKind::Retryable,
+            Warehouse { retryable, .. } | Storage { retryable, .. } | Queue { retryable, .. }
+                if *retryable =>
+            {
                 ErrorKind::Retryable
             }
-            Warehouse { retryable, .. } | Storage { retryable, .. } if *retryable => {
-                ErrorKind::Retryable
-            }
-            Warehouse { .. } | Storage { .. } => ErrorKind::Permanent,
+            Warehouse { .. } | Storage { .. } | Queue { .. } => ErrorKind::Permanent,
             Config(_)
             | BadEvent(_)
             | BadPartition { .. }
@@ -137,6 +148,8 @@ impl LoaderError {
             Timeout { .. } => "Timeout",
             Warehouse { .. } => "Warehouse",
             Storage { .. } => "Storage",
+            NotStarted => "NotStarted",
+            Queue { .. } => "Queue",
         }
     }
 

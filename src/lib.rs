@@ -3,6 +3,7 @@
 
 pub mod backfill;
 pub mod backoff;
+pub mod batch;
 pub mod config;
 pub mod copy_options;
 pub mod doctor;
@@ -16,7 +17,9 @@ pub mod metrics;
 pub mod outcome;
 pub mod partition;
 pub mod plan;
+pub mod redrive;
 pub mod route;
+pub mod routes_source;
 pub mod sql;
 pub mod storage;
 pub mod warehouse;

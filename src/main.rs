@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use partition_loader::batch::{self, Invocation};
 use partition_loader::invocation::handle_measured;
 use partition_loader::metrics::Settings;
-use partition_loader::{init_logging, Config, Loader, Outcome};
+use partition_loader::{init_logging, Loader};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -21,9 +22,13 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_logging();
-    let config = Config::from_env().inspect_err(|e| {
-        tracing::error!(error_type = %e.error_type(), error = %e, "invalid configuration");
-    })?;
+    // The routes may come from SSM or S3: read once per container, here.
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let config = partition_loader::routes_source::config_from_env(&sdk)
+        .await
+        .inspect_err(|e| {
+            tracing::error!(error_type = %e.error_type(), error = %e, "invalid configuration");
+        })?;
     let metrics = Arc::new(Settings::from_env().inspect_err(|e| {
         tracing::error!(error_type = %e.error_type(), error = %e, "invalid configuration");
     })?);
@@ -36,11 +41,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
+/// Answers with the event's outcome, or for an SQS batch with `{"batchItemFailures":
+/// [...]}` naming the messages that failed (the event source mapping's
+/// ReportBatchItemFailures).
 async fn invoke<W, S>(
     loader: &Loader<W, S>,
     metrics: &Settings,
     event: LambdaEvent<Value>,
-) -> Result<Outcome, Diagnostic>
+) -> Result<Value, Diagnostic>
 where
     W: partition_loader::warehouse::Warehouse,
     S: partition_loader::storage::Storage,
@@ -53,19 +61,63 @@ where
         holder,
         "invocation"
     );
-    let measured = handle_measured(loader, metrics, &event.payload, &holder, deadline).await;
-    // One EMF record per invocation, on stdout: Lambda sends it to CloudWatch Logs,
-    // which extracts the metrics (logs go to stderr, so the record stands alone).
-    println!("{}", measured.record);
-    match measured.result {
-        Ok(outcome) => {
-            outcome.log();
-            Ok(outcome)
+    let result = match batch::classify(event.payload) {
+        Ok(Invocation::Event(payload)) => {
+            let measured = handle_measured(loader, metrics, &payload, &holder, deadline).await;
+            // One EMF record per invocation, on stdout: Lambda sends it to CloudWatch Logs,
+            // which extracts the metrics (logs go to stderr, so the record stands alone).
+            println!("{}", measured.record);
+            measured.result.map(|outcome| {
+                outcome.log();
+                outcome.to_json()
+            })
         }
-        Err(e) => {
-            tracing::error!(error_type = %e.error_type(), error = %e, holder, "invocation failed");
-            Err(e.into())
+        Ok(Invocation::SqsBatch(records)) => {
+            let result = loader.handle_batch(&records, &holder, deadline).await;
+            return Ok(serde_json::to_value(result.response).unwrap_or_default());
         }
+        Ok(Invocation::Sweep) => sweep(loader, &holder, deadline).await,
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| {
+        tracing::error!(error_type = %e.error_type(), error = %e, holder, "invocation failed");
+        e.into()
+    })
+}
+
+/// The schedule's `{"partition-loader": "sweep"}`: [`Loader::sweep`] over the last
+/// `SWEEP_LOOK_BACK_DAYS` days (default 3, as `loaderctl sweep`). Fails the invocation
+/// when any table's sweep failed, naming the first error; every outcome is logged.
+async fn sweep<W, S>(
+    loader: &Loader<W, S>,
+    holder: &str,
+    deadline: Instant,
+) -> Result<Value, partition_loader::LoaderError>
+where
+    W: partition_loader::warehouse::Warehouse,
+    S: partition_loader::storage::Storage,
+{
+    let days = std::env::var("SWEEP_LOOK_BACK_DAYS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(3);
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for result in loader.sweep(holder, days, deadline).await {
+        match result {
+            Ok(outcome) => {
+                outcome.log();
+                outcomes.push(outcome.to_json());
+            }
+            Err(e) => {
+                tracing::error!(error_type = %e.error_type(), error = %e, holder, "sweep failed");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(serde_json::json!({"outcome": "swept", "days": days, "outcomes": outcomes})),
     }
 }
 

@@ -599,3 +599,59 @@ async fn loaderctl_ledger_of_the_empty_partition_binds_no_empty_parameter() {
     assert_eq!(rows.len(), 1, "{}", describe(&out));
     assert_eq!(rows[0]["partition"], "");
 }
+
+#[tokio::test]
+async fn loaderctl_redrive_deletes_only_what_succeeded() {
+    let stack = Stack::new().await;
+    let boot = admin_ctl(&stack, &["bootstrap", "--grant-to", &stack.db_user]).await;
+    assert!(boot.status.success(), "{}", describe(&boot));
+    let table = stack.orders_table().await;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let url = sqs
+        .create_queue()
+        .queue_name(format!("dlq-{}", stack.suffix))
+        .send()
+        .await
+        .expect("create queue (moto SQS: AWS_ENDPOINT_URL_SQS)")
+        .queue_url
+        .expect("queue url");
+    let event = stack.orders_file("a.parquet", 0..5).await;
+    let wrapped = serde_json::json!({"version": "1.0", "requestPayload": event});
+    for body in [wrapped.to_string(), "{\"source\": \"aws.ec2\"}".to_string()] {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
+    }
+    let out = ctl(&stack, &["redrive", &url]).await;
+    assert_eq!(out.status.code(), Some(1), "one failed: {}", describe(&out));
+    let got: Vec<(String, bool)> = lines(&out)
+        .iter()
+        .map(|l| {
+            (
+                l["outcome"].as_str().unwrap_or_default().to_string(),
+                l["deleted"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [("loaded".to_string(), true), ("error".to_string(), false)],
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(stack.rows(&table).await, 5);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 failed and kept"));
+    // The failed message is still there for the next attempt.
+    let left = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("receive");
+    assert_eq!(left.messages.unwrap_or_default().len(), 1);
+}

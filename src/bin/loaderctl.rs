@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use partition_loader::config::Mode;
 use partition_loader::sql::{self, DbUser, LeaseTables, TableName};
-use partition_loader::{doctor, init_logging, Config, Loader, LoaderError};
+use partition_loader::{doctor, init_logging, Loader, LoaderError};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -86,13 +86,23 @@ enum Command {
     Status(status::Args),
     /// The loads of a table with Redshift's load history (rows, COPY time, query ids).
     History(history::Args),
+    /// Replay a failure queue's messages through the handler (the function's on-failure
+    /// queue, the rule's dead-letter queue or the batch dead-letter queue); a message is
+    /// deleted only after its event succeeded. One JSON line per message.
+    Redrive {
+        queue_url: String,
+        /// Stop after this many messages.
+        #[arg(long)]
+        max: Option<usize>,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let config = match Config::from_env() {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let config = match partition_loader::routes_source::config_from_env(&sdk).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("loaderctl: {e}");
@@ -303,6 +313,26 @@ async fn run(
         }
         Command::Status(args) => status::run(loader, args, deadline()).await,
         Command::History(args) => history::run(loader, args, deadline()).await,
+        Command::Redrive { queue_url, max } => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let summary = partition_loader::redrive::redrive(
+                loader,
+                &sqs,
+                &queue_url,
+                max,
+                holder,
+                budget,
+                |line| println!("{line}"),
+            )
+            .await?;
+            eprintln!(
+                "loaderctl: redrive {queue_url}: {} message(s), {} succeeded and deleted, {} \
+                 failed and kept",
+                summary.seen, summary.deleted, summary.failed
+            );
+            Ok(summary.failed == 0)
+        }
         Command::Ledger { table, partition } => {
             let table = table_arg(&table)?;
             let t = LeaseTables::for_target(&table);
