@@ -71,6 +71,9 @@ pub fn parse(value: &Value) -> Result<ObjectCreated, LoaderError> {
     from_event(event)
 }
 
+/// S3's limit on a key's length, in bytes of UTF-8.
+const MAX_KEY_BYTES: usize = 1024;
+
 pub fn from_event(
     event: EventBridgeEvent<ObjectCreatedDetail>,
 ) -> Result<ObjectCreated, LoaderError> {
@@ -85,6 +88,16 @@ pub fn from_event(
     let key = decode_key(&d.object.key).unwrap_or_else(|_| d.object.key.clone());
     if key.is_empty() {
         return Err(LoaderError::BadEvent("detail.object.key is empty".into()));
+    }
+    // S3 keys are at most 1,024 bytes of UTF-8
+    // (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html): a longer
+    // one names no object, and would only reach SQL to be refused there. Found by
+    // tests/hostile.rs.
+    if key.len() > MAX_KEY_BYTES {
+        return Err(LoaderError::BadEvent(format!(
+            "detail.object.key is {} bytes; S3 keys are at most {MAX_KEY_BYTES}",
+            key.len()
+        )));
     }
     Ok(ObjectCreated {
         bucket: d.bucket.name,

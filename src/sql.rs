@@ -122,8 +122,12 @@ fn value_literal(text: String) -> SqlLiteral {
 pub fn partition_literal(ty: PartitionType, value: &str) -> Result<SqlLiteral, String> {
     match ty {
         PartitionType::Date => {
-            let ok =
-                value.len() == 10 && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok();
+            // Year 0000 parses in chrono (ISO 8601's 1 BC) but Redshift and PostgreSQL
+            // have no year 0 and reject the literal at load time; refuse it here so the
+            // key is a BadPartition, not a failed load. Found by tests/props.rs.
+            let ok = value.len() == 10
+                && chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                    .is_ok_and(|d| chrono::Datelike::year(&d) >= 1);
             if !ok {
                 return Err(format!("{value:?} is not a date (YYYY-MM-DD)"));
             }

@@ -42,6 +42,14 @@ pub trait Warehouse: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Row>, LoaderError>> + Send;
 }
 
+/// The poll schedule of DescribeStatement: pauses grow from `POLL_FIRST` (short
+/// statements, such as the acquire batch, end within the first polls) to `POLL_CAP`. The
+/// time from a statement's end to the invocation noticing it is at most one pause, so
+/// the cap bounds it: measured with 2 s, 0.5-1.8 s passed after a load batch ended
+/// (BENCHMARKS.md, cost_bench); 1 s halves that bound for one DescribeStatement per
+/// second per waiting invocation, far below the Data API's request quotas.
+const POLL_FIRST: Duration = Duration::from_millis(50);
+const POLL_CAP: Duration = Duration::from_secs(1);
 /// How often a statement that failed with a serialization conflict is resubmitted.
 const CONFLICT_ATTEMPTS: u32 = 4;
 /// How often a throttled or network-failed API call is repeated (on top of the SDK's own
@@ -161,7 +169,7 @@ impl DataApi {
     /// Polls DescribeStatement with jittered exponential backoff until the statement
     /// ends or the deadline passes (then cancels it).
     pub async fn wait(&self, id: &str, deadline: Instant) -> Result<(), LoaderError> {
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut backoff = Backoff::new(POLL_FIRST, POLL_CAP);
         loop {
             let out = retrying(deadline, || self.client.describe_statement().id(id).send()).await?;
             let status = out.status().cloned().unwrap_or(StatusString::Submitted);

@@ -258,6 +258,16 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
+    /// The first column of the first row of a query, as text (`None` for NULL).
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        self.select(sql)
+            .await
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .flatten()
+    }
+
     pub async fn rows(&self, table: &str) -> i64 {
         self.count(&format!("SELECT COUNT(*) FROM {table}")).await
     }

@@ -358,6 +358,17 @@ impl Executor {
                 return self.finish_failed(id, index, message);
             }
         }
+        if !autocommit && self.faults.conflict(statement.scope()) {
+            // As a real conflict: detected at COMMIT, the whole transaction rolled back.
+            let _ = client.batch_execute("ROLLBACK").await;
+            let message = redshift_error_text(
+                "ERROR",
+                "40001",
+                "could not serialize access due to concurrent update (injected)",
+                pid,
+            );
+            return self.finish_failed(id, statement.subs.len(), message);
+        }
         if !autocommit {
             if let Err(e) = client.batch_execute("COMMIT").await {
                 let message = postgres_error_text(&e, pid);

@@ -1,7 +1,9 @@
-//! Fault injection for tests: added latency, throttling, failing COPYs. Off until a
-//! fault set is added through `/_admin/faults` or `RDL_FAULTS`.
+//! Fault injection for tests: added latency, throttling, failing COPYs, serialization
+//! conflicts. Off until a fault set is added through `/_admin/faults` or `RDL_FAULTS`.
+//! Every injection is counted per workgroup (`GET /_admin/faults/injected`).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,6 +19,11 @@ pub struct FaultSet {
     pub throttle_fraction: f64,
     #[serde(default)]
     pub fail_copies: Vec<FailCopies>,
+    /// Fraction of transactions (batches, and single statements not in autocommit) that
+    /// fail at COMMIT with Redshift's serialization error 1023, everything rolled back,
+    /// as a real conflict with a concurrent transaction would.
+    #[serde(default)]
+    pub conflict_fraction: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,6 +41,9 @@ impl FaultSet {
     pub fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.throttle_fraction) {
             return Err("throttle_fraction must be between 0 and 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.conflict_fraction) {
+            return Err("conflict_fraction must be between 0 and 1".into());
         }
         if self.fail_copies.iter().any(|f| f.table.trim().is_empty()) {
             return Err("fail_copies[].table must not be empty".into());
@@ -53,6 +63,8 @@ impl FaultSet {
 #[derive(Debug, Default)]
 pub struct Faults {
     sets: Mutex<Vec<FaultSet>>,
+    /// Injections so far: workgroup (or `""`) → kind → count.
+    injected: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
 }
 
 impl Faults {
@@ -62,6 +74,29 @@ impl Faults {
 
     pub fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Drops the sets scoped to `workgroup` only (other tests' sets stay).
+    pub fn clear_scope(&self, workgroup: &str) {
+        self.lock()
+            .retain(|s| s.workgroup.as_deref() != Some(workgroup));
+    }
+
+    /// Counts of injected faults per workgroup and kind.
+    pub fn injected(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
+        self.injected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn count(&self, scope: Option<&str>, kind: &'static str) {
+        let mut counts = self.injected.lock().unwrap_or_else(|e| e.into_inner());
+        *counts
+            .entry(scope.unwrap_or_default().to_string())
+            .or_default()
+            .entry(kind)
+            .or_default() += 1;
     }
 
     pub fn list(&self) -> Vec<FaultSet> {
@@ -76,29 +111,55 @@ impl Faults {
             .filter(|s| s.applies_to(scope))
             .map(|s| s.latency_ms)
             .sum();
+        if ms > 0 {
+            self.count(scope, "latency");
+        }
         Duration::from_millis(ms)
     }
 
     /// Whether this call is answered with ThrottlingException.
     pub fn throttle(&self, scope: Option<&str>) -> bool {
-        self.lock()
+        let hit = self
+            .lock()
             .iter()
             .filter(|s| s.applies_to(scope) && s.throttle_fraction > 0.0)
-            .any(|s| fastrand::f64() < s.throttle_fraction)
+            .any(|s| fastrand::f64() < s.throttle_fraction);
+        if hit {
+            self.count(scope, "throttle");
+        }
+        hit
+    }
+
+    /// Whether this transaction fails at COMMIT with an injected serialization conflict.
+    pub fn conflict(&self, scope: Option<&str>) -> bool {
+        let hit = self
+            .lock()
+            .iter()
+            .filter(|s| s.applies_to(scope) && s.conflict_fraction > 0.0)
+            .any(|s| fastrand::f64() < s.conflict_fraction);
+        if hit {
+            self.count(scope, "conflict");
+        }
+        hit
     }
 
     /// Consumes one injected COPY failure for `table`, returning its message.
     pub fn take_copy_failure(&self, scope: Option<&str>, table: &str) -> Option<String> {
         let table = normalize_table(table);
-        let mut sets = self.lock();
-        sets.iter_mut()
+        let taken = self
+            .lock()
+            .iter_mut()
             .filter(|s| s.applies_to(scope))
             .flat_map(|s| s.fail_copies.iter_mut())
             .find(|f| f.count > 0 && normalize_table(&f.table) == table)
             .map(|f| {
                 f.count -= 1;
                 f.message.clone()
-            })
+            });
+        if taken.is_some() {
+            self.count(scope, "failed_copy");
+        }
+        taken
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FaultSet>> {
@@ -132,7 +193,31 @@ mod tests {
                 count: 1,
                 message: "boom".into(),
             }],
+            conflict_fraction: 0.0,
         }
+    }
+
+    #[test]
+    fn conflicts_are_drawn_counted_and_scoped_clears_keep_others() {
+        let faults = Faults::default();
+        faults.add(FaultSet {
+            workgroup: Some("wg-a".into()),
+            conflict_fraction: 1.0,
+            ..FaultSet::default()
+        });
+        faults.add(set(Some("wg-b")));
+        assert!(faults.conflict(Some("wg-a")));
+        assert!(!faults.conflict(Some("wg-b")));
+        assert_eq!(faults.injected()["wg-a"]["conflict"], 1);
+        faults.clear_scope("wg-a");
+        assert!(!faults.conflict(Some("wg-a")));
+        assert_eq!(faults.list().len(), 1, "wg-b's set stays");
+        assert!(FaultSet {
+            conflict_fraction: -0.5,
+            ..FaultSet::default()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
@@ -168,6 +253,7 @@ mod tests {
             ..FaultSet::default()
         });
         assert!(faults.throttle(Some("any")));
+        assert_eq!(faults.injected()["any"]["throttle"], 1);
         faults.clear();
         assert!(!faults.throttle(None));
         assert!(FaultSet {

@@ -11,7 +11,7 @@ use crate::identity::{self, Identities};
 use crate::statements::{Mode, Registry, Statement, Submitted};
 use crate::translate;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -45,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/_admin/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
+        .route("/_admin/faults/injected", get(injected_faults))
         .with_state(state)
 }
 
@@ -453,10 +454,23 @@ async fn add_fault(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
     (StatusCode::OK, Json(state.faults.list())).into_response()
 }
 
-async fn clear_faults(State(state): State<Arc<AppState>>) -> StatusCode {
-    state.faults.clear();
-    tracing::info!("faults cleared");
+/// `DELETE /_admin/faults` clears every set; `?workgroup=W` only the sets scoped to W,
+/// so a test clears its own faults while others run.
+async fn clear_faults(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> StatusCode {
+    match query.get("workgroup") {
+        Some(wg) => state.faults.clear_scope(wg),
+        None => state.faults.clear(),
+    }
+    tracing::info!(workgroup = ?query.get("workgroup"), "faults cleared");
     StatusCode::NO_CONTENT
+}
+
+/// Injected faults so far, per workgroup and kind.
+async fn injected_faults(State(state): State<Arc<AppState>>) -> Response {
+    Json(state.faults.injected()).into_response()
 }
 
 #[cfg(test)]
