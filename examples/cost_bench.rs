@@ -145,6 +145,7 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
             ttl_seconds: 960,
             stage_suffix: n,
             copy_options: &[],
+            statupdate: false,
         })?;
         sql_bytes += sqls.iter().map(String::len).sum::<usize>();
     }
@@ -297,11 +298,9 @@ async fn counted_loader(
         inner: S3::new(s3),
         c,
     };
+    // The operator bootstraps and grants; the loader runs as a user that owns nothing.
+    stack.bootstrap_as_admin(routes).await;
     let loader = Loader::new(config, warehouse, storage);
-    loader
-        .bootstrap(common::deadline())
-        .await
-        .expect("bootstrap");
     (loader, rsd)
 }
 

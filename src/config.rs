@@ -55,6 +55,10 @@ pub struct Route {
     pub null_value: Option<String>,
     /// COPY data-conversion parameters, checked against `format`.
     pub copy_options: Vec<CopyOption>,
+    /// `STATUPDATE ON` for direct COPYs (never for staging tables). Redshift lets only
+    /// the table's owner (or a superuser) update statistics, so the loader's user must
+    /// own the table.
+    pub statupdate: bool,
 }
 
 impl Route {
@@ -250,6 +254,8 @@ struct RawRoute {
     null_value: Option<String>,
     #[serde(default)]
     copy_options: Vec<String>,
+    #[serde(default)]
+    statupdate: bool,
 }
 
 fn default_mode() -> Mode {
@@ -355,6 +361,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
             mode: raw.mode,
             null_value: raw.null_value,
             copy_options,
+            statupdate: raw.statupdate,
         });
     }
     check_overlaps(&routes)?;

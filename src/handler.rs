@@ -88,6 +88,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         &self.config
     }
 
+    /// The S3 side (loaderctl doctor's probe object).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
     /// Handles one event. `holder` identifies this invocation in the lease table (the
     /// Lambda request id); nothing is started after `deadline`.
     pub async fn handle(
@@ -154,6 +159,21 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         Ok(id)
     }
 
+    /// Grants `user` (the function's database user) what it needs on the loader schema
+    /// ([`sql::grant_loader`]); run by the schema's owner after [`Loader::bootstrap`].
+    pub async fn grant_loader(
+        &self,
+        user: &sql::DbUser,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.warehouse
+            .run_batch(
+                sql::grant_loader(&self.config.loader_schema, user),
+                deadline,
+            )
+            .await
+    }
+
     /// Runs one statement (with `:name` parameters) that returns no rows.
     pub async fn execute(
         &self,
@@ -162,6 +182,15 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         deadline: Instant,
     ) -> Result<String, LoaderError> {
         self.warehouse.run(sql, params, deadline).await
+    }
+
+    /// Runs statements as one transaction (a batch) that returns no rows.
+    pub async fn execute_batch(
+        &self,
+        sqls: Vec<String>,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.warehouse.run_batch(sqls, deadline).await
     }
 
     /// Runs one statement (with `:name` parameters) and returns its rows.
@@ -434,6 +463,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 ledger_inserts: inserts,
                 ttl_seconds: self.config.lease_ttl.as_secs(),
                 stage_suffix: n,
+                statupdate: route.statupdate,
             })?;
             let copy_started = Instant::now();
             let batch = self.warehouse.run_batch(sqls, deadline).await;

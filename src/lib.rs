@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod batch;
 pub mod config;
 pub mod copy_options;
+pub mod doctor;
 pub mod error;
 pub mod event;
 pub mod handler;

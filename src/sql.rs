@@ -173,6 +173,183 @@ pub fn bootstrap(schema: &Ident) -> Vec<String> {
     ]
 }
 
+/// A database user to grant to: `loader`, `IAMR:partition-loader`, `IAM:ops`. Kept
+/// as given and always double-quoted (names with `:` need the quotes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbUser(String);
+
+impl DbUser {
+    pub fn parse(s: &str) -> Result<DbUser, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 127
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_:.@+=,-$".contains(c));
+        if !ok {
+            return Err(format!(
+                "{s:?} is not a database user name (letters, digits and _ : . @ + = , - $,                  at most 127 bytes; e.g. loader or IAMR:partition-loader)"
+            ));
+        }
+        Ok(DbUser(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0)
+    }
+}
+
+/// What the function's database user needs on the loader schema: USAGE, DML on every
+/// table, EXECUTE on every procedure, now and for objects the granting user creates
+/// there later (ALTER DEFAULT PRIVILEGES, which Redshift supports for TABLES and
+/// PROCEDURES: <https://docs.aws.amazon.com/redshift/latest/dg/r_ALTER_DEFAULT_PRIVILEGES.html>).
+/// Run by the schema's owner, after [`bootstrap`].
+pub fn grant_loader(schema: &Ident, user: &DbUser) -> Vec<String> {
+    let s = schema.quoted();
+    let u = user.quoted();
+    vec![
+        format!("GRANT USAGE ON SCHEMA {s} TO {u}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {u}"),
+        format!("GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA {s} TO {u}"),
+        format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {u}"
+        ),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT EXECUTE ON PROCEDURES TO {u}"),
+    ]
+}
+
+/// What the function's user needs on one route's target table, for the table's owner to
+/// run: USAGE on its schema; INSERT; SELECT when the load may go through a staging table
+/// (`CREATE TEMP TABLE ... AS SELECT ... FROM target`) or in replace mode; DELETE in
+/// replace mode; TEMP on the database for staging (Redshift grants it to PUBLIC by
+/// default: <https://docs.aws.amazon.com/redshift/latest/dg/r_GRANT.html>). A route with
+/// `statupdate` needs the table's ownership instead (only the owner updates statistics).
+pub fn route_grants(
+    table: &TableName,
+    may_stage: bool,
+    replace: bool,
+    statupdate: bool,
+    database: &str,
+    user: &DbUser,
+) -> Vec<String> {
+    let u = user.quoted();
+    let mut privileges = vec!["INSERT"];
+    if may_stage || replace {
+        privileges.push("SELECT");
+    }
+    if replace {
+        privileges.push("DELETE");
+    }
+    let mut out = vec![
+        format!("GRANT USAGE ON SCHEMA {} TO {u}", table.schema.quoted()),
+        format!(
+            "GRANT {} ON {} TO {u}",
+            privileges.join(", "),
+            table.quoted()
+        ),
+    ];
+    if may_stage {
+        out.push(format!(
+            "GRANT TEMP ON DATABASE \"{}\" TO {u}",
+            database.replace('"', "\"\"")
+        ));
+    }
+    if statupdate {
+        out.push(format!("ALTER TABLE {} OWNER TO {u}", table.quoted()));
+    }
+    out
+}
+
+/// The loader tables one route's target needs (for `loaderctl doctor`): its lease,
+/// ledger and wake-up tables ([`bootstrap_table`]). The shared `loaded_files` of
+/// earlier versions is only read by `bootstrap`, never by the function.
+pub fn loader_tables(t: &LeaseTables) -> Vec<String> {
+    [&t.lease, &t.ledger, &t.wakeup]
+        .into_iter()
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+/// `loaderctl doctor`: who we are, where. Row: `(user, database)`.
+pub fn doctor_identity() -> &'static str {
+    "SELECT current_user, current_database()"
+}
+
+/// `loaderctl doctor`: the database's isolation level (provisioned clusters show it
+/// in STV_DB_ISOLATION_LEVEL).
+pub fn doctor_isolation() -> &'static str {
+    "SELECT trim(isolation_level) FROM stv_db_isolation_level WHERE db_name = current_database()"
+}
+
+/// `loaderctl doctor`: `(exists, usage)` of schema `:schema` (catalog and leader-node
+/// functions only).
+pub fn doctor_schema() -> &'static str {
+    "SELECT COUNT(*) > 0, CASE WHEN COUNT(*) > 0 THEN has_schema_privilege(MAX(nspname), 'USAGE') \
+     ELSE FALSE END FROM pg_namespace WHERE nspname = :schema"
+}
+
+/// `loaderctl doctor`: the tables of schema `:schema` with
+/// `(name, select, insert, update, delete)` for the current user.
+pub fn doctor_loader_tables() -> &'static str {
+    "SELECT c.relname, has_table_privilege(c.oid, 'SELECT'), \
+     has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'UPDATE'), \
+     has_table_privilege(c.oid, 'DELETE') \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = :schema AND c.relkind = 'r'"
+}
+
+/// `loaderctl doctor`: harmless probes of one target's lease procedures, each a batch
+/// (one transaction) that must fail with [`LEASE_LOST_MARKER`], changing nothing:
+/// - `fence_…` renewing a lease for a holder that holds nothing raises it;
+/// - `take_…` with an empty bucket (queue nothing) may take a free lease, so a fence
+///   probe follows it in the same batch: it raises, and the batch rolls back.
+///
+/// A procedure the user may not execute fails first with "permission denied".
+pub fn doctor_procedure_probes(schema: &Ident, t: &LeaseTables) -> Vec<(String, Vec<String>)> {
+    let s = schema.quoted();
+    let fence = |holder: &str| format!("CALL {s}.{}('{holder}', 1)", t.fence.quoted());
+    vec![
+        (
+            t.fence.as_str().to_string(),
+            vec![fence("partition-loader doctor")],
+        ),
+        (
+            t.take.as_str().to_string(),
+            vec![
+                format!(
+                    "CALL {s}.{}('partition-loader doctor', 1, '', '', '', '')",
+                    t.take.quoted()
+                ),
+                // Another holder than the take's: it raises even when the take took
+                // the lease, and the whole batch rolls back.
+                fence("partition-loader doctor, nobody"),
+            ],
+        ),
+    ]
+}
+
+/// `loaderctl doctor`: the columns of `:schema`.`:table` from the catalog (visible
+/// whatever the user's privileges on the table).
+pub fn doctor_columns() -> &'static str {
+    "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = :schema AND c.relname = :table AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY a.attnum"
+}
+
+/// `loaderctl doctor`: `(owner is the current user, schema USAGE, INSERT, SELECT,
+/// DELETE, TEMP on the database)` for `:schema`.`:table` (by oid: a name would need
+/// USAGE on the schema just to be resolved).
+pub fn doctor_table() -> &'static str {
+    "SELECT pg_get_userbyid(c.relowner) = current_user, has_schema_privilege(:schema, 'USAGE'), \
+     has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'SELECT'), \
+     has_table_privilege(c.oid, 'DELETE'), has_database_privilege(current_database(), 'TEMP') \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = :schema AND c.relname = :table"
+}
+
 /// Text the fencing procedures raise; the warehouse adapter recognises it.
 pub const LEASE_LOST_MARKER: &str = "partition-loader: lease on";
 
@@ -527,6 +704,9 @@ pub struct LoadBatch<'a> {
     /// under the wake-up lock, see [`drain_batch`]).
     pub ttl_seconds: u64,
     pub stage_suffix: usize,
+    /// `STATUPDATE ON` for a direct COPY (needs the table's owner); staging tables
+    /// never get it.
+    pub statupdate: bool,
 }
 
 /// Statements of one load batch; the fence (release or renew) is last.
@@ -555,18 +735,24 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
     }
     let options = crate::copy_options::render(b.format, b.copy_options);
     let copy_tail = format!(
-        "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE ON",
+        "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE OFF",
         literal(b.manifest_url)?,
         literal(b.iam_role)?,
         b.format.copy_clause(),
         if options.is_empty() { "" } else { " " },
         options
     );
+    let direct_tail = if b.statupdate {
+        copy_tail.replace(" STATUPDATE OFF", " STATUPDATE ON")
+    } else {
+        copy_tail.clone()
+    };
     match b.target {
-        CopyTarget::Direct(None) => out.push(format!("COPY {target} {copy_tail}")),
-        CopyTarget::Direct(Some(cols)) => {
-            out.push(format!("COPY {target} ({}) {copy_tail}", column_list(cols)))
-        }
+        CopyTarget::Direct(None) => out.push(format!("COPY {target} {direct_tail}")),
+        CopyTarget::Direct(Some(cols)) => out.push(format!(
+            "COPY {target} ({}) {direct_tail}",
+            column_list(cols)
+        )),
         CopyTarget::Staged { file_columns, fill } => {
             let stage = format!("\"partition_loader_stage_{}\"", b.stage_suffix);
             let files = column_list(file_columns);
@@ -1027,7 +1213,88 @@ mod tests {
             ledger_inserts: inserts,
             ttl_seconds: 960,
             stage_suffix: 0,
+            statupdate: false,
         }
+    }
+
+    #[test]
+    fn statupdate_only_when_asked_and_never_on_staging() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = table();
+        let lt = LeaseTables::for_target(&t);
+        let direct = CopyTarget::Direct(None);
+        let mut b = batch(&schema, &t, &lt, &direct, None, &[]);
+        assert!(load_batch(&b).unwrap()[0].ends_with("STATUPDATE OFF"));
+        b.statupdate = true;
+        assert!(load_batch(&b).unwrap()[0].ends_with("STATUPDATE ON"));
+        let staged = CopyTarget::Staged {
+            file_columns: vec![Ident::parse("id").unwrap()],
+            fill: vec![],
+        };
+        let mut b = batch(&schema, &t, &lt, &staged, None, &[]);
+        b.statupdate = true;
+        let sqls = load_batch(&b).unwrap();
+        assert!(sqls[1].starts_with("COPY \"partition_loader_stage_0\""));
+        assert!(sqls[1].ends_with("STATUPDATE OFF"), "{}", sqls[1]);
+    }
+
+    #[test]
+    fn doctor_probes_each_lease_procedure_in_a_failing_batch() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = LeaseTables::for_target(&table());
+        assert_eq!(
+            loader_tables(&t),
+            vec![
+                "lease_5_sales_orders".to_string(),
+                "ledger_5_sales_orders".to_string(),
+                "wakeup_5_sales_orders".to_string()
+            ]
+        );
+        let probes = doctor_procedure_probes(&schema, &t);
+        assert_eq!(probes[0].0, "fence_5_sales_orders");
+        assert_eq!(
+            probes[0].1,
+            vec!["CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor', 1)"]
+        );
+        assert_eq!(probes[1].0, "take_5_sales_orders");
+        // The take may succeed on a free lease: the fence after it rolls the batch back.
+        assert_eq!(probes[1].1.len(), 2);
+        assert!(
+            probes[1].1[0].contains("\"take_5_sales_orders\"('partition-loader doctor', 1, '', ")
+        );
+        assert_eq!(
+            probes[1].1[1],
+            "CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor, nobody', 1)",
+            "a fence of another holder than the take's: it always raises"
+        );
+    }
+
+    #[test]
+    fn grants_for_the_function_user() {
+        let user = DbUser::parse("IAMR:partition-loader").unwrap();
+        let sqls = grant_loader(&Ident::parse("pl").unwrap(), &user);
+        assert_eq!(
+            sqls[0],
+            "GRANT USAGE ON SCHEMA \"pl\" TO \"IAMR:partition-loader\""
+        );
+        assert!(sqls[2].contains("EXECUTE ON ALL PROCEDURES IN SCHEMA \"pl\""));
+        assert!(sqls
+            .iter()
+            .any(|s| s.contains("DEFAULT PRIVILEGES") && s.contains("ON TABLES")));
+        assert!(DbUser::parse("bad\"user").is_err());
+        assert!(DbUser::parse("").is_err());
+        let append = route_grants(&table(), false, false, false, "dev", &user);
+        assert_eq!(
+            append,
+            vec![
+                "GRANT USAGE ON SCHEMA \"sales\" TO \"IAMR:partition-loader\"".to_string(),
+                "GRANT INSERT ON \"sales\".\"orders\" TO \"IAMR:partition-loader\"".to_string(),
+            ]
+        );
+        let replace = route_grants(&table(), true, true, true, "dev", &user);
+        assert!(replace[1].starts_with("GRANT INSERT, SELECT, DELETE ON"));
+        assert!(replace[2].starts_with("GRANT TEMP ON DATABASE \"dev\""));
+        assert!(replace[3].starts_with("ALTER TABLE \"sales\".\"orders\" OWNER TO"));
     }
 
     #[test]
@@ -1042,7 +1309,7 @@ mod tests {
             sqls,
             vec![
                 "COPY \"sales\".\"orders\" FROM 's3://m/x/1.manifest' IAM_ROLE \
-                 'arn:aws:iam::1:role/r' MANIFEST FORMAT AS PARQUET STATUPDATE ON"
+                 'arn:aws:iam::1:role/r' MANIFEST FORMAT AS PARQUET STATUPDATE OFF"
                     .to_string(),
                 "INSERT 1".to_string(),
                 "CALL \"pl\".\"fence_5_sales_orders\"('req-1', 960)".to_string(),
@@ -1142,7 +1409,7 @@ mod tests {
         assert!(
             sqls[0].ends_with(
                 "MANIFEST FORMAT AS CSV IGNOREHEADER 1 EMPTYASNULL NULL AS 'it''s' \
-                 DATEFORMAT 'auto' TIMEFORMAT 'auto' STATUPDATE ON"
+                 DATEFORMAT 'auto' TIMEFORMAT 'auto' STATUPDATE OFF"
             ),
             "{}",
             sqls[0]

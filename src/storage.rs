@@ -71,6 +71,20 @@ where
     }
 }
 
+impl S3 {
+    /// Deletes one object (loaderctl doctor's probe; the loader itself never deletes).
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), LoaderError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("deleting s3://{bucket}/{key}"), e))?;
+        Ok(())
+    }
+}
+
 impl Storage for S3 {
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, LoaderError> {
         let mut pages = self

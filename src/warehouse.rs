@@ -251,10 +251,13 @@ fn record_copy_query_ids(
 
 /// Redshift reports a serialization conflict as `ERROR: 1023 DETAIL: Serializable
 /// isolation violation on table …`. Only that form counts: a bare "1023" may be a line
-/// number or a file name in a COPY error, which must not be resubmitted.
+/// number or a file name in a COPY error, which must not be resubmitted. A deadlock
+/// (`ERROR: deadlock detected`) aborts the transaction the same way and is resubmitted
+/// too.
 pub fn is_serialization_conflict(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
     message.contains("serializable isolation violation")
+        || message.starts_with("error: deadlock detected")
         || message.match_indices("error:").any(|(at, prefix)| {
             let code = message[at + prefix.len()..].trim_start();
             code.strip_prefix("1023")
@@ -381,6 +384,7 @@ mod tests {
             "ERROR: 1023\n  DETAIL: the cycle is 17 (pid:17)",
             "serializable isolation violation",
             "SERIALIZABLE ISOLATION VIOLATION on table - 5",
+            "ERROR: deadlock detected DETAIL: Process 1 waits for ShareLock on transaction 2",
         ] {
             assert!(is_serialization_conflict(message), "{message}");
         }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use partition_loader::config::RedshiftTarget;
+use partition_loader::config::{ClusterAuth, RedshiftTarget};
 use partition_loader::handler::BatchLimits;
 use partition_loader::sql::{LeaseTables, TableName};
 use partition_loader::{ErrorKind, Loader, LoaderError, Outcome};
@@ -349,8 +349,9 @@ async fn throttling_is_retried() {
 /// A loader of `routes` on another workgroup name than the test's (no faults there).
 async fn unfaulted(stack: &Stack, routes: &str, name: &str) -> TestLoader {
     let mut config = stack.config(routes);
-    config.redshift = RedshiftTarget::Serverless {
-        workgroup: format!("{}-{name}", stack.workgroup),
+    config.redshift = RedshiftTarget::Cluster {
+        cluster_id: format!("{}-{name}", stack.workgroup),
+        auth: ClusterAuth::DbUser(stack.db_user.clone()),
     };
     Loader::connect(config).await
 }
@@ -654,4 +655,92 @@ async fn json_lines_are_loaded_with_the_partition_filled() {
     assert_eq!(loaded_files(&o), 1, "{o:?}");
     let q = format!("SELECT COUNT(*) FROM {t} WHERE day = '2024-05-28' AND id IN (1, 2)");
     assert_eq!(stack.count(&q).await, 2);
+}
+
+/// An unpartitioned route `events/` → `<schema>.events (id, name)`, loaded by direct COPY.
+fn events_route(stack: &Stack, extra: &str) -> String {
+    format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"events/\"\ntable = \"{}\"\nformat = \"parquet\"\n{extra}\n",
+        stack.bucket,
+        stack.table("events")
+    )
+}
+
+#[tokio::test]
+async fn a_busy_lease_on_an_unpartitioned_route_queues_without_an_empty_parameter() {
+    // The Data API refuses an empty SqlParameter value; an unpartitioned route's
+    // partition path is empty, so the hand-off (take, wake-up, drain) must not bind it.
+    let stack = Stack::new().await;
+    let routes = events_route(&stack, "");
+    stack.bootstrap_as_admin(&routes).await;
+    let t = stack
+        .create_table("events", "id BIGINT, name VARCHAR(64)")
+        .await;
+    stack.insert_lease(&t, "loading-holder", 600).await;
+    let key = "events/part-0.parquet";
+    let (size, etag) = stack.put_object(key, parquet_bytes(0..3)).await;
+    let loader = Loader::connect(stack.config(&routes)).await;
+    let event = object_created(&stack.bucket, key, size, Some(&etag));
+    match handle(&loader, &event).await {
+        Ok(Outcome::Queued { holder, .. }) => assert_eq!(holder, "loading-holder"),
+        other => panic!("expected queued for the holder, got {other:?}"),
+    }
+    assert_eq!(stack.wakeup_rows(&t).await, 1);
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM {} WHERE partition_path = ''",
+                stack.loader_table(&t, "wakeup")
+            ))
+            .await,
+        1,
+        "the wake-up names the empty partition"
+    );
+    // The holder is gone: its lease expires, and the next event drains the wake-up.
+    stack.insert_lease(&t, "loading-holder", -1).await;
+    let o = handle(&loader, &event).await;
+    assert_eq!(loaded_files(&o), 1, "{o:?}");
+    assert_eq!(stack.rows(&t).await, 3);
+    assert_eq!(stack.wakeup_rows(&t).await, 0);
+    assert_eq!(stack.lease_rows(&t).await, 0, "released");
+}
+
+#[tokio::test]
+async fn statupdate_needs_the_loaders_user_to_own_the_table() {
+    let stack = Stack::new().await;
+    let routes = events_route(&stack, "statupdate = true");
+    let loader = stack.loader(&routes).await;
+    let t = stack
+        .create_table("events", "id BIGINT, name VARCHAR(64)")
+        .await;
+    let event = stack.parquet_event("events/part-0.parquet", 0..3).await;
+    let e = handle(&loader, &event).await.unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.LoadRejected", "{e}");
+    assert!(
+        e.to_string()
+            .contains("only table or database owner can analyze it"),
+        "{e}"
+    );
+    assert_eq!(stack.rows(&t).await, 0);
+    assert_eq!(stack.lease_rows(&t).await, 0, "the lease was released");
+
+    // What `loaderctl bootstrap --grant-to` prints for a statupdate route.
+    stack
+        .sql(&format!("ALTER TABLE {t} OWNER TO {}", stack.db_user))
+        .await;
+    let o = handle(&loader, &event).await;
+    assert_eq!(loaded_files(&o), 1, "{o:?}");
+    assert_eq!(stack.rows(&t).await, 3);
+
+    // Without statupdate, a user with INSERT alone loads (STATUPDATE OFF).
+    let plain = stack.loader(&events_route(&stack, "")).await;
+    stack
+        .sql(&format!("ALTER TABLE {t} OWNER TO CURRENT_USER"))
+        .await;
+    stack
+        .sql(&format!("GRANT INSERT ON {t} TO {}", stack.db_user))
+        .await;
+    let event = stack.parquet_event("events/part-1.parquet", 3..5).await;
+    let o = handle(&plain, &event).await;
+    assert_eq!(loaded_files(&o), 1, "{o:?}");
 }

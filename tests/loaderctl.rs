@@ -7,13 +7,25 @@ use std::process::Output;
 use common::*;
 use serde_json::Value;
 
+/// loaderctl as the function's user (the loader's own configuration).
 async fn ctl(stack: &Stack, args: &[&str]) -> Output {
+    run_ctl(stack.env(&stack.orders_route("")), args).await
+}
+
+/// loaderctl as the operator (the admin, who owns the schemas).
+async fn admin_ctl(stack: &Stack, args: &[&str]) -> Output {
+    run_ctl(stack.admin_env(&stack.orders_route("")), args).await
+}
+
+async fn run_ctl(env: Vec<(String, String)>, args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"));
     cmd.args(args)
         .env_remove("LOADER_CONFIG_FILE")
         .env_remove("REDSHIFT_CLUSTER_ID")
+        .env_remove("REDSHIFT_DB_USER")
+        .env_remove("REDSHIFT_SECRET_ARN")
         .env("RUST_LOG", "warn");
-    for (k, v) in stack.env(&stack.orders_route("")) {
+    for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().await.expect("run loaderctl")
@@ -38,12 +50,30 @@ fn describe(out: &Output) -> String {
 #[tokio::test]
 async fn loaderctl_commands() {
     let stack = Stack::new().await;
+    // The function's user may not create the schema: the operator does, and grants.
+    let out = ctl(&stack, &["bootstrap"]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        describe(&out)
+    );
     for _ in 0..2 {
-        let out = ctl(&stack, &["bootstrap"]).await;
+        let out = admin_ctl(&stack, &["bootstrap", "--grant-to", &stack.db_user]).await;
         assert!(
             out.status.success(),
             "bootstrap is idempotent: {}",
             describe(&out)
+        );
+        let out = lines(&out);
+        assert_eq!(out[1]["granted_to"], stack.db_user.as_str());
+        let table_grants = out[2]["run_as_table_owner"].to_string();
+        assert!(
+            table_grants.contains(&format!(
+                "GRANT INSERT, SELECT ON \\\"{}\\\".\\\"orders\\\"",
+                stack.schema
+            )),
+            "{table_grants}"
         );
     }
     let t = stack.orders_table().await;
@@ -422,10 +452,169 @@ async fn backfill_dry_run_lists_and_progress_goes_to_stderr_as_lines() {
     );
 }
 
+/// The doctor's lines as (check, status) pairs, and its exit code.
+async fn doctor(stack: &Stack) -> (i32, Vec<Value>) {
+    let out = ctl(stack, &["doctor"]).await;
+    (out.status.code().unwrap_or(-1), lines(&out))
+}
+
+fn findings(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["status"] == "finding")
+        .map(|l| format!("{} | {} | {}", l["check"], l["detail"], l["fix"]))
+        .collect()
+}
+
+#[tokio::test]
+async fn doctor_names_each_missing_grant_with_its_fix() {
+    let stack = Stack::new().await;
+    stack.bootstrap_as_admin(&stack.orders_route("")).await;
+    let t = stack.orders_table().await;
+    let (code, out) = doctor(&stack).await;
+    assert_eq!(code, 0, "healthy: {:?}", findings(&out));
+    assert_eq!(
+        stack.lease_rows(&t).await,
+        0,
+        "the take_… probe rolled back: no lease taken"
+    );
+    for procedure in ["fence_", "take_"] {
+        assert!(
+            out.iter().any(
+                |l| l["check"].as_str().is_some_and(|c| c.contains(procedure))
+                    && l["status"] == "ok"
+            ),
+            "{procedure} probed: {out:?}"
+        );
+    }
+    let isolation = out
+        .iter()
+        .find(|l| l["check"] == "isolation level")
+        .unwrap();
+    assert!(
+        isolation["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Snapshot Isolation")
+            || isolation["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Serializable"),
+        "{isolation}"
+    );
+    assert!(out
+        .iter()
+        .any(|l| l["check"] == "manifest prefix" && l["status"] == "ok"));
+    assert!(
+        stack.keys("_loader/").await.is_empty(),
+        "the probe object is deleted"
+    );
+
+    let (pl, data, user) = (&stack.loader_schema, &stack.schema, &stack.db_user);
+    // The route's own lease and wake-up tables (the per-table layout).
+    let (lease, wakeup) = (
+        stack.loader_table(&t, "lease"),
+        stack.loader_table(&t, "wakeup"),
+    );
+    let cases = [
+        (
+            format!("REVOKE USAGE ON SCHEMA {pl} FROM {user}"),
+            format!("GRANT USAGE ON SCHEMA {pl} TO {user}"),
+            "loader schema",
+        ),
+        (
+            format!("REVOKE DELETE ON {lease} FROM {user}"),
+            format!("GRANT DELETE ON {lease} TO {user}"),
+            "GRANT DELETE ON",
+        ),
+        (
+            format!("REVOKE INSERT ON {wakeup} FROM {user}"),
+            format!("GRANT INSERT ON {wakeup} TO {user}"),
+            "GRANT INSERT ON",
+        ),
+        (
+            format!("REVOKE EXECUTE ON ALL PROCEDURES IN SCHEMA {pl} FROM {user}"),
+            format!("GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA {pl} TO {user}"),
+            "GRANT EXECUTE ON ALL PROCEDURES",
+        ),
+        (
+            format!("REVOKE INSERT ON {t} FROM {user}"),
+            format!("GRANT INSERT ON {t} TO {user}"),
+            "missing INSERT",
+        ),
+        (
+            format!("REVOKE SELECT ON {t} FROM {user}"),
+            format!("GRANT SELECT ON {t} TO {user}"),
+            "missing SELECT",
+        ),
+        (
+            format!("REVOKE USAGE ON SCHEMA {data} FROM {user}"),
+            format!("GRANT USAGE ON SCHEMA {data} TO {user}"),
+            "missing USAGE on schema",
+        ),
+    ];
+    for (revoke, grant, expected) in cases {
+        stack.sql(&revoke).await;
+        let (code, out) = doctor(&stack).await;
+        let found = findings(&out);
+        assert_eq!(code, 1, "{revoke}: {found:?}");
+        assert!(
+            found.iter().any(|f| f.contains(expected)),
+            "{revoke}: expected a finding with {expected:?}, got {found:?}"
+        );
+        stack.sql(&grant).await;
+    }
+    let (code, out) = doctor(&stack).await;
+    assert_eq!(code, 0, "healthy again: {:?}", findings(&out));
+
+    // A missing route table and an identity that cannot log in.
+    stack.sql(&format!("DROP TABLE {t}")).await;
+    let (code, out) = doctor(&stack).await;
+    assert_eq!(code, 1);
+    assert!(
+        findings(&out).iter().any(|f| f.contains("does not exist")),
+        "{out:?}"
+    );
+    let mut env = stack.env(&stack.orders_route(""));
+    for (k, v) in env.iter_mut() {
+        if k == "REDSHIFT_DB_USER" {
+            *v = format!("nobody_{}", stack.suffix);
+        }
+    }
+    let out = run_ctl(env, &["doctor"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+}
+
+/// An unpartitioned route's partition path is empty; the Data API refuses an empty
+/// parameter value, so `loaderctl ledger TABLE ""` must not bind one.
+#[tokio::test]
+async fn loaderctl_ledger_of_the_empty_partition_binds_no_empty_parameter() {
+    let stack = Stack::new().await;
+    let t = stack.table("events");
+    let routes = format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"events/\"\ntable = \"{t}\"\nformat = \"parquet\"\n",
+        stack.bucket
+    );
+    stack.bootstrap_as_admin(&routes).await;
+    stack
+        .sql(&format!(
+            "INSERT INTO {} VALUES ('', 's3://{}/events/a.parquet', 'e', 1, GETDATE(), 'h', 'l')",
+            stack.loader_table(&t, "ledger"),
+            stack.bucket
+        ))
+        .await;
+    let out = ctl(&stack, &["ledger", &t, ""]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let rows = lines(&out);
+    assert_eq!(rows.len(), 1, "{}", describe(&out));
+    assert_eq!(rows[0]["partition"], "");
+}
+
 #[tokio::test]
 async fn loaderctl_redrive_deletes_only_what_succeeded() {
     let stack = Stack::new().await;
-    assert!(ctl(&stack, &["bootstrap"]).await.status.success());
+    let boot = admin_ctl(&stack, &["bootstrap", "--grant-to", &stack.db_user]).await;
+    assert!(boot.status.success(), "{}", describe(&boot));
     let table = stack.orders_table().await;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);

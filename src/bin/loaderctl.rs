@@ -18,8 +18,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use partition_loader::sql::{LeaseTables, TableName};
-use partition_loader::{init_logging, Loader, LoaderError};
+use partition_loader::config::Mode;
+use partition_loader::sql::{self, DbUser, LeaseTables, TableName};
+use partition_loader::{doctor, init_logging, Loader, LoaderError};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -38,7 +39,13 @@ enum Command {
     /// Create the loader schema and, for every configured route's table, its lease,
     /// ledger and wake-up tables and lease procedures (idempotent; copies the table's
     /// rows of the shared `loaded_files` ledger of earlier versions the first time).
-    Bootstrap,
+    Bootstrap {
+        /// The function's database user (e.g. `IAMR:partition-loader-role` on Serverless
+        /// with IAM): grant it what it needs on the loader schema, and print the GRANTs
+        /// each route's target table needs (for the tables' owners to run).
+        #[arg(long, value_name = "USER")]
+        grant_to: Option<String>,
+    },
     /// Run the handler on event files (one or more JSON events per file); one JSON
     /// outcome line per event. Exits non-zero when any event failed.
     Replay {
@@ -48,6 +55,12 @@ enum Command {
     /// Load every partition found under s3://bucket/prefix with the same protocol;
     /// progress on stderr, `--dry-run` to list what would be loaded.
     Backfill(backfill::Args),
+    /// Check, with the function's configuration and identity, everything the first
+    /// event needs: loader schema, each route's lease, ledger and wake-up tables and
+    /// procedures, grants, route tables and their columns, the manifest prefix, the COPY
+    /// role. One JSON line per check with the fix; exits 0 healthy, 1 findings, 2 could
+    /// not check.
+    Doctor,
     /// Show the lease of every configured route's table, with its pending wake-ups.
     Locks,
     /// Run the sweep by hand: list the partitions of the last DAYS dates and those the
@@ -100,6 +113,24 @@ async fn main() -> ExitCode {
     let budget = config.lease_ttl.mul_f64(0.8);
     let loader = Loader::connect(config).await;
     let holder = format!("loaderctl-{:08x}", fastrand::u32(..));
+    if let Command::Doctor = cli.command {
+        return match doctor::run(&loader, Instant::now() + budget).await {
+            Ok(checks) => {
+                for check in &checks {
+                    println!("{}", check.to_json());
+                }
+                ExitCode::from(doctor::exit_code(&checks))
+            }
+            Err(e) => {
+                eprintln!(
+                    "loaderctl doctor: could not check: {e} ({}); is the Data API reachable \
+                     with this identity and REDSHIFT_* configuration?",
+                    e.error_type()
+                );
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&loader, cli.command, &holder, budget).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -148,12 +179,38 @@ async fn run(
     let deadline = || Instant::now() + budget;
     let schema = loader.config().loader_schema.quoted();
     match command {
-        Command::Bootstrap => {
+        Command::Bootstrap { grant_to } => {
+            let user = grant_to
+                .map(|u| {
+                    DbUser::parse(&u).map_err(|e| LoaderError::Config(format!("--grant-to: {e}")))
+                })
+                .transpose()?;
             let id = loader.bootstrap(deadline()).await?;
             println!(
                 "{}",
                 json!({"bootstrapped": loader.config().loader_schema.as_str(), "statement_id": id})
             );
+            if let Some(user) = user {
+                let id = loader.grant_loader(&user, deadline()).await?;
+                println!(
+                    "{}",
+                    json!({"granted_to": user.as_str(), "schema": loader.config().loader_schema.as_str(), "statement_id": id})
+                );
+                for route in &loader.config().routes {
+                    let grants = sql::route_grants(
+                        &route.table,
+                        !route.partition_columns.is_empty() || route.file_columns.is_some(),
+                        route.mode == Mode::Replace,
+                        route.statupdate,
+                        &loader.config().database,
+                        &user,
+                    );
+                    println!(
+                        "{}",
+                        json!({"table": route.table.to_string(), "run_as_table_owner": grants})
+                    );
+                }
+            }
             Ok(true)
         }
         Command::Replay { files } => {
@@ -174,6 +231,7 @@ async fn run(
             Ok(all_ok)
         }
         Command::Backfill(args) => backfill::run(loader, args, holder, budget).await,
+        Command::Doctor => Ok(true), // handled in main: it has its own exit codes
         Command::Locks => {
             let mut seen = Vec::new();
             for route in &loader.config().routes {

@@ -46,8 +46,13 @@ pub struct Stack {
     /// Schema of the test's target tables.
     pub schema: String,
     pub loader_schema: String,
-    /// The workgroup name the test's loaders use; faults are scoped to it.
+    /// The workgroup name the test's loaders use; faults are scoped to it. The loader
+    /// reaches it as a cluster identifier with [`Stack::db_user`] (how the emulator
+    /// names the caller's database user), so it runs as a user that owns nothing.
     pub workgroup: String,
+    /// The loader's database user: it owns nothing and holds only the grants that
+    /// `loaderctl bootstrap --grant-to` gives plus DML on the data schema's tables.
+    pub db_user: String,
     pub s3: aws_sdk_s3::Client,
     /// The test's own SQL (set-up, counts) goes through another workgroup name, so that
     /// injected faults slow or fail only the loader.
@@ -97,18 +102,51 @@ impl Stack {
             schema: format!("data_{suffix}"),
             loader_schema: format!("pl_{suffix}"),
             workgroup,
+            db_user: format!("loader_{suffix}"),
             suffix,
             s3,
             admin,
         };
-        stack.sql(&format!("CREATE SCHEMA {}", stack.schema)).await;
         stack
+            .sql(&format!("CREATE USER {} PASSWORD DISABLE", stack.db_user))
+            .await;
+        stack.sql(&format!("CREATE SCHEMA {}", stack.schema)).await;
+        // What `loaderctl bootstrap --grant-to` prints for the tables' owner to run, for
+        // every table the tests create in the data schema.
+        stack
+            .sql(&format!(
+                "GRANT USAGE ON SCHEMA {} TO {}",
+                stack.schema, stack.db_user
+            ))
+            .await;
+        stack
+            .sql(&format!(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT, INSERT, DELETE ON TABLES TO {}",
+                stack.schema, stack.db_user
+            ))
+            .await;
+        stack
+    }
+
+    /// The environment of an operator (the admin, who owns the schemas) running
+    /// loaderctl with these routes.
+    pub fn admin_env(&self, routes: &str) -> Vec<(String, String)> {
+        let mut env = self.env(routes);
+        env.retain(|(k, _)| k != "REDSHIFT_CLUSTER_ID" && k != "REDSHIFT_DB_USER");
+        env.push((
+            "REDSHIFT_WORKGROUP".into(),
+            format!("{}-admin", self.workgroup),
+        ));
+        env
     }
 
     /// The environment the loader would see, for this test.
     pub fn env(&self, routes: &str) -> Vec<(String, String)> {
         vec![
-            ("REDSHIFT_WORKGROUP".into(), self.workgroup.clone()),
+            // Empty: unset for Config::from_env (the local stack's env sets a workgroup).
+            ("REDSHIFT_WORKGROUP".into(), String::new()),
+            ("REDSHIFT_CLUSTER_ID".into(), self.workgroup.clone()),
+            ("REDSHIFT_DB_USER".into(), self.db_user.clone()),
             ("REDSHIFT_DATABASE".into(), var("REDSHIFT_DATABASE")),
             ("COPY_IAM_ROLE".into(), var("COPY_IAM_ROLE")),
             ("LOADER_SCHEMA".into(), self.loader_schema.clone()),
@@ -122,16 +160,31 @@ impl Stack {
     }
 
     pub fn config(&self, routes: &str) -> Config {
-        let env = self.env(routes);
-        Config::from_lookup(|k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
-            .expect("valid test config")
+        config_of(&self.env(routes))
     }
 
-    /// A loader for these routes, with the loader schema bootstrapped.
+    /// The configuration of an operator (the admin) for these routes.
+    pub fn admin_config(&self, routes: &str) -> Config {
+        config_of(&self.admin_env(routes))
+    }
+
+    /// A loader for these routes, running as [`Stack::db_user`], with the loader schema
+    /// bootstrapped by the admin and granted to that user (`loaderctl bootstrap
+    /// --grant-to`).
     pub async fn loader(&self, routes: &str) -> TestLoader {
-        let loader = Loader::connect(self.config(routes)).await;
-        loader.bootstrap(deadline()).await.expect("bootstrap");
-        loader
+        self.bootstrap_as_admin(routes).await;
+        Loader::connect(self.config(routes)).await
+    }
+
+    /// What the operator does before the first event: bootstrap and grant.
+    pub async fn bootstrap_as_admin(&self, routes: &str) {
+        let admin = Loader::connect(self.admin_config(routes)).await;
+        admin.bootstrap(deadline()).await.expect("bootstrap");
+        let user = partition_loader::sql::DbUser::parse(&self.db_user).expect("user name");
+        admin
+            .grant_loader(&user, deadline())
+            .await
+            .expect("grant to the loader's user");
     }
 
     /// One route `orders/` → `<schema>.orders`, partitioned by a date; `extra` adds
@@ -342,6 +395,15 @@ impl Stack {
             "adding fault: {status} {body}"
         );
     }
+}
+
+fn config_of(env: &[(String, String)]) -> Config {
+    Config::from_lookup(|k| {
+        env.iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    })
+    .expect("valid test config")
 }
 
 /// Writes an object; returns its size and its ETag as S3 reports it (in quotes).

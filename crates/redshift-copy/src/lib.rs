@@ -162,6 +162,100 @@ pub async fn execute(
     })
 }
 
+/// What a COPY did, for the load history: written by [`write_history`] once the
+/// loading transaction has ended (Redshift records loads outside the transaction,
+/// aborted ones included).
+#[derive(Debug, Clone)]
+pub struct LoadHistory {
+    pub command: CopyCommand,
+    pub query_id: i64,
+    /// The user who ran the COPY (`None`: the connection's current user).
+    pub user: Option<String>,
+    /// The backend that ran the COPY (SYS_LOAD_HISTORY.session_id).
+    pub session_id: i32,
+    pub start: chrono::NaiveDateTime,
+    pub end: chrono::NaiveDateTime,
+    files: Vec<load::LoadedFile>,
+}
+
+/// SYS_LOAD_HISTORY.status: `running`, `completed` or `aborted`
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/SYS_LOAD_HISTORY.html>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStatus {
+    Completed,
+    Aborted,
+}
+
+/// Like [`execute`], but writes no history: the returned [`LoadHistory`] (also on
+/// failure, with the files loaded so far) is for [`write_history`] on another
+/// connection once the transaction has committed or rolled back.
+pub async fn execute_unrecorded(
+    command: &CopyCommand,
+    s3: &aws_sdk_s3::Client,
+    client: &tokio_postgres::Client,
+    query_id: i64,
+    user: Option<String>,
+    session_id: i32,
+) -> (Result<CopyReport, CopyError>, LoadHistory) {
+    let mut history = LoadHistory {
+        command: command.clone(),
+        query_id,
+        user,
+        session_id,
+        start: chrono::Utc::now().naive_utc(),
+        end: chrono::Utc::now().naive_utc(),
+        files: Vec::new(),
+    };
+    let result = load_files(command, s3, client, &mut history.files).await;
+    history.end = chrono::Utc::now().naive_utc();
+    (result, history)
+}
+
+/// Writes `history` with `status` (on any connection of the same database):
+/// one `sys_load_history` row, and for a completed load one `stl_load_commits`
+/// row per file.
+pub async fn write_history(
+    client: &tokio_postgres::Client,
+    history: &LoadHistory,
+    status: LoadStatus,
+) -> Result<(), CopyError> {
+    load::write_history_row(client, history, status).await
+}
+
+async fn load_files(
+    command: &CopyCommand,
+    s3: &aws_sdk_s3::Client,
+    client: &tokio_postgres::Client,
+    loaded: &mut Vec<load::LoadedFile>,
+) -> Result<CopyReport, CopyError> {
+    if !command.has_credentials {
+        return Err(CopyError::Rejected(MISSING_CREDENTIALS.into()));
+    }
+    if command.format == Format::Orc {
+        return Err(decode::orc_unsupported());
+    }
+    let target = table::resolve(client, &command.table, command.columns.as_deref()).await?;
+    let files = source::resolve(&command.source, command.manifest, command.format, s3).await?;
+    for file in &files {
+        let bytes = source::fetch(s3, file).await?;
+        let rows = decode::decode(command, &target, &file.url, &bytes)?;
+        let stored = load::copy_rows(client, &target, &file.url, &rows).await?;
+        tracing::debug!(file = %file.url, rows = stored, "COPY loaded file");
+        loaded.push(load::LoadedFile {
+            url: file.url.clone(),
+            bytes: file.size,
+            rows: stored,
+        });
+    }
+    if command.stat_update == Some(true) {
+        load::analyze(client, &target).await?;
+    }
+    Ok(CopyReport {
+        rows: loaded.iter().map(|f| f.rows).sum(),
+        files: loaded.iter().map(|f| f.url.clone()).collect(),
+    })
+}
+
 /// DDL the emulator runs once at start-up (idempotent): Redshift's load history
 /// tables `stl_load_commits` and `sys_load_history`, in schema `public`, with
 /// Redshift's column names (a subset of its columns). The advisory lock makes

@@ -103,6 +103,7 @@ pub(crate) fn file_format_names(format: Format) -> (&'static str, &'static str) 
 }
 
 /// What one loaded file contributes to the history.
+#[derive(Debug, Clone)]
 pub(crate) struct LoadedFile {
     pub url: String,
     pub bytes: u64,
@@ -163,6 +164,76 @@ pub(crate) async fn write_history(
                 &as_i64(rows),
                 &as_i64(bytes),
                 &file_count,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// [`crate::write_history`]: the rows of a load whose transaction has ended.
+pub(crate) async fn write_history_row(
+    client: &Client,
+    h: &crate::LoadHistory,
+    status: crate::LoadStatus,
+) -> Result<(), CopyError> {
+    let (format, history_format) = file_format_names(h.command.format);
+    let user_id = "(SELECT usesysid::int FROM pg_user WHERE usename = COALESCE($9::text, current_user::text))";
+    let completed = status == crate::LoadStatus::Completed;
+    if completed {
+        for f in &h.files {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO public.stl_load_commits \
+                         (userid, query, slice, name, filename, byte_offset, lines_scanned, errors, \
+                          curtime, status, file_format) \
+                         VALUES ({}, $1, 0, $2, $3, 0, $4, 0, $6, 1, $5)",
+                        user_id.replace("$9", "$7")
+                    ),
+                    &[
+                        &h.query_id,
+                        &h.command.table,
+                        &f.url,
+                        &i32::try_from(f.rows).unwrap_or(i32::MAX),
+                        &format,
+                        &h.end,
+                        &h.user,
+                    ],
+                )
+                .await?;
+        }
+    }
+    let rows: u64 = h.files.iter().map(|f| f.rows).sum();
+    let bytes: u64 = h.files.iter().map(|f| f.bytes).sum();
+    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let file_count = i32::try_from(h.files.len()).unwrap_or(i32::MAX);
+    let duration = (h.end - h.start).num_microseconds().unwrap_or(i64::MAX);
+    let status_text = if completed { "completed" } else { "aborted" };
+    client
+        .execute(
+            &format!(
+                "INSERT INTO public.sys_load_history \
+                 (user_id, query_id, transaction_id, session_id, database_name, status, table_name, \
+                  start_time, end_time, duration, data_source, file_format, loaded_rows, loaded_bytes, \
+                  source_file_count, source_file_bytes, file_count_scanned, file_bytes_scanned, \
+                  error_count, copy_job_id) \
+                 VALUES ({user_id}, $1, 0, $10, current_database(), $11, $2, $3, $12, $13, \
+                         $4, $5, $6, $7, $8, $7, $8, $7, 0, 0)"
+            ),
+            &[
+                &h.query_id,
+                &h.command.table,
+                &h.start,
+                &h.command.source,
+                &history_format,
+                &as_i64(rows),
+                &as_i64(bytes),
+                &file_count,
+                &h.user,
+                &h.session_id,
+                &status_text,
+                &h.end,
+                &duration,
             ],
         )
         .await?;

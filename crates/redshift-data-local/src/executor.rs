@@ -3,20 +3,24 @@
 //! through `redshift-copy`, and PostgreSQL errors worded as Redshift words them.
 
 use crate::faults::Faults;
+use crate::identity::Identity;
 use crate::results::{self, ResultSet};
 use crate::statements::{Mode, Registry, Statement, Status};
 use crate::translate;
+use redshift_copy::{LoadHistory, LoadStatus};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio_postgres::{Client, NoTls};
 
 /// Redshift's two isolation levels and the PostgreSQL level that behaves alike.
+/// A database's level is stored as PostgreSQL's per-database
+/// `default_transaction_isolation` (see [`translate::database_isolation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Isolation {
-    /// Provisioned clusters' default; PostgreSQL SERIALIZABLE.
-    #[default]
+    /// Older clusters' level; PostgreSQL SERIALIZABLE.
     Serializable,
-    /// Serverless' default; PostgreSQL REPEATABLE READ.
+    /// The default of new Serverless workgroups and clusters; PostgreSQL REPEATABLE READ.
+    #[default]
     Snapshot,
 }
 
@@ -27,11 +31,39 @@ impl Isolation {
             Isolation::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ",
         }
     }
+
+    /// PostgreSQL's `default_transaction_isolation` value for this level.
+    pub fn postgres_setting(self) -> &'static str {
+        match self {
+            Isolation::Serializable => "serializable",
+            Isolation::Snapshot => "repeatable read",
+        }
+    }
+
+    /// A database's level from its `default_transaction_isolation`; unset
+    /// (`read committed`) means the emulator's default.
+    fn of_database(setting: &str, default: Isolation) -> Isolation {
+        match setting {
+            "serializable" => Isolation::Serializable,
+            "repeatable read" => Isolation::Snapshot,
+            _ => default,
+        }
+    }
 }
 
 /// Created once per database (under an advisory lock, since several emulators
-/// may share one PostgreSQL): GETDATE(), the query id sequence, load history.
-fn database_setup_sql() -> String {
+/// may share one PostgreSQL): GETDATE(), the query id sequence, load history,
+/// STV_DB_ISOLATION_LEVEL, and Redshift's default privileges:
+/// - PUBLIC may CREATE in schema public
+///   (<https://docs.aws.amazon.com/redshift/latest/dg/r_Privileges.html>);
+/// - a new procedure is callable only by its owner and superusers until EXECUTE is
+///   granted (PostgreSQL grants EXECUTE to PUBLIC; an event trigger revokes it)
+///   (<https://docs.aws.amazon.com/redshift/latest/dg/stored-procedure-security-and-privileges.html>).
+fn database_setup_sql(default: Isolation) -> String {
+    let default_level = match default {
+        Isolation::Serializable => "Serializable",
+        Isolation::Snapshot => "Snapshot Isolation",
+    };
     format!(
         "BEGIN;
          SELECT pg_advisory_xact_lock(7291540431);
@@ -43,6 +75,33 @@ fn database_setup_sql() -> String {
          CREATE SEQUENCE IF NOT EXISTS public.rdl_query_id_seq;
          {history}
          {errors}
+         GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
+         GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
+           public.sys_load_error_detail TO PUBLIC;
+         CREATE OR REPLACE VIEW public.stv_db_isolation_level AS
+           SELECT d.datname::char(128) AS db_name,
+                  (CASE (SELECT split_part(c, '=', 2) FROM pg_db_role_setting s, unnest(s.setconfig) c
+                         WHERE s.setdatabase = d.oid AND s.setrole = 0
+                           AND c LIKE 'default_transaction_isolation=%' LIMIT 1)
+                     WHEN 'serializable' THEN 'Serializable'
+                     WHEN 'repeatable read' THEN 'Snapshot Isolation'
+                     ELSE '{default_level}' END)::char(20) AS isolation_level
+           FROM pg_database d WHERE d.datallowconn;
+         GRANT SELECT ON public.stv_db_isolation_level TO PUBLIC;
+         CREATE OR REPLACE FUNCTION public.rdl_procedures_private() RETURNS event_trigger
+           LANGUAGE plpgsql AS $rdl$
+           DECLARE r record;
+           BEGIN
+             FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE object_type = 'procedure' LOOP
+               EXECUTE format('REVOKE EXECUTE ON PROCEDURE %s FROM PUBLIC', r.object_identity);
+             END LOOP;
+           END $rdl$;
+         DO $rdl$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'rdl_procedures_private') THEN
+             CREATE EVENT TRIGGER rdl_procedures_private ON ddl_command_end
+               WHEN TAG IN ('CREATE PROCEDURE') EXECUTE FUNCTION public.rdl_procedures_private();
+           END IF;
+         END $rdl$;
          COMMIT;",
         history = redshift_copy::HISTORY_DDL,
         errors = LOAD_ERRORS_DDL
@@ -68,6 +127,13 @@ pub struct Executor {
     faults: Arc<Faults>,
     registry: Arc<Registry>,
     prepared_databases: tokio::sync::Mutex<HashSet<String>>,
+}
+
+/// One statement's session: its connection, database and isolation level.
+struct Run<'a> {
+    client: &'a Client,
+    database: &'a str,
+    isolation: Isolation,
 }
 
 /// A statement that ran to completion.
@@ -108,14 +174,94 @@ impl Executor {
             Ok(client) => client,
             Err(message) => return self.finish_failed(&id, 0, message),
         };
-        if let Err(message) = self.start(&client, &statement).await {
+        let isolation = match self.start(&client, &statement).await {
+            Ok(isolation) => isolation,
+            Err(message) => return self.finish_failed(&id, 0, message),
+        };
+        if let Err(message) = self.become_user(&client, &statement.identity).await {
             return self.finish_failed(&id, 0, message);
         }
+        let run = Run {
+            client: &client,
+            database: &database,
+            isolation,
+        };
         match statement.mode {
-            Mode::Single | Mode::Transaction => self.run_transaction(&client, &id).await,
-            Mode::AutoCommit => self.run_auto_commit(&client, &id).await,
+            Mode::Single | Mode::Transaction => self.run_transaction(&run, &id).await,
+            Mode::AutoCommit => self.run_auto_commit(&run, &id).await,
         }
         tracing::debug!(statement = %id, "statement done");
+    }
+
+    /// Switches the session to the caller's database user (before BEGIN). An IAM
+    /// identity is created on first use, as Redshift Serverless does; DbUser and
+    /// secret users must exist.
+    async fn become_user(&self, client: &Client, identity: &Identity) -> Result<(), String> {
+        let Some(user) = identity.user() else {
+            return Ok(());
+        };
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&user])
+            .await
+            .map_err(|e| postgres_error_text(&e, 0))?
+            .is_some();
+        let quoted = quote_ident(user);
+        if !exists {
+            if !matches!(identity, Identity::Iam(_)) {
+                return Err(format!("FATAL: user \"{user}\" does not exist"));
+            }
+            if let Err(e) = client
+                .batch_execute(&format!("CREATE ROLE {quoted} LOGIN"))
+                .await
+            {
+                // Another call may have created it meanwhile.
+                if e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT)
+                    && e.code() != Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+                {
+                    return Err(postgres_error_text(&e, 0));
+                }
+            }
+        }
+        client
+            .batch_execute(&format!("SET SESSION AUTHORIZATION {quoted}"))
+            .await
+            .map_err(|e| postgres_error_text(&e, 0))
+    }
+
+    /// A connection of the emulator's own (admin) user, for bookkeeping outside the
+    /// caller's transaction.
+    async fn connect_admin(&self, database: &str) -> Result<Client, String> {
+        let mut config = self.postgres.clone();
+        config.dbname(database);
+        config.application_name("redshift-data-local-history");
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| postgres_error_text(&e, 0))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Records the COPYs of a transaction that has ended, on another connection:
+    /// Redshift keeps load history outside the loading transaction, aborted loads
+    /// included. A failure to record is logged, never the statement's error.
+    async fn record_loads(&self, database: &str, loads: Vec<LoadHistory>, status: LoadStatus) {
+        if loads.is_empty() {
+            return;
+        }
+        let client = match self.connect_admin(database).await {
+            Ok(client) => client,
+            Err(e) => return tracing::warn!(error = %e, "load history not recorded"),
+        };
+        for load in &loads {
+            if let Err(e) = redshift_copy::write_history(&client, load, status).await {
+                tracing::warn!(error = %e, "load history not recorded");
+            }
+        }
     }
 
     async fn connect(&self, database: &str) -> Result<Client, String> {
@@ -145,7 +291,7 @@ impl Executor {
             return Ok(());
         }
         client
-            .batch_execute(&database_setup_sql())
+            .batch_execute(&database_setup_sql(self.isolation))
             .await
             .map_err(|e| {
                 format!(
@@ -159,17 +305,19 @@ impl Executor {
 
     /// Reserves query ids and records the backend pid. Runs before BEGIN, so
     /// nothing touches the transaction before the caller's first statement.
-    async fn start(&self, client: &Client, statement: &Statement) -> Result<(), String> {
+    async fn start(&self, client: &Client, statement: &Statement) -> Result<Isolation, String> {
         let count = i32::try_from(statement.subs.len()).unwrap_or(i32::MAX);
         let row = client
             .query_one(
-                "SELECT pg_backend_pid(), ARRAY(SELECT nextval('public.rdl_query_id_seq') FROM generate_series(1, $1::int4))",
+                "SELECT pg_backend_pid(), ARRAY(SELECT nextval('public.rdl_query_id_seq') FROM generate_series(1, $1::int4)), \
+                 current_setting('default_transaction_isolation')",
                 &[&count],
             )
             .await
             .map_err(|e| postgres_error_text(&e, 0))?;
         let pid: i32 = row.try_get(0).map_err(|e| format!("ERROR: {e}"))?;
         let query_ids: Vec<i64> = row.try_get(1).map_err(|e| format!("ERROR: {e}"))?;
+        let setting: String = row.try_get(2).map_err(|e| format!("ERROR: {e}"))?;
         let token = client.cancel_token();
         self.registry.update(&statement.id, |s| {
             s.redshift_pid = pid.into();
@@ -179,15 +327,17 @@ impl Executor {
             }
             s.set_status(Status::Started);
         });
-        Ok(())
+        Ok(Isolation::of_database(&setting, self.isolation))
     }
 
     /// One transaction around all sub-statements; the first failure rolls back
     /// everything and the rest are ABORTED.
-    async fn run_transaction(&self, client: &Client, id: &str) {
+    async fn run_transaction(&self, run: &Run<'_>, id: &str) {
+        let client = run.client;
         let Some(statement) = self.registry.get(id) else {
             return;
         };
+        let mut loads = Vec::new();
         let pid = statement.redshift_pid;
         let autocommit = statement.mode == Mode::Single
             && statement
@@ -195,14 +345,16 @@ impl Executor {
                 .first()
                 .is_some_and(|s| translate::needs_autocommit(&s.bound_sql));
         if !autocommit {
-            if let Err(e) = client.batch_execute(self.isolation.begin()).await {
+            if let Err(e) = client.batch_execute(run.isolation.begin()).await {
                 return self.finish_failed(id, 0, postgres_error_text(&e, pid));
             }
         }
         for index in 0..statement.subs.len() {
-            if let Err(message) = self.run_sub(client, &statement, index).await {
+            if let Err(message) = self.run_sub(run, &statement, index, &mut loads).await {
                 // Dropping the connection would roll back too; this keeps it explicit.
                 let _ = client.batch_execute("ROLLBACK").await;
+                self.record_loads(run.database, loads, LoadStatus::Aborted)
+                    .await;
                 return self.finish_failed(id, index, message);
             }
         }
@@ -220,15 +372,20 @@ impl Executor {
         if !autocommit {
             if let Err(e) = client.batch_execute("COMMIT").await {
                 let message = postgres_error_text(&e, pid);
+                self.record_loads(run.database, loads, LoadStatus::Aborted)
+                    .await;
                 return self.finish_failed(id, statement.subs.len(), message);
             }
         }
+        self.record_loads(run.database, loads, LoadStatus::Completed)
+            .await;
         self.registry.update(id, |s| s.set_status(Status::Finished));
     }
 
     /// ExecutionMode AUTO_COMMIT: each sub-statement commits on its own; a failure
     /// does not stop the others, and fails the batch.
-    async fn run_auto_commit(&self, client: &Client, id: &str) {
+    async fn run_auto_commit(&self, run: &Run<'_>, id: &str) {
+        let client = run.client;
         let Some(statement) = self.registry.get(id) else {
             return;
         };
@@ -237,8 +394,9 @@ impl Executor {
             if self.cancel_requested(id) {
                 return self.finish_failed(id, index, String::new());
             }
-            let result = match client.batch_execute(self.isolation.begin()).await {
-                Ok(()) => self.run_sub(client, &statement, index).await,
+            let mut loads = Vec::new();
+            let result = match client.batch_execute(run.isolation.begin()).await {
+                Ok(()) => self.run_sub(run, &statement, index, &mut loads).await,
                 Err(e) => Err(postgres_error_text(&e, statement.redshift_pid)),
             };
             let result = match result {
@@ -251,6 +409,12 @@ impl Executor {
                     Err(message)
                 }
             };
+            let status = if result.is_ok() {
+                LoadStatus::Completed
+            } else {
+                LoadStatus::Aborted
+            };
+            self.record_loads(run.database, loads, status).await;
             if let Err(message) = result {
                 self.registry.update(id, |s| {
                     s.subs[index].error = Some(message.clone());
@@ -272,10 +436,12 @@ impl Executor {
     /// Redshift-worded error.
     async fn run_sub(
         &self,
-        client: &Client,
+        run: &Run<'_>,
         statement: &Statement,
         index: usize,
+        loads: &mut Vec<LoadHistory>,
     ) -> Result<(), String> {
+        let client = run.client;
         if self.cancel_requested(&statement.id) {
             return Err(String::new());
         }
@@ -283,14 +449,7 @@ impl Executor {
         self.registry
             .update(&statement.id, |s| s.set_sub_status(index, Status::Started));
         let outcome = self
-            .execute_sql(
-                client,
-                &sub.bound_sql,
-                sub.query_id,
-                statement.scope(),
-                statement.redshift_pid,
-                statement.target.database.as_deref().unwrap_or_default(),
-            )
+            .execute_sql(client, statement, &sub.bound_sql, sub.query_id, loads)
             .await;
         match outcome {
             Ok(done) => {
@@ -308,14 +467,22 @@ impl Executor {
     async fn execute_sql(
         &self,
         client: &Client,
+        statement: &Statement,
         sql: &str,
         query_id: i64,
-        scope: Option<&str>,
-        pid: i64,
-        database: &str,
+        loads: &mut Vec<LoadHistory>,
     ) -> Result<Done, String> {
+        let scope = statement.scope();
+        let pid = statement.redshift_pid;
+        let database = statement.target.database.as_deref().unwrap_or_default();
         if translate::is_transaction_control(sql) {
             return Err("ERROR: transaction control statements (BEGIN, COMMIT, ROLLBACK, ...) cannot be run through the Data API here: each call is its own transaction, and a batch is one transaction".into());
+        }
+        if statement.identity != Identity::Admin && translate::sets_session_user(sql) {
+            return Err("ERROR: permission denied to set session authorization".into());
+        }
+        if let Some(function) = translate::leader_node_only_function(sql) {
+            return Err(leader_node_error(&function));
         }
         match redshift_copy::parse(sql) {
             Some(Err(e)) => Err(copy_error_text(&e, pid)),
@@ -325,18 +492,53 @@ impl Executor {
                         .await;
                     return Err(message);
                 }
-                let report =
-                    match redshift_copy::execute(&command, &self.s3, client, query_id).await {
-                        Ok(report) => report,
-                        Err(e) => {
-                            let message = copy_error_text(&e, pid);
-                            self.record_load_error(database, query_id, &command, &message, pid)
-                                .await;
-                            return Err(message);
-                        }
-                    };
+                if command.stat_update == Some(true) {
+                    check_table_owner(client, &command.table, pid).await?;
+                }
+                let (result, history) = redshift_copy::execute_unrecorded(
+                    &command,
+                    &self.s3,
+                    client,
+                    query_id,
+                    statement.identity.user().map(str::to_string),
+                    i32::try_from(pid).unwrap_or(0),
+                )
+                .await;
+                loads.push(history);
+                let report = match result {
+                    Ok(report) => report,
+                    Err(e) => {
+                        let message = copy_error_text(&e, pid);
+                        self.record_load_error(database, query_id, &command, &message, pid)
+                            .await;
+                        return Err(message);
+                    }
+                };
                 Ok(Done {
                     rows: i64::try_from(report.rows).unwrap_or(i64::MAX),
+                    result: None,
+                })
+            }
+            None if translate::database_isolation(sql).is_some() => {
+                let Some(change) = translate::database_isolation(sql) else {
+                    return Err("ERROR: unreachable".into());
+                };
+                if let Some(create) = &change.create {
+                    client
+                        .batch_execute(create)
+                        .await
+                        .map_err(|e| postgres_error_text(&e, pid))?;
+                }
+                client
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {} SET default_transaction_isolation TO '{}'",
+                        quote_ident(&change.database),
+                        change.level.postgres_setting()
+                    ))
+                    .await
+                    .map_err(|e| postgres_error_text(&e, pid))?;
+                Ok(Done {
+                    rows: 0,
                     result: None,
                 })
             }
@@ -448,8 +650,51 @@ impl Executor {
 /// PostgreSQL's error in Redshift's words.
 pub fn postgres_error_text(error: &tokio_postgres::Error, pid: i64) -> String {
     match error.as_db_error() {
+        Some(db) if db.code().code() == "40P01" => match db.detail() {
+            Some(detail) => format!("ERROR: {} DETAIL: {detail}", db.message()),
+            None => format!("ERROR: {}", db.message()),
+        },
         Some(db) => redshift_error_text(db.severity(), db.code().code(), db.message(), pid),
         None => format!("ERROR: {error}"),
+    }
+}
+
+/// A double-quoted identifier (`IAMR:loader` needs the quotes).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Redshift refuses leader-node-only functions in a statement that touches user
+/// tables (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQL_functions_leader_node_only.html>).
+/// The documented words are the first sentence; the function is named as Redshift's
+/// INFO line names it.
+pub fn leader_node_error(function: &str) -> String {
+    format!(
+        "ERROR: Specified types or functions (one per INFO message) not supported on Redshift \
+         tables. INFO: Function \"{function}\" not supported."
+    )
+}
+
+/// `COPY ... STATUPDATE ON` analyzes the table, which only its owner (or a
+/// superuser) may do. Redshift's words for a non-owner are undocumented; these are
+/// the ones Redshift clusters report ("skipping table --- only table or database
+/// owner can analyze it"). Stricter reading: the COPY fails.
+async fn check_table_owner(client: &Client, table: &str, pid: i64) -> Result<(), String> {
+    let row = client
+        .query_opt(
+            "SELECT pg_has_role(current_user, c.relowner, 'USAGE') \
+                    OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
+            &[&table],
+        )
+        .await
+        .map_err(|e| postgres_error_text(&e, pid))?;
+    match row.map(|r| r.try_get::<_, bool>(0)) {
+        Some(Ok(false)) => {
+            Err("ERROR: skipping table --- only table or database owner can analyze it".into())
+        }
+        // A missing table fails in the COPY itself, with its own words.
+        _ => Ok(()),
     }
 }
 
@@ -458,8 +703,18 @@ pub fn postgres_error_text(error: &tokio_postgres::Error, pid: i64) -> String {
 /// `RAISE EXCEPTION 'msg'` reads `ERROR: msg`, as on Redshift).
 pub fn redshift_error_text(severity: &str, sqlstate: &str, message: &str, pid: i64) -> String {
     match sqlstate {
-        "40001" | "40P01" => format!(
+        "40001" => format!(
             "ERROR: 1023 DETAIL: Serializable isolation violation on table - 0, transactions forming the cycle are: {pid} (pid:{pid}) [PostgreSQL {sqlstate}: {message}]"
+        ),
+        // Deadlocks are not serialization conflicts: PostgreSQL's (and Redshift's) words.
+        "40P01" => format!("ERROR: {message}"),
+        // Redshift (PostgreSQL 8) says "relation" where PostgreSQL 15 names the kind.
+        "42501" => format!(
+            "ERROR: {}",
+            message
+                .replacen("permission denied for table ", "permission denied for relation ", 1)
+                .replacen("permission denied for view ", "permission denied for relation ", 1)
+                .replacen("permission denied for sequence ", "permission denied for relation ", 1)
         ),
         _ if severity == "FATAL" || severity == "PANIC" => format!("FATAL: {message}"),
         _ => format!("ERROR: {message}"),
@@ -494,7 +749,10 @@ mod tests {
         );
         assert!(text.starts_with("ERROR: 1023 DETAIL: Serializable isolation violation on table"));
         assert!(text.contains("(pid:42)"));
-        assert!(redshift_error_text("ERROR", "40P01", "deadlock detected", 1).contains("1023"));
+        assert_eq!(
+            redshift_error_text("ERROR", "40P01", "deadlock detected", 1),
+            "ERROR: deadlock detected"
+        );
     }
 
     #[test]

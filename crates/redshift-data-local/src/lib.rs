@@ -7,6 +7,7 @@
 pub mod api;
 pub mod executor;
 pub mod faults;
+pub mod identity;
 pub mod results;
 pub mod server;
 pub mod statements;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use executor::Isolation;
 pub use faults::{FailCopies, FaultSet};
+pub use identity::{Identities, Identity};
 
 /// Command line and environment of the server.
 #[derive(Debug, Clone, clap::Parser)]
@@ -32,9 +34,19 @@ pub struct Config {
     /// S3 endpoint for COPY (path-style); defaults to AWS_ENDPOINT_URL_S3.
     #[arg(long, env = "RDL_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
-    /// Redshift isolation to emulate: serializable (SERIALIZABLE) or snapshot (REPEATABLE READ).
-    #[arg(long, env = "RDL_ISOLATION", value_enum, default_value_t = Isolation::Serializable)]
+    /// Isolation of a database created without ISOLATION LEVEL (Redshift's default is
+    /// snapshot); `CREATE/ALTER DATABASE ... ISOLATION LEVEL` sets it per database.
+    #[arg(long, env = "RDL_ISOLATION", value_enum, default_value_t = Isolation::Snapshot)]
     pub isolation: Isolation,
+    /// `ACCESS_KEY_ID=USER` (repeatable; env comma-separated): calls signed with that key
+    /// run as that database user (e.g. `IAMR:loader`), created on first use. Other keys
+    /// run as the admin.
+    #[arg(long = "identity", env = "RDL_IDENTITIES", value_delimiter = ',')]
+    pub identities: Vec<String>,
+    /// `SECRET_ARN=USER` (repeatable; env comma-separated): the user a secret holds.
+    /// Unmapped secrets name their user (see the README).
+    #[arg(long = "secret", env = "RDL_SECRETS", value_delimiter = ',')]
+    pub secrets: Vec<String>,
     /// Active statements allowed at once (ActiveStatementsExceededException beyond).
     #[arg(long, env = "RDL_MAX_ACTIVE_STATEMENTS", default_value_t = 200)]
     pub max_active_statements: usize,
@@ -50,7 +62,9 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             postgres_url: postgres_url.into(),
             s3_endpoint: None,
-            isolation: Isolation::Serializable,
+            isolation: Isolation::Snapshot,
+            identities: Vec::new(),
+            secrets: Vec::new(),
             max_active_statements: 200,
             faults: None,
         }
@@ -63,6 +77,8 @@ pub enum StartError {
     PostgresUrl(String),
     #[error("invalid RDL_FAULTS: {0}")]
     Faults(String),
+    #[error("invalid --identity / --secret: {0}")]
+    Identities(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -149,6 +165,12 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
             faults.add(set);
         }
     }
+    let identities = Identities {
+        access_keys: Identities::parse_pairs(&config.identities.join(","))
+            .map_err(StartError::Identities)?,
+        secrets: Identities::parse_pairs(&config.secrets.join(","))
+            .map_err(StartError::Identities)?,
+    };
     let registry = Arc::new(statements::Registry::new(config.max_active_statements));
     let s3 = s3_client(config.s3_endpoint.clone()).await;
     let executor = Arc::new(executor::Executor::new(
@@ -162,6 +184,7 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         registry,
         executor,
         faults,
+        identities,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -7,6 +7,7 @@ use crate::api::{
 };
 use crate::executor::Executor;
 use crate::faults::{FaultSet, Faults};
+use crate::identity::{self, Identities};
 use crate::statements::{Mode, Registry, Statement, Submitted};
 use crate::translate;
 use axum::body::Bytes;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub executor: Arc<Executor>,
     pub faults: Arc<Faults>,
+    pub identities: Identities,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -64,7 +66,11 @@ async fn api(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
             if state.faults.throttle(scope.as_deref()) {
                 Err(ApiError::Throttling)
             } else {
-                dispatch(&state, &operation, value).await
+                let access_key = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(identity::access_key_id);
+                dispatch(&state, &operation, value, access_key).await
             }
         }
         Err(e) => Err(e),
@@ -128,10 +134,13 @@ async fn dispatch(
     state: &Arc<AppState>,
     operation: &str,
     body: serde_json::Value,
+    access_key: Option<&str>,
 ) -> Result<serde_json::Value, ApiError> {
     match operation {
-        "ExecuteStatement" => json(&execute_statement(state, request(body)?).await?),
-        "BatchExecuteStatement" => json(&batch_execute_statement(state, request(body)?).await?),
+        "ExecuteStatement" => json(&execute_statement(state, request(body)?, access_key).await?),
+        "BatchExecuteStatement" => {
+            json(&batch_execute_statement(state, request(body)?, access_key).await?)
+        }
         "DescribeStatement" => {
             let req: IdRequest = request(body)?;
             json(&state.registry.describe(&required_id(&req)?)?)
@@ -237,6 +246,15 @@ fn bind(sqls: &[String], parameters: Option<&[SqlParameter]>) -> Result<Vec<Stri
     let Some(parameters) = parameters.filter(|p| !p.is_empty()) else {
         return Ok(sqls.to_vec());
     };
+    // SqlParameter.value: "Length Constraints: Minimum length of 1."
+    // https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_SqlParameter.html
+    if let Some(index) = parameters.iter().position(|p| p.value.is_empty()) {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value '' at 'parameters.{}.member.value' failed to \
+             satisfy constraint: Member must have length greater than or equal to 1",
+            index + 1
+        )));
+    }
     let pairs: Vec<(String, String)> = parameters
         .iter()
         .map(|p| (p.name.clone(), p.value.clone()))
@@ -260,6 +278,7 @@ fn bind(sqls: &[String], parameters: Option<&[SqlParameter]>) -> Result<Vec<Stri
 async fn execute_statement(
     state: &Arc<AppState>,
     req: ExecuteStatementRequest,
+    access_key: Option<&str>,
 ) -> Result<SubmitResponse, ApiError> {
     validate_target(&req.target)?;
     validate_options(&req.options)?;
@@ -273,6 +292,7 @@ async fn execute_statement(
         req.options,
         vec![sql],
         fingerprint,
+        access_key,
     )
     .await
 }
@@ -280,6 +300,7 @@ async fn execute_statement(
 async fn batch_execute_statement(
     state: &Arc<AppState>,
     req: BatchExecuteStatementRequest,
+    access_key: Option<&str>,
 ) -> Result<SubmitResponse, ApiError> {
     validate_target(&req.target)?;
     validate_options(&req.options)?;
@@ -291,6 +312,15 @@ async fn batch_execute_statement(
         )));
     }
     sqls.iter().try_for_each(|s| validate_sql(s))?;
+    // BatchExecuteStatement has no Parameters member (its API reference lists none);
+    // the service's handling of an unknown member is undocumented: refuse it (stricter).
+    if req.options.parameters.is_some() {
+        return Err(ApiError::Validation(
+            "1 validation error detected: BatchExecuteStatement takes no Parameters: \
+             inline the values as literals or use ExecuteStatement"
+                .into(),
+        ));
+    }
     let mode = match req.execution_mode.as_deref() {
         None | Some("TRANSACTION") => Mode::Transaction,
         Some("AUTO_COMMIT") => Mode::AutoCommit,
@@ -301,7 +331,16 @@ async fn batch_execute_statement(
         }
     };
     let fingerprint = json(&req)?.to_string();
-    submit(state, mode, req.target, req.options, sqls, fingerprint).await
+    submit(
+        state,
+        mode,
+        req.target,
+        req.options,
+        sqls,
+        fingerprint,
+        access_key,
+    )
+    .await
 }
 
 /// Binds the parameters, registers the statement (once per client token: `fingerprint`
@@ -313,15 +352,18 @@ async fn submit(
     options: SubmitOptions,
     sqls: Vec<String>,
     fingerprint: String,
+    access_key: Option<&str>,
 ) -> Result<SubmitResponse, ApiError> {
+    let identity = state.identities.derive(&target, access_key)?;
     let bound = bind(&sqls, options.parameters.as_deref())?;
-    let statement = Statement::new(
+    let mut statement = Statement::new(
         mode,
         target,
         options.statement_name,
         options.parameters,
         sqls.into_iter().zip(bound).collect(),
     );
+    statement.identity = identity;
     let client_token = options.client_token;
     let wait_seconds = options.wait_time_seconds;
     let id = match state

@@ -6,6 +6,7 @@ use crate::api::{
     ApiError, DescribeStatementResponse, GetStatementResultResponse, ListStatementsRequest,
     ListStatementsResponse, SqlParameter, StatementData, SubStatementData, Target,
 };
+use crate::identity::Identity;
 use crate::results::ResultSet;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,6 +96,8 @@ pub struct Statement {
     pub subs: Vec<SubStatement>,
     pub cancel_requested: bool,
     pub cancel_token: Option<CancelToken>,
+    /// Who runs it (see [`crate::identity`]).
+    pub identity: Identity,
 }
 
 impl Statement {
@@ -136,6 +139,7 @@ impl Statement {
                 .collect(),
             cancel_requested: false,
             cancel_token: None,
+            identity: Identity::Admin,
         }
     }
 

@@ -171,12 +171,23 @@ fn dollar_end(sql: &str, start: usize) -> Option<usize> {
 }
 
 /// Rewrites a statement so PostgreSQL accepts Redshift's dialect: `SYSDATE`
-/// everywhere (procedure bodies included), and Redshift-only table attributes in
-/// `CREATE TABLE`. Nothing else changes.
+/// everywhere (procedure bodies included), Redshift-only table attributes in
+/// `CREATE TABLE`, `PASSWORD DISABLE` in `CREATE/ALTER USER` (a user without a
+/// password is PostgreSQL's default) and `ON PROCEDURES` in `ALTER DEFAULT
+/// PRIVILEGES` (PostgreSQL's `ON ROUTINES`). Nothing else changes.
 pub fn translate(sql: &str) -> String {
     let tokens = tokenize(sql);
+    let words: Vec<String> = significant(&tokens)
+        .take(4)
+        .map(|t| t.text.to_ascii_lowercase())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let tokens = if is_create_table(&tokens) {
         strip_table_attributes(tokens)
+    } else if matches!(words.as_slice(), ["create" | "alter", "user", ..]) {
+        strip_password_disable(tokens)
+    } else if matches!(words.as_slice(), ["alter", "default", "privileges", ..]) {
+        procedures_as_routines(tokens)
     } else {
         tokens.into_iter().map(|t| (t, None)).collect()
     };
@@ -330,6 +341,164 @@ fn strip_table_attributes(tokens: Vec<Token<'_>>) -> Vec<Rewritten<'_>> {
         }
     }
     out
+}
+
+/// `PASSWORD DISABLE` → nothing.
+fn strip_password_disable(tokens: Vec<Token<'_>>) -> Vec<Rewritten<'_>> {
+    let mut out: Vec<Rewritten<'_>> = tokens.iter().cloned().map(|t| (t, None)).collect();
+    for i in 0..tokens.len() {
+        if tokens[i].kind == Kind::Word && tokens[i].text.eq_ignore_ascii_case("password") {
+            if let Some(j) = next_significant(&tokens, i + 1) {
+                if tokens[j].kind == Kind::Word && tokens[j].text.eq_ignore_ascii_case("disable") {
+                    for item in out.iter_mut().take(j + 1).skip(i) {
+                        item.1 = Some(String::new());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `ON PROCEDURES` → `ON ROUTINES`.
+fn procedures_as_routines(tokens: Vec<Token<'_>>) -> Vec<Rewritten<'_>> {
+    let mut out: Vec<Rewritten<'_>> = tokens.iter().cloned().map(|t| (t, None)).collect();
+    for i in 0..tokens.len() {
+        if tokens[i].kind == Kind::Word
+            && tokens[i].text.eq_ignore_ascii_case("procedures")
+            && prev_significant(&tokens, i)
+                .is_some_and(|p| tokens[p].text.eq_ignore_ascii_case("on"))
+        {
+            out[i].1 = Some("ROUTINES".into());
+        }
+    }
+    out
+}
+
+/// `CREATE DATABASE name ... ISOLATION LEVEL {SNAPSHOT | SERIALIZABLE}` or
+/// `ALTER DATABASE name ISOLATION LEVEL ...`: the database's isolation level, which
+/// the emulator stores as PostgreSQL's per-database `default_transaction_isolation`
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_DATABASE.html>,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_ALTER_DATABASE.html>).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseIsolation {
+    /// The CREATE DATABASE without its ISOLATION LEVEL clause (`None` for ALTER).
+    pub create: Option<String>,
+    /// Unquoted name, folded to lower case unless it was quoted.
+    pub database: String,
+    pub level: crate::executor::Isolation,
+}
+
+pub fn database_isolation(sql: &str) -> Option<DatabaseIsolation> {
+    let tokens = tokenize(sql);
+    let sig: Vec<usize> = (0..tokens.len())
+        .filter(|&i| tokens[i].kind != Kind::Space)
+        .collect();
+    let word = |k: usize| {
+        sig.get(k)
+            .map(|&i| tokens[i].text.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let create = match (word(0).as_str(), word(1).as_str()) {
+        ("create", "database") => true,
+        ("alter", "database") => false,
+        _ => return None,
+    };
+    let name_token = &tokens[*sig.get(2)?];
+    let database = match name_token.kind {
+        Kind::Quoted if name_token.text.starts_with('"') => {
+            name_token.text[1..name_token.text.len().saturating_sub(1).max(1)].replace("\"\"", "\"")
+        }
+        Kind::Word => name_token.text.to_ascii_lowercase(),
+        _ => return None,
+    };
+    let at = (3..sig.len()).find(|&k| word(k) == "isolation" && word(k + 1) == "level")?;
+    let level = match word(at + 2).as_str() {
+        "snapshot" => crate::executor::Isolation::Snapshot,
+        "serializable" => crate::executor::Isolation::Serializable,
+        _ => return None,
+    };
+    let mut end = at + 3;
+    if word(end) == "isolation" {
+        end += 1; // SNAPSHOT ISOLATION
+    }
+    let create = create.then(|| {
+        let from = sig.get(at).map_or(sql.len(), |&i| offset(&tokens, i));
+        let to = sig.get(end).map_or(sql.len(), |&i| offset(&tokens, i));
+        format!("{}{}", &sql[..from], &sql[to..])
+    });
+    Some(DatabaseIsolation {
+        create,
+        database,
+        level,
+    })
+}
+
+/// Byte offset of token `i`.
+fn offset(tokens: &[Token<'_>], i: usize) -> usize {
+    tokens[..i].iter().map(|t| t.text.len()).sum()
+}
+
+/// `SET SESSION AUTHORIZATION`, `RESET SESSION AUTHORIZATION`, `SET ROLE`: a
+/// non-admin caller must not leave its own user (PostgreSQL would let the session,
+/// which the emulator opened as a superuser, switch back).
+pub fn sets_session_user(sql: &str) -> bool {
+    let tokens = tokenize(sql);
+    let words: Vec<String> = significant(&tokens)
+        .take(4)
+        .map(|t| t.text.to_ascii_lowercase())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    matches!(
+        words.as_slice(),
+        ["set" | "reset", "session", "authorization", ..]
+            | ["set", "session" | "local", "session", "authorization"]
+            | ["set" | "reset", "role", ..]
+            | ["set", "session" | "local", "role", ..]
+    )
+}
+
+/// Redshift's deprecated leader-node-only date functions, which fail in a statement
+/// that touches a user table; the first one used, as Redshift names it, when the
+/// statement also reads or writes a table that is not a catalog (`pg_*`,
+/// `information_schema`). Procedure bodies are not inspected.
+pub fn leader_node_only_function(sql: &str) -> Option<String> {
+    let tokens = tokenize(sql);
+    let sig: Vec<&Token<'_>> = significant(&tokens).collect();
+    let lower = |k: usize| sig.get(k).map(|t| t.text.to_ascii_lowercase());
+    let mut function = None;
+    let mut touches_table = false;
+    for k in 0..sig.len() {
+        if sig[k].kind != Kind::Word || (k > 0 && sig[k - 1].text == ".") {
+            continue;
+        }
+        let word = sig[k].text.to_ascii_lowercase();
+        let called = lower(k + 1).as_deref() == Some("(");
+        let found = match word.as_str() {
+            "now" | "age" | "isfinite" | "timeofday" if called => Some(format!("{word}()")),
+            "current_timestamp" | "current_time" | "localtime" | "localtimestamp" => {
+                Some(word.clone())
+            }
+            _ => None,
+        };
+        if function.is_none() {
+            function = found;
+        }
+        if matches!(word.as_str(), "from" | "into" | "update" | "join" | "table") {
+            if let Some(next) = sig.get(k + 1) {
+                let name = next.text.to_ascii_lowercase();
+                let catalog = name.starts_with("pg_")
+                    || name.starts_with("\"pg_")
+                    || name == "information_schema"
+                    || name == "("
+                    || next.kind == Kind::Quoted && !next.text.starts_with('"');
+                if !catalog && matches!(next.kind, Kind::Word | Kind::Quoted) {
+                    touches_table = true;
+                }
+            }
+        }
+    }
+    function.filter(|_| touches_table)
 }
 
 fn next_significant(tokens: &[Token<'_>], from: usize) -> Option<usize> {
@@ -583,6 +752,73 @@ mod tests {
             first_keyword("/* a /* nested */ */ select 1").as_deref(),
             Some("select")
         );
+    }
+
+    #[test]
+    fn redshift_user_and_privilege_syntax() {
+        assert_eq!(
+            squash(&translate("CREATE USER \"IAMR:loader\" PASSWORD DISABLE")),
+            "CREATE USER \"IAMR:loader\""
+        );
+        assert_eq!(
+            squash(&translate(
+                "alter user u password disable connection limit 3"
+            )),
+            "alter user u connection limit 3"
+        );
+        assert_eq!(
+            translate("ALTER DEFAULT PRIVILEGES IN SCHEMA s GRANT EXECUTE ON PROCEDURES TO u"),
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA s GRANT EXECUTE ON ROUTINES TO u"
+        );
+        let keep = "SELECT password, disable FROM procedures";
+        assert_eq!(translate(keep), keep);
+    }
+
+    #[test]
+    fn database_isolation_clauses() {
+        use crate::executor::Isolation;
+        let d = database_isolation("CREATE DATABASE Dev2 ISOLATION LEVEL SERIALIZABLE").unwrap();
+        assert_eq!(d.database, "dev2");
+        assert_eq!(d.level, Isolation::Serializable);
+        assert_eq!(
+            d.create.as_deref().map(str::trim),
+            Some("CREATE DATABASE Dev2")
+        );
+        let d = database_isolation("alter database \"Dev\" isolation level snapshot").unwrap();
+        assert_eq!(
+            (d.database.as_str(), d.level, d.create),
+            ("Dev", Isolation::Snapshot, None)
+        );
+        assert!(database_isolation("CREATE DATABASE x").is_none());
+        assert!(database_isolation("ALTER DATABASE x ISOLATION LEVEL READ COMMITTED").is_none());
+    }
+
+    #[test]
+    fn leader_node_functions_only_with_user_tables() {
+        assert_eq!(
+            leader_node_only_function("SELECT NOW(), id FROM s.t").as_deref(),
+            Some("now()")
+        );
+        assert_eq!(
+            leader_node_only_function("INSERT INTO t VALUES (CURRENT_TIMESTAMP)").as_deref(),
+            Some("current_timestamp")
+        );
+        assert_eq!(leader_node_only_function("SELECT now()"), None);
+        assert_eq!(
+            leader_node_only_function("SELECT now() FROM pg_class"),
+            None
+        );
+        assert_eq!(leader_node_only_function("SELECT GETDATE() FROM t"), None);
+        assert_eq!(leader_node_only_function("SELECT 'now()' FROM t"), None);
+        assert_eq!(leader_node_only_function("SELECT t.now FROM t"), None);
+    }
+
+    #[test]
+    fn session_user_changes_are_recognised() {
+        assert!(sets_session_user("SET SESSION AUTHORIZATION postgres"));
+        assert!(sets_session_user("reset session authorization"));
+        assert!(sets_session_user("SET ROLE postgres"));
+        assert!(!sets_session_user("SET search_path TO x"));
     }
 
     #[test]

@@ -76,11 +76,13 @@ async fn execute_describe_and_typed_results() {
 #[tokio::test]
 async fn workgroup_or_cluster_exactly_one() {
     let h = start().await;
+    let user = common::unique("awsuser");
+    h.ok(&format!("CREATE USER {user} PASSWORD DISABLE")).await;
     let by_cluster = h
         .client
         .execute_statement()
         .cluster_identifier("local-cluster")
-        .db_user("awsuser")
+        .db_user(&user)
         .database("dev")
         .sql("SELECT 1")
         .send()
@@ -524,7 +526,8 @@ async fn transaction_control_and_multiple_statements_are_refused() {
 
 #[tokio::test]
 async fn concurrent_write_skew_fails_one_batch_with_1023() {
-    let h = start().await;
+    let h =
+        common::start_with(|c| c.isolation = redshift_data_local::Isolation::Serializable).await;
     let a = h.table("skew_a");
     let b = h.table("skew_b");
     h.ok(&format!("CREATE TABLE {a} (v int)")).await;
@@ -681,17 +684,19 @@ async fn active_statement_quota() {
 }
 
 #[tokio::test]
-async fn snapshot_isolation_flag() {
-    let h = common::start_with(|c| c.isolation = redshift_data_local::Isolation::Snapshot).await;
+async fn isolation_flag_is_the_default_of_databases_without_a_level() {
+    let h =
+        common::start_with(|c| c.isolation = redshift_data_local::Isolation::Serializable).await;
     assert_eq!(
         h.scalar("SELECT current_setting('transaction_isolation')")
             .await,
-        "repeatable read"
+        "serializable"
     );
     let h = start().await;
     assert_eq!(
         h.scalar("SELECT current_setting('transaction_isolation')")
             .await,
-        "serializable"
+        "repeatable read",
+        "SNAPSHOT is the default"
     );
 }

@@ -187,6 +187,34 @@ async fn parquet_by_prefix_and_manifest_with_every_type() {
         files,
         [url("part-0.snappy.parquet"), url("part-1.snappy.parquet")]
     );
+
+    // A COPY whose transaction rolls back is recorded too (outside the transaction),
+    // as aborted, and commits no file.
+    let d = h
+        .batch(&[
+            &format!(
+                "COPY {t} FROM 's3://{bucket}/manifests/m1.json' {ROLE} MANIFEST FORMAT AS PARQUET"
+            ),
+            "SELECT 1/0",
+        ])
+        .await;
+    assert_eq!(status(&d), "FAILED");
+    let aborted = d.sub_statements()[0].redshift_query_id();
+    assert_eq!(
+        h.scalar(&format!(
+            "SELECT trim(status) FROM sys_load_history WHERE query_id = {aborted}"
+        ))
+        .await,
+        "aborted"
+    );
+    assert_eq!(
+        h.scalar(&format!(
+            "SELECT count(*) FROM stl_load_commits WHERE query = {aborted}"
+        ))
+        .await,
+        "0"
+    );
+    assert_eq!(h.scalar(&format!("SELECT count(*) FROM {t}")).await, "4");
 }
 
 #[tokio::test]

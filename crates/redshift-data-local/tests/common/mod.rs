@@ -66,10 +66,19 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Harness {
 }
 
 pub fn data_api_client(endpoint: &str, retry: RetryConfig) -> aws_sdk_redshiftdata::Client {
+    data_api_client_as(endpoint, retry, "testing")
+}
+
+/// A client signing with `access_key` (the emulator maps keys to IAM identities).
+pub fn data_api_client_as(
+    endpoint: &str,
+    retry: RetryConfig,
+    access_key: &str,
+) -> aws_sdk_redshiftdata::Client {
     let config = aws_sdk_redshiftdata::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .credentials_provider(Credentials::new(access_key, "testing", None, None, "tests"))
         .endpoint_url(endpoint)
         .retry_config(retry)
         .build();

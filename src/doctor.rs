@@ -1,0 +1,641 @@
+//! `loaderctl doctor`: everything that can be checked before the first event, with the
+//! function's own configuration and database identity. Each check is one line with
+//! the fix for a failure. The SQL is in [`crate::sql`] (`doctor_*`); reading the rows
+//! into [`Check`]s is pure and unit-tested here.
+//!
+//! Only catalog tables and leader-node functions (`has_table_privilege` …) are used,
+//! never together with user tables, which Redshift refuses
+//! (<https://docs.aws.amazon.com/redshift/latest/dg/c_SQL_functions_leader_node_only.html>).
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::config::{Mode, Route};
+use crate::error::LoaderError;
+use crate::handler::Loader;
+use crate::sql::{self, DbUser, Ident, LeaseTables};
+use crate::storage::{Storage, S3};
+use crate::warehouse::{DataApi, Row};
+
+/// How one check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Something the first event would trip over.
+    Finding,
+    /// Shown, not judged (the identity, the isolation level).
+    Info,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+    /// What to do about a finding.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            status: Status::Ok,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn info(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            status: Status::Info,
+            ..Check::ok(name, detail)
+        }
+    }
+
+    fn finding(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
+        Check {
+            name: name.into(),
+            status: Status::Finding,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// The JSON line loaderctl prints.
+    pub fn to_json(&self) -> Value {
+        let status = match self.status {
+            Status::Ok => "ok",
+            Status::Finding => "finding",
+            Status::Info => "info",
+        };
+        let mut line = json!({"check": self.name, "status": status, "detail": self.detail});
+        if let Some(fix) = &self.fix {
+            line["fix"] = json!(fix);
+        }
+        line
+    }
+}
+
+/// The process exit code: 0 healthy, 1 findings (2, could not check, is the caller's).
+pub fn exit_code(checks: &[Check]) -> u8 {
+    u8::from(checks.iter().any(|c| c.status == Status::Finding))
+}
+
+/// Runs every check. `Err` only when the warehouse cannot be asked at all (exit 2).
+pub async fn run(
+    loader: &Loader<DataApi, S3>,
+    deadline: Instant,
+) -> Result<Vec<Check>, LoaderError> {
+    let config = loader.config();
+    let schema = &config.loader_schema;
+    let who = loader
+        .query(sql::doctor_identity().into(), vec![], deadline)
+        .await?;
+    let user = cell(&who, 0, 0).unwrap_or("?").to_string();
+    let database = cell(&who, 0, 1).unwrap_or("?").to_string();
+    let grantee = DbUser::parse(&user)
+        .map(|u| u.quoted())
+        .unwrap_or_else(|_| format!("\"{user}\""));
+    let mut checks = vec![Check::info(
+        "identity",
+        format!("running as database user {user} in database {database}"),
+    )];
+
+    checks.push(
+        match loader
+            .query(sql::doctor_isolation().into(), vec![], deadline)
+            .await
+        {
+            Ok(rows) => isolation_check(&rows),
+            Err(e) => Check::info(
+                "isolation level",
+                format!("not readable here (STV_DB_ISOLATION_LEVEL: {e}); the loader is correct under SNAPSHOT and SERIALIZABLE"),
+            ),
+        },
+    );
+
+    let schema_rows = loader
+        .query(
+            sql::doctor_schema().into(),
+            vec![("schema", schema.as_str().to_string())],
+            deadline,
+        )
+        .await;
+    let schema_usable = match &schema_rows {
+        Ok(rows) => {
+            let check = schema_check(schema, rows, &grantee);
+            let usable = check.status == Status::Ok;
+            checks.push(check);
+            usable
+        }
+        Err(e) => {
+            checks.push(failed_query("loader schema", e));
+            false
+        }
+    };
+    if schema_usable {
+        match loader
+            .query(
+                sql::doctor_loader_tables().into(),
+                vec![("schema", schema.as_str().to_string())],
+                deadline,
+            )
+            .await
+        {
+            Ok(rows) => checks.extend(loader_table_checks(
+                schema,
+                &rows,
+                &grantee,
+                &route_lease_tables(&config.routes),
+            )),
+            Err(e) => checks.push(failed_query("loader tables", &e)),
+        }
+        for t in route_lease_tables(&config.routes) {
+            for (name, batch) in sql::doctor_procedure_probes(schema, &t) {
+                let result = loader.execute_batch(batch, deadline).await;
+                checks.push(procedure_check(schema, &name, result, &grantee));
+            }
+        }
+    }
+
+    for route in &config.routes {
+        checks.extend(route_checks(loader, route, &database, &grantee, deadline).await);
+    }
+
+    checks.push(manifest_check(loader).await);
+    checks.push(copy_role_check(&config.copy_iam_role));
+    Ok(checks)
+}
+
+fn cell(rows: &[Row], row: usize, col: usize) -> Option<&str> {
+    rows.get(row)?.get(col)?.as_deref()
+}
+
+fn is_true(value: Option<&str>) -> bool {
+    matches!(value, Some("true" | "t" | "1"))
+}
+
+fn failed_query(name: &str, e: &LoaderError) -> Check {
+    Check::finding(
+        name,
+        format!("could not be read: {e}"),
+        "check the user's privileges and that the loader schema was bootstrapped \
+         (loaderctl bootstrap --grant-to USER, as the schema's owner)",
+    )
+}
+
+fn isolation_check(rows: &[Row]) -> Check {
+    match cell(rows, 0, 0) {
+        Some(level) => Check::info(
+            "isolation level",
+            format!("{level} (the loader is correct under SNAPSHOT and SERIALIZABLE)"),
+        ),
+        None => Check::info("isolation level", "not shown to this user"),
+    }
+}
+
+/// Rows of [`sql::doctor_schema`]: `(exists, usage)`.
+fn schema_check(schema: &Ident, rows: &[Row], grantee: &str) -> Check {
+    let name = "loader schema";
+    if !is_true(cell(rows, 0, 0)) {
+        return Check::finding(
+            name,
+            format!("schema {schema} does not exist"),
+            format!("loaderctl bootstrap --grant-to {grantee} (as a user who may create schemas)"),
+        );
+    }
+    if !is_true(cell(rows, 0, 1)) {
+        return Check::finding(
+            name,
+            format!("no USAGE on schema {schema}"),
+            format!("GRANT USAGE ON SCHEMA {} TO {grantee}", schema.quoted()),
+        );
+    }
+    Check::ok(name, format!("{schema} exists and is usable"))
+}
+
+/// The lease tables of every configured route's target, each target once.
+fn route_lease_tables(routes: &[Route]) -> Vec<LeaseTables> {
+    let mut out: Vec<LeaseTables> = Vec::new();
+    for route in routes {
+        if !out.iter().any(|t| t.target == route.table) {
+            out.push(LeaseTables::for_target(&route.table));
+        }
+    }
+    out
+}
+
+/// Rows of [`sql::doctor_loader_tables`]: `(table, select, insert, update, delete)`;
+/// every route's lease, ledger and wake-up table ([`sql::bootstrap_table`]) must be
+/// there with all four.
+fn loader_table_checks(
+    schema: &Ident,
+    rows: &[Row],
+    grantee: &str,
+    routes: &[LeaseTables],
+) -> Vec<Check> {
+    routes
+        .iter()
+        .flat_map(sql::loader_tables)
+        .map(|table| {
+            let name = format!("loader table {schema}.{table}");
+            let Some(row) = rows
+                .iter()
+                .find(|r| r.first().and_then(|c| c.as_deref()) == Some(&table))
+            else {
+                return Check::finding(
+                    name,
+                    "missing",
+                    format!("loaderctl bootstrap --grant-to {grantee}"),
+                );
+            };
+            let missing: Vec<&str> = ["SELECT", "INSERT", "UPDATE", "DELETE"]
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !is_true(row.get(i + 1).and_then(|c| c.as_deref())))
+                .map(|(_, p)| p)
+                .collect();
+            if missing.is_empty() {
+                Check::ok(name, "SELECT, INSERT, UPDATE, DELETE granted")
+            } else {
+                Check::finding(
+                    name,
+                    format!("missing {}", missing.join(", ")),
+                    format!(
+                        "GRANT {} ON {}.\"{table}\" TO {grantee}",
+                        missing.join(", "),
+                        schema.quoted()
+                    ),
+                )
+            }
+        })
+        .collect()
+}
+
+/// A probe of a lease procedure ([`sql::doctor_procedure_probes`]): callable when its
+/// batch raises the loader's own "lease ... not held" error (and so changed nothing).
+fn procedure_check(
+    schema: &Ident,
+    procedure: &str,
+    result: Result<String, LoaderError>,
+    grantee: &str,
+) -> Check {
+    let name = format!("procedure {schema}.{procedure}");
+    match result {
+        Err(e) if e.to_string().contains(sql::LEASE_LOST_MARKER) => {
+            Check::ok(name, "exists and is callable")
+        }
+        Err(e) if e.to_string().contains(sql::LEASE_ROWS_MARKER) => Check::finding(
+            name,
+            format!("the lease table does not hold exactly one row: {e}"),
+            "loaderctl bootstrap, then loaderctl unlock TABLE",
+        ),
+        Err(e) if e.to_string().contains("does not exist") => Check::finding(
+            name,
+            format!("missing: {e}"),
+            format!("loaderctl bootstrap --grant-to {grantee}"),
+        ),
+        Err(e) => Check::finding(
+            name,
+            format!("not callable: {e}"),
+            format!(
+                "GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA {} TO {grantee}",
+                schema.quoted()
+            ),
+        ),
+        Ok(_) => Check::finding(
+            name,
+            "a probe on a lease nobody holds did not raise: not the loader's procedure",
+            "loaderctl bootstrap (it replaces the procedures)",
+        ),
+    }
+}
+
+/// Rows of [`sql::doctor_table`]: `(owner is us, usage, insert, select, delete, temp)`;
+/// columns from [`sql::doctor_columns`].
+fn route_table_checks(
+    route: &Route,
+    table_rows: &[Row],
+    columns: &[String],
+    database: &str,
+    grantee: &str,
+) -> Vec<Check> {
+    let table = &route.table;
+    let name = format!("route table {table}");
+    let Some(row) = table_rows.first() else {
+        return vec![Check::finding(
+            name,
+            "does not exist (or its schema is not visible)",
+            format!("create {table}, then run as its owner: loaderctl bootstrap --grant-to {grantee} prints the GRANTs"),
+        )];
+    };
+    let flag = |i: usize| is_true(row.get(i).and_then(|c| c.as_deref()));
+    let mut checks = Vec::new();
+    let needed: Vec<&str> = route
+        .partition_columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(route.file_columns.iter().flatten().map(Ident::as_str))
+        .collect();
+    let absent: Vec<&str> = needed
+        .into_iter()
+        .filter(|c| !columns.iter().any(|have| have == c))
+        .collect();
+    checks.push(if absent.is_empty() {
+        Check::ok(
+            format!("{name} columns"),
+            format!("has the route's columns ({} in all)", columns.len()),
+        )
+    } else {
+        Check::finding(
+            format!("{name} columns"),
+            format!("lacks column(s) {}", absent.join(", ")),
+            format!(
+                "ALTER TABLE {} ADD COLUMN ... for each, or fix the route",
+                table.quoted()
+            ),
+        )
+    });
+    let may_stage = !route.partition_columns.is_empty() || route.file_columns.is_some();
+    let replace = route.mode == Mode::Replace;
+    let mut missing = Vec::new();
+    if !flag(1) {
+        missing.push(format!("USAGE on schema {}", table.schema));
+    }
+    if !flag(2) {
+        missing.push("INSERT".to_string());
+    }
+    if (may_stage || replace) && !flag(3) {
+        missing.push("SELECT".to_string());
+    }
+    if replace && !flag(4) {
+        missing.push("DELETE".to_string());
+    }
+    if may_stage && !flag(5) {
+        missing.push(format!("TEMP on database {database}"));
+    }
+    let user = DbUser::parse(grantee.trim_matches('"'));
+    let fix = |what: &str| match &user {
+        Ok(u) => format!(
+            "as the table's owner: {}",
+            sql::route_grants(table, may_stage, replace, route.statupdate, database, u).join("; ")
+        ),
+        Err(_) => format!("grant {what} to {grantee}"),
+    };
+    checks.push(if missing.is_empty() {
+        Check::ok(
+            format!("{name} grants"),
+            "the function's user has what the route needs",
+        )
+    } else {
+        Check::finding(
+            format!("{name} grants"),
+            format!("missing {}", missing.join(", ")),
+            fix(&missing.join(", ")),
+        )
+    });
+    if route.statupdate {
+        checks.push(if flag(0) {
+            Check::ok(
+                format!("{name} statupdate"),
+                "the function's user owns the table",
+            )
+        } else {
+            Check::finding(
+                format!("{name} statupdate"),
+                "statupdate = true, but only the table's owner may update statistics",
+                format!(
+                    "ALTER TABLE {} OWNER TO {grantee}, or set statupdate = false",
+                    table.quoted()
+                ),
+            )
+        });
+    }
+    checks
+}
+
+async fn route_checks(
+    loader: &Loader<DataApi, S3>,
+    route: &Route,
+    database: &str,
+    grantee: &str,
+    deadline: Instant,
+) -> Vec<Check> {
+    let table = &route.table;
+    let params = || {
+        vec![
+            ("schema", table.schema.as_str().to_string()),
+            ("table", table.name.as_str().to_string()),
+        ]
+    };
+    let exists = loader
+        .query(sql::doctor_columns().into(), params(), deadline)
+        .await;
+    let columns: Vec<String> = match exists {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect(),
+        Err(e) => return vec![failed_query(&format!("route table {table}"), &e)],
+    };
+    let table_rows = if columns.is_empty() {
+        Vec::new()
+    } else {
+        match loader
+            .query(sql::doctor_table().into(), params(), deadline)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => return vec![failed_query(&format!("route table {table}"), &e)],
+        }
+    };
+    route_table_checks(route, &table_rows, &columns, database, grantee)
+}
+
+async fn manifest_check(loader: &Loader<DataApi, S3>) -> Check {
+    let manifest = &loader.config().manifest;
+    let key = format!(
+        "{}_doctor/{:016x}.probe",
+        manifest.prefix,
+        fastrand::u64(..)
+    );
+    let url = format!("s3://{}/{key}", manifest.bucket);
+    let name = "manifest prefix";
+    let fix = format!(
+        "allow s3:PutObject and s3:DeleteObject on arn:aws:s3:::{}/{}* for the function's role",
+        manifest.bucket, manifest.prefix
+    );
+    if let Err(e) = loader
+        .storage()
+        .put(
+            &manifest.bucket,
+            &key,
+            "partition-loader doctor probe".into(),
+        )
+        .await
+    {
+        return Check::finding(name, format!("cannot write {url}: {e}"), fix);
+    }
+    match loader.storage().delete(&manifest.bucket, &key).await {
+        Ok(()) => Check::ok(
+            name,
+            format!("s3://{}/{} is writable", manifest.bucket, manifest.prefix),
+        ),
+        Err(e) => Check::finding(name, format!("wrote but cannot delete {url}: {e}"), fix),
+    }
+}
+
+/// `COPY_IAM_ROLE` is an IAM role ARN. Whether the cluster may assume it cannot be
+/// checked without running a COPY.
+fn copy_role_check(role: &str) -> Check {
+    let parts: Vec<&str> = role.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "iam"
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5].starts_with("role/")
+        && parts[5].len() > 5;
+    if ok {
+        Check::ok(
+            "copy role",
+            format!("COPY_IAM_ROLE = {role} (it must be associated with the cluster or workgroup)"),
+        )
+    } else {
+        Check::finding(
+            "copy role",
+            format!("COPY_IAM_ROLE = {role:?} is not an IAM role ARN"),
+            "set COPY_IAM_ROLE to arn:aws:iam::<account>:role/<name>, a role associated with the cluster or workgroup",
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_routes;
+
+    fn row(cells: &[&str]) -> Row {
+        cells.iter().map(|c| Some(c.to_string())).collect()
+    }
+
+    #[test]
+    fn schema_and_loader_tables_name_the_missing_grant() {
+        let s = Ident::parse("pl").unwrap();
+        assert_eq!(
+            schema_check(&s, &[row(&["false", "false"])], "\"u\"").status,
+            Status::Finding
+        );
+        let no_usage = schema_check(&s, &[row(&["true", "false"])], "\"u\"");
+        assert_eq!(
+            no_usage.fix.as_deref(),
+            Some("GRANT USAGE ON SCHEMA \"pl\" TO \"u\"")
+        );
+        assert_eq!(
+            schema_check(&s, &[row(&["true", "true"])], "\"u\"").status,
+            Status::Ok
+        );
+
+        let t = LeaseTables::for_target(&crate::sql::TableName::parse("sales.orders").unwrap());
+        let rows = vec![
+            row(&["lease_5_sales_orders", "true", "true", "true", "false"]),
+            row(&["wakeup_5_sales_orders", "true", "true", "true", "true"]),
+        ];
+        let checks = loader_table_checks(&s, &rows, "\"u\"", std::slice::from_ref(&t));
+        assert_eq!(
+            checks.len(),
+            3,
+            "lease, ledger and wake-up table of the route"
+        );
+        let lease = checks
+            .iter()
+            .find(|c| c.name.ends_with(".lease_5_sales_orders"))
+            .unwrap();
+        assert_eq!(
+            lease.fix.as_deref(),
+            Some("GRANT DELETE ON \"pl\".\"lease_5_sales_orders\" TO \"u\"")
+        );
+        let ledger = checks
+            .iter()
+            .find(|c| c.name.ends_with(".ledger_5_sales_orders"))
+            .unwrap();
+        assert_eq!(ledger.detail, "missing");
+        let wakeup = checks
+            .iter()
+            .find(|c| c.name.ends_with(".wakeup_5_sales_orders"))
+            .unwrap();
+        assert_eq!(wakeup.status, Status::Ok);
+        assert_eq!(exit_code(&checks), 1);
+    }
+
+    #[test]
+    fn procedures_are_callable_when_the_probe_raises_the_lease_error() {
+        let s = Ident::parse("pl").unwrap();
+        let lease = LoaderError::StatementFailed {
+            statement_id: "x".into(),
+            message: format!("ERROR: {} x is not held", sql::LEASE_LOST_MARKER),
+        };
+        assert_eq!(
+            procedure_check(&s, "fence_5_sales_orders", Err(lease), "\"u\"").status,
+            Status::Ok
+        );
+        let denied = LoaderError::StatementFailed {
+            statement_id: "x".into(),
+            message: "ERROR: permission denied for procedure take_5_sales_orders".into(),
+        };
+        let c = procedure_check(&s, "take_5_sales_orders", Err(denied), "\"u\"");
+        assert!(c
+            .fix
+            .unwrap()
+            .starts_with("GRANT EXECUTE ON ALL PROCEDURES"));
+    }
+
+    #[test]
+    fn route_tables_need_columns_grants_and_ownership_for_statupdate() {
+        let route = parse_routes(
+            "[[routes]]\nprefix = \"o/\"\ntable = \"s.t\"\nformat = \"parquet\"\nmode = \"replace\"\n\
+             statupdate = true\npartition_columns = [\"d\"]\n",
+        )
+        .unwrap()
+        .remove(0);
+        let missing = route_table_checks(&route, &[], &[], "dev", "\"u\"");
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].status, Status::Finding);
+        let cols = vec!["id".to_string()];
+        let rows = vec![row(&["false", "true", "true", "true", "false", "true"])];
+        let checks = route_table_checks(&route, &rows, &cols, "dev", "\"u\"");
+        let by = |suffix: &str| {
+            checks
+                .iter()
+                .find(|c| c.name.ends_with(suffix))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(by("columns").detail, "lacks column(s) d");
+        assert_eq!(by("grants").detail, "missing DELETE");
+        assert!(by("grants")
+            .fix
+            .unwrap()
+            .contains("GRANT INSERT, SELECT, DELETE ON \"s\".\"t\""));
+        assert_eq!(by("statupdate").status, Status::Finding);
+    }
+
+    #[test]
+    fn copy_role_must_be_a_role_arn() {
+        assert_eq!(
+            copy_role_check("arn:aws:iam::123456789012:role/copy").status,
+            Status::Ok
+        );
+        assert_eq!(
+            copy_role_check("arn:aws:iam::123456789012:user/x").status,
+            Status::Finding
+        );
+        assert_eq!(copy_role_check("role").status, Status::Finding);
+    }
+}
