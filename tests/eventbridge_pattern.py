@@ -15,6 +15,12 @@ import boto3
 import yaml
 from moto import mock_aws
 
+# This test runs moto in-process. The local stack's `env` exports service endpoints
+# (S3, SQS, SSM, Data API) for the moto server; boto3 would send those services there,
+# out of the in-process mock, and the rule's SQS target would not exist in the mock.
+for _name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+    del os.environ[_name]
+
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "lake"  # the bucket of the sample events, deployed as ExistingBucketName
 
