@@ -132,34 +132,10 @@ pub async fn execute(
     query_id: i64,
 ) -> Result<CopyReport, CopyError> {
     let start = chrono::Utc::now().naive_utc();
-    if !command.has_credentials {
-        return Err(CopyError::Rejected(MISSING_CREDENTIALS.into()));
-    }
-    if command.format == Format::Orc {
-        return Err(decode::orc_unsupported());
-    }
-    let target = table::resolve(client, &command.table, command.columns.as_deref()).await?;
-    let files = source::resolve(&command.source, command.manifest, command.format, s3).await?;
-    let mut loaded = Vec::with_capacity(files.len());
-    for file in &files {
-        let bytes = source::fetch(s3, file).await?;
-        let rows = decode::decode(command, &target, &file.url, &bytes)?;
-        let stored = load::copy_rows(client, &target, &file.url, &rows).await?;
-        tracing::debug!(file = %file.url, rows = stored, "COPY loaded file");
-        loaded.push(load::LoadedFile {
-            url: file.url.clone(),
-            bytes: file.size,
-            rows: stored,
-        });
-    }
+    let mut loaded = Vec::new();
+    let report = load_files(command, s3, client, &mut loaded).await?;
     load::write_history(client, command, query_id, &loaded, start).await?;
-    if command.stat_update == Some(true) {
-        load::analyze(client, &target).await?;
-    }
-    Ok(CopyReport {
-        rows: loaded.iter().map(|f| f.rows).sum(),
-        files: loaded.into_iter().map(|f| f.url).collect(),
-    })
+    Ok(report)
 }
 
 /// What a COPY did, for the load history: written by [`write_history`] once the
