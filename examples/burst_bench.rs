@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! scripts/local-stack up && eval "$(scripts/local-stack env)"
-//! cargo run --example burst_bench -- --files 10,100,1000 --runs 1 --latency-ms 50
+//! cargo run --release --example burst_bench -- --files 10,100 --runs 1 --latency-ms 50 --sqs-batch 10,100
 //! ```
 //! (a debug build, `cargo run --example burst_bench`, measures the same: the time goes
 //! into Data API round trips and PostgreSQL, not into the loader's own code.)
@@ -12,6 +12,12 @@
 //! partition twice, into two tables:
 //! - burst: N Parquet files are written, then N `handle` calls run concurrently, one
 //!   per object event, each with its own holder id (N Lambda invocations);
+//! - sqs B (for each `--sqs-batch` size B): the same N events, as the SQS event source
+//!   mapping delivers them: ceil(N / B) batches of up to B records (10 is the mapping's
+//!   default batch size; more than 10 needs a batching window), all batches invoked
+//!   concurrently, each through the Lambda's own SQS entry (`batch::classify`, then
+//!   `Loader::handle_batch`) with its own holder id. Every batch must answer with no
+//!   `batchItemFailures`;
 //! - baseline: the naive per-event loader: write file i, handle its event, repeat.
 //!
 //! COPYs are the committed loads in `sys_load_history` whose manifest lies in the
@@ -27,7 +33,9 @@ use std::time::Duration;
 use aws_sdk_redshiftdata::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_redshiftdata::config::{ConfigBag, Intercept, RuntimeComponents};
 
+use aws_lambda_events::sqs::SqsEvent;
 use clap::Parser;
+use partition_loader::batch::{self, Invocation};
 use partition_loader::handler::Loader;
 use partition_loader::sql::{LeaseTables, TableName};
 use partition_loader::storage::S3;
@@ -62,6 +70,9 @@ struct Args {
     /// invocations: about 20 minutes at N = 1000 on a shared 2-core machine).
     #[arg(long, default_value_t = usize::MAX)]
     baseline_max: usize,
+    /// SQS delivery modes: records per batch, comma-separated (none: `--sqs-batch ''`).
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 100])]
+    sqs_batch: Vec<usize>,
 }
 
 /// Counts every HTTP request the loader's Data API client sends (submissions, status
@@ -105,8 +116,22 @@ impl CallCounter {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
+    /// One invocation per event, all at once.
     Burst,
+    /// SQS batches of up to this many records, all at once.
+    Sqs(usize),
+    /// One invocation per event, one after another.
     Baseline,
+}
+
+impl Mode {
+    fn name(self) -> String {
+        match self {
+            Mode::Burst => "burst".to_string(),
+            Mode::Sqs(b) => format!("sqs{b}"),
+            Mode::Baseline => "base".to_string(),
+        }
+    }
 }
 
 /// What one scenario measured, after its exactly-once check passed.
@@ -131,10 +156,12 @@ struct Measured {
     queued: usize,
 }
 
-/// One line of the table: every run of one (N, latency) pair.
+/// One line of the table: every run of one (N, latency, mode), and the baseline's
+/// runs of the same (N, latency).
 struct Line {
     n: usize,
     latency_ms: u64,
+    mode: String,
     burst: Vec<Measured>,
     baseline: Vec<Measured>,
 }
@@ -165,20 +192,24 @@ async fn main() -> Result<(), Error> {
     let mut lines = Vec::new();
     for &n in &args.files {
         for &latency in &latencies {
-            let (mut burst, mut baseline) = (Vec::new(), Vec::new());
+            let mut modes = vec![Mode::Burst];
+            modes.extend(
+                args.sqs_batch
+                    .iter()
+                    .filter(|&&b| b > 0)
+                    .map(|&b| Mode::Sqs(b)),
+            );
+            let mut measured: Vec<Vec<Measured>> = vec![Vec::new(); modes.len()];
+            let mut baseline = Vec::new();
             for r in 0..args.runs {
-                for mode in [Mode::Burst, Mode::Baseline] {
+                for mode in modes.iter().copied().chain([Mode::Baseline]) {
                     if mode == Mode::Baseline && n > args.baseline_max {
                         continue;
                     }
                     let m = run
                         .scenario(mode, n, latency, r, args.rows_per_file)
                         .await?;
-                    let name = if mode == Mode::Burst {
-                        "burst"
-                    } else {
-                        "baseline"
-                    };
+                    let name = mode.name();
                     eprintln!(
                         "N={n:<4} latency={:>3} ms run {r} {name:<8} copies={:<4} \
                          loading calls={:<4} waiter shortcuts={:<4} queued={:<4} api calls={:<6} \
@@ -194,18 +225,21 @@ async fn main() -> Result<(), Error> {
                         m.data_seconds,
                         m.invocation_seconds
                     );
-                    match mode {
-                        Mode::Burst => burst.push(m),
-                        Mode::Baseline => baseline.push(m),
+                    match modes.iter().position(|&x| x == mode) {
+                        Some(k) => measured[k].push(m),
+                        None => baseline.push(m),
                     }
                 }
             }
-            lines.push(Line {
-                n,
-                latency_ms: latency,
-                burst,
-                baseline,
-            });
+            for (mode, burst) in modes.iter().zip(measured) {
+                lines.push(Line {
+                    n,
+                    latency_ms: latency,
+                    mode: mode.name(),
+                    burst,
+                    baseline: baseline.clone(),
+                });
+            }
         }
     }
     print_table(&lines, args.runs);
@@ -253,10 +287,7 @@ impl Run {
         run: usize,
         rows_per_file: i64,
     ) -> Result<Measured, Error> {
-        let tag = format!(
-            "{}{n}l{latency_ms}r{run}",
-            if mode == Mode::Burst { "burst" } else { "base" }
-        );
+        let tag = format!("{}{n}l{latency_ms}r{run}", mode.name());
         let bucket = format!("bench-{}-{tag}", self.suffix);
         let workgroup = format!("bench-{}-{tag}", self.suffix);
         let table = format!("{}.orders_{tag}", self.schema);
@@ -322,6 +353,49 @@ impl Run {
                     .collect();
                 for task in tasks {
                     outcomes.push(task.await?);
+                }
+            }
+            Mode::Sqs(size) => {
+                let mut events = Vec::new();
+                for i in 0..n {
+                    let (key, body) = file(i);
+                    events.push(self.put(&bucket, &key, body).await?);
+                }
+                let batches: Vec<SqsEvent> = events
+                    .chunks(size)
+                    .enumerate()
+                    .map(|(j, chunk)| sqs_batch(&tag, j, chunk))
+                    .collect::<Result<_, _>>()?;
+                let start = Instant::now();
+                let tasks: Vec<_> = batches
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, records)| {
+                        let loader = loader.clone();
+                        let holder = format!("bench-{tag}-b{j}");
+                        tokio::spawn(async move {
+                            let result = loader.handle_batch(&records, &holder, deadline()).await;
+                            let end = start.elapsed().as_secs_f64();
+                            (result, end)
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    let (result, end) = task.await?;
+                    if !result.response.batch_item_failures.is_empty() {
+                        return Err(format!(
+                            "{tag}: batch item failures {:?}: {:?}",
+                            result.response.batch_item_failures, result.errors
+                        )
+                        .into());
+                    }
+                    // The batch's duration is one invocation's; its first outcome carries
+                    // it, the others (more groups in one batch) add nothing to the bill.
+                    let mut took = end;
+                    for outcome in result.outcomes {
+                        outcomes.push((Ok(outcome), end, took));
+                        took = 0.0;
+                    }
                 }
             }
             Mode::Baseline => {
@@ -446,6 +520,32 @@ fn loader_tables(table: &str) -> Result<LeaseTables, Error> {
     Ok(LeaseTables::for_target(&TableName::parse(table)?))
 }
 
+/// What the SQS event source mapping hands the function for `events`: the Lambda
+/// payload of one batch, parsed by the function's own entry (`batch::classify`).
+fn sqs_batch(tag: &str, j: usize, events: &[Value]) -> Result<SqsEvent, Error> {
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            json!({
+                "messageId": format!("{tag}-{j}-{i}"),
+                "receiptHandle": format!("rh-{tag}-{j}-{i}"),
+                "body": event.to_string(),
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:partition-loader-batch",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    match batch::classify(json!({ "Records": records }))? {
+        Invocation::SqsBatch(batch) => Ok(batch),
+        _ => Err(format!("{tag}: batch {j} was not read as an SQS batch").into()),
+    }
+}
+
 /// `Loader::connect`, with a Data API client that counts its requests.
 async fn counted_loader(config: Config, counter: CallCounter) -> Bench {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -504,9 +604,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn print_table(lines: &[Line], runs: usize) {
     println!("\nmedians of {runs} run(s); seconds spent inside handle(); ratio = burst / baseline");
     println!(
-        "{:>5} {:>7} | {:^22} | {:^22} | {:^22} | {:^22} | {:^22} | {:^22}",
+        "{:>5} {:>7} {:>8} | {:^22} | {:^22} | {:^22} | {:^22} | {:^22} | {:^22}",
         "N",
         "latency",
+        "mode",
         "COPYs",
         "data loaded after s",
         "all returned after s",
@@ -514,14 +615,15 @@ fn print_table(lines: &[Line], runs: usize) {
         "Data API calls",
         "peak calls/s"
     );
-    let group = format!("{:>7} {:>7} {:>6}", "burst", "base", "ratio");
+    let group = format!("{:>7} {:>7} {:>6}", "mode", "base", "ratio");
     println!(
-        "{:>5} {:>7} | {group} | {group} | {group} | {group} | {group} | {group}",
-        "", "ms"
+        "{:>5} {:>7} {:>8} | {group} | {group} | {group} | {group} | {group} | {group}",
+        "", "ms", ""
     );
     for Line {
         n,
         latency_ms,
+        mode,
         burst,
         baseline,
     } in lines
@@ -535,7 +637,7 @@ fn print_table(lines: &[Line], runs: usize) {
             |m| m.api_calls as f64,
             |m| m.api_peak_per_second as f64,
         ];
-        let mut line = format!("{n:>5} {latency_ms:>7}");
+        let mut line = format!("{n:>5} {latency_ms:>7} {mode:>8}");
         for (k, metric) in metrics.into_iter().enumerate() {
             let (b, base) = (med(burst, metric), med(baseline, metric));
             let precision = if k == 0 || k >= 4 { 0 } else { 2 };

@@ -120,7 +120,14 @@ const LOAD_ERRORS_DDL: &str = "
            column_type character(10), column_length character(10), position integer,
            error_code integer, error_message character(512));";
 
+/// Default for `--concurrency`: Redshift's manual WLM maximum of 50 query slots,
+/// and a quarter of PostgreSQL's default `max_connections` (100 here, 200 on the
+/// local stack) so that tests and admin sessions always find a connection.
+pub const DEFAULT_CONCURRENCY: u32 = 50;
+
 pub struct Executor {
+    /// One permit per statement executing on PostgreSQL (see [`Executor::run`]).
+    slots: Arc<tokio::sync::Semaphore>,
     postgres: tokio_postgres::Config,
     isolation: Isolation,
     s3: aws_sdk_s3::Client,
@@ -149,8 +156,10 @@ impl Executor {
         s3: aws_sdk_s3::Client,
         faults: Arc<Faults>,
         registry: Arc<Registry>,
+        concurrency: usize,
     ) -> Executor {
         Executor {
+            slots: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
             postgres,
             isolation,
             s3,
@@ -162,7 +171,18 @@ impl Executor {
 
     /// Runs statement `id` to its final status. Never returns an error: every
     /// failure ends up in the statement's Error.
+    ///
+    /// A statement first waits, SUBMITTED, for one of the `--concurrency` slots (WLM's
+    /// queue); only with a slot does it become PICKED and open its PostgreSQL
+    /// connection. A waiting statement therefore holds no connection, no transaction
+    /// and no lock, so every lock is held by a statement that has a slot and can run
+    /// to its end: queueing cannot deadlock. The slot is held until the statement's
+    /// connection is dropped at the end of this function.
     pub async fn run(self: Arc<Self>, id: String) {
+        let Ok(_slot) = Arc::clone(&self.slots).acquire_owned().await else {
+            // The semaphore is never closed; if it were, fail rather than hang.
+            return self.finish_failed(&id, 0, "ERROR: query queue closed".into());
+        };
         let Some(statement) = self.registry.update(&id, |s| {
             s.set_status(Status::Picked);
             s.clone()

@@ -50,6 +50,15 @@ pub struct Config {
     /// Active statements allowed at once (ActiveStatementsExceededException beyond).
     #[arg(long, env = "RDL_MAX_ACTIVE_STATEMENTS", default_value_t = 200)]
     pub max_active_statements: usize,
+    /// Statements executing on PostgreSQL at once; the others wait, SUBMITTED, in a
+    /// queue, as Redshift's workload management queues queries beyond its slots (a
+    /// manual WLM configuration has at most 50 slots in all user queues:
+    /// <https://docs.aws.amazon.com/redshift/latest/dg/cm-c-defining-query-queues.html>).
+    /// Keep it well under PostgreSQL's max_connections: each running statement holds
+    /// a connection (and a failed COPY briefly a second one).
+    #[arg(long, env = "RDL_CONCURRENCY", default_value_t = executor::DEFAULT_CONCURRENCY,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
     /// Fault sets to start with: one JSON object or an array (see /_admin/faults).
     #[arg(long, env = "RDL_FAULTS")]
     pub faults: Option<String>,
@@ -66,6 +75,7 @@ impl Config {
             identities: Vec::new(),
             secrets: Vec::new(),
             max_active_statements: 200,
+            concurrency: executor::DEFAULT_CONCURRENCY,
             faults: None,
         }
     }
@@ -179,6 +189,7 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         s3,
         Arc::clone(&faults),
         Arc::clone(&registry),
+        config.concurrency as usize,
     ));
     let state = Arc::new(server::AppState {
         registry,
@@ -205,7 +216,12 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
             })
             .await
     });
-    tracing::info!(%addr, isolation = ?config.isolation, "redshift-data-local listening");
+    tracing::info!(
+        %addr,
+        isolation = ?config.isolation,
+        concurrency = config.concurrency,
+        "redshift-data-local listening"
+    );
     Ok(Server {
         addr,
         shutdown,

@@ -700,3 +700,57 @@ async fn isolation_flag_is_the_default_of_databases_without_a_level() {
         "SNAPSHOT is the default"
     );
 }
+
+/// Beyond `--concurrency`, statements wait SUBMITTED (Redshift's WLM queue) instead
+/// of each taking a PostgreSQL connection; at N = 1000 the loader's burst failed with
+/// PostgreSQL's "too many clients" before. Batches that LOCK one table, more of them
+/// than there are slots, all finish: a statement waiting for a slot holds no lock.
+#[tokio::test]
+async fn statements_beyond_the_concurrency_queue_and_all_finish() {
+    let h = common::start_with(|c| c.concurrency = 2).await;
+    let t = h.table("queued");
+    h.ok(&format!("CREATE TABLE {t} (n int)")).await;
+    h.ok(&format!("INSERT INTO {t} VALUES (0)")).await;
+    let batch = [
+        format!("LOCK {t}"),
+        format!("UPDATE {t} SET n = n + 1"),
+        "SELECT pg_sleep(0.2)".to_string(),
+    ];
+    let sqls: Vec<&str> = batch.iter().map(String::as_str).collect();
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(h.submit_batch(&sqls).await);
+    }
+    // While they run: never more than 2 past SUBMITTED and unfinished, and some seen waiting.
+    let (mut most_running, mut seen_waiting) = (0, 0);
+    loop {
+        let mut statuses = Vec::new();
+        for id in &ids {
+            let d = h
+                .client
+                .describe_statement()
+                .id(id)
+                .send()
+                .await
+                .expect("describe");
+            statuses.push(status(&d));
+        }
+        let running = statuses
+            .iter()
+            .filter(|s| *s == "PICKED" || *s == "STARTED")
+            .count();
+        most_running = most_running.max(running);
+        seen_waiting = seen_waiting.max(statuses.iter().filter(|s| *s == "SUBMITTED").count());
+        if statuses.iter().all(|s| s == "FINISHED" || s == "FAILED") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(most_running <= 2, "{most_running} statements ran at once");
+    assert!(seen_waiting >= 1, "no statement was seen waiting SUBMITTED");
+    for id in &ids {
+        let d = h.wait(id).await;
+        assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
+    }
+    assert_eq!(h.scalar(&format!("SELECT n FROM {t}")).await, "8");
+}
