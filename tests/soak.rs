@@ -179,7 +179,7 @@ async fn chaos(
         let (status, body) = admin("POST", "/_admin/faults", &set.to_string()).await;
         assert!(status.starts_with("HTTP/1.1 2"), "{status} {body}");
         *storage.lock().unwrap_or_else(|e| e.into_inner()) =
-            if fastrand::f64() < 0.3 { 0.05 } else { 0.0 };
+            if fastrand::f64() < 0.3 { 0.25 } else { 0.0 };
     }
 }
 
