@@ -53,7 +53,8 @@ impl Isolation {
 
 /// Created once per database (under an advisory lock, since several emulators
 /// may share one PostgreSQL): GETDATE(), the query id sequence, load history,
-/// STV_DB_ISOLATION_LEVEL, and Redshift's default privileges:
+/// STV_DB_ISOLATION_LEVEL, VARCHAR comparisons that ignore trailing blanks
+/// ([`crate::varchar`]), and Redshift's default privileges:
 /// - PUBLIC may CREATE in schema public
 ///   (<https://docs.aws.amazon.com/redshift/latest/dg/r_Privileges.html>);
 /// - a new procedure is callable only by its owner and superusers until EXECUTE is
@@ -75,6 +76,7 @@ fn database_setup_sql(default: Isolation) -> String {
          CREATE SEQUENCE IF NOT EXISTS public.rdl_query_id_seq;
          {history}
          {errors}
+         {varchar}
          GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
          GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
            public.sys_load_error_detail TO PUBLIC;
@@ -104,7 +106,8 @@ fn database_setup_sql(default: Isolation) -> String {
          END $rdl$;
          COMMIT;",
         history = redshift_copy::HISTORY_DDL,
-        errors = LOAD_ERRORS_DDL
+        errors = LOAD_ERRORS_DDL,
+        varchar = crate::varchar::VARCHAR_COMPARISON_SQL
     )
 }
 

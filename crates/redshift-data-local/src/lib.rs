@@ -12,6 +12,7 @@ pub mod results;
 pub mod server;
 pub mod statements;
 pub mod translate;
+pub mod varchar;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
