@@ -369,6 +369,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             return Err(LoaderError::TableMissing(table.to_string()));
         }
         let target = copy_target(route, partition, &lease.columns)?;
+        if route.mode == Mode::Replace {
+            if let Some(reason) =
+                sql::blank_in_char_column(&partition.literals, &lease.char_columns)
+            {
+                return Err(LoaderError::TableMismatch {
+                    table: table.to_string(),
+                    reason,
+                });
+            }
+        }
         // Listed only now, under the lease: a file written before the lease was taken
         // is seen by this holder or a later one, never missed.
         let prefix = partition.list_prefix(route);

@@ -52,6 +52,9 @@ pub struct Held {
     pub ledger: Vec<LoadedFile>,
     /// The target's columns in table order (empty: the table does not exist).
     pub columns: Vec<String>,
+    /// Those of them that are CHAR (blank-padded): replace mode refuses a partition value
+    /// ending in a blank for them ([`sql::blank_in_char_column`]).
+    pub char_columns: Vec<String>,
 }
 
 /// What one drain step found.
@@ -160,9 +163,12 @@ pub async fn read_partition<W: Warehouse>(
         .run_batch(sqls, ctx.deadline)
         .await
         .map_err(|e| missing_tables(ctx, e))?;
+    let ledger = ledger_rows(ctx.warehouse.rows(format!("{id}:1"), ctx.deadline).await?);
+    let columns = ctx.warehouse.rows(format!("{id}:2"), ctx.deadline).await?;
     Ok(Held {
-        ledger: ledger_rows(ctx.warehouse.rows(format!("{id}:1"), ctx.deadline).await?),
-        columns: first_column(ctx.warehouse.rows(format!("{id}:2"), ctx.deadline).await?),
+        ledger,
+        char_columns: char_columns(&columns),
+        columns: first_column(columns),
     })
 }
 
@@ -297,6 +303,15 @@ fn ledger_rows(rows: Vec<Row>) -> Vec<LoadedFile> {
             }),
             _ => None,
         })
+        .collect()
+}
+
+/// Names of the CHAR columns among `column_name, data_type` rows
+/// (`information_schema.columns` says `character` for CHAR/BPCHAR/NCHAR).
+fn char_columns(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| matches!(r.get(1), Some(Some(t)) if t == "character" || t == "bpchar"))
+        .filter_map(|r| r.first().cloned().flatten())
         .collect()
 }
 
@@ -444,11 +459,15 @@ mod tests {
             .rows(vec![vec![some("me"), some("x")]])
             .submit(Ok("reads"))
             .rows(vec![vec![some("s3://b/o/d=1/f"), some("e"), some("1")]])
-            .rows(vec![vec![some("id")], vec![some("d")]]);
+            .rows(vec![
+                vec![some("id"), some("bigint")],
+                vec![some("d"), some("character")],
+            ]);
         match acquire_for_event(&ctx(&w), "b", "d=1/", &object()).await {
             Ok(Acquired::Held(held)) => {
                 assert_eq!(held.ledger.len(), 1);
                 assert_eq!(held.columns, ["id", "d"]);
+                assert_eq!(held.char_columns, ["d"]);
             }
             other => panic!("{other:?}"),
         }

@@ -100,11 +100,21 @@ pub enum PartitionType {
 pub struct SqlLiteral {
     text: String,
     null: bool,
+    /// A string value's length in characters (what Redshift's LENGTH returns for a
+    /// VARCHAR, trailing blanks included), and whether it ends in a blank.
+    string: Option<(usize, bool)>,
 }
 
 impl SqlLiteral {
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// A string value that ends in a blank (`city=Paris%20`): Redshift's `=` cannot tell
+    /// it from the value without the blank, and a CHAR column cannot even store the
+    /// difference.
+    pub fn ends_in_blank(&self) -> bool {
+        self.string.is_some_and(|(_, blank)| blank)
     }
 
     /// A NULL partition value: predicates on it need `IS NULL`, never `= NULL`.
@@ -114,7 +124,11 @@ impl SqlLiteral {
 }
 
 fn value_literal(text: String) -> SqlLiteral {
-    SqlLiteral { text, null: false }
+    SqlLiteral {
+        text,
+        null: false,
+        string: None,
+    }
 }
 
 /// Validates `value` against `ty` and renders a literal that Redshift and PostgreSQL both
@@ -137,7 +151,13 @@ pub fn partition_literal(ty: PartitionType, value: &str) -> Result<SqlLiteral, S
             .parse::<i64>()
             .map(|n| value_literal(n.to_string()))
             .map_err(|_| format!("{value:?} is not a 64-bit integer")),
-        PartitionType::String => literal(value).map(value_literal).map_err(|e| e.to_string()),
+        PartitionType::String => literal(value)
+            .map(|text| SqlLiteral {
+                text,
+                null: false,
+                string: Some((value.chars().count(), value.ends_with(' '))),
+            })
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -152,6 +172,7 @@ pub fn null_partition_literal(ty: PartitionType) -> SqlLiteral {
     SqlLiteral {
         text: format!("CAST(NULL AS {sql_type})"),
         null: true,
+        string: None,
     }
 }
 
@@ -547,15 +568,15 @@ pub struct WakeUp<'a> {
 
 fn columns_query(table: &TableName) -> Result<String, LoaderError> {
     Ok(format!(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = {} \
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = {} \
          AND table_name = {} ORDER BY ordinal_position",
         literal(table.schema.as_str())?,
         literal(table.name.as_str())?
     ))
 }
 
-/// The ledger rows of one partition (`:1`) and the target's columns (`:2`), read by
-/// the holder.
+/// The ledger rows of one partition (`:1`) and the target's columns with their types
+/// (`:2`: `column_name, data_type`), read by the holder.
 pub fn holder_reads(
     schema: &Ident,
     t: &LeaseTables,
@@ -716,22 +737,10 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
     let h = literal(b.holder)?;
     let mut out = Vec::new();
     if let Some(values) = b.replace {
-        let predicate = if values.is_empty() {
-            "TRUE".to_string()
-        } else {
-            values
-                .iter()
-                .map(|v| {
-                    if v.literal.is_null() {
-                        format!("{} IS NULL", v.column.quoted())
-                    } else {
-                        format!("{} = {}", v.column.quoted(), v.literal.as_str())
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        };
-        out.push(format!("DELETE FROM {target} WHERE {predicate}"));
+        out.push(format!(
+            "DELETE FROM {target} WHERE {}",
+            partition_predicate(values)
+        ));
     }
     let options = crate::copy_options::render(b.format, b.copy_options);
     let copy_tail = format!(
@@ -791,6 +800,56 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
         b.ttl_seconds
     ));
     Ok(out)
+}
+
+/// The rows of one partition, exactly: replace mode deletes them. Redshift's `=` on
+/// CHAR/VARCHAR ignores trailing blanks ("Significance of trailing blanks",
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_Character_types.html>), so
+/// `city = 'Paris'` alone would also delete partition `city=Paris%20`'s rows. LENGTH
+/// counts a VARCHAR's trailing blanks (<https://docs.aws.amazon.com/redshift/latest/dg/r_LEN.html>),
+/// so `col = 'v' AND LENGTH(col) = n` is exact, and keeps the equality for zone maps. On
+/// a CHAR column LENGTH leaves the padding out, which equals `n` for a value that does
+/// not end in a blank; one that does is refused before (see [`blank_in_char_column`]).
+pub fn partition_predicate(values: &[PartitionValue]) -> String {
+    if values.is_empty() {
+        return "TRUE".to_string();
+    }
+    values
+        .iter()
+        .map(|v| {
+            let column = v.column.quoted();
+            if v.literal.is_null() {
+                format!("{column} IS NULL")
+            } else if let Some((chars, _)) = v.literal.string {
+                format!(
+                    "{column} = {} AND LENGTH({column}) = {chars}",
+                    v.literal.as_str()
+                )
+            } else {
+                format!("{column} = {}", v.literal.as_str())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The first partition value that ends in a blank and goes to a CHAR column, with the
+/// reason replace mode refuses it: CHAR pads with blanks, so `Paris` and `Paris ` are one
+/// stored value and the partitions' rows cannot be told apart; deleting one partition's
+/// rows would delete the other's (whose ledger still says loaded), and keeping them would
+/// load the partition twice. `char_columns` are the table's CHAR columns (lower case).
+pub fn blank_in_char_column(values: &[PartitionValue], char_columns: &[String]) -> Option<String> {
+    let v = values.iter().find(|v| {
+        v.literal.ends_in_blank() && char_columns.iter().any(|c| c == v.column.as_str())
+    })?;
+    Some(format!(
+        "partition value {} of CHAR column {} ends in a blank, and CHAR cannot tell it from \
+         the value without the blank, so replace mode cannot delete exactly this partition's \
+         rows; make {} a VARCHAR column (or fix the writer's partition values)",
+        v.literal.as_str(),
+        v.column,
+        v.column
+    ))
 }
 
 /// Statements a load batch has besides its ledger INSERTs.
@@ -1380,7 +1439,8 @@ mod tests {
         let sqls = load_batch(&batch(&schema, &t, &lt, &target, Some(&pv), &[])).unwrap();
         assert_eq!(
             sqls[0],
-            "DELETE FROM \"sales\".\"orders\" WHERE \"region\" = 'eu' AND \"d\" IS NULL"
+            "DELETE FROM \"sales\".\"orders\" WHERE \"region\" = 'eu' AND LENGTH(\"region\") = 2 \
+             AND \"d\" IS NULL"
         );
         assert!(
             sqls[3].ends_with(
@@ -1389,6 +1449,39 @@ mod tests {
             "{}",
             sqls[3]
         );
+    }
+
+    #[test]
+    fn string_partitions_are_deleted_exactly_despite_trailing_blanks() {
+        let value = |ty, v: &str| PartitionValue {
+            column: Ident::parse("city").unwrap(),
+            literal: partition_literal(ty, v).unwrap(),
+        };
+        // Redshift's `=` ignores trailing blanks; LENGTH counts them (in characters).
+        assert_eq!(
+            partition_predicate(&[value(PartitionType::String, "Paris")]),
+            "\"city\" = 'Paris' AND LENGTH(\"city\") = 5"
+        );
+        assert_eq!(
+            partition_predicate(&[value(PartitionType::String, "Paris ")]),
+            "\"city\" = 'Paris ' AND LENGTH(\"city\") = 6"
+        );
+        assert_eq!(
+            partition_predicate(&[value(PartitionType::String, "Zürich")]),
+            "\"city\" = 'Zürich' AND LENGTH(\"city\") = 6"
+        );
+        assert_eq!(
+            partition_predicate(&[value(PartitionType::Integer, "7")]),
+            "\"city\" = 7"
+        );
+        assert_eq!(partition_predicate(&[]), "TRUE");
+        // CHAR cannot store the difference: refused for a value ending in a blank only.
+        let chars = vec!["city".to_string()];
+        assert!(blank_in_char_column(&[value(PartitionType::String, "Paris")], &chars).is_none());
+        let reason =
+            blank_in_char_column(&[value(PartitionType::String, "Paris ")], &chars).unwrap();
+        assert!(reason.contains("make city a VARCHAR column"), "{reason}");
+        assert!(blank_in_char_column(&[value(PartitionType::String, "Paris ")], &[]).is_none());
     }
 
     #[test]

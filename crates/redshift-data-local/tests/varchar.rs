@@ -11,8 +11,10 @@ use common::{start, text};
 async fn varchar_equality_ignores_trailing_blanks_and_length_counts_them() {
     let h = start().await;
     assert_eq!(
-        h.scalar("SELECT CASE WHEN 'a'::varchar = 'a  '::varchar THEN 'equal' ELSE 'different' END")
-            .await,
+        h.scalar(
+            "SELECT CASE WHEN 'a'::varchar = 'a  '::varchar THEN 'equal' ELSE 'different' END"
+        )
+        .await,
         "equal"
     );
     assert_eq!(
@@ -54,7 +56,9 @@ async fn varchar_equality_ignores_trailing_blanks_and_length_counts_them() {
     // A column against another column (a join or a correlated predicate).
     assert_eq!(
         ids(h
-            .rows(&format!("SELECT id FROM {t} WHERE address1 = other ORDER BY id"))
+            .rows(&format!(
+                "SELECT id FROM {t} WHERE address1 = other ORDER BY id"
+            ))
             .await),
         ["2", "3"]
     );
