@@ -168,6 +168,7 @@ pub async fn run(
         checks.extend(route_checks(loader, route, &database, &grantee, deadline).await);
     }
 
+    checks.extend(region_checks(loader).await);
     checks.push(manifest_check(loader).await);
     checks.push(copy_role_check(&config.copy_iam_role));
     Ok(checks)
@@ -447,8 +448,10 @@ async fn route_checks(
     let table_rows = if columns.is_empty() {
         Vec::new()
     } else {
+        let mut params = params();
+        params.push(("qualified", table.quoted()));
         match loader
-            .query(sql::doctor_table().into(), params(), deadline)
+            .query(sql::doctor_table().into(), params, deadline)
             .await
         {
             Ok(rows) => rows,
@@ -489,6 +492,111 @@ async fn manifest_check(loader: &Loader<DataApi, S3>) -> Check {
         ),
         Err(e) => Check::finding(name, format!("wrote but cannot delete {url}: {e}"), fix),
     }
+}
+
+/// The buckets doctor checks the Region of: every route's bucket (`None`: a route that
+/// takes any bucket) and the manifest bucket, each once, in configuration order.
+fn region_buckets(routes: &[Route], manifest_bucket: &str) -> Vec<Option<String>> {
+    let mut out: Vec<Option<String>> = Vec::new();
+    let all = routes
+        .iter()
+        .map(|r| r.bucket.clone())
+        .chain(std::iter::once(Some(manifest_bucket.to_string())));
+    for bucket in all {
+        if !out.contains(&bucket) {
+            out.push(bucket);
+        }
+    }
+    out
+}
+
+/// A bucket's Region from GetBucketLocation's LocationConstraint: none or empty means
+/// us-east-1, and `EU` is the legacy name of eu-west-1
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketLocation.html>).
+pub fn bucket_region(location: Option<&str>) -> String {
+    match location {
+        None | Some("") => "us-east-1".to_string(),
+        Some("EU") => "eu-west-1".to_string(),
+        Some(region) => region.to_string(),
+    }
+}
+
+/// Bucket, stack and warehouse must share one Region: an EventBridge rule only sees
+/// events of its own Region (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/EventBridge.html>),
+/// so a bucket elsewhere never wakes the function, and COPY assumes the data is in the
+/// warehouse's Region unless given a REGION option the loader does not send
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-data-source-s3.html>).
+/// `location` is the bucket's GetBucketLocation answer.
+fn region_check(
+    bucket: Option<&str>,
+    location: Result<Option<String>, LoaderError>,
+    function_region: Option<&str>,
+) -> Check {
+    let Some(bucket) = bucket else {
+        return Check::info(
+            "bucket region",
+            "a route takes any bucket: its buckets' Region cannot be checked here (each must \
+             be in the function's Region)",
+        );
+    };
+    let name = format!("bucket region {bucket}");
+    let Some(function_region) = function_region else {
+        return Check::finding(
+            name,
+            "the function's Region is not configured",
+            "set AWS_REGION (Lambda sets it to the stack's Region)",
+        );
+    };
+    match location {
+        Err(e) => Check::finding(
+            name,
+            format!("could not read the bucket's Region: {e}"),
+            format!(
+                "allow s3:GetBucketLocation on arn:aws:s3:::{bucket} for the function's role \
+                 (the stack's template does), and check the bucket name"
+            ),
+        ),
+        Ok(location) => {
+            let region = bucket_region(location.as_deref());
+            if region == function_region {
+                Check::ok(
+                    name,
+                    format!("{bucket} is in {region}, the function's Region"),
+                )
+            } else {
+                Check::finding(
+                    name,
+                    format!(
+                        "{bucket} is in {region}, the function in {function_region}: \
+                         EventBridge rules only see their own Region's events, so no event \
+                         from this bucket reaches the function"
+                    ),
+                    format!(
+                        "deploy the stack (and use a warehouse) in {region}, the bucket's Region \
+                         (sam deploy --region {region})"
+                    ),
+                )
+            }
+        }
+    }
+}
+
+async fn region_checks(loader: &Loader<DataApi, S3>) -> Vec<Check> {
+    let config = loader.config();
+    let function_region = loader.storage().region();
+    let mut checks = Vec::new();
+    for bucket in region_buckets(&config.routes, &config.manifest.bucket) {
+        let location = match &bucket {
+            Some(b) => loader.storage().bucket_location(b).await,
+            None => Ok(None),
+        };
+        checks.push(region_check(
+            bucket.as_deref(),
+            location,
+            function_region.as_deref(),
+        ));
+    }
+    checks
 }
 
 /// `COPY_IAM_ROLE` is an IAM role ARN. Whether the cluster may assume it cannot be
@@ -624,6 +732,78 @@ mod tests {
             .unwrap()
             .contains("GRANT INSERT, SELECT, DELETE ON \"s\".\"t\""));
         assert_eq!(by("statupdate").status, Status::Finding);
+    }
+
+    #[test]
+    fn buckets_must_be_in_the_functions_region() {
+        assert_eq!(bucket_region(None), "us-east-1");
+        assert_eq!(bucket_region(Some("")), "us-east-1");
+        assert_eq!(bucket_region(Some("EU")), "eu-west-1");
+        assert_eq!(bucket_region(Some("eu-central-1")), "eu-central-1");
+
+        let home = region_check(Some("lake"), Ok(None), Some("us-east-1"));
+        assert_eq!(home.status, Status::Ok, "{home:?}");
+        let away = region_check(
+            Some("lake"),
+            Ok(Some("eu-west-1".into())),
+            Some("us-east-1"),
+        );
+        assert_eq!(away.status, Status::Finding);
+        assert!(away.detail.contains("EventBridge"), "{away:?}");
+        assert!(
+            away.fix
+                .as_deref()
+                .is_some_and(|f| f.contains("sam deploy --region eu-west-1")),
+            "{away:?}"
+        );
+        let unreadable = region_check(
+            Some("lake"),
+            Err(LoaderError::Storage {
+                message: "AccessDenied".into(),
+                retryable: false,
+            }),
+            Some("us-east-1"),
+        );
+        assert_eq!(unreadable.status, Status::Finding);
+        assert!(unreadable
+            .fix
+            .as_deref()
+            .is_some_and(|f| f.contains("s3:GetBucketLocation on arn:aws:s3:::lake")));
+        assert_eq!(
+            region_check(None, Ok(None), Some("us-east-1")).status,
+            Status::Info
+        );
+        assert_eq!(
+            region_check(Some("lake"), Ok(None), None).status,
+            Status::Finding
+        );
+    }
+
+    #[test]
+    fn region_buckets_are_each_route_bucket_and_the_manifest_bucket_once() {
+        let config = crate::config::Config::from_lookup(|k| {
+            match k {
+                "REDSHIFT_WORKGROUP" => Some("wg"),
+                "REDSHIFT_DATABASE" => Some("dev"),
+                "COPY_IAM_ROLE" => Some("arn:aws:iam::123456789012:role/copy"),
+                "MANIFEST_PREFIX" => Some("s3://manifests/_loader/"),
+                "LOADER_CONFIG" => Some(
+                    "[[routes]]\nbucket = \"a\"\nprefix = \"x/\"\ntable = \"s.x\"\nformat = \"parquet\"\n\
+                     [[routes]]\nbucket = \"a\"\nprefix = \"y/\"\ntable = \"s.y\"\nformat = \"parquet\"\n\
+                     [[routes]]\nprefix = \"z/\"\ntable = \"s.z\"\nformat = \"parquet\"\n",
+                ),
+                _ => None,
+            }
+            .map(str::to_string)
+        });
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            region_buckets(&config.routes, &config.manifest.bucket),
+            [Some("a".to_string()), None, Some("manifests".to_string())]
+        );
     }
 
     #[test]

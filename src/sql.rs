@@ -312,11 +312,16 @@ pub fn doctor_schema() -> &'static str {
 }
 
 /// `loaderctl doctor`: the tables of schema `:schema` with
-/// `(name, select, insert, update, delete)` for the current user.
+/// `(name, select, insert, update, delete)` for the current user. HAS_TABLE_PRIVILEGE
+/// takes the table by name (<https://docs.aws.amazon.com/redshift/latest/dg/r_HAS_TABLE_PRIVILEGE.html>
+/// documents no OID form): the qualified name, each part quoted with QUOTE_IDENT. Run
+/// only once the schema is known to be usable (a name in a schema without USAGE does
+/// not resolve).
 pub fn doctor_loader_tables() -> &'static str {
-    "SELECT c.relname, has_table_privilege(c.oid, 'SELECT'), \
-     has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'UPDATE'), \
-     has_table_privilege(c.oid, 'DELETE') \
+    "SELECT c.relname, has_table_privilege(QUOTE_IDENT(n.nspname) || '.' || QUOTE_IDENT(c.relname), 'SELECT'), \
+     has_table_privilege(QUOTE_IDENT(n.nspname) || '.' || QUOTE_IDENT(c.relname), 'INSERT'), \
+     has_table_privilege(QUOTE_IDENT(n.nspname) || '.' || QUOTE_IDENT(c.relname), 'UPDATE'), \
+     has_table_privilege(QUOTE_IDENT(n.nspname) || '.' || QUOTE_IDENT(c.relname), 'DELETE') \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = :schema AND c.relkind = 'r'"
 }
@@ -361,12 +366,17 @@ pub fn doctor_columns() -> &'static str {
 }
 
 /// `loaderctl doctor`: `(owner is the current user, schema USAGE, INSERT, SELECT,
-/// DELETE, TEMP on the database)` for `:schema`.`:table` (by oid: a name would need
-/// USAGE on the schema just to be resolved).
+/// DELETE, TEMP on the database)` for `:schema`.`:table`; `:qualified` is the table's
+/// quoted name ([`TableName::quoted`]), the form HAS_TABLE_PRIVILEGE documents
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_HAS_TABLE_PRIVILEGE.html>). A
+/// name in a schema without USAGE does not resolve, so without USAGE the table
+/// privileges read false instead of failing the query.
 pub fn doctor_table() -> &'static str {
     "SELECT pg_get_userbyid(c.relowner) = current_user, has_schema_privilege(:schema, 'USAGE'), \
-     has_table_privilege(c.oid, 'INSERT'), has_table_privilege(c.oid, 'SELECT'), \
-     has_table_privilege(c.oid, 'DELETE'), has_database_privilege(current_database(), 'TEMP') \
+     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'INSERT') ELSE FALSE END, \
+     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'SELECT') ELSE FALSE END, \
+     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'DELETE') ELSE FALSE END, \
+     has_database_privilege(current_database(), 'TEMP') \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = :schema AND c.relname = :table"
 }

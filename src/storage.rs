@@ -72,6 +72,24 @@ where
 }
 
 impl S3 {
+    /// The Region the client is configured for (the function's `AWS_REGION`).
+    pub fn region(&self) -> Option<String> {
+        self.client.config().region().map(|r| r.to_string())
+    }
+
+    /// The bucket's LocationConstraint as GetBucketLocation returns it (`None` or empty
+    /// for us-east-1; see [`crate::doctor::bucket_region`]). For loaderctl doctor.
+    pub async fn bucket_location(&self, bucket: &str) -> Result<Option<String>, LoaderError> {
+        let out = self
+            .client
+            .get_bucket_location()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| storage_error(format!("reading the Region of bucket {bucket}"), e))?;
+        Ok(out.location_constraint().map(|c| c.as_str().to_string()))
+    }
+
     /// Deletes one object (loaderctl doctor's probe; the loader itself never deletes).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), LoaderError> {
         self.client

@@ -665,3 +665,75 @@ async fn loaderctl_redrive_deletes_only_what_succeeded() {
         .expect("receive");
     assert_eq!(left.messages.unwrap_or_default().len(), 1);
 }
+
+/// Issue 11 item 4: bucket, stack and warehouse in one Region. A route bucket created
+/// in another Region (moto honours the LocationConstraint) is a finding whose fix names
+/// the bucket's Region; the stack's own bucket (us-east-1, where the function runs)
+/// passes.
+#[tokio::test]
+async fn doctor_finds_a_bucket_in_another_region() {
+    let stack = Stack::new().await;
+    let elsewhere = format!("lake-eu-{}", stack.suffix);
+    let sdk = aws_config::from_env()
+        .region(aws_config::Region::new("eu-west-1"))
+        .load()
+        .await;
+    let eu = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    eu.create_bucket()
+        .bucket(&elsewhere)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create a bucket in eu-west-1");
+    let routes = format!(
+        "{}[[routes]]\nbucket = \"{elsewhere}\"\nprefix = \"events/\"\ntable = \"{}\"\nformat = \"parquet\"\n",
+        stack.orders_route(""),
+        stack.table("events")
+    );
+    stack.bootstrap_as_admin(&routes).await;
+    stack.orders_table().await;
+    stack
+        .create_table("events", "id BIGINT, name VARCHAR(64)")
+        .await;
+
+    let out = run_ctl(stack.env(&routes), &["doctor"]).await;
+    let lines = lines(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let region = |bucket: &str| {
+        lines
+            .iter()
+            .find(|l| l["check"] == format!("bucket region {bucket}").as_str())
+            .unwrap_or_else(|| panic!("no region check for {bucket}: {lines:?}"))
+            .clone()
+    };
+    let eu_line = region(&elsewhere);
+    assert_eq!(eu_line["status"], "finding", "{eu_line}");
+    assert!(
+        eu_line["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("eu-west-1") && d.contains("us-east-1")),
+        "{eu_line}"
+    );
+    assert!(
+        eu_line["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("deploy the stack") && f.contains("eu-west-1")),
+        "{eu_line}"
+    );
+    let home = region(&stack.bucket);
+    assert_eq!(home["status"], "ok", "{home}");
+    assert_eq!(
+        findings(&lines).len(),
+        1,
+        "the Region is the only finding: {:?}",
+        findings(&lines)
+    );
+}

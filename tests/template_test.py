@@ -127,6 +127,19 @@ def main():
     check([c for c, _ in by_action.get("s3:GetObject", [])] == ["RoutesFromS3"],
           "template: s3:GetObject only under RoutesFromS3 (Redshift reads the data, not the function)")
 
+    # Item 4: loaderctl doctor reads the buckets' Region with the function's role:
+    # s3:GetBucketLocation on the data and manifest buckets only, always granted.
+    loc = by_action.get("s3:GetBucketLocation", [])
+    check(len(loc) == 1 and loc[0][0] is None,
+          "template: s3:GetBucketLocation granted once, unconditionally (loaderctl doctor's Region check)")
+    if loc:
+        resources = loc[0][1].get("Resource", [])
+        text_of = repr(resources)
+        check(isinstance(resources, list) and len(resources) == 2
+              and "DataBucket" in text_of and "ExistingBucketName" in text_of
+              and "ManifestBucketName" in text_of and "*" not in text_of.replace("${", ""),
+              "template: s3:GetBucketLocation only on the data bucket and the manifest bucket")
+
     # Item 7: manifests expire when the stack creates the bucket.
     lc = res["DataBucket"]["Properties"].get("LifecycleConfiguration", {})
     rule_if = lc.get("Fn::If", [None, {}, None])
