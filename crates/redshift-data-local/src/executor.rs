@@ -507,6 +507,9 @@ impl Executor {
         if let Some(function) = translate::leader_node_only_function(sql) {
             return Err(leader_node_error(&function));
         }
+        if let Some(refusal) = translate::table_privilege_by_oid(sql) {
+            return Err(refusal);
+        }
         match redshift_copy::parse(sql) {
             Some(Err(e)) => Err(copy_error_text(&e, pid)),
             Some(Ok(command)) => {

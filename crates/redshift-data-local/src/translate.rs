@@ -501,6 +501,61 @@ pub fn leader_node_only_function(sql: &str) -> Option<String> {
     function.filter(|_| touches_table)
 }
 
+/// A `has_table_privilege` call whose table argument is an OID (`c.oid`, `x::oid`,
+/// `'t'::regclass`, a number) rather than a name. Redshift documents the function with
+/// a table *name* only (`has_table_privilege([user,] table, privilege)`,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_HAS_TABLE_PRIVILEGE.html>);
+/// PostgreSQL also takes an OID. Whether Redshift accepts one is not documented: the
+/// emulator takes the stricter reading and refuses it. Returns the refusal.
+pub fn table_privilege_by_oid(sql: &str) -> Option<String> {
+    let tokens = tokenize(sql);
+    let sig: Vec<&Token<'_>> = significant(&tokens).collect();
+    for k in 0..sig.len() {
+        let is_call = sig[k].kind == Kind::Word
+            && sig[k].text.eq_ignore_ascii_case("has_table_privilege")
+            && sig.get(k + 1).is_some_and(|t| t.text == "(");
+        if !is_call {
+            continue;
+        }
+        // The arguments, split at top-level commas, up to the closing parenthesis.
+        let mut args: Vec<Vec<&Token<'_>>> = vec![Vec::new()];
+        let mut depth = 0usize;
+        for t in &sig[k + 2..] {
+            match t.text {
+                "(" => depth += 1,
+                ")" if depth == 0 => break,
+                ")" => depth -= 1,
+                "," if depth == 0 => {
+                    args.push(Vec::new());
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(last) = args.last_mut() {
+                last.push(t);
+            }
+        }
+        let table = match args.len() {
+            3 => &args[1],
+            _ => &args[0],
+        };
+        let by_oid = table.iter().any(|t| {
+            t.kind == Kind::Word
+                && (t.text.eq_ignore_ascii_case("oid") || t.text.eq_ignore_ascii_case("regclass"))
+        }) || (table.len() == 1
+            && table[0].text.starts_with(|c: char| c.is_ascii_digit()));
+        if by_oid {
+            return Some(
+                "ERROR: function has_table_privilege(oid, unknown) does not exist. HINT: Redshift \
+                 takes the table by name: has_table_privilege([user,] 'schema.table', privilege) \
+                 (redshift-data-local refuses the undocumented OID form)"
+                    .to_string(),
+            );
+        }
+    }
+    None
+}
+
 fn next_significant(tokens: &[Token<'_>], from: usize) -> Option<usize> {
     (from..tokens.len()).find(|&j| tokens[j].kind != Kind::Space)
 }
@@ -619,6 +674,29 @@ pub fn needs_autocommit(sql: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn has_table_privilege_takes_a_name_not_an_oid() {
+        for sql in [
+            "SELECT has_table_privilege(c.oid, 'SELECT') FROM pg_class c",
+            "SELECT HAS_TABLE_PRIVILEGE('bob', c.oid, 'insert') FROM pg_class c",
+            "SELECT has_table_privilege('s.t'::regclass, 'SELECT')",
+            "SELECT has_table_privilege(16384, 'SELECT')",
+            "SELECT has_table_privilege(CAST(x AS oid), 'SELECT') FROM y",
+        ] {
+            assert!(table_privilege_by_oid(sql).is_some(), "{sql}");
+        }
+        for sql in [
+            "SELECT has_table_privilege('\"s\".\"t\"', 'SELECT')",
+            "SELECT has_table_privilege('bob', 's.t', 'SELECT')",
+            "SELECT has_table_privilege(QUOTE_IDENT(n.nspname) || '.' || QUOTE_IDENT(c.relname), 'DELETE') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace",
+            "SELECT c.oid FROM pg_class c",
+            "SELECT 'has_table_privilege(c.oid, 1)'",
+        ] {
+            assert_eq!(table_privilege_by_oid(sql), None, "{sql}");
+        }
+    }
 
     fn squash(s: &str) -> String {
         s.split_whitespace().collect::<Vec<_>>().join(" ")

@@ -280,3 +280,50 @@ async fn a_deadlock_is_reported_as_a_deadlock_not_as_1023() {
     assert!(error.starts_with("ERROR: deadlock detected"), "{error}");
     assert!(!error.contains("1023"), "{error}");
 }
+
+/// HAS_TABLE_PRIVILEGE is documented with a table name
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_HAS_TABLE_PRIVILEGE.html>); the
+/// emulator refuses PostgreSQL's OID form (the stricter reading) and answers the name
+/// form for the caller.
+#[tokio::test]
+async fn has_table_privilege_takes_the_table_by_name() {
+    let (h, user, client) = with_iam_user().await;
+    let t = h.table("t");
+    h.ok(&format!("CREATE TABLE {t} (id int)")).await;
+    h.ok(&format!("GRANT USAGE ON SCHEMA {} TO \"{user}\"", h.schema))
+        .await;
+    h.ok(&format!("GRANT SELECT ON {t} TO \"{user}\"")).await;
+
+    let err = h
+        .fails(&format!(
+            "SELECT has_table_privilege(c.oid, 'SELECT') FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{}'",
+            h.schema
+        ))
+        .await;
+    assert!(
+        err.starts_with("ERROR: function has_table_privilege(oid, unknown) does not exist"),
+        "{err}"
+    );
+    let sql = format!(
+        "SELECT has_table_privilege('\"{}\".\"t\"', 'SELECT'), \
+         has_table_privilege('\"{}\".\"t\"', 'INSERT')",
+        h.schema, h.schema
+    );
+    let out = client
+        .execute_statement()
+        .workgroup_name(&h.workgroup)
+        .database("dev")
+        .sql(&sql)
+        .send()
+        .await
+        .expect("accepted");
+    let id = out.id().expect("Id").to_string();
+    let d = h.wait(&id).await;
+    assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
+    let row = &h.all_records(&id).await[0];
+    assert_eq!(
+        (common::text(&row[0]), common::text(&row[1])),
+        ("true".to_string(), "false".to_string())
+    );
+}
