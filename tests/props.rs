@@ -11,7 +11,7 @@ mod common;
 use partition_loader::config::{parse_routes, Route};
 use partition_loader::event;
 use partition_loader::partition;
-use partition_loader::sql::{literal, partition_literal, PartitionType};
+use partition_loader::sql::{self, literal, partition_literal, PartitionType};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunConfig, TestRunner};
 use serde_json::json;
@@ -383,6 +383,42 @@ fn literals_round_trip_through_the_warehouse() {
                 let back = rt.block_on(stack.text(&sql));
                 prop_assert_eq!(back, Some(value.clone()), "{}", sql);
             }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Through the emulator, which compares VARCHAR ignoring trailing blanks as Redshift
+/// does: replace mode's partition predicate selects exactly its own value among values
+/// that differ from it only by trailing blanks (`Paris` vs `Paris%20`).
+#[test]
+fn replace_predicates_select_exactly_their_partition_value() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let stack = rt.block_on(common::Stack::new());
+    let strategy = (hostile_string(), 0usize..3);
+    TestRunner::new(cases(32))
+        .run(&strategy, |(s, blanks)| {
+            let base = s.trim_end_matches(' ').to_string();
+            let value = format!("{base}{}", " ".repeat(blanks));
+            let Ok(lit) = partition_literal(PartitionType::String, &value) else {
+                prop_assert!(refusable(&value), "{value:?}");
+                return Ok(());
+            };
+            let rows: Vec<String> = (0..4)
+                .map(|n| format!("{base}{}", " ".repeat(n)))
+                .filter_map(|v| partition_literal(PartitionType::String, &v).ok())
+                .map(|l| format!("(CAST({} AS VARCHAR(4096)))", l.as_str()))
+                .collect();
+            let predicate = sql::partition_predicate(&[sql::PartitionValue {
+                column: sql::Ident::parse("c").expect("ident"),
+                literal: lit,
+            }]);
+            let query = format!(
+                "SELECT COUNT(*) FROM (VALUES {}) AS t (\"c\") WHERE {predicate}",
+                rows.join(", ")
+            );
+            let count = rt.block_on(stack.count(&query));
+            prop_assert_eq!(count, 1, "{}", query);
             Ok(())
         })
         .unwrap();
