@@ -18,7 +18,9 @@
 //! columns compare the Redshift way. LENGTH keeps counting trailing blanks, as
 //! Redshift's LEN/LENGTH do for VARCHAR
 //! (<https://docs.aws.amazon.com/redshift/latest/dg/r_LEN.html>), so `col = 'x' AND
-//! LENGTH(col) = 1` is an exact comparison on both.
+//! LENGTH(col) = 1` is an exact comparison on both. Redshift's LEN, a synonym of LENGTH,
+//! is defined too (a CHAR argument loses its padding on the way to `text`, so LEN
+//! does not count a CHAR's trailing blanks, as documented).
 //!
 //! Left as PostgreSQL does it (the documentation speaks of comparisons only, so the
 //! narrow reading): GROUP BY, DISTINCT, UNION and ORDER BY, which use VARCHAR's default
@@ -29,6 +31,9 @@
 
 /// SQL run in every database's set-up (idempotent: the database outlives the emulator).
 pub const VARCHAR_COMPARISON_SQL: &str = "
+         CREATE OR REPLACE FUNCTION public.len(s text) RETURNS integer
+           LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+           AS $rdl$ SELECT pg_catalog.length(s) $rdl$;
          CREATE OR REPLACE FUNCTION public.rdl_varchar_cmp(a varchar, b varchar) RETURNS integer
            LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
            AS $rdl$ SELECT pg_catalog.bttextcmp(pg_catalog.rtrim(a, ' '), pg_catalog.rtrim(b, ' ')) $rdl$;

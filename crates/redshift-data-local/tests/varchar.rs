@@ -104,6 +104,24 @@ async fn varchar_equality_ignores_trailing_blanks_and_length_counts_them() {
             .await),
         ["1"]
     );
+    // LEN is LENGTH's synonym: counts a VARCHAR's trailing blanks, not a CHAR's.
+    assert_eq!(
+        ids(h
+            .rows(&format!(
+                "SELECT LEN(address1) || '/' || LEN(city) FROM {t} WHERE id < 3 ORDER BY id"
+            ))
+            .await),
+        ["23/7", "25/7"]
+    );
+    // Decided narrow (the documentation speaks of comparisons only): GROUP BY and
+    // DISTINCT keep values that differ by trailing blanks apart, as PostgreSQL does.
+    assert_eq!(
+        h.scalar(&format!(
+            "SELECT COUNT(DISTINCT address1) FROM {t} WHERE id < 3"
+        ))
+        .await,
+        "2"
+    );
     // DELETE … WHERE compares the same way.
     h.ok(&format!("DELETE FROM {t} WHERE address1 = 'Other   '"))
         .await;
