@@ -366,16 +366,19 @@ fn route_table_checks(
     let may_stage = !route.partition_columns.is_empty() || route.file_columns.is_some();
     let replace = route.mode == Mode::Replace;
     let mut missing = Vec::new();
-    if !flag(1) {
+    // Without USAGE the table's name does not resolve, so its privileges were not read
+    // (NULL): only USAGE is reported missing.
+    let usage = flag(1);
+    if !usage {
         missing.push(format!("USAGE on schema {}", table.schema));
     }
-    if !flag(2) {
+    if usage && !flag(2) {
         missing.push("INSERT".to_string());
     }
-    if (may_stage || replace) && !flag(3) {
+    if usage && (may_stage || replace) && !flag(3) {
         missing.push("SELECT".to_string());
     }
-    if replace && !flag(4) {
+    if usage && replace && !flag(4) {
         missing.push("DELETE".to_string());
     }
     if may_stage && !flag(5) {
@@ -732,6 +735,18 @@ mod tests {
             .unwrap()
             .contains("GRANT INSERT, SELECT, DELETE ON \"s\".\"t\""));
         assert_eq!(by("statupdate").status, Status::Finding);
+        // Without USAGE the table privileges are not read (NULL): only USAGE is missing.
+        let rows = vec![vec![
+            Some("false".to_string()),
+            Some("false".to_string()),
+            None,
+            None,
+            None,
+            Some("true".to_string()),
+        ]];
+        let checks = route_table_checks(&route, &rows, &cols, "dev", "\"u\"");
+        let grants = checks.iter().find(|c| c.name.ends_with("grants")).unwrap();
+        assert_eq!(grants.detail, "missing USAGE on schema s");
     }
 
     #[test]

@@ -370,12 +370,12 @@ pub fn doctor_columns() -> &'static str {
 /// quoted name ([`TableName::quoted`]), the form HAS_TABLE_PRIVILEGE documents
 /// (<https://docs.aws.amazon.com/redshift/latest/dg/r_HAS_TABLE_PRIVILEGE.html>). A
 /// name in a schema without USAGE does not resolve, so without USAGE the table
-/// privileges read false instead of failing the query.
+/// privileges are NULL (not read) instead of failing the query.
 pub fn doctor_table() -> &'static str {
     "SELECT pg_get_userbyid(c.relowner) = current_user, has_schema_privilege(:schema, 'USAGE'), \
-     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'INSERT') ELSE FALSE END, \
-     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'SELECT') ELSE FALSE END, \
-     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'DELETE') ELSE FALSE END, \
+     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'INSERT') END, \
+     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'SELECT') END, \
+     CASE WHEN has_schema_privilege(:schema, 'USAGE') THEN has_table_privilege(:qualified, 'DELETE') END, \
      has_database_privilege(current_database(), 'TEMP') \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = :schema AND c.relname = :table"
