@@ -1056,11 +1056,7 @@ pub fn load_errors(prefixes: usize, limit: u32) -> String {
 /// The loads of `table` (and `:partition` when `partition`), newest first: `load_id,
 /// partition_path, loaded_at, files, bytes, holder`.
 pub fn history_loads(schema: &Ident, table: &TableName, partition: bool, limit: u32) -> String {
-    let p = if partition {
-        " WHERE partition_path = :partition"
-    } else {
-        ""
-    };
+    let p = if partition { EXACT_PARTITION } else { "" };
     let lt = LeaseTables::for_target(table);
     format!(
         "SELECT load_id, partition_path, MAX(loaded_at) AS loaded_at, COUNT(*), \
@@ -1085,12 +1081,19 @@ pub fn load_copies() -> String {
     )
 }
 
+/// `:partition`'s ledger rows exactly: Redshift's `=` ignores trailing blanks, LENGTH
+/// counts them for a VARCHAR column and for a literal (the Data API binds parameters
+/// as literals) (<https://docs.aws.amazon.com/redshift/latest/dg/r_LEN.html>), so an
+/// operator's `order_date=2024-05-28/ ` does not show `order_date=2024-05-28/`.
+const EXACT_PARTITION: &str =
+    " WHERE partition_path = :partition AND LENGTH(partition_path) = LENGTH(:partition)";
+
 /// The ledger rows of `:table`'s `:partition`: `s3_url, etag` (what a dry run diffs
 /// the listing against, without taking the lease).
 pub fn partition_ledger(schema: &Ident, table: &TableName) -> String {
     let lt = LeaseTables::for_target(table);
     format!(
-        "SELECT s3_url, etag FROM {} WHERE partition_path = :partition",
+        "SELECT s3_url, etag FROM {}{EXACT_PARTITION}",
         lt.q(schema, &lt.ledger)
     )
 }
@@ -1574,7 +1577,10 @@ mod tests {
         assert!(!status.contains(':'), "no parameters at all");
         assert!(!leases(&schema, &both).contains(':'));
         assert!(leases(&schema, &[]).contains("WHERE 1 = 0"));
-        assert!(history_loads(&schema, &t, true, 50).contains("WHERE partition_path = :partition"));
+        assert!(history_loads(&schema, &t, true, 50).contains(
+            "WHERE partition_path = :partition AND LENGTH(partition_path) = LENGTH(:partition)"
+        ));
+        assert!(partition_ledger(&schema, &t).ends_with("LENGTH(:partition)"));
         assert!(!history_loads(&schema, &t, false, 50).contains(":partition"));
         // An unpartitioned route's path is empty: it is never sent as a parameter value.
         assert!(unpartitioned_ledger(&schema, &t).contains("partition_path = ''"));

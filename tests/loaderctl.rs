@@ -370,6 +370,13 @@ async fn status_and_history_report_loads_failures_and_the_lease() {
     let loads = lines(&out);
     assert_eq!(loads.len(), 1, "{}", describe(&out));
     assert_eq!(loads[0]["rows"], 7);
+    // Exact: Redshift's `=` would let a trailing blank match the partition.
+    let out = ctl(
+        &stack,
+        &["history", &t, "order_date=2024-05-28/ ", "--json"],
+    )
+    .await;
+    assert!(lines(&out).is_empty(), "{}", describe(&out));
     let out = ctl(&stack, &["history", &t]).await;
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("LOADED (UTC)"));
 }
