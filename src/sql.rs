@@ -1084,8 +1084,9 @@ pub fn load_copies() -> String {
 /// `:partition`'s ledger rows exactly: Redshift's `=` ignores trailing blanks, LENGTH
 /// counts them for a VARCHAR column and for a literal (the Data API binds parameters
 /// as literals) (<https://docs.aws.amazon.com/redshift/latest/dg/r_LEN.html>), so an
-/// operator's `order_date=2024-05-28/ ` does not show `order_date=2024-05-28/`.
-const EXACT_PARTITION: &str =
+/// operator's `order_date=2024-05-28/ ` does not show `order_date=2024-05-28/`
+/// (`loaderctl ledger`, `history`, `backfill --dry-run`).
+pub const EXACT_PARTITION: &str =
     " WHERE partition_path = :partition AND LENGTH(partition_path) = LENGTH(:partition)";
 
 /// The ledger rows of `:table`'s `:partition`: `s3_url, etag` (what a dry run diffs

@@ -346,7 +346,7 @@ async fn run(
             match partition.as_deref() {
                 Some("") => sql.push_str(" WHERE partition_path = ''"),
                 Some(p) => {
-                    sql.push_str(" WHERE partition_path = :partition");
+                    sql.push_str(sql::EXACT_PARTITION);
                     params.push(("partition", p.to_string()));
                 }
                 None => {}
