@@ -5,7 +5,6 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::backfill::{self, PartitionWork};
 use crate::config::{Config, Mode, Route};
 use crate::error::LoaderError;
 use crate::event::ObjectCreated;
@@ -91,6 +90,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// The S3 side (loaderctl doctor's probe object).
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// The Redshift side (the sweep's lease steps).
+    pub(crate) fn warehouse(&self) -> &W {
+        &self.warehouse
     }
 
     /// Handles one event. `holder` identifies this invocation in the lease table (the
@@ -252,7 +256,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// After the holder's own partition: drain, or leave the lease as the failure
     /// requires. A timeout leaves it to its TTL and fence (the batch may still run); a
     /// lost lease is not ours to touch.
-    async fn finish_holding(
+    pub(crate) async fn finish_holding(
         &self,
         ctx: &Ctx<'_, W>,
         route: &Route,
@@ -492,154 +496,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             statement_id,
         }))
     }
-
-    /// The sweep (run on a schedule, and by `loaderctl sweep`): for every route's table,
-    /// finds files whose event never came and finishes what a crashed holder left.
-    /// Its cost is bounded by `look_back_days`, never by the route's age: it lists only
-    /// the partitions of the last `look_back_days` dates (routes whose first partition
-    /// column is a date and that name their bucket) and the partitions the ledger
-    /// loaded in that window, loads each one with the usual protocol (or hands it to the
-    /// live holder), then takes a free lease to drain wake-ups left behind. One result
-    /// per partition looked at (plus errors).
-    pub async fn sweep(
-        &self,
-        holder: &str,
-        look_back_days: u32,
-        deadline: Instant,
-    ) -> Vec<Result<Outcome, LoaderError>> {
-        let mut results = Vec::new();
-        let mut tables: Vec<&TableName> = Vec::new();
-        for route in &self.config.routes {
-            if tables.contains(&&route.table) {
-                continue;
-            }
-            tables.push(&route.table);
-            let candidates = match self.sweep_candidates(route, look_back_days, deadline).await {
-                Ok(c) => c,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
-            for (bucket, partition) in &candidates {
-                let r = self
-                    .load_partition(route, bucket, partition, None, holder, deadline)
-                    .await;
-                results.push(r);
-            }
-            let ctx = Ctx::new(
-                &self.warehouse,
-                &self.config,
-                &route.table,
-                holder,
-                deadline,
-            );
-            match lease::acquire_if_free(&ctx).await {
-                Ok(Acquired::Held(_)) => {
-                    let drained = Ok(Outcome::UpToDate {
-                        table: route.table.to_string(),
-                        partition: PartitionValues::default(),
-                        loaded_by: None,
-                    });
-                    let r = self.finish_holding(&ctx, route, drained).await;
-                    if r.is_err() {
-                        results.push(r);
-                    }
-                }
-                Ok(Acquired::Queued { .. }) => {}
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        results
-    }
-
-    /// The partitions a sweep lists again for one route: `(bucket, partition)`.
-    async fn sweep_candidates(
-        &self,
-        route: &Route,
-        look_back_days: u32,
-        deadline: Instant,
-    ) -> Result<Vec<(String, Partition)>, LoaderError> {
-        let Some(bucket) = route.bucket.as_deref() else {
-            // A route for any bucket: nothing to list; wake-ups are still drained.
-            return Ok(Vec::new());
-        };
-        let mut paths: Vec<String> = Vec::new();
-        // Date partitions of the window, by prefix: one listing per day.
-        if let Some(first) = route
-            .partition_columns
-            .first()
-            .filter(|c| c.ty == sql::PartitionType::Date)
-        {
-            let today = chrono::Utc::now().date_naive();
-            for back in 0..look_back_days {
-                let Some(day) = today.checked_sub_days(chrono::Days::new(back.into())) else {
-                    continue;
-                };
-                let prefix = format!("{}{}={}/", route.prefix, first.name, day.format("%Y-%m-%d"));
-                for o in self.storage.list(bucket, &prefix).await? {
-                    if route::marker_reason(&o.key, Some(o.size)).is_some() {
-                        continue;
-                    }
-                    if let Ok(p) = partition::parse(route, &o.key) {
-                        if !paths.contains(&p.path) {
-                            paths.push(p.path);
-                        }
-                    }
-                }
-            }
-        }
-        // Partitions loaded within the window, whatever their columns.
-        let tables = LeaseTables::for_target(&route.table);
-        let sql = sql::recent_partitions(&self.config.loader_schema, &tables, look_back_days);
-        for row in self.query(sql, vec![], deadline).await? {
-            let path = row.into_iter().next().flatten().unwrap_or_default();
-            if !paths.contains(&path) {
-                paths.push(path);
-            }
-        }
-        let mut out = Vec::new();
-        for path in paths {
-            if let Ok(p) = partition::parse(route, &format!("{}{path}_", route.prefix)) {
-                out.push((bucket.to_string(), p));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Loads files that existed before the function was deployed: every partition found
-    /// under `s3://bucket/prefix`, one after the other, with the same protocol.
-    /// Returns one result per partition (and per key that could not be placed); each
-    /// partition gets `per_partition` of time.
-    pub async fn backfill(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        holder: &str,
-        per_partition: Duration,
-    ) -> Result<Vec<Result<Outcome, LoaderError>>, LoaderError> {
-        let (work, errors) = self.backfill_partitions(bucket, prefix).await?;
-        let mut results: Vec<_> = errors.into_iter().map(Err).collect();
-        for w in &work {
-            let until = Instant::now() + per_partition;
-            results.push(
-                self.load_partition(w.route, bucket, &w.partition, None, holder, until)
-                    .await,
-            );
-        }
-        Ok(results)
-    }
-
-    /// The partitions a backfill of `s3://bucket/prefix` would load, with their listed
-    /// files (see [`backfill::partitions`]); for progress and dry runs.
-    pub async fn backfill_partitions(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> Result<(Vec<PartitionWork<'_>>, Vec<LoaderError>), LoaderError> {
-        let listed = self.storage.list(bucket, prefix).await?;
-        Ok(backfill::partitions(&self.config, bucket, listed))
-    }
 }
 
 /// Picks the reading of an event's key that names an object in S3.
@@ -696,19 +552,6 @@ fn partition_values(partition: &Partition) -> PartitionValues {
             .map(|(c, v)| (c.to_string(), v.clone()))
             .collect(),
     )
-}
-
-/// The sweep event's look-back window in days, when `event` is a sweep event:
-/// `{"partition-loader": "sweep"}` (EventBridge Scheduler's input), optionally with
-/// `"look_back_days": n` (default 3).
-pub fn sweep_event(event: &Value) -> Option<u32> {
-    (event.get("partition-loader")?.as_str()? == "sweep").then(|| {
-        event
-            .get("look_back_days")
-            .and_then(Value::as_u64)
-            .and_then(|d| u32::try_from(d).ok())
-            .unwrap_or(3)
-    })
 }
 
 /// Names what a failed load batch means for the caller.
@@ -862,23 +705,6 @@ mod tests {
         assert!(e.to_string().contains("nope"));
         let e = target("mode = \"replace\"", &["id"]).unwrap_err();
         assert!(e.to_string().contains("replace mode"));
-    }
-
-    #[test]
-    fn sweep_events_are_recognised() {
-        assert_eq!(
-            sweep_event(&serde_json::json!({"partition-loader": "sweep"})),
-            Some(3)
-        );
-        assert_eq!(
-            sweep_event(&serde_json::json!({"partition-loader": "sweep", "look_back_days": 7})),
-            Some(7)
-        );
-        assert_eq!(sweep_event(&serde_json::json!({"source": "aws.s3"})), None);
-        assert_eq!(
-            sweep_event(&serde_json::json!({"partition-loader": "x"})),
-            None
-        );
     }
 
     /// A scripted bucket: `list` returns the keys under the prefix, counting calls.

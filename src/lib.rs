@@ -22,6 +22,7 @@ pub mod route;
 pub mod routes_source;
 pub mod sql;
 pub mod storage;
+pub mod sweep;
 pub mod warehouse;
 
 pub use config::Config;
