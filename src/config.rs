@@ -98,14 +98,41 @@ pub struct Config {
     pub loader_schema: Ident,
     pub manifest: S3Location,
     pub lease_ttl: Duration,
-    pub lock_wait: Duration,
     pub routes: Vec<Route>,
+}
+
+/// Variables earlier versions read that no longer have an effect, with why: accepted
+/// (a deployment that still sets one keeps working) and warned about once at start-up.
+pub const RETIRED_VARIABLES: [(&str, &str); 1] = [(
+    "LOCK_WAIT_SECONDS",
+    "an invocation that finds the lease busy hands its object to the holder (outcome \
+     queued) instead of waiting",
+)];
+
+/// The retired variables that are set (see [`RETIRED_VARIABLES`]).
+pub fn retired_set(lookup: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, &'static str)> {
+    RETIRED_VARIABLES
+        .into_iter()
+        .filter(|(name, _)| lookup(name).is_some())
+        .collect()
 }
 
 /// The longest Lambda timeout; a lease must outlive any invocation holding it.
 const MAX_FUNCTION_TIMEOUT_SECONDS: u64 = 900;
 
 impl Config {
+    /// The first route of each target table, in configuration order: for work done once
+    /// per table (bootstrap, the sweep, `loaderctl locks`).
+    pub fn table_routes(&self) -> Vec<&Route> {
+        let mut out: Vec<&Route> = Vec::new();
+        for route in &self.routes {
+            if !out.iter().any(|r| r.table == route.table) {
+                out.push(route);
+            }
+        }
+        out
+    }
+
     pub fn from_env() -> Result<Config, LoaderError> {
         Config::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
@@ -172,7 +199,12 @@ impl Config {
                  its lease",
             ));
         }
-        let lock_wait = seconds("LOCK_WAIT_SECONDS", 60)?;
+        for (variable, why) in retired_set(&lookup) {
+            tracing::warn!(
+                variable,
+                "{variable} no longer has an effect ({why}); remove it"
+            );
+        }
 
         let toml_text = match (lookup("LOADER_CONFIG"), lookup("LOADER_CONFIG_FILE")) {
             (Some(text), None) => text,
@@ -194,7 +226,6 @@ impl Config {
             loader_schema,
             manifest,
             lease_ttl,
-            lock_wait,
             routes,
         })
     }
@@ -485,7 +516,12 @@ mod tests {
         );
         assert_eq!(c.loader_schema.as_str(), "partition_loader");
         assert_eq!(c.lease_ttl, Duration::from_secs(960));
-        assert_eq!(c.lock_wait, Duration::from_secs(60));
+        assert!(retired_set(|_| None).is_empty());
+        let set = retired_set(|n| (n == "LOCK_WAIT_SECONDS").then(|| "x".to_string()));
+        assert_eq!(
+            set[0].0, "LOCK_WAIT_SECONDS",
+            "set, even unparsable: warned, no error"
+        );
         assert_eq!(c.manifest.prefix, "_manifests/");
         let r = &c.routes[0];
         assert_eq!(r.prefix, "transformed/orders/");
@@ -551,7 +587,6 @@ mod tests {
         assert!(err(&[("LOADER_SCHEMA", "bad-name")]).contains("LOADER_SCHEMA"));
         assert!(err(&[("MANIFEST_PREFIX", "lake/m")]).contains("MANIFEST_PREFIX"));
         assert!(err(&[("LEASE_TTL_SECONDS", "900")]).contains("LEASE_TTL_SECONDS"));
-        assert!(err(&[("LOCK_WAIT_SECONDS", "x")]).contains("LOCK_WAIT_SECONDS"));
         assert!(err(&[("LOADER_CONFIG", "")]).contains("LOADER_CONFIG"));
         assert!(err(&[("LOADER_CONFIG_FILE", "/x")]).contains("exactly one"));
         let missing = [

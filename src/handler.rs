@@ -143,12 +143,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .warehouse
             .run_batch(sql::bootstrap(schema), deadline)
             .await?;
-        let mut tables: Vec<&TableName> = Vec::new();
-        for route in &self.config.routes {
-            if !tables.contains(&&route.table) {
-                tables.push(&route.table);
-            }
-        }
+        let tables: Vec<&TableName> = self
+            .config
+            .table_routes()
+            .into_iter()
+            .map(|r| &r.table)
+            .collect();
         // A batch holds at most 40 statements: four tables (8 statements each) a batch.
         for chunk in tables.chunks(4) {
             let mut sqls = Vec::new();

@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::batch::BatchResult;
-use crate::config::Route;
 use crate::error::LoaderError;
 use crate::handler::Loader;
 use crate::metrics::{self, Figures, Invocation, Settings, Share};
@@ -112,7 +111,7 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     let mut shares = Vec::new();
     let mut outcomes = Vec::new();
     let mut first_error = None;
-    for route in distinct_tables(loader.config().routes.iter()) {
+    for route in loader.config().table_routes() {
         let (results, figures) =
             metrics::measure(loader.sweep_table(route, request_id, days, deadline)).await;
         let mut share = Share::new(Some(route.table.to_string()));
@@ -140,17 +139,6 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
         None => Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes})),
     };
     MeasuredMany { result, records }
-}
-
-/// The first route of each table, in configuration order.
-pub fn distinct_tables<'c>(routes: impl Iterator<Item = &'c Route>) -> Vec<&'c Route> {
-    let mut out: Vec<&Route> = Vec::new();
-    for route in routes {
-        if !out.iter().any(|r| r.table == route.table) {
-            out.push(route);
-        }
-    }
-    out
 }
 
 /// Reads the rows a share's COPYs loaded (one Data API round per table that loaded).

@@ -12,7 +12,6 @@ use tokio::time::Instant;
 use crate::config::Route;
 use crate::error::LoaderError;
 use crate::handler::Loader;
-use crate::invocation::distinct_tables;
 use crate::lease::{self, Acquired, Ctx};
 use crate::outcome::{Outcome, PartitionValues};
 use crate::partition::{self, Partition};
@@ -43,7 +42,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         deadline: Instant,
     ) -> Vec<Result<Outcome, LoaderError>> {
         let mut results = Vec::new();
-        for route in distinct_tables(self.config().routes.iter()) {
+        for route in self.config().table_routes() {
             results.extend(
                 self.sweep_table(route, holder, look_back_days, deadline)
                     .await,
