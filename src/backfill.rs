@@ -117,22 +117,10 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        let routes =
+        Config::for_tests(
             "[[routes]]\nprefix = \"orders/\"\ntable = \"s.orders\"\nformat = \"parquet\"\n\
-             partition_columns = [{ name = \"d\", type = \"date\" }]\n";
-        let env = [
-            ("REDSHIFT_WORKGROUP", "wg"),
-            ("REDSHIFT_DATABASE", "dev"),
-            ("COPY_IAM_ROLE", "arn:aws:iam::1:role/r"),
-            ("MANIFEST_PREFIX", "s3://m/_loader/"),
-            ("LOADER_CONFIG", routes),
-        ];
-        Config::from_lookup(|k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap()
+             partition_columns = [{ name = \"d\", type = \"date\" }]\n",
+        )
     }
 
     fn obj(key: &str, size: i64) -> ListedObject {

@@ -287,7 +287,8 @@ mod tests {
     use serde_json::json;
 
     fn config() -> Config {
-        let routes = r#"
+        Config::for_tests(
+            r#"
             [[routes]]
             bucket = "lake"
             prefix = "orders/"
@@ -301,20 +302,8 @@ mod tests {
             table = "s.events"
             format = "parquet"
             partition_columns = [{ name = "day", type = "date" }]
-        "#;
-        let vars = [
-            ("REDSHIFT_WORKGROUP", "wg"),
-            ("REDSHIFT_DATABASE", "dev"),
-            ("COPY_IAM_ROLE", "arn:aws:iam::123456789012:role/copy"),
-            ("MANIFEST_PREFIX", "s3://lake/_manifests/"),
-            ("LOADER_CONFIG", routes),
-        ];
-        Config::from_lookup(|n| {
-            vars.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        })
-        .expect("config")
+        "#,
+        )
     }
 
     fn event(key: &str) -> Value {

@@ -452,6 +452,33 @@ fn check_manifest_prefix(manifest: &S3Location, routes: &[Route]) -> Result<(), 
     Ok(())
 }
 
+/// The variables every unit test's configuration shares (a Serverless workgroup,
+/// manifests under `s3://lake/_loader/`); `LOADER_CONFIG` is the test's own.
+#[cfg(test)]
+const TEST_ENV: [(&str, &str); 4] = [
+    ("REDSHIFT_WORKGROUP", "wg"),
+    ("REDSHIFT_DATABASE", "dev"),
+    ("COPY_IAM_ROLE", "arn:aws:iam::123456789012:role/copy"),
+    ("MANIFEST_PREFIX", "s3://lake/_loader/"),
+];
+
+#[cfg(test)]
+impl Config {
+    /// A valid configuration with these routes (TOML), for unit tests.
+    pub(crate) fn for_tests(routes: &str) -> Config {
+        Config::from_lookup(|name| {
+            if name == "LOADER_CONFIG" {
+                return Some(routes.to_string());
+            }
+            TEST_ENV
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("a valid test configuration")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,16 +503,12 @@ mod tests {
     "#;
 
     fn env(extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut m: HashMap<String, String> = [
-            ("REDSHIFT_WORKGROUP", "wg"),
-            ("REDSHIFT_DATABASE", "dev"),
-            ("COPY_IAM_ROLE", "arn:aws:iam::1:role/copy"),
-            ("MANIFEST_PREFIX", "s3://lake/_manifests"),
-            ("LOADER_CONFIG", ROUTES),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut m: HashMap<String, String> = TEST_ENV
+            .into_iter()
+            .chain([("MANIFEST_PREFIX", "s3://lake/_manifests")])
+            .chain([("LOADER_CONFIG", ROUTES)])
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         for (k, v) in extra {
             if v.is_empty() {
                 m.remove(*k);
