@@ -1,4 +1,7 @@
-//! The flow of one event: parse → route → partition → lease → diff → manifest → load.
+//! The flow of one event: parse → route → partition → lease → diff → manifest → load,
+//! then the drain of wake-ups other invocations handed over. The other entry points
+//! reuse [`Loader::load_partition`]: an SQS batch (`batch.rs`), the sweep (`sweep.rs`),
+//! a backfill (`backfill.rs`); the operator's statements live in `admin.rs`.
 
 use std::time::Duration;
 
@@ -15,7 +18,7 @@ use crate::plan::{self, ListedObject, Plan};
 use crate::route::{self, Routed};
 use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
 use crate::storage::{Storage, S3};
-use crate::warehouse::{DataApi, Row, Warehouse};
+use crate::warehouse::{DataApi, Warehouse};
 use crate::{event, manifest};
 
 /// Size limits of one load batch.
@@ -132,80 +135,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// [`settle_key`]).
     pub async fn settle_key(&self, object: ObjectCreated) -> Result<ObjectCreated, LoaderError> {
         settle_key(&self.config.routes, &self.storage, object).await
-    }
-
-    /// Creates the loader schema and, for every configured route's table, its lease
-    /// (one free row), ledger and wake-up tables and lease procedures (idempotent; copies
-    /// the table's rows of the shared ledger of earlier versions the first time).
-    pub async fn bootstrap(&self, deadline: Instant) -> Result<String, LoaderError> {
-        let schema = &self.config.loader_schema;
-        let mut id = self
-            .warehouse
-            .run_batch(sql::bootstrap(schema), deadline)
-            .await?;
-        let tables: Vec<&TableName> = self
-            .config
-            .table_routes()
-            .into_iter()
-            .map(|r| &r.table)
-            .collect();
-        // A batch holds at most 40 statements: four tables (8 statements each) a batch.
-        for chunk in tables.chunks(4) {
-            let mut sqls = Vec::new();
-            for table in chunk {
-                sqls.extend(sql::bootstrap_table(
-                    schema,
-                    &LeaseTables::for_target(table),
-                )?);
-            }
-            id = self.warehouse.run_batch(sqls, deadline).await?;
-        }
-        Ok(id)
-    }
-
-    /// Grants `user` (the function's database user) what it needs on the loader schema
-    /// ([`sql::grant_loader`]); run by the schema's owner after [`Loader::bootstrap`].
-    pub async fn grant_loader(
-        &self,
-        user: &sql::DbUser,
-        deadline: Instant,
-    ) -> Result<String, LoaderError> {
-        self.warehouse
-            .run_batch(
-                sql::grant_loader(&self.config.loader_schema, user),
-                deadline,
-            )
-            .await
-    }
-
-    /// Runs one statement (with `:name` parameters) that returns no rows.
-    pub async fn execute(
-        &self,
-        sql: String,
-        params: Vec<(&'static str, String)>,
-        deadline: Instant,
-    ) -> Result<String, LoaderError> {
-        self.warehouse.run(sql, params, deadline).await
-    }
-
-    /// Runs statements as one transaction (a batch) that returns no rows.
-    pub async fn execute_batch(
-        &self,
-        sqls: Vec<String>,
-        deadline: Instant,
-    ) -> Result<String, LoaderError> {
-        self.warehouse.run_batch(sqls, deadline).await
-    }
-
-    /// Runs one statement (with `:name` parameters) and returns its rows.
-    pub async fn query(
-        &self,
-        sql: String,
-        params: Vec<(&'static str, String)>,
-        deadline: Instant,
-    ) -> Result<Vec<Row>, LoaderError> {
-        let id = self.warehouse.run(sql, params, deadline).await?;
-        self.warehouse.rows(id, deadline).await
     }
 
     /// Loads every pending file of one partition under the table's lease, then drains
