@@ -338,7 +338,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 return Ok(Loaded::Nothing(Outcome::UpToDate {
                     table: table.to_string(),
                     partition: partition_values(partition),
-                    loaded_by: None,
                 }))
             }
             Plan::Load(files) => files,

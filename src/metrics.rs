@@ -336,14 +336,10 @@ pub fn record(settings: &Settings, inv: &Invocation<'_>) -> Value {
     let mut share = Share::new(inv.table.clone());
     share.count(inv.result, 1);
     share.figures = inv.figures.clone();
-    // The lag of the event's object: this invocation's commit; or, when it waited and
-    // found its object loaded by the lease holder, now (an upper bound).
-    match inv.result {
-        Ok(Outcome::Loaded { .. }) => share.lag(inv.event_time, inv.figures.committed_at),
-        Ok(Outcome::UpToDate {
-            loaded_by: Some(_), ..
-        }) => share.lag(inv.event_time, Some(inv.now)),
-        _ => {}
+    // The lag of the event's object: only when this invocation committed it (a queued
+    // object is committed by the holder, whose record does not know the event).
+    if let Ok(Outcome::Loaded { .. }) = inv.result {
+        share.lag(inv.event_time, inv.figures.committed_at);
     }
     let mut records = share_records(settings, &share, inv.request_id, inv.now);
     let mut record = records.swap_remove(0);
@@ -844,7 +840,6 @@ mod tests {
         let outcome = Outcome::UpToDate {
             table: "s.t".into(),
             partition: PartitionValues::default(),
-            loaded_by: None,
         };
         let settings =
             Settings::parse(None, Some("Table,FunctionName"), Some("loader".into())).unwrap();
@@ -875,27 +870,6 @@ mod tests {
         assert!(
             r.get("FreshnessLag").is_none(),
             "up to date on its own (a repeated event): no lag"
-        );
-        let waited = Outcome::UpToDate {
-            table: "s.t".into(),
-            partition: PartitionValues::default(),
-            loaded_by: Some("req-0".into()),
-        };
-        let r = record(
-            &settings,
-            &Invocation {
-                result: Ok(&waited),
-                table: Some("s.t".into()),
-                event_time,
-                request_id: "r",
-                figures: &figures,
-                now: now(),
-            },
-        );
-        check_spec(&r);
-        assert_eq!(
-            r["FreshnessLag"], 30.0,
-            "loaded by the holder while this invocation waited: lag up to now"
         );
         assert_eq!(camel("queued"), "Queued");
         assert_eq!(camel("up_to_date"), "UpToDate");

@@ -109,7 +109,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 let drained = Ok(Outcome::UpToDate {
                     table: route.table.to_string(),
                     partition: PartitionValues::default(),
-                    loaded_by: None,
                 });
                 let r = self.finish_holding(&ctx, route, drained).await;
                 if r.is_err() {
