@@ -34,8 +34,9 @@ pub enum Invocation {
     Event(Value),
     /// Messages from the batch queue, each body an EventBridge event.
     SqsBatch(SqsEvent),
-    /// `{"partition-loader": "sweep"}` from the schedule.
-    Sweep,
+    /// `{"partition-loader": "sweep"}` from the schedule, optionally with
+    /// `"look_back_days": N` (else the configured `SWEEP_LOOK_BACK_DAYS`).
+    Sweep { look_back_days: Option<u32> },
 }
 
 /// Tells the shapes apart. An SQS batch is a `Records` array whose records say
@@ -43,7 +44,20 @@ pub enum Invocation {
 /// names what is wrong with it).
 pub fn classify(payload: Value) -> Result<Invocation, LoaderError> {
     if payload.get(SWEEP_KEY).and_then(Value::as_str) == Some(SWEEP_VALUE) {
-        return Ok(Invocation::Sweep);
+        let look_back_days = match payload.get("look_back_days") {
+            None => None,
+            Some(days) => Some(
+                days.as_u64()
+                    .and_then(|d| u32::try_from(d).ok())
+                    .ok_or_else(|| {
+                        LoaderError::BadEvent(format!(
+                            "sweep event: look_back_days must be a whole number of days, \
+                             not {days}"
+                        ))
+                    })?,
+            ),
+        };
+        return Ok(Invocation::Sweep { look_back_days });
     }
     let is_sqs = payload
         .get("Records")
@@ -332,8 +346,23 @@ mod tests {
     fn classify_tells_the_three_shapes_apart() {
         assert!(matches!(
             classify(json!({"partition-loader": "sweep"})),
-            Ok(Invocation::Sweep)
+            Ok(Invocation::Sweep {
+                look_back_days: None
+            })
         ));
+        assert!(matches!(
+            classify(json!({"partition-loader": "sweep", "look_back_days": 7})),
+            Ok(Invocation::Sweep {
+                look_back_days: Some(7)
+            })
+        ));
+        for bad in [json!(-1), json!("7"), json!(1.5)] {
+            let e = classify(json!({"partition-loader": "sweep", "look_back_days": bad}));
+            assert!(
+                matches!(&e, Err(LoaderError::BadEvent(m)) if m.contains("look_back_days")),
+                "{e:?}"
+            );
+        }
         assert!(matches!(
             classify(event("orders/order_date=2024-05-28/a.parquet")),
             Ok(Invocation::Event(_))

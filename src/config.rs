@@ -98,6 +98,9 @@ pub struct Config {
     pub loader_schema: Ident,
     pub manifest: S3Location,
     pub lease_ttl: Duration,
+    /// The sweep's look-back window in days (`SWEEP_LOOK_BACK_DAYS`, default 3), when
+    /// neither the sweep event nor `loaderctl sweep --days` says otherwise.
+    pub sweep_look_back_days: u32,
     pub routes: Vec<Route>,
 }
 
@@ -199,6 +202,12 @@ impl Config {
                  its lease",
             ));
         }
+        let sweep_look_back_days = match lookup("SWEEP_LOOK_BACK_DAYS") {
+            None => 3,
+            Some(v) => v
+                .parse::<u32>()
+                .map_err(|_| bad("SWEEP_LOOK_BACK_DAYS", "must be a whole number of days"))?,
+        };
         for (variable, why) in retired_set(&lookup) {
             tracing::warn!(
                 variable,
@@ -226,6 +235,7 @@ impl Config {
             loader_schema,
             manifest,
             lease_ttl,
+            sweep_look_back_days,
             routes,
         })
     }
@@ -539,6 +549,7 @@ mod tests {
         );
         assert_eq!(c.loader_schema.as_str(), "partition_loader");
         assert_eq!(c.lease_ttl, Duration::from_secs(960));
+        assert_eq!(c.sweep_look_back_days, 3);
         assert!(retired_set(|_| None).is_empty());
         let set = retired_set(|n| (n == "LOCK_WAIT_SECONDS").then(|| "x".to_string()));
         assert_eq!(
@@ -611,6 +622,13 @@ mod tests {
         assert!(err(&[("MANIFEST_PREFIX", "lake/m")]).contains("MANIFEST_PREFIX"));
         assert!(err(&[("LEASE_TTL_SECONDS", "900")]).contains("LEASE_TTL_SECONDS"));
         assert!(err(&[("LOADER_CONFIG", "")]).contains("LOADER_CONFIG"));
+        assert!(err(&[("SWEEP_LOOK_BACK_DAYS", "-1")]).contains("SWEEP_LOOK_BACK_DAYS"));
+        assert_eq!(
+            load(&[("SWEEP_LOOK_BACK_DAYS", "7")])
+                .unwrap()
+                .sweep_look_back_days,
+            7
+        );
         assert!(err(&[("LOADER_CONFIG_FILE", "/x")]).contains("exactly one"));
         let missing = [
             ("LOADER_CONFIG", ""),

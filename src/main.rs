@@ -79,8 +79,9 @@ where
             print_records(&measured.records);
             return Ok(serde_json::to_value(measured.result.response).unwrap_or_default());
         }
-        Ok(Invocation::Sweep) => {
-            let measured = sweep_measured(loader, metrics, sweep_days(), &holder, deadline).await;
+        Ok(Invocation::Sweep { look_back_days }) => {
+            let days = look_back_days.unwrap_or(loader.config().sweep_look_back_days);
+            let measured = sweep_measured(loader, metrics, days, &holder, deadline).await;
             print_records(&measured.records);
             measured.result
         }
@@ -96,15 +97,6 @@ fn print_records(records: &[Value]) {
     for record in records {
         println!("{record}");
     }
-}
-
-/// The sweep's look-back window: `SWEEP_LOOK_BACK_DAYS` days (default 3, as `loaderctl
-/// sweep`).
-fn sweep_days() -> u32 {
-    std::env::var("SWEEP_LOOK_BACK_DAYS")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(3)
 }
 
 /// Lambda sends the deadline as epoch milliseconds; `cargo lambda watch` sends the

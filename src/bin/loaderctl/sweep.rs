@@ -18,9 +18,10 @@ use crate::{print_result, Ctl};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Look-back window in days.
-    #[arg(long, default_value_t = 3)]
-    pub days: u32,
+    /// Look-back window in days (default: SWEEP_LOOK_BACK_DAYS, else 3, as the
+    /// function's scheduled sweep).
+    #[arg(long)]
+    pub days: Option<u32>,
 }
 
 pub async fn run(
@@ -29,13 +30,14 @@ pub async fn run(
     holder: &str,
     deadline: Instant,
 ) -> Result<bool, LoaderError> {
+    let days = args.days.unwrap_or(loader.config().sweep_look_back_days);
     let terminal = std::io::stderr().is_terminal();
     let mut all_ok = true;
     for route in loader.config().table_routes() {
         let name = format!("sweep {}", route.table);
         let mut table = TableProgress::default();
         let results = loader
-            .sweep_table_with(route, holder, args.days, deadline, |step| {
+            .sweep_table_with(route, holder, days, deadline, |step| {
                 table.step(&name, terminal, step)
             })
             .await;
@@ -44,7 +46,7 @@ pub async fn run(
             p.finish(&last);
         }
         for r in results {
-            all_ok &= print_result(r, json!({"sweep_days": args.days}));
+            all_ok &= print_result(r, json!({"sweep_days": days}));
         }
     }
     Ok(all_ok)
