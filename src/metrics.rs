@@ -327,7 +327,9 @@ fn freshness_lag(event: Option<DateTime<Utc>>, committed: Option<SystemTime>) ->
     Some((lag.num_milliseconds().max(0) as f64) / 1000.0)
 }
 
-/// The specification allows at most 100 values in a metric's array.
+/// Values in one metric's array: the specification (module documentation) allows an
+/// array of numbers, at most 100 of them; AWS's own EMF libraries split at the same
+/// limit (`MAX_DATAPOINTS_PER_METRIC = 100` in aws-embedded-metrics).
 const MAX_VALUES: usize = 100;
 
 /// The EMF record of one event's invocation (see the module documentation for its
