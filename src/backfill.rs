@@ -47,11 +47,7 @@ pub fn partitions<'c>(
         let Routed::Load(route) = route::route(config, bucket, &obj.key, Some(obj.size)) else {
             continue;
         };
-        let index = config
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .unwrap_or_default();
+        let index = config.route_index(route);
         match partition::parse(route, &obj.key) {
             Ok(p) => {
                 let prefix = p.list_prefix(route);

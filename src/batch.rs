@@ -160,11 +160,7 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
                 continue;
             }
         };
-        let index = config
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .unwrap_or_default();
+        let index = config.route_index(route);
         let key = (
             route.table.to_string(),
             object.bucket.clone(),

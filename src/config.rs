@@ -136,6 +136,15 @@ impl Config {
         out
     }
 
+    /// The position of `route` (a reference into `routes`, as [`crate::route::route`]
+    /// returns it) in the configuration: a stable, ordered key for work by route.
+    pub fn route_index(&self, route: &Route) -> usize {
+        self.routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .unwrap_or_default()
+    }
+
     pub fn from_env() -> Result<Config, LoaderError> {
         Config::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
