@@ -166,16 +166,17 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
             object.bucket.clone(),
             partition.path.clone(),
         );
+        let event_time = metrics::event_time(&event);
         let group = plan.groups.entry(key).or_insert_with(|| Group {
             route: index,
             bucket: object.bucket.clone(),
             partition,
             objects: Vec::new(),
             message_ids: Vec::new(),
-            first_event: event.clone(),
+            first_event: event,
             event_times: Vec::new(),
         });
-        group.event_times.push(metrics::event_time(&event));
+        group.event_times.push(event_time);
         group.objects.push(object);
         group.message_ids.push(id);
     }
