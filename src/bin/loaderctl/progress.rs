@@ -26,25 +26,30 @@ impl Progress {
         total: Option<u64>,
         terminal: bool,
     ) -> Progress {
+        let name = name.into();
         let bar = terminal.then(|| {
             let (bar, template) = match total {
                 Some(total) => (
                     ProgressBar::new(total),
-                    format!("{{spinner}} {{bar:30}} {{pos}}/{{len}} {unit} {{msg}} [{{elapsed}}, ETA {{eta}}]"),
+                    format!(
+                        "{{spinner}} {{prefix}} {{bar:30}} {{pos}}/{{len}} {unit} {{msg}} \
+                         [{{elapsed}}, ETA {{eta}}]"
+                    ),
                 ),
                 None => (
                     ProgressBar::new_spinner(),
-                    format!("{{spinner}} {{pos}} {unit} {{msg}} [{{elapsed}}]"),
+                    format!("{{spinner}} {{prefix}} {{pos}} {unit} {{msg}} [{{elapsed}}]"),
                 ),
             };
             let style = ProgressStyle::with_template(&template)
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
+            bar.set_prefix(name.clone());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
         Progress {
-            name: name.into(),
+            name,
             unit,
             total,
             done: 0,
