@@ -820,6 +820,51 @@ mod tests {
         assert_eq!(rs[3]["Errors"], 0);
     }
 
+    proptest::proptest! {
+        /// Whatever a share holds, its records are valid EMF, `ErrorType` records count
+        /// every failure exactly once, and a lag array stays within the format's limit.
+        #[test]
+        fn any_share_gives_valid_records_counting_each_error_once(
+            loaded in 0u64..4,
+            skipped in 0u64..4,
+            failures in proptest::collection::vec(0usize..3, 0..7),
+            lags in proptest::collection::vec(0u32..100_000, 0..250),
+            table in proptest::option::of(0u8..3),
+        ) {
+            let errors = [
+                LoaderError::NotStarted,
+                LoaderError::BadEvent("b".into()),
+                LoaderError::Config("c".into()),
+            ];
+            let mut share = Share::new(table.map(|t| format!("s.t{t}")));
+            let outcome = Outcome::Skipped { reason: "r".into(), bucket: "b".into(), key: "k".into() };
+            share.count(Ok(&outcome), skipped);
+            *share.outcomes.entry("loaded".into()).or_default() += loaded;
+            for f in &failures {
+                share.count(Err(&errors[*f]), 1);
+            }
+            share.lags = lags.iter().map(|l| f64::from(*l) / 10.0).collect();
+            let rs = records(&Settings::default(), &[share], "sqs_batch", "r", now());
+            for r in &rs {
+                check_spec(r);
+            }
+            let by_type: u64 = rs
+                .iter()
+                .filter(|r| r.get("ErrorType").is_some())
+                .map(|r| r["Errors"].as_u64().unwrap_or_default())
+                .sum();
+            proptest::prop_assert_eq!(by_type, failures.len() as u64);
+            proptest::prop_assert_eq!(&rs[0]["Errors"], &json!(failures.len()));
+            proptest::prop_assert_eq!(&rs[0]["Skipped"], &json!(skipped));
+            let values = match &rs[0]["FreshnessLag"] {
+                Value::Null => 0,
+                Value::Array(a) => a.len(),
+                _ => 1,
+            };
+            proptest::prop_assert_eq!(values, lags.len().min(MAX_VALUES));
+        }
+    }
+
     #[test]
     fn settings_are_checked() {
         let s = Settings::parse(None, Some("Table, FunctionName"), Some("fn".into())).unwrap();
