@@ -417,7 +417,7 @@ impl Run {
 
         let mut files_loaded = 0;
         let mut loading_calls = 0;
-        let mut shortcuts = 0;
+        let shortcuts = 0; // no invocation waits for the lease any more
         let mut queued = 0;
         let (mut seconds, mut data_seconds, mut invocation_seconds) = (0.0_f64, 0.0_f64, 0.0);
         for (outcome, end, took) in outcomes {
@@ -429,7 +429,7 @@ impl Run {
                     loading_calls += 1;
                     data_seconds = data_seconds.max(end);
                 }
-                Outcome::UpToDate { loaded_by, .. } => shortcuts += loaded_by.is_some() as usize,
+                Outcome::UpToDate { .. } => {}
                 Outcome::Queued { .. } => queued += 1,
                 other => return Err(format!("{tag}: unexpected outcome {other:?}").into()),
             }

@@ -1,15 +1,23 @@
-//! A backfill's work list: the objects listed under `s3://bucket/prefix`, grouped into
-//! partitions of their routes, with the files and bytes of each, so that a backfill can
-//! show progress (files and bytes of the total) and a dry run can say what it would load.
-//! Pure.
+//! A backfill: files that existed before the function was deployed, loaded partition by
+//! partition with the same protocol ([`Loader::backfill`]). Its work list is pure: the
+//! objects listed under `s3://bucket/prefix`, grouped into partitions of their routes,
+//! with the files and bytes of each, so that a backfill can show progress (files and
+//! bytes of the total) and a dry run can say what it would load.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::{Config, Route};
 use crate::error::LoaderError;
+use crate::handler::Loader;
+use crate::outcome::Outcome;
 use crate::partition::{self, Partition};
 use crate::plan::ListedObject;
 use crate::route::{self, Routed};
+use crate::storage::Storage;
+use crate::warehouse::Warehouse;
 
 /// One partition to load, with its data files as listed (markers and deeper keys left
 /// out, as the load itself leaves them out).
@@ -39,11 +47,7 @@ pub fn partitions<'c>(
         let Routed::Load(route) = route::route(config, bucket, &obj.key, Some(obj.size)) else {
             continue;
         };
-        let index = config
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .unwrap_or_default();
+        let index = config.route_index(route);
         match partition::parse(route, &obj.key) {
             Ok(p) => {
                 let prefix = p.list_prefix(route);
@@ -68,27 +72,51 @@ pub fn partitions<'c>(
     (work.into_values().collect(), errors)
 }
 
+impl<W: Warehouse, S: Storage> Loader<W, S> {
+    /// Loads files that existed before the function was deployed: every partition found
+    /// under `s3://bucket/prefix`, one after the other, with the same protocol.
+    /// Returns one result per partition (and per key that could not be placed); each
+    /// partition gets `per_partition` of time.
+    pub async fn backfill(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        holder: &str,
+        per_partition: Duration,
+    ) -> Result<Vec<Result<Outcome, LoaderError>>, LoaderError> {
+        let (work, errors) = self.backfill_partitions(bucket, prefix).await?;
+        let mut results: Vec<_> = errors.into_iter().map(Err).collect();
+        for w in &work {
+            let until = Instant::now() + per_partition;
+            results.push(
+                self.load_partition(w.route, bucket, &w.partition, None, holder, until)
+                    .await,
+            );
+        }
+        Ok(results)
+    }
+
+    /// The partitions a backfill of `s3://bucket/prefix` would load, with their listed
+    /// files (see [`partitions`]); for progress and dry runs.
+    pub async fn backfill_partitions(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(Vec<PartitionWork<'_>>, Vec<LoaderError>), LoaderError> {
+        let listed = self.storage().list(bucket, prefix).await?;
+        Ok(partitions(self.config(), bucket, listed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn config() -> Config {
-        let routes =
+        Config::for_tests(
             "[[routes]]\nprefix = \"orders/\"\ntable = \"s.orders\"\nformat = \"parquet\"\n\
-             partition_columns = [{ name = \"d\", type = \"date\" }]\n";
-        let env = [
-            ("REDSHIFT_WORKGROUP", "wg"),
-            ("REDSHIFT_DATABASE", "dev"),
-            ("COPY_IAM_ROLE", "arn:aws:iam::1:role/r"),
-            ("MANIFEST_PREFIX", "s3://m/_loader/"),
-            ("LOADER_CONFIG", routes),
-        ];
-        Config::from_lookup(|k| {
-            env.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap()
+             partition_columns = [{ name = \"d\", type = \"date\" }]\n",
+        )
     }
 
     fn obj(key: &str, size: i64) -> ListedObject {

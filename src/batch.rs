@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -15,6 +16,7 @@ use crate::config::Config;
 use crate::error::LoaderError;
 use crate::event::{self, ObjectCreated};
 use crate::handler::Loader;
+use crate::metrics::{self, Share};
 use crate::outcome::Outcome;
 use crate::partition::{self, Partition};
 use crate::route::{self, Routed};
@@ -32,8 +34,9 @@ pub enum Invocation {
     Event(Value),
     /// Messages from the batch queue, each body an EventBridge event.
     SqsBatch(SqsEvent),
-    /// `{"partition-loader": "sweep"}` from the schedule.
-    Sweep,
+    /// `{"partition-loader": "sweep"}` from the schedule, optionally with
+    /// `"look_back_days": N` (else the configured `SWEEP_LOOK_BACK_DAYS`).
+    Sweep { look_back_days: Option<u32> },
 }
 
 /// Tells the shapes apart. An SQS batch is a `Records` array whose records say
@@ -41,7 +44,20 @@ pub enum Invocation {
 /// names what is wrong with it).
 pub fn classify(payload: Value) -> Result<Invocation, LoaderError> {
     if payload.get(SWEEP_KEY).and_then(Value::as_str) == Some(SWEEP_VALUE) {
-        return Ok(Invocation::Sweep);
+        let look_back_days = match payload.get("look_back_days") {
+            None => None,
+            Some(days) => Some(
+                days.as_u64()
+                    .and_then(|d| u32::try_from(d).ok())
+                    .ok_or_else(|| {
+                        LoaderError::BadEvent(format!(
+                            "sweep event: look_back_days must be a whole number of days, \
+                             not {days}"
+                        ))
+                    })?,
+            ),
+        };
+        return Ok(Invocation::Sweep { look_back_days });
     }
     let is_sqs = payload
         .get("Records")
@@ -72,6 +88,8 @@ pub struct Group {
     pub message_ids: Vec<String>,
     /// The first message's event, loaded as is when the group has one message.
     pub first_event: Value,
+    /// Each message's event time (for its freshness lag), in message order.
+    pub event_times: Vec<Option<DateTime<Utc>>>,
 }
 
 /// How each message of a batch is to be handled, before any I/O.
@@ -81,8 +99,9 @@ pub struct BatchPlan {
     pub groups: BTreeMap<(String, String, String), Group>,
     /// Messages that need no load: message id and outcome.
     pub skipped: Vec<(String, Outcome)>,
-    /// Messages that cannot be loaded as they are: message id and why.
-    pub failed: Vec<(String, LoaderError)>,
+    /// Messages that cannot be loaded as they are: message id, the route's table when
+    /// one claimed the key, and why.
+    pub failed: Vec<(String, Option<String>, LoaderError)>,
 }
 
 /// Parses, routes and groups the messages of a batch (pure: no I/O).
@@ -97,20 +116,26 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
         let event = match record.body.as_deref().map(serde_json::from_str::<Value>) {
             Some(Ok(v)) => v,
             Some(Err(e)) => {
-                plan.failed
-                    .push((id, LoaderError::BadEvent(format!("body is not JSON: {e}"))));
+                plan.failed.push((
+                    id,
+                    None,
+                    LoaderError::BadEvent(format!("body is not JSON: {e}")),
+                ));
                 continue;
             }
             None => {
-                plan.failed
-                    .push((id, LoaderError::BadEvent("message has no body".into())));
+                plan.failed.push((
+                    id,
+                    None,
+                    LoaderError::BadEvent("message has no body".into()),
+                ));
                 continue;
             }
         };
         let object = match event::parse(&event) {
             Ok(o) => o,
             Err(e) => {
-                plan.failed.push((id, e));
+                plan.failed.push((id, None, e));
                 continue;
             }
         };
@@ -131,20 +156,17 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
         let partition = match partition::parse(route, &object.key) {
             Ok(p) => p,
             Err(e) => {
-                plan.failed.push((id, e));
+                plan.failed.push((id, Some(route.table.to_string()), e));
                 continue;
             }
         };
-        let index = config
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .unwrap_or_default();
+        let index = config.route_index(route);
         let key = (
             route.table.to_string(),
             object.bucket.clone(),
             partition.path.clone(),
         );
+        let event_time = metrics::event_time(&event);
         let group = plan.groups.entry(key).or_insert_with(|| Group {
             route: index,
             bucket: object.bucket.clone(),
@@ -152,7 +174,9 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
             objects: Vec::new(),
             message_ids: Vec::new(),
             first_event: event,
+            event_times: Vec::new(),
         });
+        group.event_times.push(event_time);
         group.objects.push(object);
         group.message_ids.push(id);
     }
@@ -165,6 +189,18 @@ pub struct BatchResult {
     pub response: SqsBatchResponse,
     pub outcomes: Vec<Outcome>,
     pub errors: Vec<LoaderError>,
+    /// The batch's messages by table (the share of messages no table claims first),
+    /// each with what its groups measured: one EMF record each
+    /// ([`crate::invocation::handle_batch_measured`]).
+    pub shares: BTreeMap<Option<String>, Share>,
+}
+
+impl BatchResult {
+    fn share(&mut self, table: Option<String>) -> &mut Share {
+        self.shares
+            .entry(table.clone())
+            .or_insert_with(|| Share::new(table))
+    }
 }
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
@@ -184,30 +220,51 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let mut result = BatchResult::default();
         for (id, outcome) in plan.skipped {
             tracing::debug!(message_id = id, "skipped");
+            result.share(None).count(Ok(&outcome), 1);
             result.outcomes.push(outcome);
         }
-        for (id, error) in plan.failed {
+        for (id, table, error) in plan.failed {
+            result.share(table).count(Err(&error), 1);
             fail(&mut result, &[id], error);
         }
-        for (_, group) in plan.groups {
+        for ((table, _, _), group) in plan.groups {
+            let messages = group.message_ids.len() as u64;
             if Instant::now() >= deadline {
-                fail(&mut result, &group.message_ids, LoaderError::NotStarted);
+                let error = LoaderError::NotStarted;
+                result.share(Some(table)).count(Err(&error), messages);
+                fail(&mut result, &group.message_ids, error);
                 continue;
             }
-            let loaded = if group.objects.len() == 1 {
-                self.handle(&group.first_event, holder, deadline).await
-            } else {
-                let route = &self.config().routes[group.route];
-                self.load_partition(
-                    route,
-                    &group.bucket,
-                    &group.partition,
-                    None,
-                    holder,
-                    deadline,
-                )
-                .await
-            };
+            // Measured per group, so each table's record has its own figures; added to
+            // the caller's figures too, when the caller measures.
+            let (loaded, figures) = metrics::measure(async {
+                if group.objects.len() == 1 {
+                    self.handle(&group.first_event, holder, deadline).await
+                } else {
+                    let route = &self.config().routes[group.route];
+                    self.load_partition(
+                        route,
+                        &group.bucket,
+                        &group.partition,
+                        None,
+                        holder,
+                        deadline,
+                    )
+                    .await
+                }
+            })
+            .await;
+            metrics::add(|f| f.merge(&figures));
+            let share = result.share(Some(table));
+            share.figures.merge(&figures);
+            share.count(loaded.as_ref(), messages);
+            if let Ok(Outcome::Loaded { .. }) = &loaded {
+                // Listed under the lease after every message's object was written: each
+                // message's object is in this commit.
+                for time in &group.event_times {
+                    share.lag(*time, figures.committed_at);
+                }
+            }
             match loaded {
                 Ok(outcome) => {
                     outcome.log();
@@ -241,7 +298,8 @@ mod tests {
     use serde_json::json;
 
     fn config() -> Config {
-        let routes = r#"
+        Config::for_tests(
+            r#"
             [[routes]]
             bucket = "lake"
             prefix = "orders/"
@@ -255,20 +313,8 @@ mod tests {
             table = "s.events"
             format = "parquet"
             partition_columns = [{ name = "day", type = "date" }]
-        "#;
-        let vars = [
-            ("REDSHIFT_WORKGROUP", "wg"),
-            ("REDSHIFT_DATABASE", "dev"),
-            ("COPY_IAM_ROLE", "arn:aws:iam::123456789012:role/copy"),
-            ("MANIFEST_PREFIX", "s3://lake/_manifests/"),
-            ("LOADER_CONFIG", routes),
-        ];
-        Config::from_lookup(|n| {
-            vars.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.to_string())
-        })
-        .expect("config")
+        "#,
+        )
     }
 
     fn event(key: &str) -> Value {
@@ -297,8 +343,23 @@ mod tests {
     fn classify_tells_the_three_shapes_apart() {
         assert!(matches!(
             classify(json!({"partition-loader": "sweep"})),
-            Ok(Invocation::Sweep)
+            Ok(Invocation::Sweep {
+                look_back_days: None
+            })
         ));
+        assert!(matches!(
+            classify(json!({"partition-loader": "sweep", "look_back_days": 7})),
+            Ok(Invocation::Sweep {
+                look_back_days: Some(7)
+            })
+        ));
+        for bad in [json!(-1), json!("7"), json!(1.5)] {
+            let e = classify(json!({"partition-loader": "sweep", "look_back_days": bad}));
+            assert!(
+                matches!(&e, Err(LoaderError::BadEvent(m)) if m.contains("look_back_days")),
+                "{e:?}"
+            );
+        }
         assert!(matches!(
             classify(event("orders/order_date=2024-05-28/a.parquet")),
             Ok(Invocation::Event(_))
@@ -352,14 +413,14 @@ mod tests {
         let failed: Vec<_> = plan
             .failed
             .iter()
-            .map(|(id, e)| (id.as_str(), e.name()))
+            .map(|(id, table, e)| (id.as_str(), table.as_deref(), e.name()))
             .collect();
         assert_eq!(
             failed,
             [
-                ("m7", "BadEvent"),
-                ("m8", "BadPartition"),
-                ("m9", "BadEvent")
+                ("m7", None, "BadEvent"),
+                ("m8", Some("s.orders"), "BadPartition"),
+                ("m9", None, "BadEvent")
             ]
         );
     }

@@ -98,14 +98,53 @@ pub struct Config {
     pub loader_schema: Ident,
     pub manifest: S3Location,
     pub lease_ttl: Duration,
-    pub lock_wait: Duration,
+    /// The sweep's look-back window in days (`SWEEP_LOOK_BACK_DAYS`, default 3), when
+    /// neither the sweep event nor `loaderctl sweep --days` says otherwise.
+    pub sweep_look_back_days: u32,
     pub routes: Vec<Route>,
+}
+
+/// Variables earlier versions read that no longer have an effect, with why: accepted
+/// (a deployment that still sets one keeps working) and warned about once at start-up.
+pub const RETIRED_VARIABLES: [(&str, &str); 1] = [(
+    "LOCK_WAIT_SECONDS",
+    "an invocation that finds the lease busy hands its object to the holder (outcome \
+     queued) instead of waiting",
+)];
+
+/// The retired variables that are set (see [`RETIRED_VARIABLES`]).
+pub fn retired_set(lookup: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, &'static str)> {
+    RETIRED_VARIABLES
+        .into_iter()
+        .filter(|(name, _)| lookup(name).is_some())
+        .collect()
 }
 
 /// The longest Lambda timeout; a lease must outlive any invocation holding it.
 const MAX_FUNCTION_TIMEOUT_SECONDS: u64 = 900;
 
 impl Config {
+    /// The first route of each target table, in configuration order: for work done once
+    /// per table (bootstrap, the sweep, `loaderctl locks`).
+    pub fn table_routes(&self) -> Vec<&Route> {
+        let mut out: Vec<&Route> = Vec::new();
+        for route in &self.routes {
+            if !out.iter().any(|r| r.table == route.table) {
+                out.push(route);
+            }
+        }
+        out
+    }
+
+    /// The position of `route` (a reference into `routes`, as [`crate::route::route`]
+    /// returns it) in the configuration: a stable, ordered key for work by route.
+    pub fn route_index(&self, route: &Route) -> usize {
+        self.routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .unwrap_or_default()
+    }
+
     pub fn from_env() -> Result<Config, LoaderError> {
         Config::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
@@ -172,7 +211,18 @@ impl Config {
                  its lease",
             ));
         }
-        let lock_wait = seconds("LOCK_WAIT_SECONDS", 60)?;
+        let sweep_look_back_days = match lookup("SWEEP_LOOK_BACK_DAYS") {
+            None => 3,
+            Some(v) => v
+                .parse::<u32>()
+                .map_err(|_| bad("SWEEP_LOOK_BACK_DAYS", "must be a whole number of days"))?,
+        };
+        for (variable, why) in retired_set(&lookup) {
+            tracing::warn!(
+                variable,
+                "{variable} no longer has an effect ({why}); remove it"
+            );
+        }
 
         let toml_text = match (lookup("LOADER_CONFIG"), lookup("LOADER_CONFIG_FILE")) {
             (Some(text), None) => text,
@@ -194,7 +244,7 @@ impl Config {
             loader_schema,
             manifest,
             lease_ttl,
-            lock_wait,
+            sweep_look_back_days,
             routes,
         })
     }
@@ -421,6 +471,33 @@ fn check_manifest_prefix(manifest: &S3Location, routes: &[Route]) -> Result<(), 
     Ok(())
 }
 
+/// The variables every unit test's configuration shares (a Serverless workgroup,
+/// manifests under `s3://lake/_loader/`); `LOADER_CONFIG` is the test's own.
+#[cfg(test)]
+const TEST_ENV: [(&str, &str); 4] = [
+    ("REDSHIFT_WORKGROUP", "wg"),
+    ("REDSHIFT_DATABASE", "dev"),
+    ("COPY_IAM_ROLE", "arn:aws:iam::123456789012:role/copy"),
+    ("MANIFEST_PREFIX", "s3://lake/_loader/"),
+];
+
+#[cfg(test)]
+impl Config {
+    /// A valid configuration with these routes (TOML), for unit tests.
+    pub(crate) fn for_tests(routes: &str) -> Config {
+        Config::from_lookup(|name| {
+            if name == "LOADER_CONFIG" {
+                return Some(routes.to_string());
+            }
+            TEST_ENV
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+        .expect("a valid test configuration")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,16 +522,12 @@ mod tests {
     "#;
 
     fn env(extra: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut m: HashMap<String, String> = [
-            ("REDSHIFT_WORKGROUP", "wg"),
-            ("REDSHIFT_DATABASE", "dev"),
-            ("COPY_IAM_ROLE", "arn:aws:iam::1:role/copy"),
-            ("MANIFEST_PREFIX", "s3://lake/_manifests"),
-            ("LOADER_CONFIG", ROUTES),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut m: HashMap<String, String> = TEST_ENV
+            .into_iter()
+            .chain([("MANIFEST_PREFIX", "s3://lake/_manifests")])
+            .chain([("LOADER_CONFIG", ROUTES)])
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         for (k, v) in extra {
             if v.is_empty() {
                 m.remove(*k);
@@ -485,7 +558,13 @@ mod tests {
         );
         assert_eq!(c.loader_schema.as_str(), "partition_loader");
         assert_eq!(c.lease_ttl, Duration::from_secs(960));
-        assert_eq!(c.lock_wait, Duration::from_secs(60));
+        assert_eq!(c.sweep_look_back_days, 3);
+        assert!(retired_set(|_| None).is_empty());
+        let set = retired_set(|n| (n == "LOCK_WAIT_SECONDS").then(|| "x".to_string()));
+        assert_eq!(
+            set[0].0, "LOCK_WAIT_SECONDS",
+            "set, even unparsable: warned, no error"
+        );
         assert_eq!(c.manifest.prefix, "_manifests/");
         let r = &c.routes[0];
         assert_eq!(r.prefix, "transformed/orders/");
@@ -551,8 +630,14 @@ mod tests {
         assert!(err(&[("LOADER_SCHEMA", "bad-name")]).contains("LOADER_SCHEMA"));
         assert!(err(&[("MANIFEST_PREFIX", "lake/m")]).contains("MANIFEST_PREFIX"));
         assert!(err(&[("LEASE_TTL_SECONDS", "900")]).contains("LEASE_TTL_SECONDS"));
-        assert!(err(&[("LOCK_WAIT_SECONDS", "x")]).contains("LOCK_WAIT_SECONDS"));
         assert!(err(&[("LOADER_CONFIG", "")]).contains("LOADER_CONFIG"));
+        assert!(err(&[("SWEEP_LOOK_BACK_DAYS", "-1")]).contains("SWEEP_LOOK_BACK_DAYS"));
+        assert_eq!(
+            load(&[("SWEEP_LOOK_BACK_DAYS", "7")])
+                .unwrap()
+                .sweep_look_back_days,
+            7
+        );
         assert!(err(&[("LOADER_CONFIG_FILE", "/x")]).contains("exactly one"));
         let missing = [
             ("LOADER_CONFIG", ""),

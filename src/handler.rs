@@ -1,11 +1,13 @@
-//! The flow of one event: parse → route → partition → lease → diff → manifest → load.
+//! The flow of one event: parse → route → partition → lease → diff → manifest → load,
+//! then the drain of wake-ups other invocations handed over. The other entry points
+//! reuse [`Loader::load_partition`]: an SQS batch (`batch.rs`), the sweep (`sweep.rs`),
+//! a backfill (`backfill.rs`); the operator's statements live in `admin.rs`.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::backfill::{self, PartitionWork};
 use crate::config::{Config, Mode, Route};
 use crate::error::LoaderError;
 use crate::event::ObjectCreated;
@@ -16,7 +18,7 @@ use crate::plan::{self, ListedObject, Plan};
 use crate::route::{self, Routed};
 use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
 use crate::storage::{Storage, S3};
-use crate::warehouse::{DataApi, Row, Warehouse};
+use crate::warehouse::{DataApi, Warehouse};
 use crate::{event, manifest};
 
 /// Size limits of one load batch.
@@ -93,6 +95,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         &self.storage
     }
 
+    /// The Redshift side (the sweep's lease steps).
+    pub(crate) fn warehouse(&self) -> &W {
+        &self.warehouse
+    }
+
     /// Handles one event. `holder` identifies this invocation in the lease table (the
     /// Lambda request id); nothing is started after `deadline`.
     pub async fn handle(
@@ -128,80 +135,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// [`settle_key`]).
     pub async fn settle_key(&self, object: ObjectCreated) -> Result<ObjectCreated, LoaderError> {
         settle_key(&self.config.routes, &self.storage, object).await
-    }
-
-    /// Creates the loader schema and, for every configured route's table, its lease
-    /// (one free row), ledger and wake-up tables and lease procedures (idempotent; copies
-    /// the table's rows of the shared ledger of earlier versions the first time).
-    pub async fn bootstrap(&self, deadline: Instant) -> Result<String, LoaderError> {
-        let schema = &self.config.loader_schema;
-        let mut id = self
-            .warehouse
-            .run_batch(sql::bootstrap(schema), deadline)
-            .await?;
-        let mut tables: Vec<&TableName> = Vec::new();
-        for route in &self.config.routes {
-            if !tables.contains(&&route.table) {
-                tables.push(&route.table);
-            }
-        }
-        // A batch holds at most 40 statements: four tables (8 statements each) a batch.
-        for chunk in tables.chunks(4) {
-            let mut sqls = Vec::new();
-            for table in chunk {
-                sqls.extend(sql::bootstrap_table(
-                    schema,
-                    &LeaseTables::for_target(table),
-                )?);
-            }
-            id = self.warehouse.run_batch(sqls, deadline).await?;
-        }
-        Ok(id)
-    }
-
-    /// Grants `user` (the function's database user) what it needs on the loader schema
-    /// ([`sql::grant_loader`]); run by the schema's owner after [`Loader::bootstrap`].
-    pub async fn grant_loader(
-        &self,
-        user: &sql::DbUser,
-        deadline: Instant,
-    ) -> Result<String, LoaderError> {
-        self.warehouse
-            .run_batch(
-                sql::grant_loader(&self.config.loader_schema, user),
-                deadline,
-            )
-            .await
-    }
-
-    /// Runs one statement (with `:name` parameters) that returns no rows.
-    pub async fn execute(
-        &self,
-        sql: String,
-        params: Vec<(&'static str, String)>,
-        deadline: Instant,
-    ) -> Result<String, LoaderError> {
-        self.warehouse.run(sql, params, deadline).await
-    }
-
-    /// Runs statements as one transaction (a batch) that returns no rows.
-    pub async fn execute_batch(
-        &self,
-        sqls: Vec<String>,
-        deadline: Instant,
-    ) -> Result<String, LoaderError> {
-        self.warehouse.run_batch(sqls, deadline).await
-    }
-
-    /// Runs one statement (with `:name` parameters) and returns its rows.
-    pub async fn query(
-        &self,
-        sql: String,
-        params: Vec<(&'static str, String)>,
-        deadline: Instant,
-    ) -> Result<Vec<Row>, LoaderError> {
-        let id = self.warehouse.run(sql, params, deadline).await?;
-        self.warehouse.rows(id, deadline).await
     }
 
     /// Loads every pending file of one partition under the table's lease, then drains
@@ -252,7 +185,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// After the holder's own partition: drain, or leave the lease as the failure
     /// requires. A timeout leaves it to its TTL and fence (the batch may still run); a
     /// lost lease is not ours to touch.
-    async fn finish_holding(
+    pub(crate) async fn finish_holding(
         &self,
         ctx: &Ctx<'_, W>,
         route: &Route,
@@ -405,7 +338,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 return Ok(Loaded::Nothing(Outcome::UpToDate {
                     table: table.to_string(),
                     partition: partition_values(partition),
-                    loaded_by: None,
                 }))
             }
             Plan::Load(files) => files,
@@ -492,154 +424,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             statement_id,
         }))
     }
-
-    /// The sweep (run on a schedule, and by `loaderctl sweep`): for every route's table,
-    /// finds files whose event never came and finishes what a crashed holder left.
-    /// Its cost is bounded by `look_back_days`, never by the route's age: it lists only
-    /// the partitions of the last `look_back_days` dates (routes whose first partition
-    /// column is a date and that name their bucket) and the partitions the ledger
-    /// loaded in that window, loads each one with the usual protocol (or hands it to the
-    /// live holder), then takes a free lease to drain wake-ups left behind. One result
-    /// per partition looked at (plus errors).
-    pub async fn sweep(
-        &self,
-        holder: &str,
-        look_back_days: u32,
-        deadline: Instant,
-    ) -> Vec<Result<Outcome, LoaderError>> {
-        let mut results = Vec::new();
-        let mut tables: Vec<&TableName> = Vec::new();
-        for route in &self.config.routes {
-            if tables.contains(&&route.table) {
-                continue;
-            }
-            tables.push(&route.table);
-            let candidates = match self.sweep_candidates(route, look_back_days, deadline).await {
-                Ok(c) => c,
-                Err(e) => {
-                    results.push(Err(e));
-                    continue;
-                }
-            };
-            for (bucket, partition) in &candidates {
-                let r = self
-                    .load_partition(route, bucket, partition, None, holder, deadline)
-                    .await;
-                results.push(r);
-            }
-            let ctx = Ctx::new(
-                &self.warehouse,
-                &self.config,
-                &route.table,
-                holder,
-                deadline,
-            );
-            match lease::acquire_if_free(&ctx).await {
-                Ok(Acquired::Held(_)) => {
-                    let drained = Ok(Outcome::UpToDate {
-                        table: route.table.to_string(),
-                        partition: PartitionValues::default(),
-                        loaded_by: None,
-                    });
-                    let r = self.finish_holding(&ctx, route, drained).await;
-                    if r.is_err() {
-                        results.push(r);
-                    }
-                }
-                Ok(Acquired::Queued { .. }) => {}
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        results
-    }
-
-    /// The partitions a sweep lists again for one route: `(bucket, partition)`.
-    async fn sweep_candidates(
-        &self,
-        route: &Route,
-        look_back_days: u32,
-        deadline: Instant,
-    ) -> Result<Vec<(String, Partition)>, LoaderError> {
-        let Some(bucket) = route.bucket.as_deref() else {
-            // A route for any bucket: nothing to list; wake-ups are still drained.
-            return Ok(Vec::new());
-        };
-        let mut paths: Vec<String> = Vec::new();
-        // Date partitions of the window, by prefix: one listing per day.
-        if let Some(first) = route
-            .partition_columns
-            .first()
-            .filter(|c| c.ty == sql::PartitionType::Date)
-        {
-            let today = chrono::Utc::now().date_naive();
-            for back in 0..look_back_days {
-                let Some(day) = today.checked_sub_days(chrono::Days::new(back.into())) else {
-                    continue;
-                };
-                let prefix = format!("{}{}={}/", route.prefix, first.name, day.format("%Y-%m-%d"));
-                for o in self.storage.list(bucket, &prefix).await? {
-                    if route::marker_reason(&o.key, Some(o.size)).is_some() {
-                        continue;
-                    }
-                    if let Ok(p) = partition::parse(route, &o.key) {
-                        if !paths.contains(&p.path) {
-                            paths.push(p.path);
-                        }
-                    }
-                }
-            }
-        }
-        // Partitions loaded within the window, whatever their columns.
-        let tables = LeaseTables::for_target(&route.table);
-        let sql = sql::recent_partitions(&self.config.loader_schema, &tables, look_back_days);
-        for row in self.query(sql, vec![], deadline).await? {
-            let path = row.into_iter().next().flatten().unwrap_or_default();
-            if !paths.contains(&path) {
-                paths.push(path);
-            }
-        }
-        let mut out = Vec::new();
-        for path in paths {
-            if let Ok(p) = partition::parse(route, &format!("{}{path}_", route.prefix)) {
-                out.push((bucket.to_string(), p));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Loads files that existed before the function was deployed: every partition found
-    /// under `s3://bucket/prefix`, one after the other, with the same protocol.
-    /// Returns one result per partition (and per key that could not be placed); each
-    /// partition gets `per_partition` of time.
-    pub async fn backfill(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        holder: &str,
-        per_partition: Duration,
-    ) -> Result<Vec<Result<Outcome, LoaderError>>, LoaderError> {
-        let (work, errors) = self.backfill_partitions(bucket, prefix).await?;
-        let mut results: Vec<_> = errors.into_iter().map(Err).collect();
-        for w in &work {
-            let until = Instant::now() + per_partition;
-            results.push(
-                self.load_partition(w.route, bucket, &w.partition, None, holder, until)
-                    .await,
-            );
-        }
-        Ok(results)
-    }
-
-    /// The partitions a backfill of `s3://bucket/prefix` would load, with their listed
-    /// files (see [`backfill::partitions`]); for progress and dry runs.
-    pub async fn backfill_partitions(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> Result<(Vec<PartitionWork<'_>>, Vec<LoaderError>), LoaderError> {
-        let listed = self.storage.list(bucket, prefix).await?;
-        Ok(backfill::partitions(&self.config, bucket, listed))
-    }
 }
 
 /// Picks the reading of an event's key that names an object in S3.
@@ -696,19 +480,6 @@ fn partition_values(partition: &Partition) -> PartitionValues {
             .map(|(c, v)| (c.to_string(), v.clone()))
             .collect(),
     )
-}
-
-/// The sweep event's look-back window in days, when `event` is a sweep event:
-/// `{"partition-loader": "sweep"}` (EventBridge Scheduler's input), optionally with
-/// `"look_back_days": n` (default 3).
-pub fn sweep_event(event: &Value) -> Option<u32> {
-    (event.get("partition-loader")?.as_str()? == "sweep").then(|| {
-        event
-            .get("look_back_days")
-            .and_then(Value::as_u64)
-            .and_then(|d| u32::try_from(d).ok())
-            .unwrap_or(3)
-    })
 }
 
 /// Names what a failed load batch means for the caller.
@@ -862,23 +633,6 @@ mod tests {
         assert!(e.to_string().contains("nope"));
         let e = target("mode = \"replace\"", &["id"]).unwrap_err();
         assert!(e.to_string().contains("replace mode"));
-    }
-
-    #[test]
-    fn sweep_events_are_recognised() {
-        assert_eq!(
-            sweep_event(&serde_json::json!({"partition-loader": "sweep"})),
-            Some(3)
-        );
-        assert_eq!(
-            sweep_event(&serde_json::json!({"partition-loader": "sweep", "look_back_days": 7})),
-            Some(7)
-        );
-        assert_eq!(sweep_event(&serde_json::json!({"source": "aws.s3"})), None);
-        assert_eq!(
-            sweep_event(&serde_json::json!({"partition-loader": "x"})),
-            None
-        );
     }
 
     /// A scripted bucket: `list` returns the keys under the prefix, counting calls.

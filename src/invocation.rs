@@ -1,16 +1,20 @@
 //! One Lambda invocation with its metrics: the handler runs under
 //! [`metrics::measure`], the rows its COPYs loaded are read from Redshift's load
-//! history, and the EMF record is built. main.rs prints the record; the integration
-//! tests check it.
+//! history, and the EMF records are built. main.rs prints them; the integration tests
+//! check them. Every entry shape is measured: one event ([`handle_measured`], one
+//! record), an SQS batch ([`handle_batch_measured`]) and the sweep ([`sweep_measured`]),
+//! the last two with one record per table they touched (see [`metrics::Share`]).
 
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
+use aws_lambda_events::sqs::SqsEvent;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::batch::BatchResult;
 use crate::error::LoaderError;
 use crate::handler::Loader;
-use crate::metrics::{self, Figures, Invocation, Settings};
+use crate::metrics::{self, Figures, Invocation, Settings, Share};
 use crate::outcome::Outcome;
 use crate::route::{self, Routed};
 use crate::storage::Storage;
@@ -59,6 +63,97 @@ pub async fn handle_measured<W: Warehouse, S: Storage>(
         figures,
         record,
     }
+}
+
+/// An invocation of several events and its EMF records (one per table touched).
+#[derive(Debug)]
+pub struct MeasuredMany<T> {
+    pub result: T,
+    pub records: Vec<Value>,
+}
+
+/// Runs [`Loader::handle_batch`] and measures it: one record per table the batch's
+/// messages reached, and one for the messages no table claims (skips, unparsable
+/// bodies), each with its own figures, outcome counts (per message) and lags.
+pub async fn handle_batch_measured<W: Warehouse, S: Storage>(
+    loader: &Loader<W, S>,
+    settings: &Settings,
+    batch: &SqsEvent,
+    request_id: &str,
+    deadline: Instant,
+) -> MeasuredMany<BatchResult> {
+    let mut result = loader.handle_batch(batch, request_id, deadline).await;
+    let mut shares: Vec<Share> = std::mem::take(&mut result.shares).into_values().collect();
+    for share in &mut shares {
+        add_rows(loader, share, deadline).await;
+    }
+    let records = metrics::records(
+        settings,
+        &shares,
+        "sqs_batch",
+        request_id,
+        SystemTime::now(),
+    );
+    MeasuredMany { result, records }
+}
+
+/// The schedule's sweep over the last `days` days, measured: one record per table
+/// (partitions counted by outcome; no freshness lag, since the files a sweep finds
+/// had no event to measure from). The result fails, naming the first error, when any
+/// table's sweep failed; every outcome is logged.
+pub async fn sweep_measured<W: Warehouse, S: Storage>(
+    loader: &Loader<W, S>,
+    settings: &Settings,
+    days: u32,
+    request_id: &str,
+    deadline: Instant,
+) -> MeasuredMany<Result<Value, LoaderError>> {
+    let mut shares = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut first_error = None;
+    for route in loader.config().table_routes() {
+        let (results, figures) =
+            metrics::measure(loader.sweep_table(route, request_id, days, deadline)).await;
+        let mut share = Share::new(Some(route.table.to_string()));
+        share.figures = figures;
+        for result in results {
+            share.count(result.as_ref(), 1);
+            match result {
+                Ok(outcome) => {
+                    outcome.log();
+                    outcomes.push(outcome.to_json());
+                }
+                Err(e) => {
+                    tracing::error!(error_type = %e.error_type(), error = %e, holder = request_id,
+                        "sweep failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        add_rows(loader, &mut share, deadline).await;
+        shares.push(share);
+    }
+    let records = metrics::records(settings, &shares, "sweep", request_id, SystemTime::now());
+    let result = match first_error {
+        Some(e) => Err(e),
+        None => Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes})),
+    };
+    MeasuredMany { result, records }
+}
+
+/// Reads the rows a share's COPYs loaded (one Data API round per table that loaded).
+async fn add_rows<W: Warehouse, S: Storage>(
+    loader: &Loader<W, S>,
+    share: &mut Share,
+    deadline: Instant,
+) {
+    if share.figures.committed_at.is_none() {
+        return;
+    }
+    let (rows, extra) =
+        metrics::measure(rows_loaded(loader, &share.figures.copy_query_ids, deadline)).await;
+    share.figures.data_api_calls += extra.data_api_calls;
+    share.figures.rows = rows;
 }
 
 /// The route's table for the event, when it has one.

@@ -1,6 +1,7 @@
 //! partition-loader: loads new S3 partitions into Amazon Redshift exactly once, with a
 //! lease and a ledger that live in Redshift. See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod backfill;
 pub mod backoff;
 pub mod batch;
@@ -22,6 +23,7 @@ pub mod route;
 pub mod routes_source;
 pub mod sql;
 pub mod storage;
+pub mod sweep;
 pub mod warehouse;
 
 pub use config::Config;

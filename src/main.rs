@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use partition_loader::batch::{self, Invocation};
-use partition_loader::invocation::handle_measured;
+use partition_loader::invocation::{handle_batch_measured, handle_measured, sweep_measured};
 use partition_loader::metrics::Settings;
 use partition_loader::{init_logging, Loader};
 use serde_json::Value;
@@ -61,11 +61,12 @@ where
         holder,
         "invocation"
     );
+    // One EMF record per invocation (per table it touched, for a batch or the sweep), on
+    // stdout: Lambda sends it to CloudWatch Logs, which extracts the metrics (logs go to
+    // stderr, so each record stands alone on its line).
     let result = match batch::classify(event.payload) {
         Ok(Invocation::Event(payload)) => {
             let measured = handle_measured(loader, metrics, &payload, &holder, deadline).await;
-            // One EMF record per invocation, on stdout: Lambda sends it to CloudWatch Logs,
-            // which extracts the metrics (logs go to stderr, so the record stands alone).
             println!("{}", measured.record);
             measured.result.map(|outcome| {
                 outcome.log();
@@ -73,10 +74,17 @@ where
             })
         }
         Ok(Invocation::SqsBatch(records)) => {
-            let result = loader.handle_batch(&records, &holder, deadline).await;
-            return Ok(serde_json::to_value(result.response).unwrap_or_default());
+            let measured =
+                handle_batch_measured(loader, metrics, &records, &holder, deadline).await;
+            print_records(&measured.records);
+            return Ok(serde_json::to_value(measured.result.response).unwrap_or_default());
         }
-        Ok(Invocation::Sweep) => sweep(loader, &holder, deadline).await,
+        Ok(Invocation::Sweep { look_back_days }) => {
+            let days = look_back_days.unwrap_or(loader.config().sweep_look_back_days);
+            let measured = sweep_measured(loader, metrics, days, &holder, deadline).await;
+            print_records(&measured.records);
+            measured.result
+        }
         Err(e) => Err(e),
     };
     result.map_err(|e| {
@@ -85,39 +93,9 @@ where
     })
 }
 
-/// The schedule's `{"partition-loader": "sweep"}`: [`Loader::sweep`] over the last
-/// `SWEEP_LOOK_BACK_DAYS` days (default 3, as `loaderctl sweep`). Fails the invocation
-/// when any table's sweep failed, naming the first error; every outcome is logged.
-async fn sweep<W, S>(
-    loader: &Loader<W, S>,
-    holder: &str,
-    deadline: Instant,
-) -> Result<Value, partition_loader::LoaderError>
-where
-    W: partition_loader::warehouse::Warehouse,
-    S: partition_loader::storage::Storage,
-{
-    let days = std::env::var("SWEEP_LOOK_BACK_DAYS")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(3);
-    let mut outcomes = Vec::new();
-    let mut first_error = None;
-    for result in loader.sweep(holder, days, deadline).await {
-        match result {
-            Ok(outcome) => {
-                outcome.log();
-                outcomes.push(outcome.to_json());
-            }
-            Err(e) => {
-                tracing::error!(error_type = %e.error_type(), error = %e, holder, "sweep failed");
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(serde_json::json!({"outcome": "swept", "days": days, "outcomes": outcomes})),
+fn print_records(records: &[Value]) {
+    for record in records {
+        println!("{record}");
     }
 }
 

@@ -31,10 +31,6 @@ pub enum Outcome {
     UpToDate {
         table: String,
         partition: PartitionValues,
-        /// Set when this invocation waited for the lease and found its own object loaded
-        /// by that holder. Logged only: the returned JSON keeps its shape.
-        #[serde(skip)]
-        loaded_by: Option<String>,
     },
     Skipped {
         reason: String,
@@ -78,26 +74,11 @@ impl Outcome {
                 statement_id,
                 "loaded"
             ),
-            Outcome::UpToDate {
-                table,
-                partition,
-                loaded_by: None,
-            } => tracing::info!(
+            Outcome::UpToDate { table, partition } => tracing::info!(
                 outcome = "up_to_date",
                 table,
                 partition = %json(partition),
                 "up to date"
-            ),
-            Outcome::UpToDate {
-                table,
-                partition,
-                loaded_by: Some(loaded_by),
-            } => tracing::info!(
-                outcome = "up_to_date",
-                table,
-                partition = %json(partition),
-                loaded_by,
-                "up to date: the object was loaded by another holder while this one waited"
             ),
             Outcome::Skipped {
                 reason,
@@ -152,18 +133,11 @@ mod tests {
         let u = Outcome::UpToDate {
             table: "s.t".into(),
             partition: PartitionValues::default(),
-            loaded_by: None,
         };
         assert_eq!(u.to_json()["outcome"], "up_to_date");
-        let waited = Outcome::UpToDate {
-            table: "s.t".into(),
-            partition: PartitionValues::default(),
-            loaded_by: Some("req-7".into()),
-        };
         assert_eq!(
-            serde_json::to_string(&waited).unwrap(),
-            r#"{"outcome":"up_to_date","table":"s.t","partition":{}}"#,
-            "loaded_by is for the log only"
+            serde_json::to_string(&u).unwrap(),
+            r#"{"outcome":"up_to_date","table":"s.t","partition":{}}"#
         );
         let s = Outcome::Skipped {
             reason: "no route claims this key".into(),

@@ -166,7 +166,7 @@ async fn replay<W: Warehouse, S: Storage>(
             }
         }
         // A failed scheduled sweep needs no replay: the next one does the same work.
-        Invocation::Sweep => Ok(json!({"outcome": "skipped",
+        Invocation::Sweep { .. } => Ok(json!({"outcome": "skipped",
             "reason": "sweep event: the next scheduled sweep does the same work"})),
     }
 }

@@ -49,26 +49,15 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        let routes = r#"
+        Config::for_tests(
+            r#"
             [[routes]]
             bucket = "lake"
             prefix = "orders/"
             table = "s.orders"
             format = "parquet"
-        "#;
-        let vars = [
-            ("REDSHIFT_WORKGROUP", "wg"),
-            ("REDSHIFT_DATABASE", "dev"),
-            ("COPY_IAM_ROLE", "arn:aws:iam::1:role/r"),
-            ("MANIFEST_PREFIX", "s3://lake/_loader/"),
-            ("LOADER_CONFIG", routes),
-        ];
-        Config::from_lookup(|k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap()
+        "#,
+        )
     }
 
     fn reason(key: &str, size: i64) -> Option<&'static str> {

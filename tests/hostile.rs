@@ -585,7 +585,7 @@ fn environment_with_each_variable_wrong_names_it() {
         ("MANIFEST_PREFIX", Some("s3:///x")),
         ("LEASE_TTL_SECONDS", Some("-5")),
         ("LEASE_TTL_SECONDS", Some("60")),
-        ("LOCK_WAIT_SECONDS", Some("1.5")),
+        ("SWEEP_LOOK_BACK_DAYS", Some("a week")),
         ("LOADER_CONFIG", Some("[[routes]]\nprefix = 1\n")),
     ];
     for (name, value) in cases {

@@ -456,11 +456,10 @@ async fn files_landing_during_a_long_load_are_all_loaded_once() {
     let routes = stack.orders_route("");
     let (_, t) = stack.orders("").await;
     let first = stack.orders_file("part-0.parquet", 0..3).await;
-    // The holder's Data API calls are slow: its load outlasts LOCK_WAIT_SECONDS many
-    // times over, which used to send waiting events to the failure queue.
-    let mut config = stack.config(&routes);
-    config.lock_wait = Duration::from_secs(1);
-    let slow = std::sync::Arc::new(Loader::connect(config).await);
+    // The holder's Data API calls are slow: its load outlasts the one-second lease wait
+    // of earlier versions many times over, which used to send waiting events to the
+    // failure queue.
+    let slow = std::sync::Arc::new(Loader::connect(stack.config(&routes)).await);
     stack.fault(json!({"latency_ms": 800})).await;
     let holder_task = {
         let slow = slow.clone();

@@ -666,7 +666,26 @@ async fn loaderctl_redrive_deletes_only_what_succeeded() {
         describe(&out)
     );
     assert_eq!(stack.rows(&table).await, 5);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("1 failed and kept"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 failed and kept"));
+    // Off a terminal, one plain progress line per message, against the queue's depth.
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("redrive: "))
+        .collect();
+    assert_eq!(progress.len(), 2, "{stderr}");
+    assert!(
+        progress[0].starts_with("redrive: 1/2 messages, 1 succeeded, 0 failed, 1 deleted, "),
+        "{stderr}"
+    );
+    assert!(progress[0].ends_with(": loaded"), "{stderr}");
+    assert!(
+        progress[1].starts_with("redrive: 2/2 messages, 1 succeeded, 1 failed, 1 deleted, "),
+        "{stderr}"
+    );
+    assert!(progress[1].contains(", ETA 0s: "), "{stderr}");
+    assert!(progress[1].ends_with(": error"), "{stderr}");
+    assert!(!stderr.contains('\r'), "no bar drawing off a terminal");
     // The failed message is still there for the next attempt.
     let left = sqs
         .receive_message()
@@ -747,5 +766,63 @@ async fn doctor_finds_a_bucket_in_another_region() {
         1,
         "the Region is the only finding: {:?}",
         findings(&lines)
+    );
+}
+
+/// `loaderctl sweep` finds a file whose event never came; off a terminal it writes one
+/// plain progress line per partition of each table to stderr.
+#[tokio::test]
+async fn loaderctl_sweep_loads_what_no_event_announced_with_progress_lines() {
+    let stack = Stack::new().await;
+    let loader = stack.loader(&stack.orders_route("")).await;
+    let t = stack.orders_table().await;
+    let today = chrono::Utc::now().date_naive();
+    let yesterday = today.pred_opt().expect("a day before");
+    for (day, ids) in [(today, 0..4), (yesterday, 4..6)] {
+        stack
+            .put_parquet(&format!("orders/order_date={day}/lost.parquet"), ids)
+            .await;
+    }
+    // Loaded with its event: the sweep finds it up to date.
+    let loaded = stack
+        .parquet_event(&format!("orders/order_date={today}/seen.parquet"), 6..7)
+        .await;
+    assert_eq!(loaded_files(&handle(&loader, &loaded).await), 2);
+    assert_eq!(stack.rows(&t).await, 5);
+    stack
+        .put_parquet(&format!("orders/order_date={today}/late.parquet"), 7..9)
+        .await;
+
+    let out = ctl(&stack, &["sweep", "--days", "2"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let outcomes: Vec<String> = lines(&out)
+        .iter()
+        .map(|l| l["outcome"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(outcomes, ["loaded", "loaded"], "{}", describe(&out));
+    assert_eq!(stack.rows(&t).await, 9, "both partitions complete, once");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.starts_with("sweep ")).collect();
+    assert_eq!(progress.len(), 2, "{stderr}");
+    assert!(
+        progress[0].starts_with(&format!("sweep {t}: 1/2 partitions, 1 files loaded, ")),
+        "{stderr}"
+    );
+    assert!(
+        progress[0].ends_with(&format!("order_date={today}/: loaded")),
+        "{stderr}"
+    );
+    assert!(
+        progress[1].starts_with(&format!("sweep {t}: 2/2 partitions, 2 files loaded, ")),
+        "{stderr}"
+    );
+    assert!(progress[1].contains(" files/s, ETA 0s: "), "{stderr}");
+    assert!(!stderr.contains('\r'), "no bar drawing off a terminal");
+
+    let out = ctl(&stack, &["sweep", "--days", "2"]).await;
+    assert!(
+        lines(&out).iter().all(|l| l["outcome"] == "up_to_date"),
+        "{}",
+        describe(&out)
     );
 }

@@ -1,5 +1,6 @@
-//! The EMF record of real invocations against the local stack: a load (rows from the
-//! emulator's SYS_LOAD_HISTORY), a failed COPY and a skip.
+//! The EMF records of real invocations against the local stack: a load (rows from the
+//! emulator's SYS_LOAD_HISTORY), a failed COPY and a skip; an SQS batch and a sweep
+//! (one record per table).
 
 mod common;
 
@@ -27,10 +28,13 @@ fn assert_emf(record: &Value) {
         }
         for m in d["Metrics"].as_array().expect("metrics") {
             assert!(m["Unit"].is_string());
-            assert!(
-                record[m["Name"].as_str().unwrap()].is_number(),
-                "{m} in {record}"
-            );
+            // A number, or an array of at most 100 numbers.
+            let value = &record[m["Name"].as_str().unwrap()];
+            let numbers = match value.as_array() {
+                Some(values) => values.len() <= 100 && values.iter().all(Value::is_number),
+                None => value.is_number(),
+            };
+            assert!(numbers, "{m} in {record}");
         }
     }
 }
@@ -154,4 +158,161 @@ async fn a_queued_invocation_records_its_outcome_without_waiting() {
         "not loaded yet: no lag: {r}"
     );
     assert_eq!(stack.wakeup_rows(&t).await, 1);
+}
+
+fn sqs_record(id: &str, body: &str) -> Value {
+    json!({"messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
+           "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+           "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:events", "awsRegion": "us-east-1"})
+}
+
+fn sqs_batch(records: Vec<Value>) -> aws_lambda_events::sqs::SqsEvent {
+    match partition_loader::batch::classify(json!({ "Records": records })) {
+        Ok(partition_loader::batch::Invocation::SqsBatch(b)) => b,
+        other => panic!("not an SQS batch: {other:?}"),
+    }
+}
+
+/// An SQS batch: two messages of one partition (one load), a marker (skipped), a
+/// partition that does not parse (a failure of the orders table) and a body that is
+/// not JSON (a failure of no table). One record for the orders table, one for the
+/// messages no table claims; each counts its messages.
+#[tokio::test]
+async fn an_sqs_batch_records_each_table_it_touched() {
+    let stack = Stack::new().await;
+    let (loader, t) = stack.orders("").await;
+    let sent = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let mut a = stack.orders_file("a.parquet", 0..4).await;
+    a["time"] = json!(sent.to_rfc3339());
+    let mut b = stack.orders_file("b.parquet", 4..10).await;
+    b["time"] = json!((sent + chrono::Duration::seconds(20)).to_rfc3339());
+    let marker = stack.event(&format!("{ORDERS_DAY}/_SUCCESS"), 0);
+    let bad = stack
+        .parquet_event("orders/order_date=someday/e.parquet", 0..1)
+        .await;
+    let batch = sqs_batch(vec![
+        sqs_record("m-a", &a.to_string()),
+        sqs_record("m-marker", &marker.to_string()),
+        sqs_record("m-bad", &bad.to_string()),
+        sqs_record("m-b", &b.to_string()),
+        sqs_record("m-garbage", "{not json"),
+    ]);
+    let m = partition_loader::invocation::handle_batch_measured(
+        &loader,
+        &Settings::default(),
+        &batch,
+        "req-batch",
+        deadline(),
+    )
+    .await;
+    let failed: Vec<String> = m
+        .result
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, ["m-bad", "m-garbage"]);
+    assert_eq!(stack.rows(&t).await, 10);
+    assert_eq!(m.records.len(), 2, "{:#?}", m.records);
+    for r in &m.records {
+        assert_emf(r);
+        assert_eq!(r["invocation"], "sqs_batch");
+        assert_eq!(r["request_id"], "req-batch");
+    }
+
+    // The messages no table claims come first: a skip and an unparsable body.
+    let none = &m.records[0];
+    assert!(none.get("Table").is_none(), "{none}");
+    assert_eq!(
+        none["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([[]])
+    );
+    assert_eq!(none["Skipped"], 1);
+    assert_eq!(none["Loaded"], 0);
+    assert_eq!(none["Errors"], 1);
+    assert_eq!(none["PermanentErrors"], 1);
+    assert_eq!(none["RetryableErrors"], 0);
+    assert_eq!(none["ErrorType"], "Permanent.BadEvent");
+    assert_eq!(
+        none["_aws"]["CloudWatchMetrics"][1]["Dimensions"],
+        json!([["ErrorType"]])
+    );
+    assert_eq!(none["DataApiCalls"], 0, "nothing of it reached Redshift");
+    assert_eq!(none["FilesLoaded"], 0);
+    assert!(none.get("FreshnessLag").is_none());
+
+    // The orders table: one load of both messages' files, one bad partition.
+    let orders = &m.records[1];
+    assert_eq!(orders["Table"], t.as_str());
+    assert_eq!(
+        orders["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Table"], []])
+    );
+    assert_eq!(orders["Loaded"], 2, "two messages, both loaded: {orders}");
+    assert_eq!(orders["UpToDate"], 0);
+    assert_eq!(orders["Queued"], 0);
+    assert_eq!(orders["Skipped"], 0);
+    assert_eq!(orders["Errors"], 1);
+    assert_eq!(orders["PermanentErrors"], 1);
+    assert_eq!(orders["ErrorType"], "Permanent.BadPartition");
+    assert!(
+        orders["error"].as_str().unwrap().contains("someday"),
+        "{orders}"
+    );
+    assert_eq!(orders["FilesLoaded"], 2);
+    assert_eq!(orders["RowsLoaded"], 10, "from SYS_LOAD_HISTORY: {orders}");
+    assert!(orders["BytesLoaded"].as_u64().unwrap() > 0);
+    assert!(orders["CopyTime"].as_f64().unwrap() > 0.0);
+    assert!(orders["LeaseWait"].as_f64().is_some());
+    let calls = orders["DataApiCalls"].as_u64().unwrap();
+    assert!(
+        calls >= 5,
+        "acquire, load, drain and history calls: {calls}"
+    );
+    // One lag per loaded message, largest first: 30 s and 10 s before the commit.
+    let lags: Vec<f64> = orders["FreshnessLag"]
+        .as_array()
+        .unwrap_or_else(|| panic!("an array of lags: {orders}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(lags.len(), 2, "{orders}");
+    assert!((30.0..120.0).contains(&lags[0]), "{lags:?}");
+    assert!((lags[0] - lags[1] - 20.0).abs() < 0.01, "{lags:?}");
+}
+
+/// The scheduled sweep: one record per table, counting the partitions it looked at,
+/// with no freshness lag (a file the sweep finds had no event).
+#[tokio::test]
+async fn a_sweep_records_each_table() {
+    let stack = Stack::new().await;
+    let (loader, t) = stack.orders("").await;
+    let today = chrono::Utc::now().date_naive();
+    stack
+        .put_parquet(&format!("orders/order_date={today}/lost.parquet"), 0..6)
+        .await;
+    let m = partition_loader::invocation::sweep_measured(
+        &loader,
+        &Settings::default(),
+        1,
+        "req-sweep",
+        deadline(),
+    )
+    .await;
+    let answer = m.result.expect("swept");
+    assert_eq!(answer["outcome"], "swept");
+    assert_eq!(stack.rows(&t).await, 6);
+    assert_eq!(m.records.len(), 1, "{:#?}", m.records);
+    let r = &m.records[0];
+    assert_emf(r);
+    assert_eq!(r["invocation"], "sweep");
+    assert_eq!(r["Table"], t.as_str());
+    assert_eq!(r["Loaded"], 1);
+    assert_eq!(r["Errors"], 0);
+    assert_eq!(r["FilesLoaded"], 1);
+    assert_eq!(r["RowsLoaded"], 6);
+    assert!(r["DataApiCalls"].as_u64().unwrap() >= 4);
+    assert!(r.get("FreshnessLag").is_none(), "no event time: {r}");
+    assert!(r.get("ErrorType").is_none());
 }

@@ -227,7 +227,6 @@ async fn soak_exactly_once_under_faults() {
     // back), and a backlog that always takes longer than the TTL never commits.
     let ttl = env_num("SOAK_LEASE_TTL", 30);
     config.lease_ttl = Duration::from_secs(ttl);
-    config.lock_wait = Duration::from_secs(ttl + 10);
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)

@@ -8,10 +8,16 @@
 mod backfill;
 #[path = "loaderctl/history.rs"]
 mod history;
+#[path = "loaderctl/progress.rs"]
+mod progress;
+#[path = "loaderctl/redrive.rs"]
+mod redrive;
 #[path = "loaderctl/report.rs"]
 mod report;
 #[path = "loaderctl/status.rs"]
 mod status;
+#[path = "loaderctl/sweep.rs"]
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,12 +70,9 @@ enum Command {
     /// Show the lease of every configured route's table, with its pending wake-ups.
     Locks,
     /// Run the sweep by hand: list the partitions of the last DAYS dates and those the
-    /// ledger loaded in that window, load what is missing, drain left-over wake-ups.
-    Sweep {
-        /// Look-back window in days.
-        #[arg(long, default_value_t = 3)]
-        days: u32,
-    },
+    /// ledger loaded in that window, load what is missing, drain left-over wake-ups;
+    /// progress per table on stderr.
+    Sweep(sweep::Args),
     /// Release a table's lease by hand; a live lease only with --force.
     Unlock {
         table: String,
@@ -88,13 +91,9 @@ enum Command {
     History(history::Args),
     /// Replay a failure queue's messages through the handler (the function's on-failure
     /// queue, the rule's dead-letter queue or the batch dead-letter queue); a message is
-    /// deleted only after its event succeeded. One JSON line per message.
-    Redrive {
-        queue_url: String,
-        /// Stop after this many messages.
-        #[arg(long)]
-        max: Option<usize>,
-    },
+    /// deleted only after its event succeeded. One JSON line per message; progress on
+    /// stderr.
+    Redrive(redrive::Args),
 }
 
 #[tokio::main]
@@ -233,12 +232,7 @@ async fn run(
         Command::Backfill(args) => backfill::run(loader, args, holder, budget).await,
         Command::Doctor => Ok(true), // handled in main: it has its own exit codes
         Command::Locks => {
-            let mut seen = Vec::new();
-            for route in &loader.config().routes {
-                if seen.contains(&route.table) {
-                    continue;
-                }
-                seen.push(route.table.clone());
+            for route in loader.config().table_routes() {
                 let t = LeaseTables::for_target(&route.table);
                 let rows = loader
                     .query(
@@ -265,13 +259,7 @@ async fn run(
             }
             Ok(true)
         }
-        Command::Sweep { days } => {
-            let mut all_ok = true;
-            for r in loader.sweep(holder, days, deadline()).await {
-                all_ok &= print_result(r, json!({"sweep_days": days}));
-            }
-            Ok(all_ok)
-        }
+        Command::Sweep(args) => sweep::run(loader, args, holder, deadline()).await,
         Command::Unlock { table, force } => {
             let table = table_arg(&table)?;
             let t = LeaseTables::for_target(&table);
@@ -313,26 +301,7 @@ async fn run(
         }
         Command::Status(args) => status::run(loader, args, deadline()).await,
         Command::History(args) => history::run(loader, args, deadline()).await,
-        Command::Redrive { queue_url, max } => {
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let sqs = aws_sdk_sqs::Client::new(&sdk);
-            let summary = partition_loader::redrive::redrive(
-                loader,
-                &sqs,
-                &queue_url,
-                max,
-                holder,
-                budget,
-                |line| println!("{line}"),
-            )
-            .await?;
-            eprintln!(
-                "loaderctl: redrive {queue_url}: {} message(s), {} succeeded and deleted, {} \
-                 failed and kept",
-                summary.seen, summary.deleted, summary.failed
-            );
-            Ok(summary.failed == 0)
-        }
+        Command::Redrive(args) => redrive::run(loader, args, holder, budget).await,
         Command::Ledger { table, partition } => {
             let table = table_arg(&table)?;
             let t = LeaseTables::for_target(&table);

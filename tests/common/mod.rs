@@ -154,7 +154,6 @@ impl Stack {
                 "MANIFEST_PREFIX".into(),
                 format!("s3://{}/_loader/", self.bucket),
             ),
-            ("LOCK_WAIT_SECONDS".into(), "90".into()),
             ("LOADER_CONFIG".into(), routes.to_string()),
         ]
     }

@@ -7,7 +7,6 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use partition_loader::backfill::PartitionWork;
 use partition_loader::config::{Mode, S3Location};
 use partition_loader::plan::{self, LoadedFile, Plan};
@@ -15,6 +14,7 @@ use partition_loader::{sql, LoaderError};
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::progress::{self, Progress};
 use crate::report::human_bytes;
 use crate::{print_result, Ctl};
 
@@ -51,10 +51,16 @@ pub async fn run(
         files: work.iter().map(|w| w.files.len() as u64).sum(),
         bytes: work.iter().map(PartitionWork::bytes).sum(),
     };
-    let mut progress = Progress::new(totals, std::io::stderr().is_terminal());
+    let mut progress = Progress::new(
+        "backfill",
+        "partitions",
+        Some(totals.partitions),
+        std::io::stderr().is_terminal(),
+    );
+    let mut done = Totals::default();
     for w in &work {
         let label = format!("{} {}", w.route.table, w.partition.path);
-        progress.start(&label);
+        progress.start(&figures(done, totals, progress.elapsed()), &label);
         let result = loader
             .load_partition(
                 w.route,
@@ -69,15 +75,19 @@ pub async fn run(
             Ok(o) => o.to_json()["outcome"].as_str().unwrap_or("?").to_string(),
             Err(e) => e.error_type(),
         };
-        progress.done(
-            w.files.len() as u64,
-            w.bytes(),
+        done.partitions += 1;
+        done.files += w.files.len() as u64;
+        done.bytes += w.bytes();
+        progress.step(
+            &figures(done, totals, progress.elapsed()),
+            eta_work(done, totals),
             &format!("{label}: {state}"),
         );
         // Stdout and the bar may share a terminal: the line goes out with the bar lifted.
         all_ok &= progress.suspend(|| print_result(result, json!({})));
     }
-    progress.finish();
+    let last = figures(done, totals, progress.elapsed());
+    progress.finish(&last);
     Ok(all_ok)
 }
 
@@ -129,114 +139,34 @@ async fn dry_run(
     Ok(ok)
 }
 
-/// What the whole backfill holds.
-#[derive(Debug, Clone, Copy)]
+/// What the whole backfill holds, or has done so far.
+#[derive(Debug, Clone, Copy, Default)]
 struct Totals {
     partitions: u64,
     files: u64,
     bytes: u64,
 }
 
-/// Progress so far: a bar on a terminal, else one line per finished partition.
-struct Progress {
-    totals: Totals,
-    done: Totals,
-    started: std::time::Instant,
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    fn new(totals: Totals, terminal: bool) -> Progress {
-        let bar = terminal.then(|| {
-            let bar = ProgressBar::new(totals.partitions);
-            let style = ProgressStyle::with_template(
-                "{spinner} {bar:30} {pos}/{len} partitions {msg} [{elapsed}, ETA {eta}]",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        Progress {
-            totals,
-            done: Totals {
-                partitions: 0,
-                files: 0,
-                bytes: 0,
-            },
-            started: std::time::Instant::now(),
-            bar,
-        }
-    }
-
-    fn start(&self, label: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(format!("{} | {label}", figures(self.done, self.totals)));
-        }
-    }
-
-    fn done(&mut self, files: u64, bytes: u64, label: &str) {
-        self.done.partitions += 1;
-        self.done.files += files;
-        self.done.bytes += bytes;
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(self.done.partitions);
-                bar.set_message(figures(self.done, self.totals));
-            }
-            None => eprintln!(
-                "{}",
-                progress_line(self.done, self.totals, self.started.elapsed(), label)
-            ),
-        }
-    }
-
-    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &self.bar {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
-    }
-
-    fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_with_message(figures(self.done, self.totals));
-        }
-    }
-}
-
-/// `files 3/10, 1.2 KB/4.0 KB`
-fn figures(done: Totals, totals: Totals) -> String {
+/// `files 3/10, 1.2 KB/4.0 KB, 310 B/s`
+fn figures(done: Totals, totals: Totals, elapsed: Duration) -> String {
     format!(
-        "files {}/{}, {}/{}",
+        "files {}/{}, {}/{}, {}/s",
         done.files,
         totals.files,
         human_bytes(done.bytes as i64),
-        human_bytes(totals.bytes as i64)
+        human_bytes(totals.bytes as i64),
+        human_bytes(progress::per_second(done.bytes, elapsed) as i64)
     )
 }
 
-/// The plain progress line written after each partition when stderr is not a terminal.
-fn progress_line(done: Totals, totals: Totals, elapsed: Duration, label: &str) -> String {
-    let secs = elapsed.as_secs_f64().max(0.001);
-    let rate = done.bytes as f64 / secs;
-    // ETA by bytes when there are any (partitions differ in size), else by partitions.
-    let eta = if totals.bytes > 0 && done.bytes > 0 {
-        (totals.bytes - done.bytes.min(totals.bytes)) as f64 / rate
-    } else if done.partitions > 0 {
-        (totals.partitions - done.partitions.min(totals.partitions)) as f64 * secs
-            / done.partitions as f64
+/// The ETA's measure: bytes when there are any (partitions differ in size), else
+/// partitions.
+fn eta_work(done: Totals, totals: Totals) -> (u64, u64) {
+    if totals.bytes > 0 && done.bytes > 0 {
+        (done.bytes, totals.bytes)
     } else {
-        0.0
-    };
-    format!(
-        "backfill: {}/{} partitions, {}, {}/s, ETA {}s: {label}",
-        done.partitions,
-        totals.partitions,
-        figures(done, totals),
-        human_bytes(rate as i64),
-        eta.round() as u64
-    )
+        (done.partitions, totals.partitions)
+    }
 }
 
 #[cfg(test)]
@@ -255,20 +185,31 @@ mod tests {
             files: 2,
             bytes: 1024,
         };
-        let line = progress_line(done, totals, Duration::from_secs(2), "s.t d=1/: loaded");
+        let elapsed = Duration::from_secs(2);
+        let line = progress::line(
+            "backfill",
+            (done.partitions, Some(totals.partitions)),
+            "partitions",
+            &figures(done, totals, elapsed),
+            Some(progress::eta(eta_work(done, totals), elapsed)),
+            "s.t d=1/: loaded",
+        );
         assert_eq!(
             line,
             "backfill: 1/4 partitions, files 2/8, 1.0 KB/4.0 KB, 512 B/s, ETA 6s: s.t d=1/: loaded"
         );
         let none = Totals {
             partitions: 2,
-            files: 0,
-            bytes: 0,
+            ..Totals::default()
         };
         let half = Totals {
             partitions: 1,
             ..none
         };
-        assert!(progress_line(half, none, Duration::from_secs(3), "x").contains("ETA 3s"));
+        assert_eq!(
+            progress::eta(eta_work(half, none), Duration::from_secs(3)),
+            3,
+            "by partitions when there are no bytes"
+        );
     }
 }

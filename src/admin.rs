@@ -1,0 +1,88 @@
+//! The operator's statements, for `loaderctl`: bootstrap (schema, per-table lease,
+//! ledger and wake-up tables, procedures), grants, and statements run as they are
+//! (status, history, unlock, ledger; and the metrics' read of the load history after
+//! an invocation's work). None of this is on the path of an event's load.
+
+use tokio::time::Instant;
+
+use crate::error::LoaderError;
+use crate::handler::Loader;
+use crate::sql::{self, LeaseTables, TableName};
+use crate::storage::Storage;
+use crate::warehouse::{Row, Warehouse};
+
+impl<W: Warehouse, S: Storage> Loader<W, S> {
+    /// Creates the loader schema and, for every configured route's table, its lease
+    /// (one free row), ledger and wake-up tables and lease procedures (idempotent; copies
+    /// the table's rows of the shared ledger of earlier versions the first time).
+    pub async fn bootstrap(&self, deadline: Instant) -> Result<String, LoaderError> {
+        let schema = &self.config().loader_schema;
+        let mut id = self
+            .warehouse()
+            .run_batch(sql::bootstrap(schema), deadline)
+            .await?;
+        let tables: Vec<&TableName> = self
+            .config()
+            .table_routes()
+            .into_iter()
+            .map(|r| &r.table)
+            .collect();
+        // A batch holds at most 40 statements: four tables (8 statements each) a batch.
+        for chunk in tables.chunks(4) {
+            let mut sqls = Vec::new();
+            for table in chunk {
+                sqls.extend(sql::bootstrap_table(
+                    schema,
+                    &LeaseTables::for_target(table),
+                )?);
+            }
+            id = self.warehouse().run_batch(sqls, deadline).await?;
+        }
+        Ok(id)
+    }
+
+    /// Grants `user` (the function's database user) what it needs on the loader schema
+    /// ([`sql::grant_loader`]); run by the schema's owner after [`Loader::bootstrap`].
+    pub async fn grant_loader(
+        &self,
+        user: &sql::DbUser,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.warehouse()
+            .run_batch(
+                sql::grant_loader(&self.config().loader_schema, user),
+                deadline,
+            )
+            .await
+    }
+
+    /// Runs one statement (with `:name` parameters) that returns no rows.
+    pub async fn execute(
+        &self,
+        sql: String,
+        params: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.warehouse().run(sql, params, deadline).await
+    }
+
+    /// Runs statements as one transaction (a batch) that returns no rows.
+    pub async fn execute_batch(
+        &self,
+        sqls: Vec<String>,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        self.warehouse().run_batch(sqls, deadline).await
+    }
+
+    /// Runs one statement (with `:name` parameters) and returns its rows.
+    pub async fn query(
+        &self,
+        sql: String,
+        params: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> Result<Vec<Row>, LoaderError> {
+        let id = self.warehouse().run(sql, params, deadline).await?;
+        self.warehouse().rows(id, deadline).await
+    }
+}
