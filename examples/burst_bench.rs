@@ -140,8 +140,6 @@ struct Measured {
     copies: i64,
     /// Invocations whose outcome was `loaded` (the others found nothing pending).
     loading_calls: usize,
-    /// Invocations that waited for the lease and found their object loaded by its holder.
-    shortcuts: usize,
     /// Until every invocation returned.
     seconds: f64,
     /// Until the last invocation that loaded returned: all data is in.
@@ -212,12 +210,11 @@ async fn main() -> Result<(), Error> {
                     let name = mode.name();
                     eprintln!(
                         "N={n:<4} latency={:>3} ms run {r} {name:<8} copies={:<4} \
-                         loading calls={:<4} waiter shortcuts={:<4} queued={:<4} api calls={:<6} \
+                         loading calls={:<4} queued={:<4} api calls={:<6} \
                          peak/s={:<5} all returned {:.2} s, data in {:.2} s, invocation-seconds {:.2}",
                         latency,
                         m.copies,
                         m.loading_calls,
-                        m.shortcuts,
                         m.queued,
                         m.api_calls,
                         m.api_peak_per_second,
@@ -417,7 +414,6 @@ impl Run {
 
         let mut files_loaded = 0;
         let mut loading_calls = 0;
-        let shortcuts = 0; // no invocation waits for the lease any more
         let mut queued = 0;
         let (mut seconds, mut data_seconds, mut invocation_seconds) = (0.0_f64, 0.0_f64, 0.0);
         for (outcome, end, took) in outcomes {
@@ -486,7 +482,6 @@ impl Run {
         Ok(Measured {
             copies,
             loading_calls,
-            shortcuts,
             seconds,
             data_seconds,
             invocation_seconds,
