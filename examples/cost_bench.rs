@@ -85,6 +85,7 @@ fn listed(range: std::ops::Range<usize>) -> Vec<ListedObject> {
             key: key(i),
             size: 48_000_000,
             etag: format!("{:032x}", i),
+            last_modified: None,
         })
         .collect()
 }

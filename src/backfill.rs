@@ -124,6 +124,7 @@ mod tests {
             key: key.into(),
             size,
             etag: "e".into(),
+            last_modified: None,
         }
     }
 

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -88,8 +87,6 @@ pub struct Group {
     pub message_ids: Vec<String>,
     /// The first message's event, loaded as is when the group has one message.
     pub first_event: Value,
-    /// Each message's event time (for its freshness lag), in message order.
-    pub event_times: Vec<Option<DateTime<Utc>>>,
 }
 
 /// How each message of a batch is to be handled, before any I/O.
@@ -166,7 +163,6 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
             object.bucket.clone(),
             partition.path.clone(),
         );
-        let event_time = metrics::event_time(&event);
         let group = plan.groups.entry(key).or_insert_with(|| Group {
             route: index,
             bucket: object.bucket.clone(),
@@ -174,9 +170,7 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
             objects: Vec::new(),
             message_ids: Vec::new(),
             first_event: event,
-            event_times: Vec::new(),
         });
-        group.event_times.push(event_time);
         group.objects.push(object);
         group.message_ids.push(id);
     }
@@ -258,13 +252,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             let share = result.share(Some(table));
             share.figures.merge(&figures);
             share.count(loaded.as_ref(), messages);
-            if let Ok(Outcome::Loaded { .. }) = &loaded {
-                // Listed under the lease after every message's object was written: each
-                // message's object is in this commit.
-                for time in &group.event_times {
-                    share.lag(*time, figures.committed_at);
-                }
-            }
             match loaded {
                 Ok(outcome) => {
                     outcome.log();

@@ -411,10 +411,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             let batch = self.warehouse.run_batch(sqls, deadline).await;
             crate::metrics::add(|m| m.copy_time += copy_started.elapsed());
             statement_id = batch.map_err(|e| load_error(table, e))?;
+            let committed = std::time::SystemTime::now();
             crate::metrics::add(|m| {
                 m.files += chunk.len() as u64;
                 m.bytes += chunk.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
-                m.committed_at = Some(std::time::SystemTime::now());
+                m.committed_at = Some(committed);
+                m.freshness_lags.extend(
+                    chunk
+                        .iter()
+                        .filter_map(|f| crate::metrics::freshness_lag(f.last_modified, committed)),
+                );
             });
         }
         Ok(Loaded::Committed(Outcome::Loaded {
@@ -652,6 +658,7 @@ mod tests {
                     key: k.to_string(),
                     size: 1,
                     etag: "e".into(),
+                    last_modified: None,
                 })
                 .collect())
         }

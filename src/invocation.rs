@@ -52,7 +52,6 @@ pub async fn handle_measured<W: Warehouse, S: Storage>(
         &Invocation {
             result: result.as_ref(),
             table: table_of(loader, event),
-            event_time: metrics::event_time(event),
             request_id,
             figures: &figures,
             now: SystemTime::now(),
@@ -98,8 +97,8 @@ pub async fn handle_batch_measured<W: Warehouse, S: Storage>(
 }
 
 /// The schedule's sweep over the last `days` days, measured: one record per table
-/// (partitions counted by outcome; no freshness lag, since the files a sweep finds
-/// had no event to measure from). The result fails, naming the first error, when any
+/// (partitions counted by outcome; the freshness lag of every file it commits, from
+/// the file's LastModified). The result fails, naming the first error, when any
 /// table's sweep failed; every outcome is logged.
 pub async fn sweep_measured<W: Warehouse, S: Storage>(
     loader: &Loader<W, S>,

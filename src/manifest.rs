@@ -79,11 +79,13 @@ mod tests {
                 key: "o/d=1/a b.parquet".into(),
                 size: 10,
                 etag: "e".into(),
+                last_modified: None,
             },
             ListedObject {
                 key: "o/d=1/b.parquet".into(),
                 size: 20,
                 etag: "f".into(),
+                last_modified: None,
             },
         ];
         let v: serde_json::Value = serde_json::from_str(&manifest_json("lake", &files)).unwrap();

@@ -19,14 +19,17 @@
 //!
 //! Invariant: no metric value is guessed. Rows come from Redshift's load history
 //! (`SYS_LOAD_HISTORY.loaded_rows` of the load's COPY statements) and are left out when
-//! it could not be read; freshness lag only when this invocation committed the load.
+//! it could not be read. Freshness lag is measured per file this invocation committed,
+//! from the object's S3 LastModified (when it was written, which is when S3 emits the
+//! event) to the commit of its load: so objects handed off to a holder, loaded while it
+//! drains, and files the sweep finds without an event are measured too, by whoever
+//! commits them.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::error::{ErrorKind, LoaderError};
@@ -160,6 +163,8 @@ pub struct Figures {
     pub copy_query_ids: Vec<i64>,
     /// When the last load batch was seen committed.
     pub committed_at: Option<SystemTime>,
+    /// Seconds from each committed file's S3 LastModified to its load's commit.
+    pub freshness_lags: Vec<f64>,
 }
 
 tokio::task_local! {
@@ -182,33 +187,12 @@ pub fn add(f: impl FnOnce(&mut Figures)) {
     let _ = FIGURES.try_with(|figures| f(&mut figures.borrow_mut()));
 }
 
-/// The time S3 reported the object: EventBridge's `time`, or the earliest
-/// `Records[].eventTime` of an S3 notification.
-pub fn event_time(event: &Value) -> Option<DateTime<Utc>> {
-    let parse = |v: &Value| {
-        v.as_str()
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    if let Some(t) = event.get("time").and_then(parse) {
-        return Some(t);
-    }
-    event
-        .get("Records")?
-        .as_array()?
-        .iter()
-        .filter_map(|r| r.get("eventTime").and_then(parse))
-        .min()
-}
-
 /// One invocation, as the record describes it.
 #[derive(Debug)]
 pub struct Invocation<'a> {
     pub result: Result<&'a Outcome, &'a LoaderError>,
     /// The route's table, when the event reached one.
     pub table: Option<String>,
-    /// See [`event_time`].
-    pub event_time: Option<DateTime<Utc>>,
     /// The Lambda request id (a property, not a dimension).
     pub request_id: &'a str,
     pub figures: &'a Figures,
@@ -239,8 +223,6 @@ pub struct Share {
     pub outcomes: BTreeMap<String, u64>,
     /// One per failed event.
     pub failures: Vec<Failure>,
-    /// Freshness lag in seconds of each event whose object this share committed.
-    pub lags: Vec<f64>,
     /// What the share's work measured.
     pub figures: Figures,
 }
@@ -268,14 +250,6 @@ impl Share {
             }
         }
     }
-
-    /// Adds the lag of an event whose object a load of this share committed at
-    /// `committed` (nothing without either time).
-    pub fn lag(&mut self, event: Option<DateTime<Utc>>, committed: Option<SystemTime>) {
-        if let Some(lag) = freshness_lag(event, committed) {
-            self.lags.push(lag);
-        }
-    }
 }
 
 impl Figures {
@@ -292,6 +266,7 @@ impl Figures {
         self.data_api_calls += other.data_api_calls;
         self.copy_query_ids.extend(&other.copy_query_ids);
         self.committed_at = self.committed_at.max(other.committed_at);
+        self.freshness_lags.extend(&other.freshness_lags);
     }
 }
 
@@ -320,11 +295,11 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Seconds from the event to the commit; `None` without either, 0 under clock skew.
-fn freshness_lag(event: Option<DateTime<Utc>>, committed: Option<SystemTime>) -> Option<f64> {
-    let committed: DateTime<Utc> = committed?.into();
-    let lag = committed.signed_duration_since(event?);
-    Some((lag.num_milliseconds().max(0) as f64) / 1000.0)
+/// Seconds from an object's LastModified to the commit of its load; `None` without a
+/// LastModified, 0 under clock skew.
+pub fn freshness_lag(written: Option<SystemTime>, committed: SystemTime) -> Option<f64> {
+    let lag = committed.duration_since(written?).unwrap_or_default();
+    Some(lag.as_millis() as f64 / 1000.0)
 }
 
 /// Values in one metric's array: the specification (module documentation) allows an
@@ -338,11 +313,6 @@ pub fn record(settings: &Settings, inv: &Invocation<'_>) -> Value {
     let mut share = Share::new(inv.table.clone());
     share.count(inv.result, 1);
     share.figures = inv.figures.clone();
-    // The lag of the event's object: only when this invocation committed it (a queued
-    // object is committed by the holder, whose record does not know the event).
-    if let Ok(Outcome::Loaded { .. }) = inv.result {
-        share.lag(inv.event_time, inv.figures.committed_at);
-    }
     let mut records = share_records(settings, &share, inv.request_id, inv.now);
     let mut record = records.swap_remove(0);
     if let Value::Object(root) = &mut record {
@@ -424,9 +394,9 @@ fn share_records(
     metric("LeaseWait", "Milliseconds", json!(millis(f.lease_wait)));
     metric("CopyTime", "Milliseconds", json!(millis(f.copy_time)));
     metric("DataApiCalls", "Count", json!(f.data_api_calls));
-    // One value per loaded event; several as an array (each is a sample for the
+    // One value per committed file; several as an array (each is a sample for the
     // statistics), the largest kept when there are more than the format allows.
-    match share.lags.as_slice() {
+    match f.freshness_lags.as_slice() {
         [] => {}
         [lag] => metric("FreshnessLag", "Seconds", json!(lag)),
         lags => {
@@ -552,6 +522,7 @@ mod tests {
             data_api_calls: 9,
             copy_query_ids: vec![7],
             committed_at: Some(now()),
+            freshness_lags: vec![60.0],
         }
     }
 
@@ -623,15 +594,11 @@ mod tests {
             statement_id: "stmt-1".into(),
         };
         let figures = figures();
-        let event_time = DateTime::parse_from_rfc3339("2024-05-28T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
         let r = record(
             &Settings::default(),
             &Invocation {
                 result: Ok(&outcome),
                 table: Some("sales.orders".into()),
-                event_time: Some(event_time),
                 request_id: "req-1",
                 figures: &figures,
                 now: now(),
@@ -655,7 +622,10 @@ mod tests {
         assert_eq!(r["LeaseWait"], 250.0);
         assert_eq!(r["CopyTime"], 1500.0);
         assert_eq!(r["DataApiCalls"], 9);
-        assert_eq!(r["FreshnessLag"], 60.0, "10:00:00 event, 10:01:00 commit");
+        assert_eq!(
+            r["FreshnessLag"], 60.0,
+            "one file, written 60 s before the commit"
+        );
         assert_eq!(unit(&metrics, "FreshnessLag"), Some("Seconds"));
         assert_eq!(unit(&metrics, "BytesLoaded"), Some("Bytes"));
         assert_eq!(unit(&metrics, "LeaseWait"), Some("Milliseconds"));
@@ -678,6 +648,7 @@ mod tests {
             committed_at: None,
             files: 0,
             bytes: 0,
+            freshness_lags: Vec::new(),
             ..figures()
         };
         let settings = Settings::parse(Some("Lake/Loads"), None, None).unwrap();
@@ -686,7 +657,6 @@ mod tests {
             &Invocation {
                 result: Err(&error),
                 table: Some("sales.orders".into()),
-                event_time: None,
                 request_id: "req-2",
                 figures: &figures,
                 now: now(),
@@ -733,7 +703,6 @@ mod tests {
             &Invocation {
                 result: Ok(&outcome),
                 table: None,
-                event_time: None,
                 request_id: "req-3",
                 figures: &figures,
                 now: now(),
@@ -766,10 +735,7 @@ mod tests {
         share.count(Err(&LoaderError::NotStarted), 2);
         share.count(Err(&LoaderError::BadEvent("b".into())), 1);
         share.figures = figures();
-        let event = |s: u64| Some(DateTime::<Utc>::from(now() - Duration::from_secs(s)));
-        for back in 0..150 {
-            share.lag(event(back), Some(now()));
-        }
+        share.figures.freshness_lags = (0..150).map(f64::from).collect();
         let empty = Share::new(None);
         let rs = records(
             &Settings::default(),
@@ -843,7 +809,7 @@ mod tests {
             for f in &failures {
                 share.count(Err(&errors[*f]), 1);
             }
-            share.lags = lags.iter().map(|l| f64::from(*l) / 10.0).collect();
+            share.figures.freshness_lags = lags.iter().map(|l| f64::from(*l) / 10.0).collect();
             let rs = records(&Settings::default(), &[share], "sqs_batch", "r", now());
             for r in &rs {
                 check_spec(r);
@@ -891,17 +857,11 @@ mod tests {
         let settings =
             Settings::parse(None, Some("Table,FunctionName"), Some("loader".into())).unwrap();
         let figures = Figures::default();
-        let event_time = Some(
-            DateTime::parse_from_rfc3339("2024-05-28T10:00:30Z")
-                .unwrap()
-                .with_timezone(&Utc),
-        );
         let r = record(
             &settings,
             &Invocation {
                 result: Ok(&outcome),
                 table: Some("s.t".into()),
-                event_time,
                 request_id: "r",
                 figures: &figures,
                 now: now(),
@@ -923,19 +883,19 @@ mod tests {
     }
 
     #[test]
-    fn event_time_from_eventbridge_or_s3_notification() {
-        let eb = json!({"time": "2024-05-28T10:00:00Z"});
-        assert_eq!(event_time(&eb).unwrap().timestamp(), 1_716_890_400);
-        let s3 = json!({"Records": [
-            {"eventTime": "2024-05-28T10:00:05.000Z"},
-            {"eventTime": "2024-05-28T10:00:01.000Z"}]});
-        assert_eq!(event_time(&s3).unwrap().timestamp(), 1_716_890_401);
-        assert!(event_time(&json!({"time": "yesterday"})).is_none());
+    fn freshness_lag_runs_from_last_modified_to_the_commit() {
+        let written = UNIX_EPOCH + Duration::from_secs(1_716_890_400);
         assert_eq!(
-            freshness_lag(
-                event_time(&eb),
-                Some(UNIX_EPOCH + Duration::from_secs(1_716_890_390))
-            ),
+            freshness_lag(Some(written), written + Duration::from_millis(61_500)),
+            Some(61.5)
+        );
+        assert_eq!(
+            freshness_lag(None, written),
+            None,
+            "no LastModified: no lag"
+        );
+        assert_eq!(
+            freshness_lag(Some(written), written - Duration::from_secs(10)),
             Some(0.0),
             "clock skew never gives a negative lag"
         );
@@ -968,9 +928,9 @@ mod tests {
         let figures = Figures {
             rows: Some(1),
             committed_at: Some(now()),
+            freshness_lags: vec![1.0],
             ..Figures::default()
         };
-        let event_time = Some(DateTime::<Utc>::from(UNIX_EPOCH));
         let mut emitted = Vec::new();
         for result in [Ok(&outcome), Err(&error)] {
             let r = record(
@@ -978,7 +938,6 @@ mod tests {
                 &Invocation {
                     result,
                     table: Some("s.t".into()),
-                    event_time,
                     request_id: "r",
                     figures: &figures,
                     now: now(),

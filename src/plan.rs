@@ -11,6 +11,9 @@ pub struct ListedObject {
     pub key: String,
     pub size: i64,
     pub etag: String,
+    /// S3's LastModified: when the object was written, where its freshness lag starts
+    /// (`None` when the listing did not say).
+    pub last_modified: Option<std::time::SystemTime>,
 }
 
 /// A ledger row of the partition.
@@ -117,6 +120,7 @@ mod tests {
             key: key.into(),
             size: 1,
             etag: etag.into(),
+            last_modified: None,
         }
     }
 

@@ -124,6 +124,9 @@ impl Storage for S3 {
                     key: key.to_string(),
                     size,
                     etag: normalise_etag(obj.e_tag().unwrap_or_default()),
+                    last_modified: obj
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                 });
             }
         }
