@@ -5,6 +5,7 @@
 use crate::faults::Faults;
 use crate::identity::Identity;
 use crate::results::{self, ResultSet};
+use crate::serializable::{self, Active, Snapshot, Transaction};
 use crate::statements::{Mode, Registry, Statement, Status};
 use crate::translate;
 use redshift_copy::{LoadHistory, LoadStatus};
@@ -137,6 +138,9 @@ pub struct Executor {
     faults: Arc<Faults>,
     registry: Arc<Registry>,
     prepared_databases: tokio::sync::Mutex<HashSet<String>>,
+    /// Committed transactions of SERIALIZABLE databases, for Redshift's table-level
+    /// check (see [`serializable`]).
+    serializable: serializable::Tracker,
 }
 
 /// One statement's session: its connection, database and isolation level.
@@ -169,6 +173,7 @@ impl Executor {
             faults,
             registry,
             prepared_databases: tokio::sync::Mutex::new(HashSet::new()),
+            serializable: serializable::Tracker::default(),
         }
     }
 
@@ -367,6 +372,7 @@ impl Executor {
                 .subs
                 .first()
                 .is_some_and(|s| translate::needs_autocommit(&s.bound_sql));
+        let tracked = self.track(run, !autocommit);
         if !autocommit {
             if let Err(e) = client.batch_execute(run.isolation.begin()).await {
                 return self.finish_failed(id, 0, postgres_error_text(&e, pid));
@@ -393,8 +399,7 @@ impl Executor {
             return self.finish_failed(id, statement.subs.len(), message);
         }
         if !autocommit {
-            if let Err(e) = client.batch_execute("COMMIT").await {
-                let message = postgres_error_text(&e, pid);
+            if let Err(message) = self.commit(client, pid, tracked.as_ref()).await {
                 self.record_loads(run.database, loads, LoadStatus::Aborted)
                     .await;
                 return self.finish_failed(id, statement.subs.len(), message);
@@ -418,15 +423,16 @@ impl Executor {
                 return self.finish_failed(id, index, String::new());
             }
             let mut loads = Vec::new();
+            let tracked = self.track(run, true);
             let result = match client.batch_execute(run.isolation.begin()).await {
                 Ok(()) => self.run_sub(run, &statement, index, &mut loads).await,
                 Err(e) => Err(postgres_error_text(&e, statement.redshift_pid)),
             };
             let result = match result {
-                Ok(()) => client
-                    .batch_execute("COMMIT")
-                    .await
-                    .map_err(|e| postgres_error_text(&e, statement.redshift_pid)),
+                Ok(()) => {
+                    self.commit(client, statement.redshift_pid, tracked.as_ref())
+                        .await
+                }
                 Err(message) => {
                     let _ = client.batch_execute("ROLLBACK").await;
                     Err(message)
@@ -636,6 +642,50 @@ impl Executor {
         }
     }
 
+    /// Registers a transaction about to begin, when Redshift's table-level check
+    /// applies to it (a SERIALIZABLE database, inside a transaction block).
+    fn track(&self, run: &Run<'_>, transaction: bool) -> Option<Active> {
+        (transaction && run.isolation == Isolation::Serializable)
+            .then(|| self.serializable.begin(run.database))
+    }
+
+    /// COMMITs the open transaction. Under SERIALIZABLE, first Redshift's table-level
+    /// rule: if committing would close a cycle of dependencies with the transactions
+    /// committed before, roll back with error 1023 instead (see [`serializable`]).
+    /// `Err` is the Redshift-worded error; the transaction has ended either way.
+    async fn commit(
+        &self,
+        client: &Client,
+        pid: i64,
+        tracked: Option<&Active>,
+    ) -> Result<(), String> {
+        let Some(active) = tracked else {
+            return client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| postgres_error_text(&e, pid));
+        };
+        let _turn = active.turn().await;
+        let candidate = match footprint(client, pid, active.begun()).await {
+            Ok(candidate) => candidate,
+            Err(message) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(message);
+            }
+        };
+        if let Some(cycle) = active.check(&candidate) {
+            let _ = client.batch_execute("ROLLBACK").await;
+            tracing::debug!(?cycle, "table-level serialization conflict");
+            return Err(cycle.message(pid));
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| postgres_error_text(&e, pid))?;
+        active.committed(candidate);
+        Ok(())
+    }
+
     fn cancel_requested(&self, id: &str) -> bool {
         self.registry
             .update(id, |s| s.cancel_requested)
@@ -671,6 +721,45 @@ impl Executor {
             s.set_status(status);
         });
     }
+}
+
+/// What the open transaction read and wrote, its xid and snapshot, on its own
+/// connection just before COMMIT (see [`serializable::FOOTPRINT_SQL`]).
+async fn footprint(client: &Client, pid: i64, begun: u64) -> Result<Transaction, String> {
+    let failed = |e: tokio_postgres::Error| postgres_error_text(&e, pid);
+    let malformed = |what: &str| format!("ERROR: redshift-data-local: unreadable {what}");
+    let rows = client
+        .query(serializable::FOOTPRINT_SQL, &[])
+        .await
+        .map_err(failed)?;
+    let identity = client
+        .query_one(serializable::IDENTITY_SQL, &[])
+        .await
+        .map_err(failed)?;
+    let xid: String = identity.try_get(0).map_err(failed)?;
+    let snapshot: String = identity.try_get(1).map_err(failed)?;
+    let mut transaction = Transaction {
+        xid: xid.parse().map_err(|_| malformed("xid"))?,
+        pid,
+        snapshot: Snapshot::parse(&snapshot).ok_or_else(|| malformed("snapshot"))?,
+        reads: Default::default(),
+        writes: Default::default(),
+        begun,
+        committed: u64::MAX,
+    };
+    for row in rows {
+        let oid: i64 = row.try_get(0).map_err(failed)?;
+        let wrote: Option<bool> = row.try_get(1).map_err(failed)?;
+        let read: Option<bool> = row.try_get(2).map_err(failed)?;
+        let table = u32::try_from(oid).map_err(|_| malformed("table oid"))?;
+        if wrote == Some(true) {
+            transaction.writes.insert(table);
+        }
+        if read == Some(true) {
+            transaction.reads.insert(table);
+        }
+    }
+    Ok(transaction)
 }
 
 /// PostgreSQL's error in Redshift's words.

@@ -9,6 +9,7 @@ pub mod executor;
 pub mod faults;
 pub mod identity;
 pub mod results;
+pub mod serializable;
 pub mod server;
 pub mod statements;
 pub mod translate;
