@@ -78,6 +78,7 @@ fn database_setup_sql(default: Isolation) -> String {
          {history}
          {errors}
          {varchar}
+         {conflicts}
          GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
          GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
            public.sys_load_error_detail TO PUBLIC;
@@ -108,7 +109,8 @@ fn database_setup_sql(default: Isolation) -> String {
          COMMIT;",
         history = redshift_copy::HISTORY_DDL,
         errors = LOAD_ERRORS_DDL,
-        varchar = crate::varchar::VARCHAR_COMPARISON_SQL
+        varchar = crate::varchar::VARCHAR_COMPARISON_SQL,
+        conflicts = TR_CONFLICT_DDL
     )
 }
 
@@ -123,6 +125,15 @@ const LOAD_ERRORS_DDL: &str = "
            file_name character(256), line_number bigint, column_name character(127),
            column_type character(10), column_length character(10), position integer,
            error_code integer, error_message character(512));";
+
+/// Redshift's `STL_TR_CONFLICT` (its columns, in schema `public`, visible to
+/// superusers only as on Redshift): one row per transaction rolled back with error
+/// 1023, written outside the transaction like the load logs.
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_STL_TR_CONFLICT.html>
+const TR_CONFLICT_DDL: &str = "
+         CREATE TABLE IF NOT EXISTS public.stl_tr_conflict (
+           xact_id bigint, process_id bigint, xact_start_ts timestamp,
+           abort_time timestamp, table_id bigint);";
 
 /// Default for `--concurrency`: Redshift's manual WLM maximum of 50 query slots,
 /// and a quarter of PostgreSQL's default `max_connections` (100 here, 200 on the
@@ -372,6 +383,7 @@ impl Executor {
                 .subs
                 .first()
                 .is_some_and(|s| translate::needs_autocommit(&s.bound_sql));
+        let started = chrono::Utc::now().naive_utc();
         let tracked = self.track(run, !autocommit);
         if !autocommit {
             if let Err(e) = client.batch_execute(run.isolation.begin()).await {
@@ -383,6 +395,8 @@ impl Executor {
                 // Dropping the connection would roll back too; this keeps it explicit.
                 let _ = client.batch_execute("ROLLBACK").await;
                 self.record_loads(run.database, loads, LoadStatus::Aborted)
+                    .await;
+                self.record_conflict(run.database, pid, started, &message)
                     .await;
                 return self.finish_failed(id, index, message);
             }
@@ -396,11 +410,15 @@ impl Executor {
                 "could not serialize access due to concurrent update (injected)",
                 pid,
             );
+            self.record_conflict(run.database, pid, started, &message)
+                .await;
             return self.finish_failed(id, statement.subs.len(), message);
         }
         if !autocommit {
             if let Err(message) = self.commit(client, pid, tracked.as_ref()).await {
                 self.record_loads(run.database, loads, LoadStatus::Aborted)
+                    .await;
+                self.record_conflict(run.database, pid, started, &message)
                     .await;
                 return self.finish_failed(id, statement.subs.len(), message);
             }
@@ -423,6 +441,7 @@ impl Executor {
                 return self.finish_failed(id, index, String::new());
             }
             let mut loads = Vec::new();
+            let started = chrono::Utc::now().naive_utc();
             let tracked = self.track(run, true);
             let result = match client.batch_execute(run.isolation.begin()).await {
                 Ok(()) => self.run_sub(run, &statement, index, &mut loads).await,
@@ -445,6 +464,8 @@ impl Executor {
             };
             self.record_loads(run.database, loads, status).await;
             if let Err(message) = result {
+                self.record_conflict(run.database, statement.redshift_pid, started, &message)
+                    .await;
                 self.registry.update(id, |s| {
                     s.subs[index].error = Some(message.clone());
                     s.set_sub_status(index, Status::Failed);
@@ -642,6 +663,35 @@ impl Executor {
         }
     }
 
+    /// Writes the `stl_tr_conflict` row of a transaction that failed with error 1023,
+    /// on a connection of its own (the transaction has rolled back). Other errors
+    /// write nothing. Best effort: a failure here is logged.
+    async fn record_conflict(
+        &self,
+        database: &str,
+        pid: i64,
+        started: chrono::NaiveDateTime,
+        message: &str,
+    ) {
+        let Some((table, xid)) = conflict_ids(message) else {
+            return;
+        };
+        let result = async {
+            let log = self.connect_admin(database).await?;
+            log.execute(
+                "INSERT INTO public.stl_tr_conflict (xact_id, process_id, xact_start_ts, \
+                 abort_time, table_id) VALUES ($1, $2, $3, clock_timestamp() AT TIME ZONE 'UTC', $4)",
+                &[&xid, &pid, &started, &table],
+            )
+            .await
+            .map_err(|e| postgres_error_text(&e, pid))
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not record stl_tr_conflict");
+        }
+    }
+
     /// Registers a transaction about to begin, when Redshift's table-level check
     /// applies to it (a SERIALIZABLE database, inside a transaction block).
     fn track(&self, run: &Run<'_>, transaction: bool) -> Option<Active> {
@@ -762,6 +812,14 @@ async fn footprint(client: &Client, pid: i64, begun: u64) -> Result<Transaction,
     Ok(transaction)
 }
 
+/// The table id and the first transaction of a 1023 error's text.
+fn conflict_ids(message: &str) -> Option<(i64, i64)> {
+    let rest = message.strip_prefix("ERROR: 1023 DETAIL: Serializable isolation violation on table - ")?;
+    let (table, rest) = rest.split_once(", transactions forming the cycle are: ")?;
+    let xid = rest.split([',', ' ']).next()?;
+    Some((table.parse().ok()?, xid.parse().ok()?))
+}
+
 /// PostgreSQL's error in Redshift's words.
 pub fn postgres_error_text(error: &tokio_postgres::Error, pid: i64) -> String {
     match error.as_db_error() {
@@ -868,6 +926,18 @@ mod tests {
             redshift_error_text("ERROR", "40P01", "deadlock detected", 1),
             "ERROR: deadlock detected"
         );
+    }
+
+    #[test]
+    fn conflict_rows_take_the_table_and_first_transaction_of_the_1023_text() {
+        let cycle = serializable::Cycle {
+            table: 17403,
+            xids: vec![1631, 1630],
+        };
+        assert_eq!(conflict_ids(&cycle.message(9)), Some((17403, 1631)));
+        let postgres = redshift_error_text("ERROR", "40001", "could not serialize", 42);
+        assert_eq!(conflict_ids(&postgres), Some((0, 42)));
+        assert_eq!(conflict_ids("ERROR: deadlock detected"), None);
     }
 
     #[test]

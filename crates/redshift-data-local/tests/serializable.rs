@@ -104,7 +104,19 @@ async fn different_rows_of_two_tables_in_a_cycle_fail_one_with_1023() {
         .collect();
     assert_eq!(xids.len(), 2, "{error}");
     assert_ne!(xids[0], xids[1]);
-    assert!(pid.trim_end_matches(')').parse::<i64>().is_ok(), "{error}");
+    let pid: i64 = pid
+        .trim_end_matches(')')
+        .parse()
+        .unwrap_or_else(|_| panic!("{error}"));
+    // Logged as Redshift logs it, outside the rolled-back transaction.
+    let logged = h
+        .scalar(&format!(
+            "SELECT count(*) FROM stl_tr_conflict WHERE xact_id = {} AND table_id = {table} \
+             AND process_id = {pid} AND abort_time >= xact_start_ts",
+            xids[0]
+        ))
+        .await;
+    assert_eq!(logged, "1", "one stl_tr_conflict row for {error}");
     // Rolled back: exactly one of the two updates is there.
     let total = h
         .scalar(&format!(
