@@ -152,6 +152,8 @@ pub struct Executor {
     /// Committed transactions of SERIALIZABLE databases, for Redshift's table-level
     /// check (see [`serializable`]).
     serializable: serializable::Tracker,
+    /// `LOCK` counts as a write in that check (`--lock-is-write`).
+    lock_is_write: bool,
 }
 
 /// One statement's session: its connection, database and isolation level.
@@ -185,7 +187,15 @@ impl Executor {
             registry,
             prepared_databases: tokio::sync::Mutex::new(HashSet::new()),
             serializable: serializable::Tracker::default(),
+            lock_is_write: false,
         }
+    }
+
+    /// Counts `LOCK` (an `AccessExclusiveLock`) as a write in the table-level
+    /// SERIALIZABLE check: the stricter reading, for measuring its cost.
+    pub fn lock_is_write(mut self, yes: bool) -> Executor {
+        self.lock_is_write = yes;
+        self
     }
 
     /// Runs statement `id` to its final status. Never returns an error: every
@@ -716,7 +726,7 @@ impl Executor {
                 .map_err(|e| postgres_error_text(&e, pid));
         };
         let _turn = active.turn().await;
-        let candidate = match footprint(client, pid, active.begun()).await {
+        let candidate = match footprint(client, pid, active.begun(), self.lock_is_write).await {
             Ok(candidate) => candidate,
             Err(message) => {
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -775,11 +785,16 @@ impl Executor {
 
 /// What the open transaction read and wrote, its xid and snapshot, on its own
 /// connection just before COMMIT (see [`serializable::FOOTPRINT_SQL`]).
-async fn footprint(client: &Client, pid: i64, begun: u64) -> Result<Transaction, String> {
+async fn footprint(
+    client: &Client,
+    pid: i64,
+    begun: u64,
+    lock_is_write: bool,
+) -> Result<Transaction, String> {
     let failed = |e: tokio_postgres::Error| postgres_error_text(&e, pid);
     let malformed = |what: &str| format!("ERROR: redshift-data-local: unreadable {what}");
     let rows = client
-        .query(serializable::FOOTPRINT_SQL, &[])
+        .query(serializable::FOOTPRINT_SQL, &[&lock_is_write])
         .await
         .map_err(failed)?;
     let identity = client

@@ -64,6 +64,11 @@ pub struct Config {
     /// Fault sets to start with: one JSON object or an array (see /_admin/faults).
     #[arg(long, env = "RDL_FAULTS")]
     pub faults: Option<String>,
+    /// Count `LOCK` as a write in the table-level SERIALIZABLE check. Redshift's
+    /// documentation leaves it open and the default reading is "not a write" (see
+    /// ARCHITECTURE.md); this measures what the other reading would cost.
+    #[arg(long, env = "RDL_LOCK_IS_WRITE")]
+    pub lock_is_write: bool,
 }
 
 impl Config {
@@ -79,6 +84,7 @@ impl Config {
             max_active_statements: 200,
             concurrency: executor::DEFAULT_CONCURRENCY,
             faults: None,
+            lock_is_write: false,
         }
     }
 }
@@ -192,7 +198,8 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         Arc::clone(&faults),
         Arc::clone(&registry),
         config.concurrency as usize,
-    ));
+    )
+    .lock_is_write(config.lock_is_write));
     let state = Arc::new(server::AppState {
         registry,
         executor,

@@ -24,8 +24,8 @@
 //! ([`FOOTPRINT_SQL`]): a write is a `RowExclusiveLock` (INSERT, UPDATE, DELETE,
 //! COPY, even when no row changed: the stricter reading); a read is an
 //! `AccessShareLock` or a scan (UPDATE and DELETE read the rows they change). `LOCK`
-//! alone (`AccessExclusiveLock`) is neither: see ARCHITECTURE.md, "Where Redshift's
-//! documentation leaves a behaviour open". Temporary tables and the emulator's
+//! alone (`AccessExclusiveLock`) is neither, unless `--lock-is-write`: see
+//! ARCHITECTURE.md, "Where Redshift's documentation leaves a behaviour open". Temporary tables and the emulator's
 //! system tables (`public.stl_*`, `sys_*`, …) are not tracked: Redshift does not
 //! lock its system tables in a transaction.
 //!
@@ -43,10 +43,10 @@ pub type TableId = u32;
 
 /// The tables a transaction read and wrote, and their modes, from `pg_locks` and
 /// `pg_stat_xact_user_tables` on the transaction's own connection. Columns: table
-/// oid, wrote, read. Then the transaction's xid and snapshot (`pg_current_xact_id()`
+/// oid, wrote, read. `$1`: whether an `AccessExclusiveLock` (LOCK) is a write. Then the transaction's xid and snapshot (`pg_current_xact_id()`
 /// assigns an xid to a read-only transaction: harmless, and the error can name it).
 pub const FOOTPRINT_SQL: &str = "SELECT c.oid::bigint, \
-       bool_or(l.mode = 'RowExclusiveLock'), \
+       bool_or(l.mode = 'RowExclusiveLock' OR ($1::bool AND l.mode = 'AccessExclusiveLock')), \
        bool_or(l.mode = 'AccessShareLock') \
          OR COALESCE(max(s.seq_scan + COALESCE(s.idx_scan, 0)), 0) > 0 \
      FROM pg_locks l \

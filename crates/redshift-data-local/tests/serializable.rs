@@ -215,16 +215,18 @@ async fn locking_the_tables_first_serialises_the_cycle() {
     assert_eq!(status(&d2), "FINISHED", "{:?}", d2.error());
 }
 
-/// `LOCK` alone is not a write (the emulator's reading, see ARCHITECTURE.md): the
-/// loader's busy acquirer (LOCK the lease table, read it, queue a wake-up) overlapping
-/// a load whose fence then updates the lease table is one dependency, not a cycle.
-#[tokio::test]
-async fn lock_alone_is_not_a_write() {
-    let h = common::start_with(|c| c.isolation = Isolation::Serializable).await;
-    let (lease, wakeup) = two_tables(&h, "lease").await;
+/// The loader's busy acquirer (LOCK the lease table, read it, queue a wake-up) while a
+/// load runs whose fence then reads and updates the lease row (and waits for the
+/// acquirer's lock, so it commits last). Returns (load, acquirer).
+async fn busy_acquirer_during_a_load(
+    h: &Harness,
+) -> (
+    aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput,
+    aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput,
+) {
+    let (lease, wakeup) = two_tables(h, "lease").await;
     let target = h.table("target");
     h.ok(&format!("CREATE TABLE {target} (v int)")).await;
-    // The load: writes the target, later reads and writes the lease row (fence).
     let load = [
         format!("INSERT INTO {target} VALUES (1)"),
         "SELECT pg_sleep(0.5)".to_string(),
@@ -234,7 +236,6 @@ async fn lock_alone_is_not_a_write() {
         .submit_batch(&load.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    // The busy acquirer: takes the lock while the load runs, holds it past the fence.
     let busy = [
         format!("LOCK {lease}"),
         format!("SELECT v FROM {lease} WHERE id = 1"),
@@ -244,9 +245,36 @@ async fn lock_alone_is_not_a_write() {
     let busy = h
         .submit_batch(&busy.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
-    let (d1, d2) = tokio::join!(h.wait(&load), h.wait(&busy));
-    assert_eq!(status(&d1), "FINISHED", "{:?}", d1.error());
-    assert_eq!(status(&d2), "FINISHED", "{:?}", d2.error());
+    tokio::join!(h.wait(&load), h.wait(&busy))
+}
+
+/// `LOCK` alone is not a write (the emulator's reading, see ARCHITECTURE.md): the
+/// busy acquirer and the load are one dependency, not a cycle.
+#[tokio::test]
+async fn lock_alone_is_not_a_write() {
+    let h = common::start_with(|c| c.isolation = Isolation::Serializable).await;
+    let (load, busy) = busy_acquirer_during_a_load(&h).await;
+    assert_eq!(status(&load), "FINISHED", "{:?}", load.error());
+    assert_eq!(status(&busy), "FINISHED", "{:?}", busy.error());
+}
+
+/// Under the other reading (`--lock-is-write`) the same two close a cycle on the
+/// lease table and the load, committing last, fails with 1023.
+#[tokio::test]
+async fn lock_is_write_makes_the_busy_acquirer_fail_the_load() {
+    let h = common::start_with(|c| {
+        c.isolation = Isolation::Serializable;
+        c.lock_is_write = true;
+    })
+    .await;
+    let (load, busy) = busy_acquirer_during_a_load(&h).await;
+    assert_eq!(status(&busy), "FINISHED", "{:?}", busy.error());
+    assert_eq!(status(&load), "FAILED");
+    assert!(
+        load.error().unwrap_or_default().contains("ERROR: 1023"),
+        "{:?}",
+        load.error()
+    );
 }
 
 /// A read and a write of the same table against a concurrent writer of that table is
