@@ -829,7 +829,8 @@ async fn footprint(
 
 /// The table id and the first transaction of a 1023 error's text.
 fn conflict_ids(message: &str) -> Option<(i64, i64)> {
-    let rest = message.strip_prefix("ERROR: 1023 DETAIL: Serializable isolation violation on table - ")?;
+    let rest =
+        message.strip_prefix("ERROR: 1023 DETAIL: Serializable isolation violation on table - ")?;
     let (table, rest) = rest.split_once(", transactions forming the cycle are: ")?;
     let xid = rest.split([',', ' ']).next()?;
     Some((table.parse().ok()?, xid.parse().ok()?))

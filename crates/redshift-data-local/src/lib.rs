@@ -67,7 +67,7 @@ pub struct Config {
     /// Count `LOCK` as a write in the table-level SERIALIZABLE check. Redshift's
     /// documentation leaves it open and the default reading is "not a write" (see
     /// ARCHITECTURE.md); this measures what the other reading would cost.
-    #[arg(long, env = "RDL_LOCK_IS_WRITE")]
+    #[arg(long, env = "RDL_LOCK_IS_WRITE", value_parser = clap::builder::FalseyValueParser::new())]
     pub lock_is_write: bool,
 }
 
@@ -191,15 +191,17 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
     };
     let registry = Arc::new(statements::Registry::new(config.max_active_statements));
     let s3 = s3_client(config.s3_endpoint.clone()).await;
-    let executor = Arc::new(executor::Executor::new(
-        postgres,
-        config.isolation,
-        s3,
-        Arc::clone(&faults),
-        Arc::clone(&registry),
-        config.concurrency as usize,
-    )
-    .lock_is_write(config.lock_is_write));
+    let executor = Arc::new(
+        executor::Executor::new(
+            postgres,
+            config.isolation,
+            s3,
+            Arc::clone(&faults),
+            Arc::clone(&registry),
+            config.concurrency as usize,
+        )
+        .lock_is_write(config.lock_is_write),
+    );
     let state = Arc::new(server::AppState {
         registry,
         executor,

@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(find_cycle(std::slice::from_ref(&t1), &t2), None);
         // Disjoint tables, concurrent.
         let t3 = tx(12, snap(10, 12, &[10, 11]), &[300], &[300]);
-        assert_eq!(find_cycle(&[t1.clone()], &t3), None);
+        assert_eq!(find_cycle(std::slice::from_ref(&t1), &t3), None);
         // Only one direction: T4 reads B that T1 wrote, writes nothing T1 read.
         let t4 = tx(13, snap(10, 13, &[10]), &[B], &[400]);
         assert_eq!(find_cycle(&[t1], &t4), None);
@@ -452,7 +452,10 @@ mod tests {
         // An active transaction that began at 3: tx 3 (committed 4) overlaps it and
         // began at 2, so tx 2 (committed 3 > 2) stays; tx 1 (committed 1) goes.
         prune(&mut history, [3], 4);
-        assert_eq!(history.iter().map(|t| t.xid).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            history.iter().map(|t| t.xid).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         // Nothing active: everything committed at or before now goes.
         prune(&mut history, [], 4);
         assert!(history.is_empty());

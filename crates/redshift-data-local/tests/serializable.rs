@@ -87,7 +87,9 @@ async fn different_rows_of_two_tables_in_a_cycle_fail_one_with_1023() {
     // Redshift's shape: "... on table - <table id>, transactions forming the cycle
     // are: <xid>, <xid> (pid:<pid>)".
     let prefix = "ERROR: 1023 DETAIL: Serializable isolation violation on table - ";
-    let rest = error.strip_prefix(prefix).unwrap_or_else(|| panic!("{error}"));
+    let rest = error
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{error}"));
     let (table, rest) = rest.split_once(", ").expect("table id, then the cycle");
     let table: i64 = table.parse().unwrap_or_else(|_| panic!("{error}"));
     assert!(
@@ -151,7 +153,9 @@ async fn postgres_alone_lets_the_same_cycle_commit() {
         .await
         .unwrap();
     c1.batch_execute("COMMIT").await.expect("first commits");
-    c2.batch_execute("COMMIT").await.expect("second commits too");
+    c2.batch_execute("COMMIT")
+        .await
+        .expect("second commits too");
 }
 
 #[tokio::test]
