@@ -725,6 +725,8 @@ impl Executor {
                 .await
                 .map_err(|e| postgres_error_text(&e, pid));
         };
+        // Held through COMMIT, which never waits for another transaction's lock here
+        // (no deferred constraints or triggers), so the turn cannot deadlock.
         let _turn = active.turn().await;
         let candidate = match footprint(client, pid, active.begun(), self.lock_is_write).await {
             Ok(candidate) => candidate,
