@@ -461,6 +461,30 @@ mod tests {
         assert!(history.is_empty());
     }
 
+    /// The read-only anomaly through the tracker, which prunes at every commit: C2
+    /// committed before U began, so no active transaction overlaps it when C1
+    /// commits, yet the cycle U → C1 → C2 → U needs it (kept because C1, which
+    /// overlaps U, began before C2 committed).
+    #[tokio::test]
+    async fn pruning_keeps_what_a_cycle_through_a_later_commit_needs() {
+        const C: TableId = 300;
+        let tracker = Tracker::default();
+        let c1 = tracker.begin("dev");
+        let c2 = tracker.begin("dev");
+        c2.committed(tx(51, snap(50, 52, &[50]), &[], &[B, C]));
+        drop(c2);
+        let u = tracker.begin("dev");
+        let mut t1 = tx(50, snap(50, 50, &[]), &[B], &[A]);
+        t1.begun = c1.begun();
+        assert_eq!(c1.check(&t1), None);
+        c1.committed(t1);
+        drop(c1);
+        let mut tu = tx(52, snap(50, 53, &[50]), &[A, C], &[]);
+        tu.begun = u.begun();
+        let cycle = u.check(&tu).expect("C2 was kept");
+        assert_eq!(cycle.xids, vec![52, 50, 51]);
+    }
+
     #[tokio::test]
     async fn tracker_records_checks_and_forgets() {
         let tracker = Tracker::default();
