@@ -5,6 +5,7 @@
 use crate::faults::Faults;
 use crate::identity::Identity;
 use crate::results::{self, ResultSet};
+use crate::serializable::{self, Active, Snapshot, Transaction};
 use crate::statements::{Mode, Registry, Statement, Status};
 use crate::translate;
 use redshift_copy::{LoadHistory, LoadStatus};
@@ -77,6 +78,7 @@ fn database_setup_sql(default: Isolation) -> String {
          {history}
          {errors}
          {varchar}
+         {conflicts}
          GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
          GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
            public.sys_load_error_detail TO PUBLIC;
@@ -107,7 +109,8 @@ fn database_setup_sql(default: Isolation) -> String {
          COMMIT;",
         history = redshift_copy::HISTORY_DDL,
         errors = LOAD_ERRORS_DDL,
-        varchar = crate::varchar::VARCHAR_COMPARISON_SQL
+        varchar = crate::varchar::VARCHAR_COMPARISON_SQL,
+        conflicts = TR_CONFLICT_DDL
     )
 }
 
@@ -123,6 +126,15 @@ const LOAD_ERRORS_DDL: &str = "
            column_type character(10), column_length character(10), position integer,
            error_code integer, error_message character(512));";
 
+/// Redshift's `STL_TR_CONFLICT` (its columns, in schema `public`, visible to
+/// superusers only as on Redshift): one row per transaction rolled back with error
+/// 1023, written outside the transaction like the load logs.
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_STL_TR_CONFLICT.html>
+const TR_CONFLICT_DDL: &str = "
+         CREATE TABLE IF NOT EXISTS public.stl_tr_conflict (
+           xact_id bigint, process_id bigint, xact_start_ts timestamp,
+           abort_time timestamp, table_id bigint);";
+
 /// Default for `--concurrency`: Redshift's manual WLM maximum of 50 query slots,
 /// and a quarter of PostgreSQL's default `max_connections` (100 here, 200 on the
 /// local stack) so that tests and admin sessions always find a connection.
@@ -137,6 +149,11 @@ pub struct Executor {
     faults: Arc<Faults>,
     registry: Arc<Registry>,
     prepared_databases: tokio::sync::Mutex<HashSet<String>>,
+    /// Committed transactions of SERIALIZABLE databases, for Redshift's table-level
+    /// check (see [`serializable`]).
+    serializable: serializable::Tracker,
+    /// `LOCK` counts as a write in that check (`--lock-is-write`).
+    lock_is_write: bool,
 }
 
 /// One statement's session: its connection, database and isolation level.
@@ -169,7 +186,16 @@ impl Executor {
             faults,
             registry,
             prepared_databases: tokio::sync::Mutex::new(HashSet::new()),
+            serializable: serializable::Tracker::default(),
+            lock_is_write: false,
         }
+    }
+
+    /// Counts `LOCK` (an `AccessExclusiveLock`) as a write in the table-level
+    /// SERIALIZABLE check: the stricter reading, for measuring its cost.
+    pub fn lock_is_write(mut self, yes: bool) -> Executor {
+        self.lock_is_write = yes;
+        self
     }
 
     /// Runs statement `id` to its final status. Never returns an error: every
@@ -367,6 +393,8 @@ impl Executor {
                 .subs
                 .first()
                 .is_some_and(|s| translate::needs_autocommit(&s.bound_sql));
+        let started = chrono::Utc::now().naive_utc();
+        let tracked = self.track(run, !autocommit);
         if !autocommit {
             if let Err(e) = client.batch_execute(run.isolation.begin()).await {
                 return self.finish_failed(id, 0, postgres_error_text(&e, pid));
@@ -377,6 +405,8 @@ impl Executor {
                 // Dropping the connection would roll back too; this keeps it explicit.
                 let _ = client.batch_execute("ROLLBACK").await;
                 self.record_loads(run.database, loads, LoadStatus::Aborted)
+                    .await;
+                self.record_conflict(run.database, pid, started, &message)
                     .await;
                 return self.finish_failed(id, index, message);
             }
@@ -390,12 +420,15 @@ impl Executor {
                 "could not serialize access due to concurrent update (injected)",
                 pid,
             );
+            self.record_conflict(run.database, pid, started, &message)
+                .await;
             return self.finish_failed(id, statement.subs.len(), message);
         }
         if !autocommit {
-            if let Err(e) = client.batch_execute("COMMIT").await {
-                let message = postgres_error_text(&e, pid);
+            if let Err(message) = self.commit(client, pid, tracked.as_ref()).await {
                 self.record_loads(run.database, loads, LoadStatus::Aborted)
+                    .await;
+                self.record_conflict(run.database, pid, started, &message)
                     .await;
                 return self.finish_failed(id, statement.subs.len(), message);
             }
@@ -418,15 +451,17 @@ impl Executor {
                 return self.finish_failed(id, index, String::new());
             }
             let mut loads = Vec::new();
+            let started = chrono::Utc::now().naive_utc();
+            let tracked = self.track(run, true);
             let result = match client.batch_execute(run.isolation.begin()).await {
                 Ok(()) => self.run_sub(run, &statement, index, &mut loads).await,
                 Err(e) => Err(postgres_error_text(&e, statement.redshift_pid)),
             };
             let result = match result {
-                Ok(()) => client
-                    .batch_execute("COMMIT")
-                    .await
-                    .map_err(|e| postgres_error_text(&e, statement.redshift_pid)),
+                Ok(()) => {
+                    self.commit(client, statement.redshift_pid, tracked.as_ref())
+                        .await
+                }
                 Err(message) => {
                     let _ = client.batch_execute("ROLLBACK").await;
                     Err(message)
@@ -439,6 +474,8 @@ impl Executor {
             };
             self.record_loads(run.database, loads, status).await;
             if let Err(message) = result {
+                self.record_conflict(run.database, statement.redshift_pid, started, &message)
+                    .await;
                 self.registry.update(id, |s| {
                     s.subs[index].error = Some(message.clone());
                     s.set_sub_status(index, Status::Failed);
@@ -636,6 +673,81 @@ impl Executor {
         }
     }
 
+    /// Writes the `stl_tr_conflict` row of a transaction that failed with error 1023,
+    /// on a connection of its own (the transaction has rolled back). Other errors
+    /// write nothing. Best effort: a failure here is logged.
+    async fn record_conflict(
+        &self,
+        database: &str,
+        pid: i64,
+        started: chrono::NaiveDateTime,
+        message: &str,
+    ) {
+        let Some((table, xid)) = conflict_ids(message) else {
+            return;
+        };
+        let result = async {
+            let log = self.connect_admin(database).await?;
+            log.execute(
+                "INSERT INTO public.stl_tr_conflict (xact_id, process_id, xact_start_ts, \
+                 abort_time, table_id) VALUES ($1, $2, $3, clock_timestamp() AT TIME ZONE 'UTC', $4)",
+                &[&xid, &pid, &started, &table],
+            )
+            .await
+            .map_err(|e| postgres_error_text(&e, pid))
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not record stl_tr_conflict");
+        }
+    }
+
+    /// Registers a transaction about to begin, when Redshift's table-level check
+    /// applies to it (a SERIALIZABLE database, inside a transaction block).
+    fn track(&self, run: &Run<'_>, transaction: bool) -> Option<Active> {
+        (transaction && run.isolation == Isolation::Serializable)
+            .then(|| self.serializable.begin(run.database))
+    }
+
+    /// COMMITs the open transaction. Under SERIALIZABLE, first Redshift's table-level
+    /// rule: if committing would close a cycle of dependencies with the transactions
+    /// committed before, roll back with error 1023 instead (see [`serializable`]).
+    /// `Err` is the Redshift-worded error; the transaction has ended either way.
+    async fn commit(
+        &self,
+        client: &Client,
+        pid: i64,
+        tracked: Option<&Active>,
+    ) -> Result<(), String> {
+        let Some(active) = tracked else {
+            return client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| postgres_error_text(&e, pid));
+        };
+        // Held through COMMIT, which never waits for another transaction's lock here
+        // (no deferred constraints or triggers), so the turn cannot deadlock.
+        let _turn = active.turn().await;
+        let candidate = match footprint(client, pid, active.begun(), self.lock_is_write).await {
+            Ok(candidate) => candidate,
+            Err(message) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(message);
+            }
+        };
+        if let Some(cycle) = active.check(&candidate) {
+            let _ = client.batch_execute("ROLLBACK").await;
+            tracing::debug!(?cycle, "table-level serialization conflict");
+            return Err(cycle.message(pid));
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| postgres_error_text(&e, pid))?;
+        active.committed(candidate);
+        Ok(())
+    }
+
     fn cancel_requested(&self, id: &str) -> bool {
         self.registry
             .update(id, |s| s.cancel_requested)
@@ -671,6 +783,59 @@ impl Executor {
             s.set_status(status);
         });
     }
+}
+
+/// What the open transaction read and wrote, its xid and snapshot, on its own
+/// connection just before COMMIT (see [`serializable::FOOTPRINT_SQL`]).
+async fn footprint(
+    client: &Client,
+    pid: i64,
+    begun: u64,
+    lock_is_write: bool,
+) -> Result<Transaction, String> {
+    let failed = |e: tokio_postgres::Error| postgres_error_text(&e, pid);
+    let malformed = |what: &str| format!("ERROR: redshift-data-local: unreadable {what}");
+    let rows = client
+        .query(serializable::FOOTPRINT_SQL, &[&lock_is_write])
+        .await
+        .map_err(failed)?;
+    let identity = client
+        .query_one(serializable::IDENTITY_SQL, &[])
+        .await
+        .map_err(failed)?;
+    let xid: String = identity.try_get(0).map_err(failed)?;
+    let snapshot: String = identity.try_get(1).map_err(failed)?;
+    let mut transaction = Transaction {
+        xid: xid.parse().map_err(|_| malformed("xid"))?,
+        pid,
+        snapshot: Snapshot::parse(&snapshot).ok_or_else(|| malformed("snapshot"))?,
+        reads: Default::default(),
+        writes: Default::default(),
+        begun,
+        committed: u64::MAX,
+    };
+    for row in rows {
+        let oid: i64 = row.try_get(0).map_err(failed)?;
+        let wrote: Option<bool> = row.try_get(1).map_err(failed)?;
+        let read: Option<bool> = row.try_get(2).map_err(failed)?;
+        let table = u32::try_from(oid).map_err(|_| malformed("table oid"))?;
+        if wrote == Some(true) {
+            transaction.writes.insert(table);
+        }
+        if read == Some(true) {
+            transaction.reads.insert(table);
+        }
+    }
+    Ok(transaction)
+}
+
+/// The table id and the first transaction of a 1023 error's text.
+fn conflict_ids(message: &str) -> Option<(i64, i64)> {
+    let rest =
+        message.strip_prefix("ERROR: 1023 DETAIL: Serializable isolation violation on table - ")?;
+    let (table, rest) = rest.split_once(", transactions forming the cycle are: ")?;
+    let xid = rest.split([',', ' ']).next()?;
+    Some((table.parse().ok()?, xid.parse().ok()?))
 }
 
 /// PostgreSQL's error in Redshift's words.
@@ -779,6 +944,18 @@ mod tests {
             redshift_error_text("ERROR", "40P01", "deadlock detected", 1),
             "ERROR: deadlock detected"
         );
+    }
+
+    #[test]
+    fn conflict_rows_take_the_table_and_first_transaction_of_the_1023_text() {
+        let cycle = serializable::Cycle {
+            table: 17403,
+            xids: vec![1631, 1630],
+        };
+        assert_eq!(conflict_ids(&cycle.message(9)), Some((17403, 1631)));
+        let postgres = redshift_error_text("ERROR", "40001", "could not serialize", 42);
+        assert_eq!(conflict_ids(&postgres), Some((0, 42)));
+        assert_eq!(conflict_ids("ERROR: deadlock detected"), None);
     }
 
     #[test]

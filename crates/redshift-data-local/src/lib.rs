@@ -9,6 +9,7 @@ pub mod executor;
 pub mod faults;
 pub mod identity;
 pub mod results;
+pub mod serializable;
 pub mod server;
 pub mod statements;
 pub mod translate;
@@ -63,6 +64,11 @@ pub struct Config {
     /// Fault sets to start with: one JSON object or an array (see /_admin/faults).
     #[arg(long, env = "RDL_FAULTS")]
     pub faults: Option<String>,
+    /// Count `LOCK` as a write in the table-level SERIALIZABLE check. Redshift's
+    /// documentation leaves it open and the default reading is "not a write" (see
+    /// ARCHITECTURE.md); this measures what the other reading would cost.
+    #[arg(long, env = "RDL_LOCK_IS_WRITE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub lock_is_write: bool,
 }
 
 impl Config {
@@ -78,6 +84,7 @@ impl Config {
             max_active_statements: 200,
             concurrency: executor::DEFAULT_CONCURRENCY,
             faults: None,
+            lock_is_write: false,
         }
     }
 }
@@ -184,14 +191,17 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
     };
     let registry = Arc::new(statements::Registry::new(config.max_active_statements));
     let s3 = s3_client(config.s3_endpoint.clone()).await;
-    let executor = Arc::new(executor::Executor::new(
-        postgres,
-        config.isolation,
-        s3,
-        Arc::clone(&faults),
-        Arc::clone(&registry),
-        config.concurrency as usize,
-    ));
+    let executor = Arc::new(
+        executor::Executor::new(
+            postgres,
+            config.isolation,
+            s3,
+            Arc::clone(&faults),
+            Arc::clone(&registry),
+            config.concurrency as usize,
+        )
+        .lock_is_write(config.lock_is_write),
+    );
     let state = Arc::new(server::AppState {
         registry,
         executor,

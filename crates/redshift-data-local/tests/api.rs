@@ -722,19 +722,28 @@ async fn statements_beyond_the_concurrency_queue_and_all_finish() {
         ids.push(h.submit_batch(&sqls).await);
     }
     // While they run: never more than 2 past SUBMITTED and unfinished, and some seen waiting.
+    // One ListStatements reads every status at one instant (describing them one by one
+    // could see a statement still running and, later in the same round, the one that
+    // took its slot after it finished).
     let (mut most_running, mut seen_waiting) = (0, 0);
     loop {
-        let mut statuses = Vec::new();
-        for id in &ids {
-            let d = h
-                .client
-                .describe_statement()
-                .id(id)
-                .send()
-                .await
-                .expect("describe");
-            statuses.push(status(&d));
-        }
+        let listed = h
+            .client
+            .list_statements()
+            .send()
+            .await
+            .expect("ListStatements");
+        let statuses: Vec<String> = listed
+            .statements()
+            .iter()
+            .filter(|s| ids.iter().any(|id| id == s.id()))
+            .map(|s| {
+                s.status()
+                    .map(|st| st.as_str().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(statuses.len(), ids.len(), "every batch listed");
         let running = statuses
             .iter()
             .filter(|s| *s == "PICKED" || *s == "STARTED")
