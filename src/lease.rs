@@ -8,14 +8,15 @@
 //! wake-up is left, otherwise renew and claim them, load every claimed partition
 //! (listing it again), repeat.
 //!
-//! Invariant: an acquire is one submission (`LOCK lease; CALL take(...); SELECT lease`),
+//! Invariant: an acquire is one submission (`LOCK wakeup; CALL take(...); SELECT lease`),
 //! whether it takes the lease or queues a wake-up; the holder then reads its ledger.
 //! Invariant: a wake-up insert and "release if no wake-up is left" are serialised by
-//! `LOCK <lease table>`, so a wake-up is either claimed by the holder or inserted after
+//! `LOCK <wake-up table>`, so a wake-up is either claimed by the holder or inserted after
 //! the release, by an invocation that then finds the lease free and takes it.
-//! Invariant: an invocation that finds the lease busy writes only the wake-up table; the
-//! holder's load batch never reads or writes the wake-up table. So a busy acquirer and a
-//! running load never form a cycle, even under Redshift's table-level SERIALIZABLE rule.
+//! Invariant: an invocation that finds the lease busy locks and writes only the wake-up
+//! table; the holder's load batch never reads or writes the wake-up table. So a busy
+//! acquirer and a running load never form a cycle under Redshift's table-level
+//! SERIALIZABLE rule, whether or not a LOCK counts as a write there.
 //! Invariant: every take writes the lease row, and every load ends with the fence that
 //! writes it too: a load whose lease was taken over meanwhile fails (the fence finds
 //! another holder, or a write-write conflict), under SNAPSHOT and SERIALIZABLE alike.
@@ -222,15 +223,8 @@ pub async fn drain_step<W: Warehouse>(
 /// after a failure and when the deadline leaves no time to drain: the next holder, a
 /// Lambda retry or the sweep drains what is left.
 pub async fn release<W: Warehouse>(ctx: &Ctx<'_, W>, deadline: Instant) -> Result<(), LoaderError> {
-    let params = vec![("holder", ctx.holder.to_string())];
-    ctx.warehouse
-        .run(
-            sql::release_lease(ctx.schema, &ctx.tables),
-            params,
-            deadline,
-        )
-        .await
-        .map(|_| ())
+    let sqls = sql::release_batch(ctx.schema, &ctx.tables, ctx.holder)?;
+    ctx.warehouse.run_batch(sqls, deadline).await.map(|_| ())
 }
 
 /// Runs the acquire batch once: the lease with the partition's ledger and the target's
@@ -491,7 +485,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.error_type(), "Permanent.LeaseRows");
         assert!(
-            w.sent()[1][0].starts_with("UPDATE"),
+            w.sent()[1][1].starts_with("UPDATE"),
             "released after the failed read"
         );
     }
@@ -509,7 +503,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.error_type(), "Retryable.Timeout");
         assert_eq!(w.sent().len(), 2);
-        assert!(w.sent()[1][0].contains("SET holder = NULL"));
+        assert!(
+            w.sent()[1][0].starts_with("LOCK "),
+            "under the acquirers' lock"
+        );
+        assert!(w.sent()[1][1].contains("SET holder = NULL"));
     }
 
     #[tokio::test]

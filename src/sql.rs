@@ -552,7 +552,11 @@ pub fn take_batch(
     Ok(vec![
         // First on purpose: every acquirer and every drain of this table is serialised by
         // it, and the snapshot (taken at the first query) follows the previous holder.
-        format!("LOCK {}", t.q(schema, &t.lease)),
+        // The wake-up table, not the lease table: if Redshift counted a LOCK as a write
+        // in its table-level conflict check (undocumented), a busy acquirer locking the
+        // lease table would close a cycle with a running load, whose fence reads and
+        // writes the lease row; the wake-up table is one that no load batch touches.
+        format!("LOCK {}", t.q(schema, &t.wakeup)),
         format!(
             "CALL {s}.{}({}, {ttl_seconds}, {}, {}, {}, {})",
             t.take.quoted(),
@@ -620,7 +624,8 @@ pub fn drain_batch(
     let h = literal(holder)?;
     let ours = format!("EXISTS (SELECT 1 FROM {lease} WHERE holder = {h})");
     Ok(vec![
-        format!("LOCK {lease}"),
+        // The same lock as every acquire's (see `take_batch`).
+        format!("LOCK {wakeup}"),
         format!(
             "DELETE FROM {wakeup} WHERE claim = {} AND {ours}",
             literal(done_claim)?
@@ -647,14 +652,24 @@ pub fn drain_batch(
 }
 
 /// Gives the lease up at once, wake-ups or not (after a failure, or when the deadline
-/// leaves no time to drain: the next holder or the sweep drains them). Parameter
-/// `:holder`.
-pub fn release_lease(schema: &Ident, t: &LeaseTables) -> String {
-    format!(
-        "UPDATE {} SET holder = NULL, acquired_at = NULL, expires_at = NULL \
-         WHERE holder = :holder",
-        t.q(schema, &t.lease)
-    )
+/// leaves no time to drain: the next holder or the sweep drains them). Under the
+/// acquirers' lock, so that an acquire either sees the lease still held (and its
+/// wake-up is left for the next holder or the sweep, as every wake-up of a released
+/// lease is) or sees it free and takes it.
+pub fn release_batch(
+    schema: &Ident,
+    t: &LeaseTables,
+    holder: &str,
+) -> Result<Vec<String>, LoaderError> {
+    Ok(vec![
+        format!("LOCK {}", t.q(schema, &t.wakeup)),
+        format!(
+            "UPDATE {} SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+             WHERE holder = {}",
+            t.q(schema, &t.lease),
+            literal(holder)?
+        ),
+    ])
 }
 
 /// The start of every ledger INSERT of one target table.
@@ -1237,7 +1252,7 @@ mod tests {
     }
 
     #[test]
-    fn take_and_drain_lock_the_lease_table_first() {
+    fn take_and_drain_lock_the_wakeup_table_first() {
         let schema = Ident::parse("pl").unwrap();
         let t = LeaseTables::for_target(&table());
         let wake = WakeUp {
@@ -1247,7 +1262,7 @@ mod tests {
             etag: "e",
         };
         let take = take_batch(&schema, &t, "req-1", 960, &wake).unwrap();
-        assert_eq!(take[0], "LOCK \"pl\".\"lease_5_sales_orders\"");
+        assert_eq!(take[0], "LOCK \"pl\".\"wakeup_5_sales_orders\"");
         assert_eq!(
             take[1],
             "CALL \"pl\".\"take_5_sales_orders\"('req-1', 960, 'b', 'order_date=2024-05-28/', \

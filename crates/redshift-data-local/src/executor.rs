@@ -187,7 +187,7 @@ impl Executor {
             registry,
             prepared_databases: tokio::sync::Mutex::new(HashSet::new()),
             serializable: serializable::Tracker::default(),
-            lock_is_write: false,
+            lock_is_write: true,
         }
     }
 

@@ -65,9 +65,11 @@ pub struct Config {
     #[arg(long, env = "RDL_FAULTS")]
     pub faults: Option<String>,
     /// Count `LOCK` as a write in the table-level SERIALIZABLE check. Redshift's
-    /// documentation leaves it open and the default reading is "not a write" (see
-    /// ARCHITECTURE.md); this measures what the other reading would cost.
-    #[arg(long, env = "RDL_LOCK_IS_WRITE", value_parser = clap::builder::FalseyValueParser::new())]
+    /// documentation leaves it open; the default is the stricter reading (a write), so
+    /// that a protocol that passes here passes under both (see ARCHITECTURE.md).
+    /// `--lock-is-write false` applies the other reading.
+    #[arg(long, env = "RDL_LOCK_IS_WRITE", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub lock_is_write: bool,
 }
 
@@ -84,7 +86,7 @@ impl Config {
             max_active_statements: 200,
             concurrency: executor::DEFAULT_CONCURRENCY,
             faults: None,
-            lock_is_write: false,
+            lock_is_write: true,
         }
     }
 }
