@@ -57,19 +57,7 @@ impl ConflictCounter {
 }
 
 async fn counted_loader(config: Config, counter: ConflictCounter) -> TestLoader {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
-    let rsd = aws_sdk_redshiftdata::Client::from_conf(
-        aws_sdk_redshiftdata::config::Builder::from(&sdk)
-            .interceptor(counter)
-            .build(),
-    );
-    let warehouse = DataApi::new(rsd, config.redshift.clone(), config.database.clone());
-    Loader::new(config, warehouse, S3::new(s3))
+    counted_loader_with(config, counter, CallCounter::default()).await
 }
 
 /// Eight tables load at once, three rounds of new files each: under SERIALIZABLE with
