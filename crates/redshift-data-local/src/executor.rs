@@ -140,6 +140,20 @@ const TR_CONFLICT_DDL: &str = "
 /// local stack) so that tests and admin sessions always find a connection.
 pub const DEFAULT_CONCURRENCY: u32 = 50;
 
+/// Opens a PostgreSQL connection and drives it on its own task.
+async fn open(config: &tokio_postgres::Config) -> Result<Client, String> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| postgres_error_text(&e, 0))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
 pub struct Executor {
     /// One permit per statement executing on PostgreSQL (see [`Executor::run`]).
     slots: Arc<tokio::sync::Semaphore>,
@@ -283,16 +297,7 @@ impl Executor {
         let mut config = self.postgres.clone();
         config.dbname(database);
         config.application_name("redshift-data-local-history");
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| postgres_error_text(&e, 0))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
-        });
-        Ok(client)
+        open(&config).await
     }
 
     /// Records the COPYs of a transaction that has ended, on another connection:
@@ -321,15 +326,7 @@ impl Executor {
             // Redshift sessions run in UTC.
             config.options("-c TimeZone=UTC");
         }
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| postgres_error_text(&e, 0))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
-        });
+        let client = open(&config).await?;
         self.prepare_database(&client, database).await?;
         Ok(client)
     }
