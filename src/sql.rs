@@ -523,12 +523,18 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              END IF;\nEND;\n$$ LANGUAGE plpgsql",
             take = t.take.quoted()
         ),
+        // Only statements Redshift documents for PL/pgSQL (SELECT INTO, IF, RAISE:
+        // https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-statements.html); GET
+        // DIAGNOSTICS is not among them. Reading the row and then updating it touches the
+        // same table as the UPDATE alone, and a concurrent takeover still makes the UPDATE
+        // fail (write-write conflict) when the read saw the old row.
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER) \
              AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
+             SELECT COUNT(*) INTO n FROM {lease} WHERE holder = p_holder AND expires_at > GETDATE();\n  \
+             IF n = 0 THEN\n    {lost}\n  END IF;\n  \
              UPDATE {lease} SET expires_at = DATEADD(second, p_ttl_seconds, GETDATE()) \
-             WHERE holder = p_holder AND expires_at > GETDATE();\n  \
-             GET DIAGNOSTICS n := ROW_COUNT;\n  IF n = 0 THEN\n    {lost}\n  END IF;\nEND;\n$$ \
+             WHERE holder = p_holder AND expires_at > GETDATE();\nEND;\n$$ \
              LANGUAGE plpgsql",
             fence = t.fence.quoted()
         ),

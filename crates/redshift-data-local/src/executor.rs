@@ -544,6 +544,9 @@ impl Executor {
         if let Some(refusal) = translate::table_privilege_by_oid(sql) {
             return Err(refusal);
         }
+        if let Some(refusal) = translate::undocumented_plpgsql(sql) {
+            return Err(refusal);
+        }
         match redshift_copy::parse(sql) {
             Some(Err(e)) => Err(copy_error_text(&e, pid)),
             Some(Ok(command)) => {
