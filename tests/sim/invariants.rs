@@ -1,0 +1,160 @@
+//! The invariants, as named functions over the model's state (so that the soak can
+//! check the same properties against the real tables). Step-local ones run at every
+//! commit or return; final ones after the final sweep and redrive, at a time after
+//! every TTL.
+
+use std::collections::BTreeSet;
+
+use super::warehouse::{State, WakeUp};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// One of the names below.
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+/// Every existing non-corrupt file is loaded exactly once (never twice at any commit;
+/// once at the end); a corrupt one never, and Redshift reported its failure.
+pub const EXACTLY_ONCE: &str = "exactly_once";
+/// A wake-up row is deleted only once every file it stands for is in the ledger or its
+/// COPY failed permanently; none is left at the end.
+pub const NO_WAKEUP_LOST: &str = "no_wakeup_lost";
+/// A lease never lasts longer than TTL after the write that set it, and at the end
+/// (after every TTL, the final sweep and the redrive) no lease is held.
+pub const NO_LEASE_PAST_TTL: &str = "no_lease_held_by_a_dead_holder_past_its_ttl";
+/// An invocation that returns success did not release its lease while wake-ups queued
+/// during its tenure were still waiting.
+pub const HOLDER_DRAINS: &str = "holder_returns_success_only_after_draining";
+/// The model understands every statement the loader sends.
+pub const MODEL: &str = "model_understands_every_statement";
+
+fn violation(invariant: &'static str, detail: String) -> Option<Violation> {
+    Some(Violation { invariant, detail })
+}
+
+/// Step-local half of [`EXACTLY_ONCE`]: after a commit, no file is in a target twice.
+pub fn no_file_loaded_twice(state: &State, new_loads: &[String]) -> Option<Violation> {
+    let url = new_loads.iter().find(|u| state.loaded_count(u) > 1)?;
+    violation(
+        EXACTLY_ONCE,
+        format!(
+            "{url} is now in its table {} times",
+            state.loaded_count(url)
+        ),
+    )
+}
+
+/// [`NO_WAKEUP_LOST`] at the DELETE of wake-ups (checked on the committed state).
+pub fn wakeups_deleted_only_when_done(
+    state: &State,
+    failed_permanently: &BTreeSet<String>,
+    deleted: &[WakeUp],
+) -> Option<Violation> {
+    for w in deleted {
+        if let Some(url) = w
+            .files
+            .iter()
+            .find(|u| !state.in_ledger(u) && !failed_permanently.contains(*u))
+        {
+            return violation(
+                NO_WAKEUP_LOST,
+                format!(
+                    "wake-up for {}{} ({} by {}) deleted, but {url} is not in the ledger and \
+                     did not fail permanently",
+                    w.bucket,
+                    if w.s3_url.is_empty() {
+                        format!(" partition {}", w.partition)
+                    } else {
+                        format!(" object {}", w.s3_url)
+                    },
+                    "queued",
+                    w.queued_by
+                ),
+            );
+        }
+    }
+    None
+}
+
+/// Step-local half of [`NO_LEASE_PAST_TTL`]: a lease write sets an expiry at most TTL
+/// after the writing statement's start.
+pub fn lease_write_within_ttl(
+    now_ms: i64,
+    ttl_ms: i64,
+    expires_ms: Option<i64>,
+) -> Option<Violation> {
+    let e = expires_ms?;
+    if e > now_ms + ttl_ms {
+        return violation(
+            NO_LEASE_PAST_TTL,
+            format!("lease set to expire {} ms after its write", e - now_ms),
+        );
+    }
+    None
+}
+
+/// Final half of [`NO_LEASE_PAST_TTL`]: every lease free or expired.
+pub fn no_lease_held(state: &State, now_ms: i64) -> Option<Violation> {
+    let (t, l) = state
+        .leases
+        .iter()
+        .find(|(_, l)| l.holder.is_some() && l.expires_ms.is_some_and(|e| e > now_ms))?;
+    violation(
+        NO_LEASE_PAST_TTL,
+        format!(
+            "after every TTL the lease of target {t} is still held by {:?}",
+            l.holder
+        ),
+    )
+}
+
+/// [`HOLDER_DRAINS`]: `left` = wake-ups queued during its tenure that its own release
+/// left behind.
+pub fn holder_drained(holder: &str, left: usize) -> Option<Violation> {
+    if left == 0 {
+        return None;
+    }
+    violation(
+        HOLDER_DRAINS,
+        format!(
+            "{holder} returned success but released its lease with {left} wake-up(s) queued \
+             during its tenure still waiting"
+        ),
+    )
+}
+
+/// Final half of [`EXACTLY_ONCE`].
+pub fn every_file_loaded_once(
+    state: &State,
+    files: &[(String, bool)],
+    failed_permanently: &BTreeSet<String>,
+) -> Option<Violation> {
+    for (url, corrupt) in files {
+        let n = state.loaded_count(url);
+        if *corrupt {
+            if n != 0 || !failed_permanently.contains(url) {
+                return violation(
+                    EXACTLY_ONCE,
+                    format!("corrupt {url}: loaded {n} times, failure reported: {}",
+                        failed_permanently.contains(url)),
+                );
+            }
+        } else if n != 1 {
+            return violation(EXACTLY_ONCE, format!("{url} loaded {n} times"));
+        }
+    }
+    None
+}
+
+/// Final half of [`NO_WAKEUP_LOST`]: nothing is left waiting.
+pub fn no_wakeup_left(state: &State) -> Option<Violation> {
+    let w = state.wakeups.values().next()?;
+    violation(
+        NO_WAKEUP_LOST,
+        format!(
+            "after the final sweep a wake-up for {} {} is still queued",
+            w.partition, w.s3_url
+        ),
+    )
+}
