@@ -745,7 +745,11 @@ impl<'a> Runner<'a> {
         let mut out = Vec::new();
         for (n, s) in w.db.statements.iter().enumerate() {
             match &s.phase {
-                Phase::Submitted if w.db.startable(n) => out.push((10, Action::Start(n))),
+                // A statement whose caller is gone waits in the queue longer (WLM
+                // queueing, a busy cluster): weighted low, still always possible.
+                Phase::Submitted if w.db.startable(n) => {
+                    out.push((if s.waited_for { 10 } else { 1 }, Action::Start(n)))
+                }
                 Phase::Started(txn) => {
                     out.push((10, Action::Commit(n)));
                     if inject && self.faults > 0 {
@@ -992,6 +996,12 @@ impl<'a> Runner<'a> {
     fn commit(&mut self, n: usize) {
         let mut w = lock(&self.world);
         let Some(c) = w.db.commit(n) else {
+            let what = match &w.db.statements[n].phase {
+                Phase::Submitted => "write conflict (1023): the adapter resubmits it",
+                _ => "write conflict (1023): failed",
+            };
+            drop(w);
+            self.chooser.trail.push(format!("       stmt-{n}: {what}"));
             return;
         };
         w.commits += 1;
