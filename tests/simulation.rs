@@ -73,18 +73,48 @@ fn regression_seeds() -> Vec<Regression> {
     vec![
         // A SlowDown/ABORTED load of a claimed partition is logged as permanent and its
         // wake-up deleted by the next drain step.
-        r("2: transient failure drops a wake-up", "item2", 6, NO_WAKEUP_LOST),
-        r("2: transient failure drops a wake-up", "item2", 9, NO_WAKEUP_LOST),
+        r(
+            "2: transient failure drops a wake-up",
+            "item2",
+            6,
+            NO_WAKEUP_LOST,
+        ),
+        r(
+            "2: transient failure drops a wake-up",
+            "item2",
+            9,
+            NO_WAKEUP_LOST,
+        ),
         // The holder of route t0/ lists a t0_eu/ wake-up under t0/: NothingListed, dropped.
-        r("3: second route's wake-up dropped", "item3", 0, NO_WAKEUP_LOST),
+        r(
+            "3: second route's wake-up dropped",
+            "item3",
+            0,
+            NO_WAKEUP_LOST,
+        ),
         // ... and the sweep covers only the first route: a lost event is never loaded.
-        r("3: sweep misses the second route", "item3", 11, EXACTLY_ONCE),
+        r(
+            "3: sweep misses the second route",
+            "item3",
+            11,
+            EXACTLY_ONCE,
+        ),
         // A 30 s function releases before claiming (DRAIN_RESERVE is 20 s) and succeeds.
         r("4: 30 s timeout never drains", "item4", 0, HOLDER_DRAINS),
         // Attempt 1's load outlives it; attempt 2 (same request id) re-takes the lease,
         // plans without attempt 1's files, and both commit.
-        r("5: one request id, two attempts", "item5", 165, EXACTLY_ONCE),
-        r("5: one request id, two attempts", "item5", 203, EXACTLY_ONCE),
+        r(
+            "5: one request id, two attempts",
+            "item5",
+            165,
+            EXACTLY_ONCE,
+        ),
+        r(
+            "5: one request id, two attempts",
+            "item5",
+            203,
+            EXACTLY_ONCE,
+        ),
     ]
 }
 
@@ -117,7 +147,11 @@ fn seeds_hold(isolation: Isolation) {
     let work = Workload::handled_today(isolation);
     for seed in 0..env_u64("SIM_CI_SEEDS", 200) {
         let report = run_seed(&work, seed);
-        assert!(report.violation.is_none(), "{}", failure(seed, isolation, &report));
+        assert!(
+            report.violation.is_none(),
+            "{}",
+            failure(seed, isolation, &report)
+        );
     }
 }
 
@@ -221,7 +255,9 @@ fn explore_with_kills() {
 /// `scripts/simulate`: `SIM_SIMULATE=<seeds>` from `SIM_FROM`, prints seeds per minute.
 #[test]
 fn simulate() {
-    let Some(count) = std::env::var("SIM_SIMULATE").ok().and_then(|v| v.parse::<u64>().ok())
+    let Some(count) = std::env::var("SIM_SIMULATE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
     else {
         return;
     };
@@ -294,8 +330,16 @@ fn replays_are_deterministic() {
 fn model(isolation: Isolation) -> (Db, LeaseTables, Ident) {
     let schema = Ident::parse("partition_loader").unwrap();
     let name = TableName::parse("s.t0").unwrap();
-    let target = Target::new("partition_loader", name.clone(), vec![("lake".into(), "t0/".into())]);
-    (Db::new(isolation, vec![target]), LeaseTables::for_target(&name), schema)
+    let target = Target::new(
+        "partition_loader",
+        name.clone(),
+        vec![("lake".into(), "t0/".into())],
+    );
+    (
+        Db::new(isolation, vec![target]),
+        LeaseTables::for_target(&name),
+        schema,
+    )
 }
 
 fn lease_q(t: &LeaseTables) -> String {
@@ -306,12 +350,18 @@ fn lease_q(t: &LeaseTables) -> String {
 /// touching no common row): SERIALIZABLE refuses the second commit, SNAPSHOT does not.
 #[test]
 fn model_serializable_refuses_a_table_level_cycle() {
-    for (isolation, refused) in [(Isolation::Serializable, true), (Isolation::Snapshot, false)] {
+    for (isolation, refused) in [
+        (Isolation::Serializable, true),
+        (Isolation::Snapshot, false),
+    ] {
         let (mut db, t, schema) = model(isolation);
         let s3 = sim::storage::Objects::default();
         let reads_ledger_writes_lease = vec![
             sql::holder_reads(&schema, &t, "p/").unwrap().remove(0),
-            format!("UPDATE {} SET holder = NULL, acquired_at = NULL, expires_at = NULL", lease_q(&t)),
+            format!(
+                "UPDATE {} SET holder = NULL, acquired_at = NULL, expires_at = NULL",
+                lease_q(&t)
+            ),
         ];
         let reads_lease_writes_ledger = vec![
             format!("SELECT holder, expires_at FROM {}", lease_q(&t)),
@@ -359,7 +409,10 @@ fn model_first_committer_wins_a_row() {
         db.start(b, 0, &s3);
         assert!(db.commit(a).is_some());
         assert!(db.commit(b).is_none(), "{isolation:?}");
-        assert!(matches!(db.statements[b].phase, Phase::Submitted), "resubmitted");
+        assert!(
+            matches!(db.statements[b].phase, Phase::Submitted),
+            "resubmitted"
+        );
         assert_eq!(db.state.leases[&0].holder.as_deref(), Some("a"));
     }
 }

@@ -136,8 +136,10 @@ pub fn every_file_loaded_once(
             if n != 0 || !failed_permanently.contains(url) {
                 return violation(
                     EXACTLY_ONCE,
-                    format!("corrupt {url}: loaded {n} times, failure reported: {}",
-                        failed_permanently.contains(url)),
+                    format!(
+                        "corrupt {url}: loaded {n} times, failure reported: {}",
+                        failed_permanently.contains(url)
+                    ),
                 );
             }
         } else if n != 1 {

@@ -602,7 +602,10 @@ impl<'a> Runner<'a> {
         let env: BTreeMap<&str, String> = BTreeMap::from([
             ("REDSHIFT_WORKGROUP", "sim".to_string()),
             ("REDSHIFT_DATABASE", "dev".to_string()),
-            ("COPY_IAM_ROLE", "arn:aws:iam::123456789012:role/copy".to_string()),
+            (
+                "COPY_IAM_ROLE",
+                "arn:aws:iam::123456789012:role/copy".to_string(),
+            ),
             ("MANIFEST_PREFIX", "s3://manifests/m/".to_string()),
             ("LEASE_TTL_SECONDS", TTL_SECONDS.to_string()),
             ("LOADER_SCHEMA", LOADER_SCHEMA.to_string()),
@@ -718,11 +721,14 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|f| (format!("s3://{BUCKET}/{}", f.key), f.corrupt))
             .collect();
-        w.violation = invariants::every_file_loaded_once(&w.db.state, &files, &w.db.failed_permanently)
-            .or_else(|| invariants::no_wakeup_left(&w.db.state))
-            .or_else(|| invariants::no_lease_held(&w.db.state, now));
+        w.violation =
+            invariants::every_file_loaded_once(&w.db.state, &files, &w.db.failed_permanently)
+                .or_else(|| invariants::no_wakeup_left(&w.db.state))
+                .or_else(|| invariants::no_lease_held(&w.db.state, now));
         if w.violation.is_some() {
-            self.chooser.trail.push(format!("t={:.1}s final check", now as f64 / 1000.0));
+            self.chooser
+                .trail
+                .push(format!("t={:.1}s final check", now as f64 / 1000.0));
         }
     }
 
@@ -822,8 +828,16 @@ impl<'a> Runner<'a> {
                 "write s3://{BUCKET}/{} ({} event(s){}{})",
                 self.files[self.next_file].key,
                 self.files[self.next_file].events,
-                if self.files[self.next_file].via_sqs { ", via SQS" } else { "" },
-                if self.files[self.next_file].corrupt { ", CORRUPT" } else { "" }
+                if self.files[self.next_file].via_sqs {
+                    ", via SQS"
+                } else {
+                    ""
+                },
+                if self.files[self.next_file].corrupt {
+                    ", CORRUPT"
+                } else {
+                    ""
+                }
             ),
             Action::Deliver(i) => {
                 let p = &self.pool[*i];
@@ -1025,13 +1039,12 @@ impl<'a> Runner<'a> {
                 .filter(|(_, l)| l.holder.is_none())
                 .map(|(t, _)| *t)
                 .collect();
-            let left = w
-                .db
-                .state
-                .wakeups
-                .values()
-                .filter(|x| targets.contains(&x.target) && x.queued_for.as_deref() == Some(h))
-                .count();
+            let left =
+                w.db.state
+                    .wakeups
+                    .values()
+                    .filter(|x| targets.contains(&x.target) && x.queued_for.as_deref() == Some(h))
+                    .count();
             if w.invs[c.inv].holder == *h && left > 0 {
                 *w.left_behind.entry(c.inv).or_default() += left;
             }
@@ -1158,60 +1171,61 @@ impl<'a> Runner<'a> {
                 inv,
             },
         );
-        let fut: Pin<Box<dyn Future<Output = Finished>>> = match job {
-            Job::Event { event, .. } | Job::Redrive(event) => Box::pin(async move {
-                Finished::Event(loader.handle(&event, &holder, deadline).await)
-            }),
-            Job::Sqs(messages) => {
-                let records: Vec<Value> = messages
-                    .iter()
-                    .map(|m| {
-                        json!({"messageId": m.id, "receiptHandle": format!("rh-{}", m.id),
+        let fut: Pin<Box<dyn Future<Output = Finished>>> =
+            match job {
+                Job::Event { event, .. } | Job::Redrive(event) => Box::pin(async move {
+                    Finished::Event(loader.handle(&event, &holder, deadline).await)
+                }),
+                Job::Sqs(messages) => {
+                    let records: Vec<Value> = messages
+                        .iter()
+                        .map(|m| {
+                            json!({"messageId": m.id, "receiptHandle": format!("rh-{}", m.id),
                            "body": m.event.to_string(),
                            "attributes": {"ApproximateReceiveCount": m.receives.to_string()},
                            "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
                            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:events",
                            "awsRegion": "us-east-1"})
-                    })
-                    .collect();
-                let sqs = match batch::classify(json!({ "Records": records })) {
-                    Ok(Invocation::SqsBatch(b)) => Some(b),
-                    _ => None,
-                };
-                Box::pin(async move {
-                    let Some(sqs) = sqs else {
-                        return Finished::Sqs {
-                            failed: Vec::new(),
-                            ok: false,
-                        };
-                    };
-                    let r = loader.handle_batch(&sqs, &holder, deadline).await;
-                    let v = serde_json::to_value(&r.response).unwrap_or_default();
-                    let failed = v["batchItemFailures"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|f| f["itemIdentifier"].as_str().map(String::from))
+                        })
                         .collect();
-                    Finished::Sqs {
-                        failed,
-                        ok: r.errors.is_empty(),
-                    }
-                })
-            }
-            Job::Sweep => Box::pin(async move {
-                Finished::Many(loader.sweep(&holder, SWEEP_LOOK_BACK_DAYS, deadline).await)
-            }),
-            Job::Backfill(prefix) => Box::pin(async move {
-                match loader
-                    .backfill(BUCKET, &prefix, &holder, Duration::from_secs(300))
-                    .await
-                {
-                    Ok(v) => Finished::Many(v),
-                    Err(e) => Finished::Many(vec![Err(e)]),
+                    let sqs = match batch::classify(json!({ "Records": records })) {
+                        Ok(Invocation::SqsBatch(b)) => Some(b),
+                        _ => None,
+                    };
+                    Box::pin(async move {
+                        let Some(sqs) = sqs else {
+                            return Finished::Sqs {
+                                failed: Vec::new(),
+                                ok: false,
+                            };
+                        };
+                        let r = loader.handle_batch(&sqs, &holder, deadline).await;
+                        let v = serde_json::to_value(&r.response).unwrap_or_default();
+                        let failed = v["batchItemFailures"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|f| f["itemIdentifier"].as_str().map(String::from))
+                            .collect();
+                        Finished::Sqs {
+                            failed,
+                            ok: r.errors.is_empty(),
+                        }
+                    })
                 }
-            }),
-        };
+                Job::Sweep => Box::pin(async move {
+                    Finished::Many(loader.sweep(&holder, SWEEP_LOOK_BACK_DAYS, deadline).await)
+                }),
+                Job::Backfill(prefix) => Box::pin(async move {
+                    match loader
+                        .backfill(BUCKET, &prefix, &holder, Duration::from_secs(300))
+                        .await
+                    {
+                        Ok(v) => Finished::Many(v),
+                        Err(e) => Finished::Many(vec![Err(e)]),
+                    }
+                }),
+            };
         self.futs.push(Some(fut));
         self.poll(inv);
     }

@@ -33,15 +33,27 @@ pub enum Stmt {
     /// `LOCK t`
     Lock(Name),
     /// `CALL s.take_…(holder, ttl, bucket, partition, url, etag, …)`
-    Take { procedure: Name, args: Vec<Value> },
+    Take {
+        procedure: Name,
+        args: Vec<Value>,
+    },
     /// `CALL s.fence_…(holder, ttl, …)`
-    Fence { procedure: Name, args: Vec<Value> },
+    Fence {
+        procedure: Name,
+        args: Vec<Value>,
+    },
     /// `SELECT holder, expires_at FROM lease`
     SelectLease(Name),
     /// `SELECT s3_url, etag, size_bytes FROM ledger WHERE partition_path = 'p'`
-    SelectLedger { ledger: Name, partition: String },
+    SelectLedger {
+        ledger: Name,
+        partition: String,
+    },
     /// `SELECT column_name, data_type FROM information_schema.columns WHERE …`
-    Columns { schema: String, table: String },
+    Columns {
+        schema: String,
+        table: String,
+    },
     /// drain: `DELETE FROM wakeup WHERE claim = 'c' AND EXISTS (… lease WHERE holder = 'h')`
     DeleteClaimed {
         wakeup: Name,
@@ -67,16 +79,30 @@ pub enum Stmt {
         holder: String,
     },
     /// drain: `SELECT DISTINCT bucket, partition_path FROM wakeup WHERE claim = 'c' …`
-    SelectClaimed { wakeup: Name, claim: String },
+    SelectClaimed {
+        wakeup: Name,
+        claim: String,
+    },
     /// release: `UPDATE lease SET holder = NULL … WHERE holder = 'h'`; `holder` None is
     /// loaderctl unlock's statement (no WHERE).
-    Release { lease: Name, holder: Option<String> },
+    Release {
+        lease: Name,
+        holder: Option<String>,
+    },
     /// `COPY t [(cols)] FROM 'manifest' …`
-    Copy { table: Name, manifest: String },
+    Copy {
+        table: Name,
+        manifest: String,
+    },
     /// `CREATE TEMP TABLE stage AS SELECT … FROM t WHERE 1 = 0`
-    CreateStage { stage: Name },
+    CreateStage {
+        stage: Name,
+    },
     /// `INSERT INTO t (…) SELECT … FROM stage`
-    InsertFromStage { table: Name, stage: Name },
+    InsertFromStage {
+        table: Name,
+        stage: Name,
+    },
     /// `DROP TABLE stage`
     Drop(Name),
     /// `INSERT INTO ledger (cols…) VALUES (…), (…)`: columns and tuples.
@@ -86,11 +112,20 @@ pub enum Stmt {
         rows: Vec<Vec<Value>>,
     },
     /// replace mode: `DELETE FROM ledger WHERE partition_path = 'p'`
-    DeleteLedgerPartition { ledger: Name, partition: String },
+    DeleteLedgerPartition {
+        ledger: Name,
+        partition: String,
+    },
     /// replace mode: `DELETE FROM target WHERE <partition predicate>`
-    DeleteTarget { table: Name, predicate: String },
+    DeleteTarget {
+        table: Name,
+        predicate: String,
+    },
     /// the sweep: `SELECT DISTINCT partition_path FROM ledger WHERE loaded_at > DATEADD(day, -n, GETDATE())`
-    RecentPartitions { ledger: Name, days: i64 },
+    RecentPartitions {
+        ledger: Name,
+        days: i64,
+    },
     Unknown(String),
 }
 
@@ -195,7 +230,9 @@ fn release_if_no_wake_up(s: &str) -> Option<Stmt> {
 fn renew(s: &str) -> Option<Stmt> {
     let rest = s.strip_prefix("UPDATE ")?;
     let (lease, tail) = name(rest)?;
-    let tail = tail.trim_start().strip_prefix("SET expires_at = DATEADD(second, ")?;
+    let tail = tail
+        .trim_start()
+        .strip_prefix("SET expires_at = DATEADD(second, ")?;
     let ttl = tail[..tail.find(',')?].trim().parse().ok()?;
     Some(Stmt::Renew {
         lease,
@@ -278,7 +315,10 @@ fn ledger_insert(s: &str) -> Option<Stmt> {
         .split(',')
         .map(|c| c.trim().to_string())
         .collect();
-    let mut rest = tail[close + 1..].trim_start().strip_prefix("VALUES")?.trim();
+    let mut rest = tail[close + 1..]
+        .trim_start()
+        .strip_prefix("VALUES")?
+        .trim();
     let mut rows = Vec::new();
     while !rest.is_empty() {
         let body = rest.strip_prefix('(')?;

@@ -23,7 +23,8 @@ pub struct Objects {
 
 impl Objects {
     pub fn insert(&mut self, bucket: &str, key: &str, object: Object) {
-        self.map.insert((bucket.to_string(), key.to_string()), object);
+        self.map
+            .insert((bucket.to_string(), key.to_string()), object);
     }
 
     pub fn list(&self, bucket: &str, prefix: &str) -> Vec<ListedObject> {

@@ -346,12 +346,13 @@ impl Db {
         let locked = self.locked(n);
         // A batch's first LOCK is what waits; other statements touching a locked table
         // wait as well, but the loader's SQL touches the wake-up table only under LOCK.
-        !self.statements[n].sqls.iter().any(|s| match sql::recognise(s) {
-            Stmt::Lock(name) => self
-                .resolve(&name)
-                .is_some_and(|key| locked.contains(&key)),
-            _ => false,
-        })
+        !self.statements[n]
+            .sqls
+            .iter()
+            .any(|s| match sql::recognise(s) {
+                Stmt::Lock(name) => self.resolve(&name).is_some_and(|key| locked.contains(&key)),
+                _ => false,
+            })
     }
 
     /// Fails a started (or submitted) statement with `message` (a fault, or a cancel).
@@ -362,7 +363,8 @@ impl Db {
     /// Commits statement `n`. On a conflict it is resubmitted (the adapter's retry) or,
     /// after the last attempt, fails with the 1023 text.
     pub fn commit(&mut self, n: usize) -> Option<Committed> {
-        let Phase::Started(txn) = std::mem::replace(&mut self.statements[n].phase, Phase::Submitted)
+        let Phase::Started(txn) =
+            std::mem::replace(&mut self.statements[n].phase, Phase::Submitted)
         else {
             return None;
         };
@@ -402,19 +404,25 @@ impl Db {
                     self.state.versions.insert(((t, Kind::Lease), 0), seq);
                 }
                 Op::InsertWakeUp(id, w) => {
-                    self.state.versions.insert(((w.target, Kind::WakeUp), id), seq);
+                    self.state
+                        .versions
+                        .insert(((w.target, Kind::WakeUp), id), seq);
                     self.state.wakeups.insert(id, w);
                 }
                 Op::DeleteWakeUp(id) => {
                     if let Some(w) = self.state.wakeups.remove(&id) {
-                        self.state.versions.insert(((w.target, Kind::WakeUp), id), seq);
+                        self.state
+                            .versions
+                            .insert(((w.target, Kind::WakeUp), id), seq);
                         committed.deleted_wakeups.push(w);
                     }
                 }
                 Op::Claim(id, claim) => {
                     if let Some(w) = self.state.wakeups.get_mut(&id) {
                         w.claim = Some(claim);
-                        self.state.versions.insert(((w.target, Kind::WakeUp), id), seq);
+                        self.state
+                            .versions
+                            .insert(((w.target, Kind::WakeUp), id), seq);
                     }
                 }
                 Op::InsertLedger(id, r) => {
@@ -422,7 +430,9 @@ impl Db {
                 }
                 Op::DeleteLedger(id) => {
                     if let Some(r) = self.state.ledger.remove(&id) {
-                        self.state.versions.insert(((r.target, Kind::Ledger), id), seq);
+                        self.state
+                            .versions
+                            .insert(((r.target, Kind::Ledger), id), seq);
                     }
                 }
                 Op::InsertLoad(id, l) => {
@@ -446,11 +456,12 @@ impl Db {
     fn conflict(&self, txn: &Txn) -> Option<String> {
         // Row level, both isolation levels: a row this transaction wrote was written by
         // a transaction committed after its snapshot.
-        if let Some(((t, kind), _)) = txn
-            .row_writes
-            .iter()
-            .find(|k| self.state.versions.get(k).is_some_and(|v| *v > txn.start_seq))
-        {
+        if let Some(((t, kind), _)) = txn.row_writes.iter().find(|k| {
+            self.state
+                .versions
+                .get(k)
+                .is_some_and(|v| *v > txn.start_seq)
+        }) {
             return Some(format!("{kind:?} of {}", self.targets[*t].name));
         }
         if self.isolation == Isolation::Serializable {
@@ -472,8 +483,16 @@ impl Db {
         // a must precede b (over some table), per the rules in serializable.rs.
         let edge = |a: &CommitRecord, b: &CommitRecord| -> Option<TableKey> {
             let concurrent = !sees(a, b) && !sees(b, a);
-            let rw = a.reads.iter().find(|t| b.writes.contains(t)).filter(|_| !sees(a, b));
-            let wr = a.writes.iter().find(|t| b.reads.contains(t)).filter(|_| sees(b, a));
+            let rw = a
+                .reads
+                .iter()
+                .find(|t| b.writes.contains(t))
+                .filter(|_| !sees(a, b));
+            let wr = a
+                .writes
+                .iter()
+                .find(|t| b.reads.contains(t))
+                .filter(|_| sees(b, a));
             let ww = a
                 .writes
                 .iter()
@@ -577,7 +596,13 @@ impl Db {
                     .ledger
                     .values()
                     .filter(|r| r.target == t && r.partition == partition)
-                    .map(|r| vec![Some(r.s3_url.clone()), Some(r.etag.clone()), Some("1".into())])
+                    .map(|r| {
+                        vec![
+                            Some(r.s3_url.clone()),
+                            Some(r.etag.clone()),
+                            Some("1".into()),
+                        ]
+                    })
                     .collect()
             }
             Stmt::Columns { schema, table } => {
@@ -879,7 +904,12 @@ impl Db {
     }
 
     /// `CALL fence(holder, ttl, …)`, today's procedure: renew our unexpired lease or raise.
-    fn fence(&mut self, txn: &mut Txn, procedure: &str, args: &[Value]) -> Result<Vec<Row>, String> {
+    fn fence(
+        &mut self,
+        txn: &mut Txn,
+        procedure: &str,
+        args: &[Value],
+    ) -> Result<Vec<Row>, String> {
         let t = self
             .targets
             .iter()
