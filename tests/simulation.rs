@@ -223,18 +223,20 @@ fn regression_seeds_find_what_they_found() {
 #[test]
 fn exhaustive_small_bound() {
     for isolation in [Isolation::Snapshot, Isolation::Serializable] {
-        let (schedules, all, found) = explore(&Workload::small(isolation, 0), 100_000);
-        if let Some(report) = found {
+        let e = explore(&Workload::small(isolation, 0), 100_000, true);
+        if let Some(report) = e.first {
             panic!("{isolation:?}: {}", report.schedule());
         }
-        assert!(all, "{isolation:?}: the bound was not exhausted");
+        let schedules = e.schedules;
+        assert!(e.exhausted, "{isolation:?}: the bound was not exhausted");
         assert!(schedules > 100, "{isolation:?}: only {schedules} schedules");
         println!("{isolation:?}: {schedules} schedules, all explored");
     }
 }
 
 /// `SIM_DFS=<kills>`: the exhaustive search with crash points (kill any invocation
-/// between any two calls), up to `SIM_DFS_MAX` schedules; prints the first violation.
+/// between any two calls), up to `SIM_DFS_MAX` schedules; prints the first violation
+/// (`SIM_DFS_ALL=1`: goes on past violations and counts them).
 #[test]
 fn explore_with_kills() {
     let Ok(kills) = std::env::var("SIM_DFS") else {
@@ -242,12 +244,16 @@ fn explore_with_kills() {
     };
     let started = std::time::Instant::now();
     let work = Workload::small(isolation_from_env(), kills.parse().unwrap_or(1));
-    let (n, all, found) = explore(&work, env_u64("SIM_DFS_MAX", 1_000_000));
+    let all = std::env::var("SIM_DFS_ALL").is_ok();
+    let e = explore(&work, env_u64("SIM_DFS_MAX", 1_000_000), !all);
     println!(
-        "kills {kills}: {n} schedules, exhausted: {all}, {:.1} s",
+        "kills {kills}: {} schedules, exhausted: {}, violating: {}, {:.1} s",
+        e.schedules,
+        e.exhausted,
+        e.violating,
         started.elapsed().as_secs_f64()
     );
-    if let Some(r) = found {
+    if let Some(r) = e.first {
         println!("{}", r.schedule());
     }
 }

@@ -516,28 +516,43 @@ pub fn run_seed(work: &Workload, seed: u64) -> Report {
     run(work, seed, &mut chooser)
 }
 
+/// What an exhaustive search covered.
+#[derive(Debug, Default)]
+pub struct Explored {
+    pub schedules: u64,
+    /// Every schedule of the bound was run.
+    pub exhausted: bool,
+    pub violating: u64,
+    /// The first violating schedule.
+    pub first: Option<Report>,
+}
+
 /// The exhaustive search: every schedule of `work` (stateless model checking: each run
 /// starts from scratch with a choice prefix, branching at every choice point), up to
-/// `max` schedules. Returns (schedules explored, whether that was all of them, the
-/// first violating schedule).
-pub fn explore(work: &Workload, max: u64) -> (u64, bool, Option<Report>) {
+/// `max` schedules; stops at the first violation when `stop_at_first`.
+pub fn explore(work: &Workload, max: u64, stop_at_first: bool) -> Explored {
     let mut prefix = Vec::new();
-    let mut count = 0;
+    let mut out = Explored::default();
     loop {
         let mut chooser = Chooser::scripted(prefix.clone());
         let report = run(work, 0, &mut chooser);
-        count += 1;
+        out.schedules += 1;
+        let made = report.made.clone();
         if report.violation.is_some() {
-            return (count, false, Some(report));
+            out.violating += 1;
+            out.first.get_or_insert(report);
+            if stop_at_first {
+                return out;
+            }
         }
-        let made = &report.made;
         let Some(i) = (0..made.len()).rev().find(|&i| made[i].0 + 1 < made[i].1) else {
-            return (count, true, None);
+            out.exhausted = true;
+            return out;
         };
         prefix = made[..i].iter().map(|(c, _)| *c).collect();
         prefix.push(made[i].0 + 1);
-        if count >= max {
-            return (count, false, None);
+        if out.schedules >= max {
+            return out;
         }
     }
 }
@@ -737,6 +752,13 @@ impl<'a> Runner<'a> {
         loop {
             if self.stopped() {
                 return;
+            }
+            if self.steps > self.work.max_steps + 5_000 {
+                lock(&self.world)
+                    .db
+                    .fatal
+                    .get_or_insert("the run does not end (a livelock?)".into());
+                continue;
             }
             let actions = self.enabled(false);
             if actions.is_empty() {
