@@ -243,11 +243,19 @@ fn explore_with_kills() {
         return;
     };
     let started = std::time::Instant::now();
-    let work = Workload::small(isolation_from_env(), kills.parse().unwrap_or(1));
+    let work = Workload {
+        tables: env_u64("SIM_DFS_TABLES", 1) as usize,
+        partitions: env_u64("SIM_DFS_PARTITIONS", 1) as usize,
+        files: env_u64("SIM_DFS_FILES", 2) as usize,
+        ..Workload::small(isolation_from_env(), kills.parse().unwrap_or(1))
+    };
     let all = std::env::var("SIM_DFS_ALL").is_ok();
     let e = explore(&work, env_u64("SIM_DFS_MAX", 1_000_000), !all);
     println!(
-        "kills {kills}: {} schedules, exhausted: {}, violating: {}, {:.1} s",
+        "tables {}, partitions {}, files {}, kills {kills}: {} schedules, exhausted: {}, violating: {}, {:.1} s",
+        work.tables,
+        work.partitions,
+        work.files,
         e.schedules,
         e.exhausted,
         e.violating,
