@@ -924,7 +924,7 @@ impl Db {
         txn.reads.insert((t, Kind::Lease));
         txn.writes.insert((t, Kind::Lease));
         let l = txn.snap.leases[&t].clone();
-        if l.holder.as_deref() != Some(&holder) || !l.expires_ms.is_some_and(|e| e > now) {
+        if l.holder.as_deref() != Some(&holder) || l.expires_ms.is_none_or(|e| e <= now) {
             return Err(format!(
                 "ERROR: {} '{}' is not held by {holder} (expired or taken over); load rolled back",
                 partition_loader::sql::LEASE_LOST_MARKER,
