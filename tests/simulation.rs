@@ -287,11 +287,12 @@ fn simulate() {
         let started = std::time::Instant::now();
         let mut found: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         let mut first = None;
-        let (mut steps, mut commits) = (0, 0);
+        let (mut steps, mut commits, mut conflicts) = (0, 0, 0);
         for seed in from..from + count {
             let report = run_seed(&work, seed);
             steps += report.steps;
             commits += report.commits;
+            conflicts += report.conflicts;
             if let Some(v) = &report.violation {
                 found.entry(v.invariant).or_default().push(seed);
                 first.get_or_insert_with(|| failure(seed, isolation, &report));
@@ -300,7 +301,7 @@ fn simulate() {
         let secs = started.elapsed().as_secs_f64();
         println!(
             "{name} {isolation:?}: {count} seeds in {secs:.1} s = {:.0} seeds/minute \
-             ({} steps, {} commits per seed on average)",
+             ({} steps, {} commits per seed on average; {conflicts} write conflicts in all)",
             count as f64 * 60.0 / secs.max(1e-9),
             steps / count.max(1) as usize,
             commits / count.max(1)
