@@ -56,11 +56,11 @@ const SWEEP_LOOK_BACK_DAYS: u32 = 3;
 pub struct Workload {
     pub name: &'static str,
     pub isolation: Isolation,
-    /// Target tables (1–3).
+    /// Target tables; 0: 1–3, drawn from the seed.
     pub tables: usize,
     /// Table 0 gets a second route (another prefix) into it.
     pub two_routes: bool,
-    /// Date partitions per route (1–2).
+    /// Date partitions per route (1–2); 0: drawn from the seed.
     pub partitions: usize,
     /// Data files written over the run.
     pub files: usize,
@@ -90,9 +90,9 @@ impl Workload {
         Workload {
             name: "full",
             isolation,
-            tables: 2,
+            tables: 0,
             two_routes: true,
-            partitions: 2,
+            partitions: 0,
             files: 6,
             corrupt: true,
             timeouts: &[900, 900, 30],
@@ -595,7 +595,15 @@ impl<'a> Runner<'a> {
         let mut toml = String::new();
         let mut targets = Vec::new();
         let mut route_prefixes = Vec::new();
-        for t in 0..work.tables {
+        let tables = match work.tables {
+            0 => rng.usize(1..=3),
+            n => n,
+        };
+        let partitions = match work.partitions {
+            0 => rng.u64(1..=2),
+            n => n as u64,
+        };
+        for t in 0..tables {
             let mut prefixes = vec![format!("t{t}/")];
             if t == 0 && work.two_routes {
                 prefixes.push(format!("t{t}_eu/"));
@@ -631,7 +639,7 @@ impl<'a> Runner<'a> {
         let mut files = Vec::new();
         for k in 0..work.files {
             let prefix = &route_prefixes[rng.usize(0..route_prefixes.len())];
-            let partition = day(rng.u64(0..work.partitions as u64));
+            let partition = day(rng.u64(0..partitions));
             let events = match (work.lose_events, work.duplicate_events, rng.u32(0..10)) {
                 (true, _, 0) => 0,
                 (_, true, 1 | 2) => 2,
