@@ -27,7 +27,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .into_iter()
             .map(|r| &r.table)
             .collect();
-        // A batch holds at most 40 statements: four tables (8 statements each) a batch.
+        // A batch holds at most 40 statements: four tables (10 statements each) a batch.
+        for table in &tables {
+            self.migrate_wakeup_table(&LeaseTables::for_target(table), deadline)
+                .await?;
+        }
         for chunk in tables.chunks(4) {
             let mut sqls = Vec::new();
             for table in chunk {
@@ -39,6 +43,40 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             id = self.warehouse().run_batch(sqls, deadline).await?;
         }
         Ok(id)
+    }
+
+    /// Adds `route_prefix` to a wake-up table created by an earlier version (a table
+    /// may have several routes, and each wake-up now says which). Redshift has no `ADD
+    /// COLUMN IF NOT EXISTS`, so the catalog is asked first; a wake-up table that does
+    /// not exist yet is created with the column by [`sql::bootstrap_table`].
+    async fn migrate_wakeup_table(
+        &self,
+        t: &LeaseTables,
+        deadline: Instant,
+    ) -> Result<(), LoaderError> {
+        let schema = &self.config().loader_schema;
+        let count = |rows: Vec<Row>| {
+            rows.first()
+                .and_then(|r| r.first().cloned().flatten())
+                .is_some_and(|n| n != "0")
+        };
+        let exists = count(
+            self.query(sql::wakeup_exists(schema, t)?, vec![], deadline)
+                .await?,
+        );
+        if !exists {
+            return Ok(());
+        }
+        let has_column = count(
+            self.query(sql::wakeup_has_route_column(schema, t)?, vec![], deadline)
+                .await?,
+        );
+        if !has_column {
+            tracing::info!(table = %t.target, "adding route_prefix to the wake-up table");
+            self.execute(sql::add_wakeup_route_column(schema, t), vec![], deadline)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Grants `user` (the function's database user) what it needs on the loader schema

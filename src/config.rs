@@ -217,6 +217,12 @@ impl Config {
                 .parse::<u32>()
                 .map_err(|_| bad("SWEEP_LOOK_BACK_DAYS", "must be a whole number of days"))?,
         };
+        if sweep_look_back_days > crate::sweep::MAX_LOOK_BACK_DAYS {
+            return Err(bad(
+                "SWEEP_LOOK_BACK_DAYS",
+                "must be at most 31 days (the sweep's cap, sweep::MAX_LOOK_BACK_DAYS)",
+            ));
+        }
         for (variable, why) in retired_set(&lookup) {
             tracing::warn!(
                 variable,

@@ -3,15 +3,13 @@
 //! reuse [`Loader::load_partition`]: an SQS batch (`batch.rs`), the sweep (`sweep.rs`),
 //! a backfill (`backfill.rs`); the operator's statements live in `admin.rs`.
 
-use std::time::Duration;
-
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::{Config, Mode, Route};
-use crate::error::LoaderError;
+use crate::error::{ErrorKind, LoaderError};
 use crate::event::ObjectCreated;
-use crate::lease::{self, Acquired, Ctx, Drain, Held, RELEASE_GRACE};
+use crate::lease::{self, Acquired, Claimed, Ctx, Drain, Held, RELEASE_GRACE};
 use crate::outcome::{Outcome, PartitionValues};
 use crate::partition::{self, Partition};
 use crate::plan::{self, ListedObject, Plan};
@@ -38,10 +36,6 @@ impl Default for BatchLimits {
         }
     }
 }
-/// A holder stops claiming wake-ups when less than this is left before its deadline:
-/// it releases the lease and leaves them to the next holder, its Lambda retry or the
-/// sweep, rather than be cut off in the middle of a load.
-const DRAIN_RESERVE: Duration = Duration::from_secs(20);
 
 pub struct Loader<W, S> {
     config: Config,
@@ -159,8 +153,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         );
         let wait_started = Instant::now();
         let acquired = match object {
-            Some(o) => lease::acquire_for_event(&ctx, bucket, &partition.path, o).await,
-            None => lease::acquire_for_partition(&ctx, bucket, &partition.path).await,
+            Some(o) => {
+                lease::acquire_for_event(&ctx, &route.prefix, bucket, &partition.path, o).await
+            }
+            None => {
+                lease::acquire_for_partition(&ctx, &route.prefix, bucket, &partition.path).await
+            }
         };
         crate::metrics::add(|m| m.lease_wait += wait_started.elapsed());
         let held = match acquired? {
@@ -218,12 +216,15 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     /// Drains the table's wake-ups: each step releases the lease when none is left, or
-    /// claims them all; every claimed partition is listed again and loaded. Stops (and
-    /// releases) when the deadline nears.
+    /// claims them all; every claimed partition is listed again and loaded under the
+    /// route its wake-up names (`route` is the holder's: a table may have several).
+    /// Stops (and releases) when the deadline nears ([`Ctx::reserve`]). A transient
+    /// failure of a claimed partition ends the drain with that error before the next
+    /// step, so the claim's wake-ups are kept for the retry or the next holder.
     async fn drain(&self, ctx: &Ctx<'_, W>, route: &Route) -> Result<(), LoaderError> {
         let mut done = String::new();
         for round in 1.. {
-            if Instant::now() + DRAIN_RESERVE >= ctx.deadline {
+            if Instant::now() + ctx.reserve >= ctx.deadline {
                 tracing::info!(table = %route.table,
                     "deadline near: releasing the lease with wake-ups left for the next holder");
                 return lease::release(ctx, Instant::now() + RELEASE_GRACE).await;
@@ -238,28 +239,35 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 }
                 Drain::Claimed(partitions) => partitions,
             };
-            for (bucket, path) in partitions {
-                if Instant::now() + DRAIN_RESERVE >= ctx.deadline {
+            for claimed in &partitions {
+                if Instant::now() + ctx.reserve >= ctx.deadline {
                     break;
                 }
-                self.load_claimed(ctx, route, &bucket, &path).await?;
+                self.load_claimed(ctx, route, claimed).await?;
             }
             done = claim;
         }
         Ok(())
     }
 
-    /// Loads one partition a wake-up named. A permanent failure of that partition is
-    /// logged and the drain goes on (its files stay unloaded: the next event for it, a
-    /// backfill or the sweep reports the error again); losing the lease or the deadline
-    /// ends the drain.
+    /// Loads one partition a wake-up named, under the wake-up's route. A permanent
+    /// failure of that partition is logged and the drain goes on (its wake-up is
+    /// forgotten; its files stay unloaded: the next event for it, a backfill or the
+    /// sweep reports the error again); a transient one, losing the lease or the deadline
+    /// ends the drain with the error, and the wake-up is kept.
     async fn load_claimed(
         &self,
         ctx: &Ctx<'_, W>,
-        route: &Route,
-        bucket: &str,
-        path: &str,
+        holder_route: &Route,
+        claimed: &Claimed,
     ) -> Result<(), LoaderError> {
+        let (bucket, path) = (claimed.bucket.as_str(), claimed.partition_path.as_str());
+        let Some(route) = self.claimed_route(holder_route, claimed) else {
+            tracing::error!(table = %holder_route.table, partition = path,
+                route_prefix = ?claimed.route_prefix,
+                "wake-up for a route that is no longer configured dropped");
+            return Ok(());
+        };
         let partition = match partition::parse(route, &format!("{}{path}_", route.prefix)) {
             Ok(p) => p,
             Err(e) => {
@@ -286,6 +294,20 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 Ok(())
             }
         }
+    }
+
+    /// The route a claimed wake-up came under: the configured route of the holder's
+    /// table with its prefix (and bucket), or the holder's own for a wake-up of an
+    /// earlier version, which recorded none.
+    fn claimed_route<'r>(&'r self, holder_route: &'r Route, c: &Claimed) -> Option<&'r Route> {
+        let Some(prefix) = &c.route_prefix else {
+            return Some(holder_route);
+        };
+        self.config.routes.iter().find(|r| {
+            r.table == holder_route.table
+                && &r.prefix == prefix
+                && r.bucket.as_deref().is_none_or(|b| b == c.bucket)
+        })
     }
 
     async fn load_holding_lease(
@@ -403,6 +425,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 target: &target,
                 replace: replace.then_some(partition.literals.as_slice()),
                 ledger_inserts: inserts,
+                load_id: &load_id,
                 ttl_seconds: self.config.lease_ttl.as_secs(),
                 stage_suffix: n,
                 statupdate: route.statupdate,
@@ -496,18 +519,41 @@ fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
             statement_id,
         } => {
             if message.contains(sql::LEASE_LOST_MARKER) {
-                LoaderError::LeaseLost {
+                return LoaderError::LeaseLost {
                     table: table.to_string(),
                     message,
-                }
-            } else {
-                LoaderError::LoadRejected {
+                };
+            }
+            if message.contains(sql::LOADED_ELSEWHERE_MARKER) {
+                return LoaderError::LoadedElsewhere {
+                    table: table.to_string(),
+                    message,
+                };
+            }
+            let class = crate::failure::classify(&message);
+            match class.kind {
+                ErrorKind::Retryable => LoaderError::LoadInterrupted {
+                    table: table.to_string(),
+                    statement_id,
+                    cause: class.cause,
+                    message,
+                },
+                ErrorKind::Permanent => LoaderError::LoadRejected {
                     table: table.to_string(),
                     statement_id,
                     message,
-                }
+                },
             }
         }
+        LoaderError::StatementAborted {
+            statement_id,
+            message,
+        } => LoaderError::LoadInterrupted {
+            table: table.to_string(),
+            statement_id,
+            cause: "aborted",
+            message,
+        },
         other => other,
     }
 }
@@ -745,5 +791,23 @@ mod tests {
             },
         );
         assert_eq!(rejected.error_type(), "Permanent.LoadRejected");
+        let throttled = load_error(
+            &t,
+            LoaderError::StatementFailed {
+                statement_id: "x".into(),
+                message: "ERROR: Spectrum Scan Error DETAIL: S3ServiceException:Please reduce \
+                          your request rate.,Status 503,Error SlowDown"
+                    .into(),
+            },
+        );
+        assert_eq!(throttled.error_type(), "Retryable.LoadInterrupted");
+        let aborted = load_error(
+            &t,
+            LoaderError::StatementAborted {
+                statement_id: "x".into(),
+                message: "Query (3) cancelled on user's request".into(),
+            },
+        );
+        assert_eq!(aborted.error_type(), "Retryable.LoadInterrupted");
     }
 }

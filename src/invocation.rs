@@ -110,10 +110,17 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     let mut shares = Vec::new();
     let mut outcomes = Vec::new();
     let mut first_error = None;
-    for route in loader.config().table_routes() {
+    let reserve = crate::sweep::sweep_reserve(deadline);
+    for routes in crate::sweep::sweep_order(&loader.config().routes, SystemTime::now()) {
+        // As `Loader::sweep`: no table is started within the reserve.
+        if Instant::now() + reserve >= deadline {
+            tracing::info!(table = %routes[0].table,
+                "sweep deadline near: this table and those after it wait for the next sweep");
+            break;
+        }
         let (results, figures) =
-            metrics::measure(loader.sweep_table(route, request_id, days, deadline)).await;
-        let mut share = Share::new(Some(route.table.to_string()));
+            metrics::measure(loader.sweep_table(&routes, request_id, days, deadline)).await;
+        let mut share = Share::new(Some(routes[0].table.to_string()));
         share.figures = figures;
         for result in results {
             share.count(result.as_ref(), 1);

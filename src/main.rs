@@ -55,7 +55,8 @@ where
 {
     let remaining = remaining_time(event.context.deadline, SystemTime::now());
     let deadline = Instant::now() + remaining - DEADLINE_MARGIN.min(remaining / 5);
-    let holder = event.context.request_id.clone();
+    // Each attempt its own token: Lambda's retries keep the request id.
+    let holder = partition_loader::lease::attempt_token(&event.context.request_id);
     tracing::debug!(
         remaining_ms = remaining.as_millis() as u64,
         holder,

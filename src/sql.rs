@@ -335,7 +335,7 @@ pub fn doctor_loader_tables() -> &'static str {
 /// A procedure the user may not execute fails first with "permission denied".
 pub fn doctor_procedure_probes(schema: &Ident, t: &LeaseTables) -> Vec<(String, Vec<String>)> {
     let s = schema.quoted();
-    let fence = |holder: &str| format!("CALL {s}.{}('{holder}', 1)", t.fence.quoted());
+    let fence = |holder: &str| format!("CALL {s}.{}('{holder}', 1, '', '')", t.fence.quoted());
     vec![
         (
             t.fence.as_str().to_string(),
@@ -345,7 +345,7 @@ pub fn doctor_procedure_probes(schema: &Ident, t: &LeaseTables) -> Vec<(String, 
             t.take.as_str().to_string(),
             vec![
                 format!(
-                    "CALL {s}.{}('partition-loader doctor', 1, '', '', '', '')",
+                    "CALL {s}.{}('partition-loader doctor', 1, '', '', '', '', '')",
                     t.take.quoted()
                 ),
                 // Another holder than the take's: it raises even when the take took
@@ -383,6 +383,14 @@ pub fn doctor_table() -> &'static str {
 
 /// Text the fencing procedures raise; the warehouse adapter recognises it.
 pub const LEASE_LOST_MARKER: &str = "partition-loader: lease on";
+
+/// Separates a Lambda request id from the attempt's own suffix in a lease token
+/// (`<request id>~<suffix>`, see `lease::attempt_token`): the take lets an attempt take
+/// over the lease of an earlier attempt of the same request, whose invocation is over.
+pub const ATTEMPT_SEPARATOR: &str = "~";
+
+/// Text the fence raises when a file of the batch is in the ledger under another load.
+pub const LOADED_ELSEWHERE_MARKER: &str = "partition-loader: loaded by another load";
 
 /// Text the acquire procedure raises when a lease table does not hold exactly one row.
 pub const LEASE_ROWS_MARKER: &str = "expected exactly one";
@@ -467,6 +475,14 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         "RAISE EXCEPTION '{LEASE_LOST_MARKER} % is not held by % (expired or taken over); \
          load rolled back', {target}, p_holder;"
     );
+    // Only a variable as RAISE's argument (Redshift: "optional arguments must be simple
+    // variables, not expressions").
+    let elsewhere = format!(
+        "RAISE EXCEPTION '{LOADED_ELSEWHERE_MARKER}: % files of this load are in the \
+         ledger of {} under another load (an earlier attempt''s batch outlived it); rolled \
+         back', n;",
+        t.target.to_string().replace('\'', "''")
+    );
     let count_check = format!(
         "SELECT COUNT(*) INTO n FROM {lease};\n  \
          IF n <> 1 THEN\n    RAISE EXCEPTION 'partition-loader: the lease table {s}.{} of % has \
@@ -490,7 +506,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
             "CREATE TABLE IF NOT EXISTS {wakeup} (bucket VARCHAR(256) NOT NULL, \
              partition_path VARCHAR(1024) NOT NULL, s3_url VARCHAR(2048) NOT NULL, \
              etag VARCHAR(128) NOT NULL, queued_by VARCHAR(256) NOT NULL, \
-             queued_at TIMESTAMP NOT NULL, claim VARCHAR(300))"
+             queued_at TIMESTAMP NOT NULL, claim VARCHAR(300), route_prefix VARCHAR(1024))"
         ),
         // Exactly one row, whoever bootstraps concurrently: the LOCK serialises them.
         format!("LOCK {lease}"),
@@ -505,21 +521,35 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              FROM {s}.loaded_files WHERE table_name = {target} \
              AND NOT EXISTS (SELECT 1 FROM {ledger})"
         ),
+        // The signatures of earlier versions: CREATE OR REPLACE keeps an old overload
+        // beside the new one (a procedure is named by its argument types), and a caller
+        // of the old one would bypass the new checks.
+        format!(
+            "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER, VARCHAR, VARCHAR, VARCHAR, \
+             VARCHAR)",
+            t.take.quoted()
+        ),
+        format!(
+            "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER)",
+            t.fence.quoted()
+        ),
         // The acquire: one branch writes only the lease, the other only the wake-ups, so
         // that an invocation finding the lease busy never writes the lease table (which
         // the holder's fence writes at the end of its load).
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{take}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
              p_bucket VARCHAR(256), p_partition VARCHAR(1024), p_s3_url VARCHAR(2048), \
-             p_etag VARCHAR(128)) AS $$\nDECLARE\n  n INTEGER;\n  cur VARCHAR(256);\n  \
+             p_etag VARCHAR(128), p_route VARCHAR(1024)) AS $$\nDECLARE\n  n INTEGER;\n  cur VARCHAR(256);\n  \
              live BOOLEAN;\nBEGIN\n  {count_check}\
              SELECT holder, COALESCE(expires_at > GETDATE(), FALSE) INTO cur, live FROM {lease};\n  \
-             IF cur IS NULL OR NOT live OR cur = p_holder THEN\n    \
+             IF cur IS NULL OR NOT live OR cur = p_holder \
+             OR SPLIT_PART(cur, '{ATTEMPT_SEPARATOR}', 1) = SPLIT_PART(p_holder, '{ATTEMPT_SEPARATOR}', 1) THEN\n    \
              UPDATE {lease} SET holder = p_holder, acquired_at = GETDATE(), \
              expires_at = DATEADD(second, p_ttl_seconds, GETDATE());\n  \
              ELSIF p_bucket <> '' THEN\n    \
-             INSERT INTO {wakeup} (bucket, partition_path, s3_url, etag, queued_by, queued_at) \
-             VALUES (p_bucket, p_partition, p_s3_url, p_etag, p_holder, GETDATE());\n  \
+             INSERT INTO {wakeup} (bucket, partition_path, s3_url, etag, queued_by, queued_at, \
+             route_prefix) VALUES (p_bucket, p_partition, p_s3_url, p_etag, p_holder, GETDATE(), \
+             p_route);\n  \
              END IF;\nEND;\n$$ LANGUAGE plpgsql",
             take = t.take.quoted()
         ),
@@ -529,10 +559,15 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         // same table as the UPDATE alone, and a concurrent takeover still makes the UPDATE
         // fail (write-write conflict) when the read saw the old row.
         format!(
-            "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER) \
+            "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
+             p_partition VARCHAR(1024), p_load_id VARCHAR(64)) \
              AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
              SELECT COUNT(*) INTO n FROM {lease} WHERE holder = p_holder AND expires_at > GETDATE();\n  \
              IF n = 0 THEN\n    {lost}\n  END IF;\n  \
+             SELECT COUNT(*) INTO n FROM {ledger} WHERE partition_path = p_partition \
+             AND load_id <> p_load_id AND s3_url IN (SELECT s3_url FROM {ledger} \
+             WHERE partition_path = p_partition AND load_id = p_load_id);\n  \
+             IF n > 0 THEN\n    {elsewhere}\n  END IF;\n  \
              UPDATE {lease} SET expires_at = DATEADD(second, p_ttl_seconds, GETDATE()) \
              WHERE holder = p_holder AND expires_at > GETDATE();\nEND;\n$$ \
              LANGUAGE plpgsql",
@@ -564,13 +599,14 @@ pub fn take_batch(
         // writes the lease row; the wake-up table is one that no load batch touches.
         format!("LOCK {}", t.q(schema, &t.wakeup)),
         format!(
-            "CALL {s}.{}({}, {ttl_seconds}, {}, {}, {}, {})",
+            "CALL {s}.{}({}, {ttl_seconds}, {}, {}, {}, {}, {})",
             t.take.quoted(),
             literal(holder)?,
             literal(wake.bucket)?,
             literal(wake.partition_path)?,
             literal(wake.s3_url)?,
-            literal(wake.etag)?
+            literal(wake.etag)?,
+            literal(wake.route_prefix)?
         ),
         format!("SELECT holder, expires_at FROM {}", t.q(schema, &t.lease)),
     ])
@@ -584,6 +620,9 @@ pub struct WakeUp<'a> {
     /// The event's object; empty for a backfill or sweep (the whole partition).
     pub s3_url: &'a str,
     pub etag: &'a str,
+    /// The prefix of the route the object came under: a table may have several routes,
+    /// and the holder lists the partition under this one.
+    pub route_prefix: &'a str,
 }
 
 fn columns_query(table: &TableName) -> Result<String, LoaderError> {
@@ -616,7 +655,8 @@ pub fn holder_reads(
 /// forget the wake-ups of the partitions it has just loaded (`done_claim`), then either
 /// release the lease when no wake-up is left, or renew it and claim every wake-up left
 /// (`new_claim`, including claims of a crashed holder). Results: `:6` = claimed
-/// `(bucket, partition_path)`, `:7` = the lease row.
+/// `(bucket, partition_path, route_prefix)` (`route_prefix` NULL for wake-ups queued by
+/// versions before it), `:7` = the lease row.
 pub fn drain_batch(
     schema: &Ident,
     t: &LeaseTables,
@@ -649,7 +689,7 @@ pub fn drain_batch(
             literal(new_claim)?
         ),
         format!(
-            "SELECT DISTINCT bucket, partition_path FROM {wakeup} WHERE claim = {} \
+            "SELECT DISTINCT bucket, partition_path, route_prefix FROM {wakeup} WHERE claim = {} \
              ORDER BY partition_path",
             literal(new_claim)?
         ),
@@ -752,6 +792,8 @@ pub struct LoadBatch<'a> {
     /// `Some` in replace mode: the predicate columns of the partition to delete first.
     pub replace: Option<&'a [PartitionValue]>,
     pub ledger_inserts: &'a [String],
+    /// The ledger rows' `load_id`: the fence refuses files another load has in the ledger.
+    pub load_id: &'a str,
     /// The fence renews the lease for this long (the holder releases it afterwards,
     /// under the wake-up lock, see [`drain_batch`]).
     pub ttl_seconds: u64,
@@ -826,9 +868,11 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
     }
     out.extend(b.ledger_inserts.iter().cloned());
     out.push(format!(
-        "CALL {s}.{}({h}, {})",
+        "CALL {s}.{}({h}, {}, {}, {})",
         b.tables.fence.quoted(),
-        b.ttl_seconds
+        b.ttl_seconds,
+        literal(b.partition_path)?,
+        literal(b.load_id)?
     ));
     Ok(out)
 }
@@ -1135,10 +1179,51 @@ const HISTORY_COPIES: &str = "SELECT query_id, transaction_id, TRIM(data_source)
 
 /// The partitions of a table's ledger loaded within the last `days` days (the sweep
 /// lists them again, for files whose event never came).
-pub fn recent_partitions(schema: &Ident, t: &LeaseTables, days: u32) -> String {
+/// Only files under `url_prefix` (`s3://bucket/prefix` of one route: a table may have
+/// several routes, and each lists its own partitions).
+pub fn recent_partitions(
+    schema: &Ident,
+    t: &LeaseTables,
+    days: u32,
+    url_prefix: &str,
+) -> Result<String, LoaderError> {
+    Ok(format!(
+        "SELECT DISTINCT partition_path FROM {} WHERE loaded_at > DATEADD(day, -{days}, GETDATE()) \
+         AND LEFT(s3_url, {}) = {}",
+        t.q(schema, &t.ledger),
+        url_prefix.chars().count(),
+        literal(url_prefix)?
+    ))
+}
+
+/// Whether a table's wake-up table has the `route_prefix` column (`loaderctl bootstrap`
+/// adds it to a wake-up table of an earlier version). Row: a count.
+pub fn wakeup_has_route_column(schema: &Ident, t: &LeaseTables) -> Result<String, LoaderError> {
+    Ok(format!(
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = {} \
+         AND table_name = {} AND column_name = 'route_prefix'",
+        literal(schema.as_str())?,
+        literal(t.wakeup.as_str())?
+    ))
+}
+
+/// Whether the wake-up table exists at all. Row: a count.
+pub fn wakeup_exists(schema: &Ident, t: &LeaseTables) -> Result<String, LoaderError> {
+    Ok(format!(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {} \
+         AND table_name = {}",
+        literal(schema.as_str())?,
+        literal(t.wakeup.as_str())?
+    ))
+}
+
+/// Adds `route_prefix` to a wake-up table of an earlier version (Redshift has no `ADD
+/// COLUMN IF NOT EXISTS`: the caller checks [`wakeup_has_route_column`] first). Its old
+/// rows keep NULL: the holder loads them under its own route, as before.
+pub fn add_wakeup_route_column(schema: &Ident, t: &LeaseTables) -> String {
     format!(
-        "SELECT DISTINCT partition_path FROM {} WHERE loaded_at > DATEADD(day, -{days}, GETDATE())",
-        t.q(schema, &t.ledger)
+        "ALTER TABLE {} ADD COLUMN route_prefix VARCHAR(1024)",
+        t.q(schema, &t.wakeup)
     )
 }
 
@@ -1248,12 +1333,16 @@ mod tests {
         );
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
         assert!(
-            sqls[6].contains("IF n <> 1 THEN"),
+            sqls[8].contains("IF n <> 1 THEN"),
             "more than one lease row is an error"
         );
-        assert!(sqls[6].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
-        assert!(sqls[6].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
-        assert!(sqls[7].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
+        assert!(sqls[8].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
+        assert!(sqls[8].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
+        assert!(sqls[9].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
+        assert!(sqls[6].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"take_5_sales_orders\""));
+        assert!(sqls[7].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"fence_5_sales_orders\""));
+        assert!(sqls[9].contains("AND load_id <> p_load_id"));
+        assert!(sqls[9].contains("RAISE EXCEPTION 'partition-loader: loaded by another load: %"));
         assert!(!sqls.iter().any(|s| s.contains("INTERVAL")));
     }
 
@@ -1266,13 +1355,14 @@ mod tests {
             partition_path: "order_date=2024-05-28/",
             s3_url: "s3://b/k",
             etag: "e",
+            route_prefix: "orders/",
         };
         let take = take_batch(&schema, &t, "req-1", 960, &wake).unwrap();
         assert_eq!(take[0], "LOCK \"pl\".\"wakeup_5_sales_orders\"");
         assert_eq!(
             take[1],
             "CALL \"pl\".\"take_5_sales_orders\"('req-1', 960, 'b', 'order_date=2024-05-28/', \
-             's3://b/k', 'e')"
+             's3://b/k', 'e', 'orders/')"
         );
         assert_eq!(take.len(), 3, "only the lease under the lock");
         assert!(take_batch(&schema, &t, "bad\0", 960, &wake).is_err());
@@ -1282,6 +1372,7 @@ mod tests {
         assert!(drain[2].contains("NOT EXISTS (SELECT 1 FROM \"pl\".\"wakeup_5_sales_orders\")"));
         assert!(drain[3].contains("DATEADD(second, 960, GETDATE())"));
         assert!(drain[5].contains("claim = 'req-1#1'"));
+        assert!(drain[5].starts_with("SELECT DISTINCT bucket, partition_path, route_prefix"));
     }
 
     fn batch<'a>(
@@ -1305,6 +1396,7 @@ mod tests {
             target,
             replace,
             ledger_inserts: inserts,
+            load_id: "load-1",
             ttl_seconds: 960,
             stage_suffix: 0,
             statupdate: false,
@@ -1348,7 +1440,7 @@ mod tests {
         assert_eq!(probes[0].0, "fence_5_sales_orders");
         assert_eq!(
             probes[0].1,
-            vec!["CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor', 1)"]
+            vec!["CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor', 1, '', '')"]
         );
         assert_eq!(probes[1].0, "take_5_sales_orders");
         // The take may succeed on a free lease: the fence after it rolls the batch back.
@@ -1358,7 +1450,7 @@ mod tests {
         );
         assert_eq!(
             probes[1].1[1],
-            "CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor, nobody', 1)",
+            "CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor, nobody', 1, '', '')",
             "a fence of another holder than the take's: it always raises"
         );
     }
@@ -1406,7 +1498,9 @@ mod tests {
                  'arn:aws:iam::1:role/r' MANIFEST FORMAT AS PARQUET STATUPDATE OFF"
                     .to_string(),
                 "INSERT 1".to_string(),
-                "CALL \"pl\".\"fence_5_sales_orders\"('req-1', 960)".to_string(),
+                "CALL \"pl\".\"fence_5_sales_orders\"('req-1', 960, 'order_date=2024-05-28/', \
+                 'load-1')"
+                    .to_string(),
             ]
         );
         assert_eq!(fixed_statements(&target, false), sqls.len() - 1);

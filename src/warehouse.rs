@@ -178,8 +178,16 @@ impl DataApi {
                     record_copy_query_ids(&out);
                     return Ok(());
                 }
-                StatusString::Failed | StatusString::Aborted => {
+                StatusString::Failed => {
                     return Err(LoaderError::StatementFailed {
+                        statement_id: id.to_string(),
+                        message: out.error().unwrap_or(status.as_str()).to_string(),
+                    })
+                }
+                // Not our cancel (that one ends below, as Timeout): someone else's, WLM's
+                // or a restart's. Transient whatever its words (`crate::failure`).
+                StatusString::Aborted => {
+                    return Err(LoaderError::StatementAborted {
                         statement_id: id.to_string(),
                         message: out.error().unwrap_or(status.as_str()).to_string(),
                     })
@@ -352,7 +360,12 @@ where
             || matches!(
                 err.code(),
                 Some("InternalServerException" | "InternalError")
-            );
+            )
+            // "An SQL statement encountered an environmental error while running" (the
+            // API's description of both): transient, `crate::failure`.
+            || err
+                .code()
+                .is_some_and(|c| crate::failure::classify(c).kind == crate::ErrorKind::Retryable);
         let message = match (err.code(), err.message()) {
             (Some(code), Some(text)) => format!("{code}: {text}"),
             _ => DisplayErrorContext(&err).to_string(),

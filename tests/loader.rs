@@ -396,7 +396,7 @@ async fn the_fence_refuses_a_lease_held_by_another_holder() {
     let tables = LeaseTables::for_target(&TableName::parse(&t).unwrap());
     let fence = |holder: &str| {
         format!(
-            "CALL {}.{}('{holder}', 600)",
+            "CALL {}.{}('{holder}', 600, 'order_date=2024-05-28/', 'load-x')",
             stack.loader_schema,
             tables.fence.quoted()
         )

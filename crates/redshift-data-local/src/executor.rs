@@ -222,6 +222,17 @@ impl Executor {
     /// to its end: queueing cannot deadlock. The slot is held until the statement's
     /// connection is dropped at the end of this function.
     pub async fn run(self: Arc<Self>, id: String) {
+        let hold = self.registry.get(&id).and_then(|s| {
+            self.faults
+                .take_hold(s.scope(), s.subs.iter().map(|sub| sub.bound_sql.as_str()))
+        });
+        if let Some(hold) = hold {
+            // Held SUBMITTED, holding nothing (see `FaultSet::hold_statements`).
+            tokio::time::sleep(hold).await;
+            if self.cancel_requested(&id) {
+                return self.finish_failed(&id, 0, String::new());
+            }
+        }
         let Ok(_slot) = Arc::clone(&self.slots).acquire_owned().await else {
             // The semaphore is never closed; if it were, fail rather than hang.
             return self.finish_failed(&id, 0, "ERROR: query queue closed".into());
