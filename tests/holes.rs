@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use partition_loader::sql::{LeaseTables, TableName, LOADED_ELSEWHERE_MARKER};
 use partition_loader::Outcome;
 use serde_json::json;
 use tokio::time::Instant;
@@ -244,4 +245,108 @@ async fn a_busy_table_gets_one_sweep_wake_up() {
         1,
         "the live holder drains; the next sweep comes back"
     );
+}
+
+#[tokio::test]
+async fn a_retry_takes_over_its_own_earlier_attempts_lease_and_no_one_elses() {
+    let stack = Stack::new().await;
+    let (loader, t) = direct_orders(&stack).await;
+    let event = stack.orders_file("part-0.parquet", 0..3).await;
+    // Attempt 1 of request req-9 died holding the lease.
+    stack.insert_lease(&t, "req-9~0000aaaa", 600).await;
+    let other = loader.handle(&event, &attempt("req-7"), deadline()).await;
+    assert!(matches!(other, Ok(Outcome::Queued { .. })), "{other:?}");
+    // Its retry (same request id, its own token) takes the lease over at once.
+    let retry = loader.handle(&event, &attempt("req-9"), deadline()).await;
+    assert!(matches!(retry, Ok(Outcome::Loaded { .. })), "{retry:?}");
+    assert_eq!(stack.rows(&t).await, 3);
+    assert_eq!(stack.wakeup_rows(&t).await, 0);
+    assert_eq!(stack.lease_rows(&t).await, 0);
+}
+
+#[tokio::test]
+async fn the_fence_refuses_files_another_load_has_in_the_ledger() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("");
+    let (_, t) = direct_orders(&stack).await;
+    let admin = partition_loader::Loader::connect(stack.admin_config(&routes)).await;
+    let tables = LeaseTables::for_target(&TableName::parse(&t).unwrap());
+    let ledger = stack.loader_table(&t, "ledger");
+    stack.insert_lease(&t, "h", 600).await;
+    let key = |f: &str| format!("{ORDERS_DAY}/{f}");
+    stack
+        .insert_ledger_row(&t, &key("a.parquet"), "e", "h")
+        .await;
+    let load = |file: &str| {
+        vec![
+            format!(
+                "INSERT INTO {ledger} VALUES ('order_date=2024-05-28/', 's3://{}/{}', 'e', 1, \
+                 GETDATE(), 'h', 'load-2')",
+                stack.bucket,
+                key(file)
+            ),
+            format!(
+                "CALL {}.{}('h', 600, 'order_date=2024-05-28/', 'load-2')",
+                stack.loader_schema,
+                tables.fence.quoted()
+            ),
+        ]
+    };
+    let e = admin
+        .execute_batch(load("a.parquet"), deadline())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(LOADED_ELSEWHERE_MARKER), "{e}");
+    assert_eq!(stack.ledger_rows(&t).await, 1, "rolled back");
+    admin
+        .execute_batch(load("b.parquet"), deadline())
+        .await
+        .expect("a file no other load has passes");
+    assert_eq!(stack.ledger_rows(&t).await, 2);
+}
+
+#[tokio::test]
+async fn bootstrap_migrates_a_wake_up_table_of_an_earlier_version() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("");
+    let (loader, t) = direct_orders(&stack).await;
+    let wakeup = stack.loader_table(&t, "wakeup");
+    let tables = LeaseTables::for_target(&TableName::parse(&t).unwrap());
+    let take = format!("{}.{}", stack.loader_schema, tables.take.quoted());
+    // What an earlier version left: no route column, the six-argument take, and a
+    // wake-up it queued.
+    stack
+        .sql(&format!("ALTER TABLE {wakeup} DROP COLUMN route_prefix"))
+        .await;
+    stack
+        .sql(&format!(
+            "CREATE PROCEDURE {take}(a VARCHAR(256), b INTEGER, c VARCHAR(256), \
+             d VARCHAR(1024), e VARCHAR(2048), f VARCHAR(128)) AS $$ BEGIN RAISE INFO 'old'; \
+             END; $$ LANGUAGE plpgsql"
+        ))
+        .await;
+    stack.orders_file("part-0.parquet", 0..3).await;
+    stack
+        .sql(&format!(
+            "INSERT INTO {wakeup} (bucket, partition_path, s3_url, etag, queued_by, queued_at) \
+             VALUES ('{}', 'order_date=2024-05-28/', '', '', 'old', GETDATE())",
+            stack.bucket
+        ))
+        .await;
+    stack.bootstrap_as_admin(&routes).await;
+    stack.bootstrap_as_admin(&routes).await; // idempotent
+    let procedures = format!(
+        "SELECT COUNT(*) FROM pg_proc WHERE proname = '{}'",
+        tables.take.as_str()
+    );
+    assert_eq!(
+        stack.count(&procedures).await,
+        1,
+        "the old signature is gone"
+    );
+    // The old wake-up (no route recorded) is loaded under the holder's route.
+    let swept = loader.sweep(&holder(), 0, deadline()).await;
+    assert!(swept.iter().all(|r| r.is_ok()), "{swept:?}");
+    assert_eq!(stack.rows(&t).await, 3);
+    assert_eq!(stack.wakeup_rows(&t).await, 0);
 }
