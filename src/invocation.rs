@@ -52,7 +52,7 @@ pub async fn handle_measured<W: Warehouse, S: Storage>(
         &Invocation {
             result: result.as_ref(),
             table: table_of(loader, event),
-            request_id,
+            request_id: crate::lease::request_of(request_id),
             figures: &figures,
             now: SystemTime::now(),
         },
@@ -90,7 +90,7 @@ pub async fn handle_batch_measured<W: Warehouse, S: Storage>(
         settings,
         &shares,
         "sqs_batch",
-        request_id,
+        crate::lease::request_of(request_id),
         SystemTime::now(),
     );
     MeasuredMany { result, records }
@@ -139,7 +139,13 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
         add_rows(loader, &mut share, deadline).await;
         shares.push(share);
     }
-    let records = metrics::records(settings, &shares, "sweep", request_id, SystemTime::now());
+    let records = metrics::records(
+        settings,
+        &shares,
+        "sweep",
+        crate::lease::request_of(request_id),
+        SystemTime::now(),
+    );
     let result = match first_error {
         Some(e) => Err(e),
         None => Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes})),

@@ -66,6 +66,12 @@ pub fn attempt_token(request_id: &str) -> String {
     )
 }
 
+/// The Lambda request id of a lease token ([`attempt_token`]): the metrics name the
+/// request, as Lambda's own log lines do.
+pub fn request_of(token: &str) -> &str {
+    token.split(sql::ATTEMPT_SEPARATOR).next().unwrap_or(token)
+}
+
 /// One wake-up the holder claimed: where to list again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
