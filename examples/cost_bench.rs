@@ -143,6 +143,7 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
             target: &target,
             replace: None,
             ledger_inserts: inserts,
+            load_id,
             ttl_seconds: 960,
             stage_suffix: n,
             copy_options: &[],

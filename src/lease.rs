@@ -596,6 +596,33 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_wake_up_of_an_earlier_version_is_claimed_without_a_route() {
+        let w = Scripted::default()
+            .submit(Ok("a"))
+            .rows(vec![vec![some("me"), some("x")]])
+            .rows(vec![
+                vec![some("b"), some("d=2/"), None],
+                vec![some("b"), None, some("")],
+            ]);
+        let got = drain_step(&ctx(&w), "", "me#1").await.unwrap();
+        assert_eq!(
+            got,
+            Drain::Claimed(vec![
+                Claimed {
+                    bucket: "b".into(),
+                    partition_path: "d=2/".into(),
+                    route_prefix: None
+                },
+                Claimed {
+                    bucket: "b".into(),
+                    partition_path: String::new(),
+                    route_prefix: Some(String::new())
+                },
+            ])
+        );
+    }
+
     #[test]
     fn the_reserve_scales_with_the_time_the_invocation_had() {
         assert_eq!(
