@@ -22,6 +22,13 @@
 //! another holder, or a write-write conflict), under SNAPSHOT and SERIALIZABLE alike.
 //! Invariant: a wake-up is deleted only by the holder that claimed it, after loading its
 //! partition from a listing made after the claim (so after the wake-up's object existed).
+//! Invariant: a wake-up is deleted only after its partition loaded or failed
+//! permanently: a transient failure ends the drain before the step that deletes it.
+//! Invariant: a lease token belongs to one attempt of one request ([`attempt_token`]);
+//! a take may take over only a free or expired lease, its own, or one of an earlier
+//! attempt of the same request, whose invocation is over.
+//! Invariant: a load batch's fence refuses files the ledger holds under another load,
+//! so no file is committed by two loads, whatever the tokens.
 
 use std::time::Duration;
 
