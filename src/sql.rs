@@ -463,15 +463,21 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
     let ledger = t.q(schema, &t.ledger);
     let wakeup = t.q(schema, &t.wakeup);
     let target = literal(&t.target.to_string())?;
+    // RAISE takes simple variables only ("Currently, optional arguments must be simple
+    // variables, not expressions.", RAISE in
+    // https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-statements.html): the
+    // table's name goes into a declared variable (`:=` as in Redshift's own example on
+    // https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-structure.html).
+    let declare_target = format!("v_table VARCHAR(300) := {target};\n  ");
     let lost = format!(
         "RAISE EXCEPTION '{LEASE_LOST_MARKER} % is not held by % (expired or taken over); \
-         load rolled back', {target}, p_holder;"
+         load rolled back', v_table, p_holder;"
     );
     let count_check = format!(
         "SELECT COUNT(*) INTO n FROM {lease};\n  \
          IF n <> 1 THEN\n    RAISE EXCEPTION 'partition-loader: the lease table {s}.{} of % has \
          % rows, expected exactly one; run `loaderctl bootstrap`, then `loaderctl unlock`', \
-         {target}, n;\n  END IF;\n  ",
+         v_table, n;\n  END IF;\n  ",
         t.lease.quoted().replace('\'', "''")
     );
     Ok(vec![
@@ -511,8 +517,8 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{take}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
              p_bucket VARCHAR(256), p_partition VARCHAR(1024), p_s3_url VARCHAR(2048), \
-             p_etag VARCHAR(128)) AS $$\nDECLARE\n  n INTEGER;\n  cur VARCHAR(256);\n  \
-             live BOOLEAN;\nBEGIN\n  {count_check}\
+             p_etag VARCHAR(128)) AS $$\nDECLARE\n  {declare_target}n INTEGER;\n  \
+             cur VARCHAR(256);\n  live BOOLEAN;\nBEGIN\n  {count_check}\
              SELECT holder, COALESCE(expires_at > GETDATE(), FALSE) INTO cur, live FROM {lease};\n  \
              IF cur IS NULL OR NOT live OR cur = p_holder THEN\n    \
              UPDATE {lease} SET holder = p_holder, acquired_at = GETDATE(), \
@@ -530,7 +536,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         // fail (write-write conflict) when the read saw the old row.
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER) \
-             AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
+             AS $$\nDECLARE\n  {declare_target}n INTEGER;\nBEGIN\n  \
              SELECT COUNT(*) INTO n FROM {lease} WHERE holder = p_holder AND expires_at > GETDATE();\n  \
              IF n = 0 THEN\n    {lost}\n  END IF;\n  \
              UPDATE {lease} SET expires_at = DATEADD(second, p_ttl_seconds, GETDATE()) \

@@ -547,6 +547,9 @@ impl Executor {
         if let Some(refusal) = translate::undocumented_plpgsql(sql) {
             return Err(refusal);
         }
+        if let Some(refusal) = translate::raise_with_expression(sql) {
+            return Err(refusal);
+        }
         match redshift_copy::parse(sql) {
             Some(Err(e)) => Err(copy_error_text(&e, pid)),
             Some(Ok(command)) => {

@@ -486,8 +486,10 @@ async fn procedures_raise_exception_text_and_sysdate_in_body() {
     h.ok(&format!("CREATE TABLE {t} (at timestamp)")).await;
     h.ok(&format!(
         "CREATE OR REPLACE PROCEDURE {p}(ok boolean) LANGUAGE plpgsql AS $$
+         DECLARE
+           target VARCHAR(64) := 'sales.orders';
          BEGIN
-           IF NOT ok THEN RAISE EXCEPTION 'lease lost for %', 'sales.orders'; END IF;
+           IF NOT ok THEN RAISE EXCEPTION 'lease lost for %', target; END IF;
            INSERT INTO {t} VALUES (SYSDATE);
          END $$"
     ))
@@ -503,6 +505,39 @@ async fn procedures_raise_exception_text_and_sysdate_in_body() {
     assert_eq!(status(&d), "FAILED");
     assert_eq!(d.error(), Some("ERROR: lease lost for sales.orders"));
     assert_eq!(h.scalar(&format!("SELECT count(*) FROM {t}")).await, "1");
+}
+
+/// Redshift's PL/pgSQL page, RAISE: "Currently, optional arguments must be simple
+/// variables, not expressions." Refused when the procedure is created.
+#[tokio::test]
+async fn raise_arguments_must_be_simple_variables() {
+    let h = start().await;
+    let p = h.table("raising");
+    let create = |argument: &str| {
+        format!(
+            "CREATE OR REPLACE PROCEDURE {p}(p_holder VARCHAR(256)) AS $$\nDECLARE\n  \
+             target VARCHAR(64) := 'sales.orders';\nBEGIN\n  \
+             RAISE EXCEPTION 'lease of % is not held by %', {argument}, p_holder;\nEND;\n$$ \
+             LANGUAGE plpgsql"
+        )
+    };
+    for expression in ["'sales.orders'", "target || ''", "UPPER(target)"] {
+        let d = h.run(&create(expression)).await;
+        assert_eq!(status(&d), "FAILED", "{expression}");
+        assert!(
+            d.error().is_some_and(|e| e
+                .starts_with("ERROR: RAISE argument must be a simple variable, not an expression")),
+            "{expression}: {:?}",
+            d.error()
+        );
+    }
+    h.ok(&create("target")).await;
+    let d = h.run(&format!("CALL {p}('me')")).await;
+    assert_eq!(status(&d), "FAILED");
+    assert_eq!(
+        d.error(),
+        Some("ERROR: lease of sales.orders is not held by me")
+    );
 }
 
 #[tokio::test]
