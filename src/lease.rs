@@ -56,6 +56,9 @@ pub struct Held {
     /// Those of them that are CHAR (blank-padded): replace mode refuses a partition value
     /// ending in a blank for them ([`sql::blank_in_char_column`]).
     pub char_columns: Vec<String>,
+    /// `information_schema.columns.data_type` of each of `columns`, in the same order:
+    /// partition values are rendered for them ([`sql::literals_for_table`]).
+    pub column_types: Vec<String>,
 }
 
 /// What one drain step found.
@@ -169,6 +172,7 @@ pub async fn read_partition<W: Warehouse>(
     Ok(Held {
         ledger,
         char_columns: char_columns(&columns),
+        column_types: second_column(&columns),
         columns: first_column(columns),
     })
 }
@@ -306,6 +310,13 @@ fn char_columns(rows: &[Row]) -> Vec<String> {
     rows.iter()
         .filter(|r| matches!(r.get(1), Some(Some(t)) if t == "character" || t == "bpchar"))
         .filter_map(|r| r.first().cloned().flatten())
+        .collect()
+}
+
+fn second_column(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| matches!(r.first(), Some(Some(_))))
+        .map(|r| r.get(1).cloned().flatten().unwrap_or_default())
         .collect()
 }
 

@@ -103,6 +103,9 @@ pub struct SqlLiteral {
     /// A string value's length in characters (what Redshift's LENGTH returns for a
     /// VARCHAR, trailing blanks included), and whether it ends in a blank.
     string: Option<(usize, bool)>,
+    /// The validated value as text (`7` for an integer `007`), from which
+    /// [`SqlLiteral::for_column`] renders it for the table's column type; `None` for NULL.
+    value: Option<String>,
 }
 
 impl SqlLiteral {
@@ -123,12 +126,156 @@ impl SqlLiteral {
     }
 }
 
-fn value_literal(text: String) -> SqlLiteral {
+fn value_literal(text: String, value: String) -> SqlLiteral {
     SqlLiteral {
         text,
         null: false,
         string: None,
+        value: Some(value),
     }
+}
+
+fn string_literal(value: &str) -> Result<SqlLiteral, String> {
+    literal(value)
+        .map(|text| SqlLiteral {
+            text,
+            null: false,
+            string: Some((value.chars().count(), value.ends_with(' '))),
+            value: Some(value.to_string()),
+        })
+        .map_err(|e| e.to_string())
+}
+
+impl SqlLiteral {
+    /// The same value rendered for a table column of `data_type` (as
+    /// `information_schema.columns` names it), whatever type the route gave: a route
+    /// without types has string values, and `order_date = '2024-05-28' AND
+    /// LENGTH(order_date) = 10` fails on a DATE column (`function length(date) does not
+    /// exist`). Only CHAR/VARCHAR columns keep the string form with its trailing-blank
+    /// guard; other types get a literal of their own type, validated here so that a value
+    /// the column cannot hold is a named error before anything runs (never a load that
+    /// fails halfway: the batch is one transaction anyway). `Err` names the problem.
+    pub fn for_column(&self, data_type: &str) -> Result<SqlLiteral, String> {
+        let ty = data_type.to_ascii_lowercase();
+        let Some(value) = self.value.as_deref() else {
+            return Ok(match sql_type_of(&ty) {
+                Some(sql_type) => SqlLiteral {
+                    text: format!("CAST(NULL AS {sql_type})"),
+                    null: true,
+                    string: None,
+                    value: None,
+                },
+                None => self.clone(),
+            });
+        };
+        let not = |what: &str| format!("{value:?} is not {what} (the table's column is {ty})");
+        match ty.as_str() {
+            "character varying" | "character" | "varchar" | "char" | "bpchar" | "text" => {
+                string_literal(value)
+            }
+            "date" => partition_literal(PartitionType::Date, value)
+                .map_err(|_| not("a date (YYYY-MM-DD)")),
+            "smallint" | "integer" | "bigint" => {
+                let range = match ty.as_str() {
+                    "smallint" => i64::from(i16::MIN)..=i64::from(i16::MAX),
+                    "integer" => i64::from(i32::MIN)..=i64::from(i32::MAX),
+                    _ => i64::MIN..=i64::MAX,
+                };
+                value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .map(|n| value_literal(n.to_string(), n.to_string()))
+                    .ok_or_else(|| not(&format!("an integer in {range:?}")))
+            }
+            // A plain numeric constant, not CAST(… AS NUMERIC): Redshift's NUMERIC without
+            // precision is NUMERIC(18,0) and would round 12.50 to 13.
+            "numeric" | "decimal" => is_decimal(value)
+                .then(|| value_literal(value.to_string(), value.to_string()))
+                .ok_or_else(|| not("a decimal number")),
+            "real" | "double precision" => value
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && is_decimal_or_exponent(value))
+                .map(|_| {
+                    let sql_type = if ty == "real" {
+                        "REAL"
+                    } else {
+                        "DOUBLE PRECISION"
+                    };
+                    value_literal(format!("CAST('{value}' AS {sql_type})"), value.to_string())
+                })
+                .ok_or_else(|| not("a floating-point number")),
+            "boolean" => match value.to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "y" | "1" => Ok(value_literal("TRUE".into(), "true".into())),
+                "false" | "f" | "no" | "n" | "0" => {
+                    Ok(value_literal("FALSE".into(), "false".into()))
+                }
+                _ => Err(not("a boolean (true/false, t/f, yes/no, y/n, 1/0)")),
+            },
+            "timestamp without time zone" | "timestamp" => timestamp_value(value)
+                .map(|ts| value_literal(format!("CAST('{ts}' AS TIMESTAMP)"), ts))
+                .ok_or_else(|| not("a timestamp (YYYY-MM-DD[ HH:MM:SS[.f]])")),
+            other => Err(format!(
+                "a partition value cannot be compared with or written to a column of type {other}"
+            )),
+        }
+    }
+}
+
+/// The SQL type a NULL partition value is cast to for a column of `data_type`.
+fn sql_type_of(data_type: &str) -> Option<&'static str> {
+    Some(match data_type {
+        "character varying" | "varchar" | "text" => "VARCHAR",
+        "character" | "char" | "bpchar" => "CHAR",
+        "date" => "DATE",
+        "smallint" => "SMALLINT",
+        "integer" => "INTEGER",
+        "bigint" => "BIGINT",
+        "numeric" | "decimal" => "DECIMAL",
+        "real" => "REAL",
+        "double precision" => "DOUBLE PRECISION",
+        "boolean" => "BOOLEAN",
+        "timestamp without time zone" | "timestamp" => "TIMESTAMP",
+        _ => return None,
+    })
+}
+
+/// `[+-]digits[.digits]` or `[+-].digits`: safe to inline as a numeric constant.
+fn is_decimal(v: &str) -> bool {
+    let body = v.strip_prefix(['+', '-']).unwrap_or(v);
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    match body.split_once('.') {
+        Some((int, frac)) => digits(int) && !frac.is_empty() && digits(frac),
+        None => !body.is_empty() && digits(body),
+    }
+}
+
+fn is_decimal_or_exponent(v: &str) -> bool {
+    let (mantissa, exponent) = v
+        .split_once(['e', 'E'])
+        .map_or((v, None), |(m, e)| (m, Some(e)));
+    is_decimal(mantissa)
+        && exponent.is_none_or(|e| {
+            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+            !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+        })
+}
+
+/// A Hive timestamp partition value (`2024-05-28 10:00:00`, `2024-05-28T10:00:00.5`, or a
+/// date alone) rendered as Redshift reads a TIMESTAMP literal.
+fn timestamp_value(v: &str) -> Option<String> {
+    let parsed = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(v, f).ok())
+        .or_else(|| {
+            (v.len() == 10)
+                .then(|| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                .flatten()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })?;
+    (chrono::Datelike::year(&parsed) >= 1)
+        .then(|| parsed.format("%Y-%m-%d %H:%M:%S%.f").to_string())
 }
 
 /// Validates `value` against `ty` and renders a literal that Redshift and PostgreSQL both
@@ -145,19 +292,16 @@ pub fn partition_literal(ty: PartitionType, value: &str) -> Result<SqlLiteral, S
             if !ok {
                 return Err(format!("{value:?} is not a date (YYYY-MM-DD)"));
             }
-            Ok(value_literal(format!("CAST('{value}' AS DATE)")))
+            Ok(value_literal(
+                format!("CAST('{value}' AS DATE)"),
+                value.to_string(),
+            ))
         }
         PartitionType::Integer => value
             .parse::<i64>()
-            .map(|n| value_literal(n.to_string()))
+            .map(|n| value_literal(n.to_string(), n.to_string()))
             .map_err(|_| format!("{value:?} is not a 64-bit integer")),
-        PartitionType::String => literal(value)
-            .map(|text| SqlLiteral {
-                text,
-                null: false,
-                string: Some((value.chars().count(), value.ends_with(' '))),
-            })
-            .map_err(|e| e.to_string()),
+        PartitionType::String => string_literal(value),
     }
 }
 
@@ -173,6 +317,7 @@ pub fn null_partition_literal(ty: PartitionType) -> SqlLiteral {
         text: format!("CAST(NULL AS {sql_type})"),
         null: true,
         string: None,
+        value: None,
     }
 }
 
@@ -870,6 +1015,37 @@ pub fn partition_predicate(values: &[PartitionValue]) -> String {
         .join(" AND ")
 }
 
+/// The partition's values rendered for the table's columns ([`SqlLiteral::for_column`]);
+/// `columns` and `data_types` are the table's, in the same order. A value whose column
+/// is not in the table stays as the route rendered it (the copy target names that).
+pub fn literals_for_table(
+    values: &[PartitionValue],
+    columns: &[String],
+    data_types: &[String],
+) -> Result<Vec<PartitionValue>, String> {
+    values
+        .iter()
+        .map(|v| {
+            let ty = columns
+                .iter()
+                .zip(data_types)
+                .find(|(c, _)| c.as_str() == v.column.as_str())
+                .map(|(_, t)| t);
+            match ty {
+                None => Ok(v.clone()),
+                Some(ty) => v
+                    .literal
+                    .for_column(ty)
+                    .map(|literal| PartitionValue {
+                        column: v.column.clone(),
+                        literal,
+                    })
+                    .map_err(|e| format!("partition column {}: {e}", v.column)),
+            }
+        })
+        .collect()
+}
+
 /// The first partition value that ends in a blank and goes to a CHAR column, with the
 /// reason replace mode refuses it: CHAR pads with blanks, so `Paris` and `Paris ` are one
 /// stored value and the partitions' rows cannot be told apart; deleting one partition's
@@ -1214,6 +1390,45 @@ mod tests {
                 .as_str(),
             "'a''b'"
         );
+    }
+
+    #[test]
+    fn partition_values_follow_the_column_type() {
+        let s = |v: &str| partition_literal(PartitionType::String, v).unwrap();
+        let render = |v: &str, ty: &str| s(v).for_column(ty).map(|l| l.as_str().to_string());
+        assert_eq!(
+            render("2024-05-28", "date").unwrap(),
+            "CAST('2024-05-28' AS DATE)"
+        );
+        assert_eq!(render("007", "smallint").unwrap(), "7");
+        assert!(render("70000", "smallint").is_err());
+        assert!(render("1 OR 1=1", "integer").is_err());
+        assert_eq!(render("12.50", "numeric").unwrap(), "12.50");
+        for bad in ["1e5", "1.", ".", "-", "1.2.3", "1; DROP"] {
+            assert!(render(bad, "numeric").is_err(), "{bad}");
+        }
+        assert_eq!(render("T", "boolean").unwrap(), "TRUE");
+        assert!(render("maybe", "boolean").is_err());
+        assert_eq!(
+            render("2024-05-28T10:30:00", "timestamp without time zone").unwrap(),
+            "CAST('2024-05-28 10:30:00' AS TIMESTAMP)"
+        );
+        assert!(render("2024-05-28 10:30:00'; --", "timestamp without time zone").is_err());
+        assert_eq!(
+            render("1.5e3", "double precision").unwrap(),
+            "CAST('1.5e3' AS DOUBLE PRECISION)"
+        );
+        assert!(render("NaN", "real").is_err());
+        assert!(render("x", "timestamp with time zone").is_err());
+        // A string column keeps the trailing-blank guard; a typed value becomes a string.
+        let v = s("Paris ").for_column("character varying").unwrap();
+        assert!(v.ends_in_blank());
+        let n = partition_literal(PartitionType::Integer, "007").unwrap();
+        assert_eq!(n.for_column("character varying").unwrap().as_str(), "'7'");
+        let null = null_partition_literal(PartitionType::String);
+        let null = null.for_column("date").unwrap();
+        assert!(null.is_null());
+        assert_eq!(null.as_str(), "CAST(NULL AS DATE)");
     }
 
     #[test]
