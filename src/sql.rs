@@ -1,7 +1,9 @@
 //! SQL text building. Pure: every function returns text, nothing here talks to Redshift.
 //!
-//! Data API batches take no parameters, so values are inlined as literals. Everything
-//! inlined goes through [`literal`] (or is a validated [`Ident`] / integer), so a value
+//! Values are inlined as literals (BatchExecuteStatement does take `Parameters`, shared
+//! by every statement of the batch, but the loader's batches were built before the
+//! emulator knew it, and a literal keeps each statement readable on its own in
+//! `SYS_QUERY_HISTORY`). Everything inlined goes through [`literal`] (or is a validated [`Ident`] / integer), so a value
 //! from an S3 key can never change the statement's shape.
 
 use std::fmt;

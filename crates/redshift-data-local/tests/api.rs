@@ -798,3 +798,197 @@ async fn statements_beyond_the_concurrency_queue_and_all_finish() {
     }
     assert_eq!(h.scalar(&format!("SELECT n FROM {t}")).await, "8");
 }
+
+fn param(name: &str, value: &str) -> aws_sdk_redshiftdata::types::SqlParameter {
+    aws_sdk_redshiftdata::types::SqlParameter::builder()
+        .name(name)
+        .value(value)
+        .build()
+        .unwrap()
+}
+
+/// BatchExecuteStatement's `Parameters` (aws-sdk-redshiftdata 1.126): "available to all
+/// SQL statements in the batch. Each statement can reference any subset of the provided
+/// parameters. Each provided parameter must be referenced by at least one SQL statement".
+#[tokio::test]
+async fn batch_parameters_apply_to_every_statement() {
+    let h = start().await;
+    let t = h.table("bp");
+    h.ok(&format!("CREATE TABLE {t} (id int, name varchar(20))"))
+        .await;
+    let id = h
+        .batch_execute()
+        .sqls(format!("INSERT INTO {t} VALUES (:id, :name)"))
+        .sqls(format!("INSERT INTO {t} VALUES (:id + 1, 'fixed')"))
+        .sqls(format!("SELECT name FROM {t} WHERE id = :id"))
+        .parameters(param("id", "7"))
+        .parameters(param("name", "O'Brien"))
+        .send()
+        .await
+        .expect("a batch takes Parameters")
+        .id
+        .unwrap();
+    let d = h.wait(&id).await;
+    assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
+    assert_eq!(
+        h.all_records(&format!("{id}:3")).await,
+        vec![vec![Field::StringValue("O'Brien".into())]]
+    );
+    assert_eq!(
+        h.scalar(&format!("SELECT count(*) FROM {t} WHERE id = 8"))
+            .await,
+        "1"
+    );
+    // The same validation as ExecuteStatement's, over the whole batch.
+    let refused = [
+        (
+            vec!["SELECT :a", "SELECT 1"],
+            vec![("a", "1"), ("unused", "2")],
+        ),
+        (vec!["SELECT :a", "SELECT :b"], vec![("a", "1")]),
+        (vec!["SELECT :a"], vec![("a", "")]),
+    ];
+    for (sqls, params) in refused {
+        let mut request = h
+            .batch_execute()
+            .set_sqls(Some(sqls.iter().map(|s| s.to_string()).collect()));
+        for (name, value) in &params {
+            request = request.parameters(param(name, value));
+        }
+        assert_eq!(
+            error_code(request.send().await),
+            "ValidationException",
+            "{sqls:?} {params:?}"
+        );
+    }
+}
+
+/// WaitTimeSeconds (0-30) on ExecuteStatement, BatchExecuteStatement, DescribeStatement
+/// and GetStatementResult: the call returns when the statement has ended or the wait
+/// has passed, whichever comes first.
+#[tokio::test]
+async fn wait_time_seconds_returns_at_the_end_or_after_the_wait() {
+    let h = start().await;
+    // Ends within the wait: ExecuteStatement returns after it, DescribeStatement (no
+    // wait) already sees FINISHED.
+    let started = Instant::now();
+    let id = h
+        .execute()
+        .sql("SELECT pg_sleep(1)")
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let d = h.client.describe_statement().id(&id).send().await.unwrap();
+    assert_eq!(status(&d), "FINISHED");
+
+    // Outlasts the wait: the call returns after it, the statement still running.
+    let started = Instant::now();
+    let id = h
+        .execute()
+        .sql("SELECT pg_sleep(3)")
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_millis(2500), "{waited:?}");
+    let d = h.client.describe_statement().id(&id).send().await.unwrap();
+    assert_ne!(status(&d), "FINISHED");
+    // DescribeStatement waits for it to end.
+    let d = h
+        .client
+        .describe_statement()
+        .id(&id)
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&d), "FINISHED");
+
+    // GetStatementResult waits, then answers with the rows.
+    let id = h.submit("SELECT 42 FROM (SELECT pg_sleep(1)) s").await;
+    let page = h
+        .client
+        .get_statement_result()
+        .id(&id)
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .expect("the result after the wait");
+    assert_eq!(page.records(), [vec![Field::LongValue(42)]]);
+
+    // A batch waits for its end; a sub-statement id for that sub-statement only.
+    let started = Instant::now();
+    let id = h
+        .batch_execute()
+        .execution_mode(ExecutionMode::AutoCommit)
+        .sqls("SELECT 1")
+        .sqls("SELECT pg_sleep(2)")
+        .wait_time_seconds(0)
+        .send()
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let first = h
+        .client
+        .describe_statement()
+        .id(format!("{id}:1"))
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&first), "FINISHED");
+    assert!(started.elapsed() < Duration::from_millis(1800));
+    let whole = h
+        .client
+        .describe_statement()
+        .id(&id)
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&whole), "FINISHED");
+
+    // Beyond 30 seconds: refused, on every operation that takes it.
+    let too_long = h
+        .execute()
+        .sql("SELECT 1")
+        .wait_time_seconds(31)
+        .send()
+        .await;
+    assert_eq!(error_code(too_long), "ValidationException");
+    let too_long = h
+        .batch_execute()
+        .sqls("SELECT 1")
+        .wait_time_seconds(31)
+        .send()
+        .await;
+    assert_eq!(error_code(too_long), "ValidationException");
+    let too_long = h
+        .client
+        .describe_statement()
+        .id(&id)
+        .wait_time_seconds(31)
+        .send()
+        .await;
+    assert_eq!(error_code(too_long), "ValidationException");
+    let too_long = h
+        .client
+        .get_statement_result()
+        .id(format!("{id}:1"))
+        .wait_time_seconds(-1)
+        .send()
+        .await;
+    assert_eq!(error_code(too_long), "ValidationException");
+}
