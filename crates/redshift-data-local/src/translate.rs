@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What SYSDATE means in Redshift: the transaction start time in UTC, as `timestamp`.
-const SYSDATE_SQL: &str = "(pg_catalog.transaction_timestamp() AT TIME ZONE 'UTC')";
+const SYSDATE_SQL: &str =
+    "(pg_catalog.transaction_timestamp() AT TIME ZONE pg_catalog.current_setting('TimeZone'))";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -992,3 +992,70 @@ async fn wait_time_seconds_returns_at_the_end_or_after_the_wait() {
         .await;
     assert_eq!(error_code(too_long), "ValidationException");
 }
+
+/// GETDATE and SYSDATE answer in the session's time zone, which is UTC unless the user
+/// has a default (`ALTER USER … SET timezone`, for later sessions) or the session sets
+/// one (https://docs.aws.amazon.com/redshift/latest/dg/r_timezone_config.html).
+#[tokio::test]
+async fn getdate_follows_the_users_default_time_zone() {
+    let h = start().await;
+    let user = common::unique("tz_user");
+    h.ok(&format!("CREATE USER {user} PASSWORD DISABLE")).await;
+    h.ok(&format!("ALTER USER {user} SET timezone TO 'Asia/Kolkata'"))
+        .await;
+    let as_user = |sql: &str| {
+        h.client
+            .execute_statement()
+            .cluster_identifier("local-cluster")
+            .db_user(&user)
+            .database("dev")
+            .sql(sql)
+            .send()
+    };
+    let id = as_user("SELECT GETDATE()::VARCHAR, SYSDATE::VARCHAR")
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    h.wait(&id).await;
+    let row = &h.all_records(&id).await[0];
+    let utc = chrono::Utc::now().naive_utc();
+    // Kolkata is UTC+05:30 all year (no daylight saving time).
+    let offset = chrono::Duration::minutes(330);
+    for field in row {
+        let text = text(field);
+        let parsed = chrono::NaiveDateTime::parse_from_str(&text[..19], "%Y-%m-%d %H:%M:%S")
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert!(
+            (parsed - utc - offset).num_seconds().abs() < 10,
+            "{text} is not Kolkata time (UTC now {utc})"
+        );
+    }
+    // The admin (no default) stays in UTC.
+    let now = h.scalar("SELECT GETDATE()::VARCHAR").await;
+    let parsed = chrono::NaiveDateTime::parse_from_str(&now, "%Y-%m-%d %H:%M:%S").unwrap();
+    assert!((parsed - utc).num_seconds().abs() < 10, "{now} vs {utc}");
+    // SET timezone in the statement's own session wins (a procedure's SET clause too).
+    let p = h.table("utc_now");
+    h.ok(&format!(
+        "CREATE PROCEDURE {p}(INOUT now_text VARCHAR(32)) AS $$\nBEGIN\n  \
+         SELECT GETDATE()::VARCHAR INTO now_text;\nEND;\n$$ LANGUAGE plpgsql \
+         SET timezone TO 'UTC'"
+    ))
+    .await;
+    h.ok(&format!("GRANT USAGE ON SCHEMA {} TO {user}", h.schema))
+        .await;
+    h.ok(&format!(
+        "GRANT EXECUTE ON PROCEDURE {p}(VARCHAR) TO {user}"
+    ))
+    .await;
+    let id = as_user(&format!("CALL {p}('')")).await.unwrap().id.unwrap();
+    let d = h.wait(&id).await;
+    assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
+    let inside = text(&h.all_records(&id).await[0][0]);
+    let parsed = chrono::NaiveDateTime::parse_from_str(&inside[..19], "%Y-%m-%d %H:%M:%S").unwrap();
+    assert!(
+        (parsed - utc).num_seconds().abs() < 10,
+        "{inside}: the procedure's SET clause makes it UTC"
+    );
+}
