@@ -197,14 +197,14 @@ pub async fn drain_step<W: Warehouse>(
         .run_batch(sqls, ctx.deadline)
         .await
         .map_err(|e| missing_tables(ctx, e))?;
-    let lease = ctx.warehouse.rows(format!("{id}:7"), ctx.deadline).await?;
+    let lease = ctx.warehouse.rows(format!("{id}:8"), ctx.deadline).await?;
     let current = lease_row(ctx, &lease)?.0;
     match current {
         None => Ok(Drain::Released),
         Some(h) if h == ctx.holder => {
             let claimed = ctx
                 .warehouse
-                .rows(format!("{id}:6"), ctx.deadline)
+                .rows(format!("{id}:7"), ctx.deadline)
                 .await?
                 .into_iter()
                 .filter_map(|r| match r.as_slice() {

@@ -673,7 +673,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              ELSIF p_bucket <> '' THEN\n    \
              INSERT INTO {wakeup} (bucket, partition_path, s3_url, etag, queued_by, queued_at) \
              VALUES (p_bucket, p_partition, p_s3_url, p_etag, p_holder, GETDATE());\n  \
-             END IF;\nEND;\n$$ LANGUAGE plpgsql",
+             END IF;\nEND;\n$$ LANGUAGE plpgsql {UTC_PROCEDURE}",
             take = t.take.quoted()
         ),
         // Only statements Redshift documents for PL/pgSQL (SELECT INTO, IF, RAISE:
@@ -688,11 +688,29 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              IF n = 0 THEN\n    {lost}\n  END IF;\n  \
              UPDATE {lease} SET expires_at = DATEADD(second, p_ttl_seconds, GETDATE()) \
              WHERE holder = p_holder AND expires_at > GETDATE();\nEND;\n$$ \
-             LANGUAGE plpgsql",
+             LANGUAGE plpgsql {UTC_PROCEDURE}",
             fence = t.fence.quoted()
         ),
     ])
 }
+
+/// Lease times (`acquired_at`, `expires_at`) are UTC, whoever writes or reads them.
+/// GETDATE() answers "in the current session time zone (UTC by default)"
+/// (https://docs.aws.amazon.com/redshift/latest/dg/r_GETDATE.html), and a database user
+/// may have another default (`ALTER USER … SET timezone`,
+/// https://docs.aws.amazon.com/redshift/latest/dg/r_timezone_config.html): a loader or
+/// operator in New York would read a live lease as expired, or write one that expires
+/// hours late. So every statement that writes or compares a lease time runs in UTC: the
+/// take and fence procedures by CREATE PROCEDURE's documented `SET configuration_parameter`
+/// clause (https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_PROCEDURE.html), a
+/// batch by [`UTC_SESSION`] right after its LOCK (SET takes no snapshot), a reader by
+/// `Loader::query_utc`. The columns stay TIMESTAMP (UTC by convention, as before:
+/// the loader's default session is UTC), so existing lease tables need no migration
+/// beyond the procedures that `loaderctl bootstrap` replaces. Whether a TIMESTAMP
+/// written without a zone into a TIMESTAMPTZ column means the session's zone or UTC on
+/// Redshift is not documented, hence not that route.
+pub const UTC_SESSION: &str = "SET timezone TO 'UTC'";
+const UTC_PROCEDURE: &str = "SET timezone TO 'UTC'";
 
 /// The acquire batch: one submission whatever happens. Result `:3` (1-based, as the
 /// Data API numbers them) = the lease row(s). When the lease is someone else's, the
@@ -768,8 +786,8 @@ pub fn holder_reads(
 /// The holder's step between loads, under the same `LOCK` as every wake-up insert:
 /// forget the wake-ups of the partitions it has just loaded (`done_claim`), then either
 /// release the lease when no wake-up is left, or renew it and claim every wake-up left
-/// (`new_claim`, including claims of a crashed holder). Results: `:6` = claimed
-/// `(bucket, partition_path)`, `:7` = the lease row.
+/// (`new_claim`, including claims of a crashed holder). Results: `:7` = claimed
+/// `(bucket, partition_path)`, `:8` = the lease row.
 pub fn drain_batch(
     schema: &Ident,
     t: &LeaseTables,
@@ -785,6 +803,8 @@ pub fn drain_batch(
     Ok(vec![
         // The same lock as every acquire's (see `take_batch`).
         format!("LOCK {wakeup}"),
+        // The renewal below writes a lease time (see [`UTC_SESSION`]).
+        UTC_SESSION.to_string(),
         format!(
             "DELETE FROM {wakeup} WHERE claim = {} AND {ours}",
             literal(done_claim)?
@@ -1471,6 +1491,11 @@ mod tests {
         );
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
         assert!(
+            sqls[6].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
+                && sqls[7].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
+            "take and fence write and compare lease times in UTC"
+        );
+        assert!(
             sqls[6].contains("IF n <> 1 THEN"),
             "more than one lease row is an error"
         );
@@ -1501,10 +1526,12 @@ mod tests {
         assert!(take_batch(&schema, &t, "bad\0", 960, &wake).is_err());
         let drain = drain_batch(&schema, &t, "req-1", 960, "req-1#0", "req-1#1").unwrap();
         assert_eq!(drain[0], take[0]);
-        assert!(drain[1].contains("claim = 'req-1#0'"));
-        assert!(drain[2].contains("NOT EXISTS (SELECT 1 FROM \"pl\".\"wakeup_5_sales_orders\")"));
-        assert!(drain[3].contains("DATEADD(second, 960, GETDATE())"));
-        assert!(drain[5].contains("claim = 'req-1#1'"));
+        assert_eq!(drain[1], UTC_SESSION, "lease times in UTC, after the LOCK");
+        assert!(drain[2].contains("claim = 'req-1#0'"));
+        assert!(drain[3].contains("NOT EXISTS (SELECT 1 FROM \"pl\".\"wakeup_5_sales_orders\")"));
+        assert!(drain[4].contains("DATEADD(second, 960, GETDATE())"));
+        assert!(drain[6].contains("claim = 'req-1#1'"));
+        assert_eq!(drain.len(), 8, "results :7 (claimed) and :8 (lease row)");
     }
 
     fn batch<'a>(
