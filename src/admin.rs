@@ -113,6 +113,17 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         self.warehouse().run_batch(sqls, deadline).await
     }
 
+    /// Runs one query in a UTC session and returns its rows: for reads that compare
+    /// lease times with GETDATE() (see [`sql::UTC_SESSION`]), whatever the operator's
+    /// default time zone.
+    pub async fn query_utc(&self, sql: String, deadline: Instant) -> Result<Vec<Row>, LoaderError> {
+        let id = self
+            .warehouse()
+            .run_batch(vec![sql::UTC_SESSION.to_string(), sql], deadline)
+            .await?;
+        self.warehouse().rows(format!("{id}:2"), deadline).await
+    }
+
     /// Runs one statement (with `:name` parameters) and returns its rows.
     pub async fn query(
         &self,

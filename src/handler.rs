@@ -323,6 +323,17 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         if lease.columns.is_empty() {
             return Err(LoaderError::TableMissing(table.to_string()));
         }
+        // Rendered for the table's column types, not the route's (issue 18).
+        let literals =
+            sql::literals_for_table(&partition.literals, &lease.columns, &lease.column_types)
+                .map_err(|reason| LoaderError::TableMismatch {
+                    table: table.to_string(),
+                    reason,
+                })?;
+        let partition = &Partition {
+            literals,
+            ..partition.clone()
+        };
         let target = copy_target(route, partition, &lease.columns)?;
         if route.mode == Mode::Replace {
             if let Some(reason) =

@@ -108,6 +108,9 @@ pub struct Held {
     /// Those of them that are CHAR (blank-padded): replace mode refuses a partition value
     /// ending in a blank for them ([`sql::blank_in_char_column`]).
     pub char_columns: Vec<String>,
+    /// `information_schema.columns.data_type` of each of `columns`, in the same order:
+    /// partition values are rendered for them ([`sql::literals_for_table`]).
+    pub column_types: Vec<String>,
 }
 
 /// What one drain step found.
@@ -230,6 +233,7 @@ pub async fn read_partition<W: Warehouse>(
     Ok(Held {
         ledger,
         char_columns: char_columns(&columns),
+        column_types: second_column(&columns),
         columns: first_column(columns),
     })
 }
@@ -254,14 +258,14 @@ pub async fn drain_step<W: Warehouse>(
         .run_batch(sqls, ctx.deadline)
         .await
         .map_err(|e| missing_tables(ctx, e))?;
-    let lease = ctx.warehouse.rows(format!("{id}:7"), ctx.deadline).await?;
+    let lease = ctx.warehouse.rows(format!("{id}:8"), ctx.deadline).await?;
     let current = lease_row(ctx, &lease)?.0;
     match current {
         None => Ok(Drain::Released),
         Some(h) if h == ctx.holder => {
             let claimed = ctx
                 .warehouse
-                .rows(format!("{id}:6"), ctx.deadline)
+                .rows(format!("{id}:7"), ctx.deadline)
                 .await?
                 .into_iter()
                 .filter_map(|r| match r.as_slice() {
@@ -370,6 +374,13 @@ fn char_columns(rows: &[Row]) -> Vec<String> {
     rows.iter()
         .filter(|r| matches!(r.get(1), Some(Some(t)) if t == "character" || t == "bpchar"))
         .filter_map(|r| r.first().cloned().flatten())
+        .collect()
+}
+
+fn second_column(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| matches!(r.first(), Some(Some(_))))
+        .map(|r| r.get(1).cloned().flatten().unwrap_or_default())
         .collect()
 }
 

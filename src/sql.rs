@@ -1,7 +1,9 @@
 //! SQL text building. Pure: every function returns text, nothing here talks to Redshift.
 //!
-//! Data API batches take no parameters, so values are inlined as literals. Everything
-//! inlined goes through [`literal`] (or is a validated [`Ident`] / integer), so a value
+//! Values are inlined as literals (BatchExecuteStatement does take `Parameters`, shared
+//! by every statement of the batch, but the loader's batches were built before the
+//! emulator knew it, and a literal keeps each statement readable on its own in
+//! `SYS_QUERY_HISTORY`). Everything inlined goes through [`literal`] (or is a validated [`Ident`] / integer), so a value
 //! from an S3 key can never change the statement's shape.
 
 use std::fmt;
@@ -103,6 +105,9 @@ pub struct SqlLiteral {
     /// A string value's length in characters (what Redshift's LENGTH returns for a
     /// VARCHAR, trailing blanks included), and whether it ends in a blank.
     string: Option<(usize, bool)>,
+    /// The validated value as text (`7` for an integer `007`), from which
+    /// [`SqlLiteral::for_column`] renders it for the table's column type; `None` for NULL.
+    value: Option<String>,
 }
 
 impl SqlLiteral {
@@ -123,12 +128,156 @@ impl SqlLiteral {
     }
 }
 
-fn value_literal(text: String) -> SqlLiteral {
+fn value_literal(text: String, value: String) -> SqlLiteral {
     SqlLiteral {
         text,
         null: false,
         string: None,
+        value: Some(value),
     }
+}
+
+fn string_literal(value: &str) -> Result<SqlLiteral, String> {
+    literal(value)
+        .map(|text| SqlLiteral {
+            text,
+            null: false,
+            string: Some((value.chars().count(), value.ends_with(' '))),
+            value: Some(value.to_string()),
+        })
+        .map_err(|e| e.to_string())
+}
+
+impl SqlLiteral {
+    /// The same value rendered for a table column of `data_type` (as
+    /// `information_schema.columns` names it), whatever type the route gave: a route
+    /// without types has string values, and `order_date = '2024-05-28' AND
+    /// LENGTH(order_date) = 10` fails on a DATE column (`function length(date) does not
+    /// exist`). Only CHAR/VARCHAR columns keep the string form with its trailing-blank
+    /// guard; other types get a literal of their own type, validated here so that a value
+    /// the column cannot hold is a named error before anything runs (never a load that
+    /// fails halfway: the batch is one transaction anyway). `Err` names the problem.
+    pub fn for_column(&self, data_type: &str) -> Result<SqlLiteral, String> {
+        let ty = data_type.to_ascii_lowercase();
+        let Some(value) = self.value.as_deref() else {
+            return Ok(match sql_type_of(&ty) {
+                Some(sql_type) => SqlLiteral {
+                    text: format!("CAST(NULL AS {sql_type})"),
+                    null: true,
+                    string: None,
+                    value: None,
+                },
+                None => self.clone(),
+            });
+        };
+        let not = |what: &str| format!("{value:?} is not {what} (the table's column is {ty})");
+        match ty.as_str() {
+            "character varying" | "character" | "varchar" | "char" | "bpchar" | "text" => {
+                string_literal(value)
+            }
+            "date" => partition_literal(PartitionType::Date, value)
+                .map_err(|_| not("a date (YYYY-MM-DD)")),
+            "smallint" | "integer" | "bigint" => {
+                let range = match ty.as_str() {
+                    "smallint" => i64::from(i16::MIN)..=i64::from(i16::MAX),
+                    "integer" => i64::from(i32::MIN)..=i64::from(i32::MAX),
+                    _ => i64::MIN..=i64::MAX,
+                };
+                value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .map(|n| value_literal(n.to_string(), n.to_string()))
+                    .ok_or_else(|| not(&format!("an integer in {range:?}")))
+            }
+            // A plain numeric constant, not CAST(… AS NUMERIC): Redshift's NUMERIC without
+            // precision is NUMERIC(18,0) and would round 12.50 to 13.
+            "numeric" | "decimal" => is_decimal(value)
+                .then(|| value_literal(value.to_string(), value.to_string()))
+                .ok_or_else(|| not("a decimal number")),
+            "real" | "double precision" => value
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && is_decimal_or_exponent(value))
+                .map(|_| {
+                    let sql_type = if ty == "real" {
+                        "REAL"
+                    } else {
+                        "DOUBLE PRECISION"
+                    };
+                    value_literal(format!("CAST('{value}' AS {sql_type})"), value.to_string())
+                })
+                .ok_or_else(|| not("a floating-point number")),
+            "boolean" => match value.to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "y" | "1" => Ok(value_literal("TRUE".into(), "true".into())),
+                "false" | "f" | "no" | "n" | "0" => {
+                    Ok(value_literal("FALSE".into(), "false".into()))
+                }
+                _ => Err(not("a boolean (true/false, t/f, yes/no, y/n, 1/0)")),
+            },
+            "timestamp without time zone" | "timestamp" => timestamp_value(value)
+                .map(|ts| value_literal(format!("CAST('{ts}' AS TIMESTAMP)"), ts))
+                .ok_or_else(|| not("a timestamp (YYYY-MM-DD[ HH:MM:SS[.f]])")),
+            other => Err(format!(
+                "a partition value cannot be compared with or written to a column of type {other}"
+            )),
+        }
+    }
+}
+
+/// The SQL type a NULL partition value is cast to for a column of `data_type`.
+fn sql_type_of(data_type: &str) -> Option<&'static str> {
+    Some(match data_type {
+        "character varying" | "varchar" | "text" => "VARCHAR",
+        "character" | "char" | "bpchar" => "CHAR",
+        "date" => "DATE",
+        "smallint" => "SMALLINT",
+        "integer" => "INTEGER",
+        "bigint" => "BIGINT",
+        "numeric" | "decimal" => "DECIMAL",
+        "real" => "REAL",
+        "double precision" => "DOUBLE PRECISION",
+        "boolean" => "BOOLEAN",
+        "timestamp without time zone" | "timestamp" => "TIMESTAMP",
+        _ => return None,
+    })
+}
+
+/// `[+-]digits[.digits]` or `[+-].digits`: safe to inline as a numeric constant.
+fn is_decimal(v: &str) -> bool {
+    let body = v.strip_prefix(['+', '-']).unwrap_or(v);
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    match body.split_once('.') {
+        Some((int, frac)) => digits(int) && !frac.is_empty() && digits(frac),
+        None => !body.is_empty() && digits(body),
+    }
+}
+
+fn is_decimal_or_exponent(v: &str) -> bool {
+    let (mantissa, exponent) = v
+        .split_once(['e', 'E'])
+        .map_or((v, None), |(m, e)| (m, Some(e)));
+    is_decimal(mantissa)
+        && exponent.is_none_or(|e| {
+            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+            !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+        })
+}
+
+/// A Hive timestamp partition value (`2024-05-28 10:00:00`, `2024-05-28T10:00:00.5`, or a
+/// date alone) rendered as Redshift reads a TIMESTAMP literal.
+fn timestamp_value(v: &str) -> Option<String> {
+    let parsed = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(v, f).ok())
+        .or_else(|| {
+            (v.len() == 10)
+                .then(|| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                .flatten()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })?;
+    (chrono::Datelike::year(&parsed) >= 1)
+        .then(|| parsed.format("%Y-%m-%d %H:%M:%S%.f").to_string())
 }
 
 /// Validates `value` against `ty` and renders a literal that Redshift and PostgreSQL both
@@ -145,19 +294,16 @@ pub fn partition_literal(ty: PartitionType, value: &str) -> Result<SqlLiteral, S
             if !ok {
                 return Err(format!("{value:?} is not a date (YYYY-MM-DD)"));
             }
-            Ok(value_literal(format!("CAST('{value}' AS DATE)")))
+            Ok(value_literal(
+                format!("CAST('{value}' AS DATE)"),
+                value.to_string(),
+            ))
         }
         PartitionType::Integer => value
             .parse::<i64>()
-            .map(|n| value_literal(n.to_string()))
+            .map(|n| value_literal(n.to_string(), n.to_string()))
             .map_err(|_| format!("{value:?} is not a 64-bit integer")),
-        PartitionType::String => literal(value)
-            .map(|text| SqlLiteral {
-                text,
-                null: false,
-                string: Some((value.chars().count(), value.ends_with(' '))),
-            })
-            .map_err(|e| e.to_string()),
+        PartitionType::String => string_literal(value),
     }
 }
 
@@ -173,6 +319,7 @@ pub fn null_partition_literal(ty: PartitionType) -> SqlLiteral {
         text: format!("CAST(NULL AS {sql_type})"),
         null: true,
         string: None,
+        value: None,
     }
 }
 
@@ -471,9 +618,15 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
     let ledger = t.q(schema, &t.ledger);
     let wakeup = t.q(schema, &t.wakeup);
     let target = literal(&t.target.to_string())?;
+    // RAISE takes simple variables only ("Currently, optional arguments must be simple
+    // variables, not expressions.", RAISE in
+    // https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-statements.html): the
+    // table's name goes into a declared variable (`:=` as in Redshift's own example on
+    // https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-structure.html).
+    let declare_target = format!("v_table VARCHAR(300) := {target};\n  ");
     let lost = format!(
         "RAISE EXCEPTION '{LEASE_LOST_MARKER} % is not held by % (expired or taken over); \
-         load rolled back', {target}, p_holder;"
+         load rolled back', v_table, p_holder;"
     );
     // Only a variable as RAISE's argument (Redshift: "optional arguments must be simple
     // variables, not expressions").
@@ -487,7 +640,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         "SELECT COUNT(*) INTO n FROM {lease};\n  \
          IF n <> 1 THEN\n    RAISE EXCEPTION 'partition-loader: the lease table {s}.{} of % has \
          % rows, expected exactly one; run `loaderctl bootstrap`, then `loaderctl unlock`', \
-         {target}, n;\n  END IF;\n  ",
+         v_table, n;\n  END IF;\n  ",
         t.lease.quoted().replace('\'', "''")
     );
     Ok(vec![
@@ -539,8 +692,8 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{take}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
              p_bucket VARCHAR(256), p_partition VARCHAR(1024), p_s3_url VARCHAR(2048), \
-             p_etag VARCHAR(128), p_route VARCHAR(1024)) AS $$\nDECLARE\n  n INTEGER;\n  cur VARCHAR(256);\n  \
-             live BOOLEAN;\nBEGIN\n  {count_check}\
+             p_etag VARCHAR(128), p_route VARCHAR(1024)) AS $$\nDECLARE\n  {declare_target}n INTEGER;\n  \
+             cur VARCHAR(256);\n  live BOOLEAN;\nBEGIN\n  {count_check}\
              SELECT holder, COALESCE(expires_at > GETDATE(), FALSE) INTO cur, live FROM {lease};\n  \
              IF cur IS NULL OR NOT live OR cur = p_holder \
              OR SPLIT_PART(cur, '{ATTEMPT_SEPARATOR}', 1) = SPLIT_PART(p_holder, '{ATTEMPT_SEPARATOR}', 1) THEN\n    \
@@ -550,7 +703,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              INSERT INTO {wakeup} (bucket, partition_path, s3_url, etag, queued_by, queued_at, \
              route_prefix) VALUES (p_bucket, p_partition, p_s3_url, p_etag, p_holder, GETDATE(), \
              p_route);\n  \
-             END IF;\nEND;\n$$ LANGUAGE plpgsql",
+             END IF;\nEND;\n$$ LANGUAGE plpgsql {UTC_PROCEDURE}",
             take = t.take.quoted()
         ),
         // Only statements Redshift documents for PL/pgSQL (SELECT INTO, IF, RAISE:
@@ -561,7 +714,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
              p_partition VARCHAR(1024), p_load_id VARCHAR(64)) \
-             AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
+             AS $$\nDECLARE\n  {declare_target}n INTEGER;\nBEGIN\n  \
              SELECT COUNT(*) INTO n FROM {lease} WHERE holder = p_holder AND expires_at > GETDATE();\n  \
              IF n = 0 THEN\n    {lost}\n  END IF;\n  \
              SELECT COUNT(*) INTO n FROM {ledger} WHERE partition_path = p_partition \
@@ -570,11 +723,29 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              IF n > 0 THEN\n    {elsewhere}\n  END IF;\n  \
              UPDATE {lease} SET expires_at = DATEADD(second, p_ttl_seconds, GETDATE()) \
              WHERE holder = p_holder AND expires_at > GETDATE();\nEND;\n$$ \
-             LANGUAGE plpgsql",
+             LANGUAGE plpgsql {UTC_PROCEDURE}",
             fence = t.fence.quoted()
         ),
     ])
 }
+
+/// Lease times (`acquired_at`, `expires_at`) are UTC, whoever writes or reads them.
+/// GETDATE() answers "in the current session time zone (UTC by default)"
+/// (https://docs.aws.amazon.com/redshift/latest/dg/r_GETDATE.html), and a database user
+/// may have another default (`ALTER USER … SET timezone`,
+/// https://docs.aws.amazon.com/redshift/latest/dg/r_timezone_config.html): a loader or
+/// operator in New York would read a live lease as expired, or write one that expires
+/// hours late. So every statement that writes or compares a lease time runs in UTC: the
+/// take and fence procedures by CREATE PROCEDURE's documented `SET configuration_parameter`
+/// clause (https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_PROCEDURE.html), a
+/// batch by [`UTC_SESSION`] right after its LOCK (SET takes no snapshot), a reader by
+/// `Loader::query_utc`. The columns stay TIMESTAMP (UTC by convention, as before:
+/// the loader's default session is UTC), so existing lease tables need no migration
+/// beyond the procedures that `loaderctl bootstrap` replaces. Whether a TIMESTAMP
+/// written without a zone into a TIMESTAMPTZ column means the session's zone or UTC on
+/// Redshift is not documented, hence not that route.
+pub const UTC_SESSION: &str = "SET timezone TO 'UTC'";
+const UTC_PROCEDURE: &str = "SET timezone TO 'UTC'";
 
 /// The acquire batch: one submission whatever happens. Result `:3` (1-based, as the
 /// Data API numbers them) = the lease row(s). When the lease is someone else's, the
@@ -654,9 +825,9 @@ pub fn holder_reads(
 /// The holder's step between loads, under the same `LOCK` as every wake-up insert:
 /// forget the wake-ups of the partitions it has just loaded (`done_claim`), then either
 /// release the lease when no wake-up is left, or renew it and claim every wake-up left
-/// (`new_claim`, including claims of a crashed holder). Results: `:6` = claimed
+/// (`new_claim`, including claims of a crashed holder). Results: `:7` = claimed
 /// `(bucket, partition_path, route_prefix)` (`route_prefix` NULL for wake-ups queued by
-/// versions before it), `:7` = the lease row.
+/// versions before it), `:8` = the lease row.
 pub fn drain_batch(
     schema: &Ident,
     t: &LeaseTables,
@@ -672,6 +843,8 @@ pub fn drain_batch(
     Ok(vec![
         // The same lock as every acquire's (see `take_batch`).
         format!("LOCK {wakeup}"),
+        // The renewal below writes a lease time (see [`UTC_SESSION`]).
+        UTC_SESSION.to_string(),
         format!(
             "DELETE FROM {wakeup} WHERE claim = {} AND {ours}",
             literal(done_claim)?
@@ -906,6 +1079,37 @@ pub fn partition_predicate(values: &[PartitionValue]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" AND ")
+}
+
+/// The partition's values rendered for the table's columns ([`SqlLiteral::for_column`]);
+/// `columns` and `data_types` are the table's, in the same order. A value whose column
+/// is not in the table stays as the route rendered it (the copy target names that).
+pub fn literals_for_table(
+    values: &[PartitionValue],
+    columns: &[String],
+    data_types: &[String],
+) -> Result<Vec<PartitionValue>, String> {
+    values
+        .iter()
+        .map(|v| {
+            let ty = columns
+                .iter()
+                .zip(data_types)
+                .find(|(c, _)| c.as_str() == v.column.as_str())
+                .map(|(_, t)| t);
+            match ty {
+                None => Ok(v.clone()),
+                Some(ty) => v
+                    .literal
+                    .for_column(ty)
+                    .map(|literal| PartitionValue {
+                        column: v.column.clone(),
+                        literal,
+                    })
+                    .map_err(|e| format!("partition column {}: {e}", v.column)),
+            }
+        })
+        .collect()
 }
 
 /// The first partition value that ends in a blank and goes to a CHAR column, with the
@@ -1296,6 +1500,45 @@ mod tests {
     }
 
     #[test]
+    fn partition_values_follow_the_column_type() {
+        let s = |v: &str| partition_literal(PartitionType::String, v).unwrap();
+        let render = |v: &str, ty: &str| s(v).for_column(ty).map(|l| l.as_str().to_string());
+        assert_eq!(
+            render("2024-05-28", "date").unwrap(),
+            "CAST('2024-05-28' AS DATE)"
+        );
+        assert_eq!(render("007", "smallint").unwrap(), "7");
+        assert!(render("70000", "smallint").is_err());
+        assert!(render("1 OR 1=1", "integer").is_err());
+        assert_eq!(render("12.50", "numeric").unwrap(), "12.50");
+        for bad in ["1e5", "1.", ".", "-", "1.2.3", "1; DROP"] {
+            assert!(render(bad, "numeric").is_err(), "{bad}");
+        }
+        assert_eq!(render("T", "boolean").unwrap(), "TRUE");
+        assert!(render("maybe", "boolean").is_err());
+        assert_eq!(
+            render("2024-05-28T10:30:00", "timestamp without time zone").unwrap(),
+            "CAST('2024-05-28 10:30:00' AS TIMESTAMP)"
+        );
+        assert!(render("2024-05-28 10:30:00'; --", "timestamp without time zone").is_err());
+        assert_eq!(
+            render("1.5e3", "double precision").unwrap(),
+            "CAST('1.5e3' AS DOUBLE PRECISION)"
+        );
+        assert!(render("NaN", "real").is_err());
+        assert!(render("x", "timestamp with time zone").is_err());
+        // A string column keeps the trailing-blank guard; a typed value becomes a string.
+        let v = s("Paris ").for_column("character varying").unwrap();
+        assert!(v.ends_in_blank());
+        let n = partition_literal(PartitionType::Integer, "007").unwrap();
+        assert_eq!(n.for_column("character varying").unwrap().as_str(), "'7'");
+        let null = null_partition_literal(PartitionType::String);
+        let null = null.for_column("date").unwrap();
+        assert!(null.is_null());
+        assert_eq!(null.as_str(), "CAST(NULL AS DATE)");
+    }
+
+    #[test]
     fn per_table_names_are_distinct_valid_and_short() {
         let a = LeaseTables::for_target(&TableName::parse("a_b.c").unwrap());
         let b = LeaseTables::for_target(&TableName::parse("a.b_c").unwrap());
@@ -1333,6 +1576,11 @@ mod tests {
         );
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
         assert!(
+            sqls[8].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
+                && sqls[9].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
+            "take and fence write and compare lease times in UTC"
+        );
+        assert!(
             sqls[8].contains("IF n <> 1 THEN"),
             "more than one lease row is an error"
         );
@@ -1368,11 +1616,13 @@ mod tests {
         assert!(take_batch(&schema, &t, "bad\0", 960, &wake).is_err());
         let drain = drain_batch(&schema, &t, "req-1", 960, "req-1#0", "req-1#1").unwrap();
         assert_eq!(drain[0], take[0]);
-        assert!(drain[1].contains("claim = 'req-1#0'"));
-        assert!(drain[2].contains("NOT EXISTS (SELECT 1 FROM \"pl\".\"wakeup_5_sales_orders\")"));
-        assert!(drain[3].contains("DATEADD(second, 960, GETDATE())"));
-        assert!(drain[5].contains("claim = 'req-1#1'"));
-        assert!(drain[5].starts_with("SELECT DISTINCT bucket, partition_path, route_prefix"));
+        assert_eq!(drain[1], UTC_SESSION, "lease times in UTC, after the LOCK");
+        assert!(drain[2].contains("claim = 'req-1#0'"));
+        assert!(drain[3].contains("NOT EXISTS (SELECT 1 FROM \"pl\".\"wakeup_5_sales_orders\")"));
+        assert!(drain[4].contains("DATEADD(second, 960, GETDATE())"));
+        assert!(drain[6].contains("claim = 'req-1#1'"));
+        assert!(drain[6].starts_with("SELECT DISTINCT bucket, partition_path, route_prefix"));
+        assert_eq!(drain.len(), 8, "results :7 (claimed) and :8 (lease row)");
     }
 
     fn batch<'a>(

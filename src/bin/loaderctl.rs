@@ -235,7 +235,7 @@ async fn run(
             for route in loader.config().table_routes() {
                 let t = LeaseTables::for_target(&route.table);
                 let rows = loader
-                    .query(
+                    .query_utc(
                         format!(
                             "SELECT holder, acquired_at, expires_at, \
                              CASE WHEN holder IS NULL THEN 'free' \
@@ -244,7 +244,6 @@ async fn run(
                             wakeup = t.wakeup.quoted(),
                             lease = t.lease.quoted()
                         ),
-                        vec![],
                         deadline(),
                     )
                     .await?;
@@ -265,12 +264,11 @@ async fn run(
             let t = LeaseTables::for_target(&table);
             let lease = format!("{schema}.{}", t.lease.quoted());
             let live = loader
-                .query(
+                .query_utc(
                     format!(
                         "SELECT holder, expires_at FROM {lease} \
                          WHERE holder IS NOT NULL AND expires_at > GETDATE()"
                     ),
-                    vec![],
                     deadline(),
                 )
                 .await?;

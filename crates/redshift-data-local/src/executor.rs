@@ -70,7 +70,7 @@ fn database_setup_sql(default: Isolation) -> String {
         "BEGIN;
          SELECT pg_advisory_xact_lock(7291540431);
          CREATE OR REPLACE FUNCTION public.getdate() RETURNS timestamp LANGUAGE sql STABLE
-             AS $getdate$ SELECT date_trunc('second', statement_timestamp() AT TIME ZONE 'UTC') $getdate$;
+             AS $getdate$ SELECT date_trunc('second', statement_timestamp() AT TIME ZONE pg_catalog.current_setting('TimeZone')) $getdate$;
          CREATE OR REPLACE FUNCTION public.dateadd(part text, n bigint, ts timestamp) RETURNS timestamp
              LANGUAGE sql IMMUTABLE
              AS $dateadd$ SELECT ts + (n::text || ' ' || part)::interval $dateadd$;
@@ -299,7 +299,37 @@ impl Executor {
         client
             .batch_execute(&format!("SET SESSION AUTHORIZATION {quoted}"))
             .await
-            .map_err(|e| postgres_error_text(&e, 0))
+            .map_err(|e| postgres_error_text(&e, 0))?;
+        // The user's default time zone (`ALTER USER u SET timezone TO '…'`): "To set the
+        // time zone for all sessions run by a specific database user, use the ALTER USER
+        // command" (https://docs.aws.amazon.com/redshift/latest/dg/r_timezone_config.html),
+        // and GETDATE/SYSDATE answer in the session's time zone
+        // (https://docs.aws.amazon.com/redshift/latest/dg/r_GETDATE.html). PostgreSQL
+        // applies role settings only at login, and the emulator logs in as itself.
+        let zone = client
+            .query_opt(
+                "SELECT split_part(c, '=', 2) FROM pg_catalog.pg_db_role_setting s \
+                 JOIN pg_catalog.pg_roles r ON r.oid = s.setrole \
+                 CROSS JOIN LATERAL unnest(s.setconfig) AS c \
+                 WHERE r.rolname = $1 AND lower(split_part(c, '=', 1)) = 'timezone' \
+                 AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database \
+                 WHERE datname = pg_catalog.current_database())) \
+                 ORDER BY s.setdatabase DESC LIMIT 1",
+                &[&user],
+            )
+            .await
+            .map_err(|e| postgres_error_text(&e, 0))?
+            .and_then(|row| row.get::<_, Option<String>>(0));
+        if let Some(zone) = zone {
+            client
+                .query(
+                    "SELECT pg_catalog.set_config('TimeZone', $1, false)",
+                    &[&zone],
+                )
+                .await
+                .map_err(|e| postgres_error_text(&e, 0))?;
+        }
+        Ok(())
     }
 
     /// A connection of the emulator's own (admin) user, for bookkeeping outside the
@@ -556,6 +586,9 @@ impl Executor {
             return Err(refusal);
         }
         if let Some(refusal) = translate::undocumented_plpgsql(sql) {
+            return Err(refusal);
+        }
+        if let Some(refusal) = translate::raise_with_expression(sql) {
             return Err(refusal);
         }
         match redshift_copy::parse(sql) {

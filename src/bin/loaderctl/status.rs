@@ -103,7 +103,7 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         .query(ledger_sql, vec![], deadline)
         .await
         .map_err(|e| report::hint_bootstrap(schema.as_str(), e))?;
-    let leases = loader.query(lease_sql, vec![], deadline).await?;
+    let leases = loader.query_utc(lease_sql, deadline).await?;
     let wakeups = loader
         .query(sql::pending_wakeups(schema, &names), vec![], deadline)
         .await?;
