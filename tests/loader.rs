@@ -874,7 +874,7 @@ async fn bootstrap_procedures_raise_with_simple_variables_only() {
         ))
         .await;
     let take = format!(
-        "CALL {}.{}('me', 600, '', '', '', '')",
+        "CALL {}.{}('me', 600, '', '', '', '', '')",
         stack.loader_schema,
         tables.take.quoted()
     );

@@ -63,7 +63,7 @@ async fn a_live_lease_written_in_new_york_is_live_in_tokyo_and_for_the_operator(
     let tables = LeaseTables::for_target(&TableName::parse(&t).unwrap());
     let take = |holder: &str, ttl: i64| {
         format!(
-            "CALL {}.{}('{holder}', {ttl}, '', '', '', '')",
+            "CALL {}.{}('{holder}', {ttl}, '', '', '', '', '')",
             stack.loader_schema,
             tables.take.quoted()
         )
@@ -101,7 +101,7 @@ async fn a_live_lease_written_in_new_york_is_live_in_tokyo_and_for_the_operator(
 
     // New York's fence renews its own live lease (its GETDATE() is 5 hours behind UTC).
     let fence = format!(
-        "CALL {}.{}('new-york', 600)",
+        "CALL {}.{}('new-york', 600, '', 'none')",
         stack.loader_schema,
         tables.fence.quoted()
     );
