@@ -24,6 +24,10 @@ pub struct FaultSet {
     /// as a real conflict with a concurrent transaction would.
     #[serde(default)]
     pub conflict_fraction: f64,
+    /// How long each VACUUM runs (holding the workgroup's one VACUUM slot), so that
+    /// tests can meet a VACUUM another session runs.
+    #[serde(default)]
+    pub vacuum_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,6 +118,18 @@ impl Faults {
         if ms > 0 {
             self.count(scope, "latency");
         }
+        Duration::from_millis(ms)
+    }
+
+    /// How long a VACUUM in `scope` runs (the longest `vacuum_ms` in force).
+    pub fn vacuum_hold(&self, scope: Option<&str>) -> Duration {
+        let ms = self
+            .lock()
+            .iter()
+            .filter(|s| s.applies_to(scope))
+            .map(|s| s.vacuum_ms)
+            .max()
+            .unwrap_or(0);
         Duration::from_millis(ms)
     }
 
