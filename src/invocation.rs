@@ -132,10 +132,15 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
         add_rows(loader, &mut share, deadline).await;
         shares.push(share);
     }
+    // After the loads, within the same deadline; never turns the sweep into a failure.
+    let (upkept, upkeep_figures) = metrics::measure(loader.upkeep_after_loads(deadline)).await;
+    let upkeep = crate::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
     let records = metrics::records(settings, &shares, "sweep", request_id, SystemTime::now());
     let result = match first_error {
         Some(e) => Err(e),
-        None => Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes})),
+        None => {
+            Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes, "upkeep": upkeep}))
+        }
     };
     MeasuredMany { result, records }
 }

@@ -24,6 +24,7 @@ pub mod routes_source;
 pub mod sql;
 pub mod storage;
 pub mod sweep;
+pub mod upkeep;
 pub mod warehouse;
 
 pub use config::Config;

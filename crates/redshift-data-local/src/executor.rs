@@ -551,8 +551,11 @@ impl Executor {
         }
         // ANALYZE, VACUUM and the views of their state: see `crate::upkeep`.
         if let Some(command) = crate::upkeep::parse(sql) {
+            let command = command?;
             let hold = self.faults.vacuum_hold(scope);
-            let rows = crate::upkeep::run(client, statement, command?, query_id, hold).await?;
+            let admin = self.connect_admin(database).await?;
+            let rows =
+                crate::upkeep::run(client, &admin, statement, command, query_id, hold).await?;
             return Ok(Done { rows, result: None });
         }
         if crate::upkeep::reads_query_history(sql) {

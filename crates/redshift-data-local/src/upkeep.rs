@@ -375,16 +375,21 @@ async fn targets(client: &Client, table: Option<&str>, pid: i64) -> Result<Vec<T
         .collect()
 }
 
-/// Runs an ANALYZE or VACUUM of `statement` (sub-statement `query_id`) on its own
-/// connection. `hold` is how long a VACUUM takes (the `vacuum_ms` fault).
+/// Runs an ANALYZE or VACUUM of `statement` (sub-statement `query_id`): the caller's
+/// rights are checked on its session `client`; the model and the histories are written
+/// on `admin` (a connection of the emulator's own: Redshift's system logs are not the
+/// caller's to write, nor transactional). `hold` is how long a VACUUM takes (the
+/// `vacuum_ms` fault).
 pub async fn run(
     client: &Client,
+    admin: &Client,
     statement: &Statement,
     command: Command,
     query_id: i64,
     hold: std::time::Duration,
 ) -> Result<i64, String> {
     let pid = statement.redshift_pid;
+    let user = statement.identity.user().map(str::to_string);
     match command {
         Command::Analyze { table } => {
             for t in targets(client, table.as_deref(), pid).await? {
@@ -392,7 +397,7 @@ pub async fn run(
                     tracing::warn!(table = %t.name, "skipping: only table or database owner can analyze it");
                     continue;
                 }
-                analyze(client, &t, pid).await?;
+                analyze(admin, &t, user.as_deref(), pid).await?;
             }
             Ok(0)
         }
@@ -415,14 +420,24 @@ pub async fn run(
                     tracing::warn!(table = %t.name, "skipping: only table or database owner can vacuum it");
                     continue;
                 }
-                vacuum(client, &t, mode, percent, query_id, hold, pid).await?;
+                vacuum(
+                    admin,
+                    &t,
+                    user.as_deref(),
+                    mode,
+                    percent,
+                    query_id,
+                    hold,
+                    pid,
+                )
+                .await?;
             }
             Ok(0)
         }
     }
 }
 
-async fn analyze(client: &Client, t: &Target, pid: i64) -> Result<(), String> {
+async fn analyze(client: &Client, t: &Target, user: Option<&str>, pid: i64) -> Result<(), String> {
     let failed = |e: tokio_postgres::Error| postgres_error_text(&e, pid);
     let sql = format!(
         "WITH x AS (SELECT txid_current() & 4294967295 AS xid),
@@ -436,7 +451,8 @@ async fn analyze(client: &Client, t: &Target, pid: i64) -> Result<(), String> {
          INSERT INTO public.sys_analyze_history (user_id, transaction_id, database_name, schema_name,
            table_name, table_id, is_automatic, status, start_time, end_time, rows, modified_rows,
            analyze_threshold_percent, last_analyze_time)
-         SELECT (SELECT usesysid::int FROM pg_user WHERE usename = current_user), x.xid,
+         SELECT COALESCE((SELECT usesysid::int FROM pg_user WHERE usename = $4::text),
+                         (SELECT usesysid::int FROM pg_user WHERE usename = current_user)), x.xid,
                 current_database(), $2, $3, $1::oid::int, 'f', 'Full',
                 clock_timestamp() AT TIME ZONE 'UTC', clock_timestamp() AT TIME ZONE 'UTC',
                 n.rows, NULL, 10, (SELECT analyzed_at FROM old)
@@ -445,7 +461,7 @@ async fn analyze(client: &Client, t: &Target, pid: i64) -> Result<(), String> {
         quote_ident(&t.name)
     );
     client
-        .execute(&sql, &[&t.oid, &t.schema, &t.name])
+        .execute(&sql, &[&t.oid, &t.schema, &t.name, &user])
         .await
         .map_err(failed)?;
     Ok(())
@@ -455,6 +471,7 @@ async fn analyze(client: &Client, t: &Target, pid: i64) -> Result<(), String> {
 async fn vacuum(
     client: &Client,
     t: &Target,
+    user: Option<&str>,
     mode: VacuumMode,
     percent: u32,
     query_id: i64,
@@ -481,7 +498,8 @@ async fn vacuum(
             "INSERT INTO public.rdl_vacuum_history (user_id, transaction_id, query_id, database_name,
                schema_name, table_name, table_id, vacuum_type, is_automatic, status, start_time,
                record_time, rows_before_vacuum, reclaimable_rows, sortedrows_before_vacuum)
-             VALUES ((SELECT usesysid::int FROM pg_user WHERE usename = current_user),
+             VALUES (COALESCE((SELECT usesysid::int FROM pg_user WHERE usename = $10::text),
+                              (SELECT usesysid::int FROM pg_user WHERE usename = current_user)),
                txid_current() & 4294967295, $1, current_database(), $2, $3, $4::oid::int, $5, false,
                'Sort', $6, $6, $7, $8, $9)
              RETURNING transaction_id",
@@ -495,6 +513,7 @@ async fn vacuum(
                 &rows,
                 &(rows - visible),
                 &sorted_before,
+                &user,
             ],
         )
         .await
