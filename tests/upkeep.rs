@@ -224,3 +224,60 @@ async fn a_vacuum_another_session_runs_makes_upkeep_wait_then_run() {
     );
     wait_for_vacuums(&stack, 1).await;
 }
+
+async fn admin_ctl(stack: &Stack, args: &[&str]) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"));
+    cmd.args(args)
+        .env_remove("LOADER_CONFIG_FILE")
+        .env_remove("REDSHIFT_CLUSTER_ID")
+        .env_remove("REDSHIFT_DB_USER")
+        .env_remove("REDSHIFT_SECRET_ARN")
+        .env("RUST_LOG", "warn");
+    for (k, v) in stack.admin_env(&stack.orders_route("")) {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("run loaderctl")
+}
+
+fn json_lines(out: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// The table's owner runs what the loader had to skip: `--dry-run` shows the state and
+/// the statements, then the real run does them, with a progress line per table.
+#[tokio::test]
+async fn loaderctl_upkeep_shows_then_runs_what_the_loader_may_not() {
+    let stack = Stack::new().await;
+    let (loader, t) = stack.orders("").await;
+    put_today(&stack, "a.parquet", 0..10).await;
+    sweep(&loader).await;
+    assert_eq!(analyzes(&stack).await, 0);
+
+    let out = admin_ctl(&stack, &["upkeep", "--table", &t, "--dry-run"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["table"], t.as_str());
+    assert_eq!(lines[0]["stats_off"], 100.0);
+    assert_eq!(lines[0]["tbl_rows"], 10);
+    assert_eq!(lines[0]["last_analyze"], Value::Null);
+    assert_eq!(lines[0]["would_run"].as_array().map(Vec::len), Some(2));
+    assert_eq!(analyzes(&stack).await, 0, "a dry run runs nothing");
+
+    let out = admin_ctl(&stack, &["upkeep", "--table", &t]).await;
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["analyzed"], true, "{lines:?}");
+    assert!(lines[0]["vacuum_submitted"].is_boolean(), "{lines:?}");
+    assert!(lines[0]["last_analyze"].is_string(), "{lines:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("upkeep {t}: 1/1: analyzed: true")),
+        "{stderr}"
+    );
+    assert_eq!(analyzes(&stack).await, 1);
+    wait_for_vacuums(&stack, 1).await;
+}
