@@ -281,3 +281,41 @@ async fn loaderctl_upkeep_shows_then_runs_what_the_loader_may_not() {
     assert_eq!(analyzes(&stack).await, 1);
     wait_for_vacuums(&stack, 1).await;
 }
+
+/// A load's EMF record has the COPY's queue and execution time beside CopyTime, read
+/// with the rows from Redshift's history in the same statement; `loaderctl history`
+/// shows both.
+#[tokio::test]
+async fn a_loads_record_has_its_copys_queue_and_execution_time() {
+    let stack = Stack::new().await;
+    let (loader, t) = stack.orders("").await;
+    let event = stack.orders_file("q.parquet", 0..7).await;
+    let m = partition_loader::invocation::handle_measured(
+        &loader,
+        &Settings::default(),
+        &event,
+        &holder(),
+        deadline(),
+    )
+    .await;
+    m.result.expect("loaded");
+    let r = &m.record;
+    assert_eq!(r["RowsLoaded"], 7, "{r:#}");
+    let queue = r["CopyQueueTime"].as_f64().expect("CopyQueueTime");
+    let execution = r["CopyExecutionTime"].as_f64().expect("CopyExecutionTime");
+    let copy = r["CopyTime"].as_f64().expect("CopyTime");
+    assert!(queue >= 0.0 && execution > 0.0, "{r:#}");
+    assert!(
+        queue + execution <= copy + 1.0,
+        "parts of the batch's time: {r:#}"
+    );
+    let metrics = r["_aws"]["CloudWatchMetrics"][0]["Metrics"].to_string();
+    assert!(metrics.contains("\"CopyQueueTime\""), "{metrics}");
+    assert!(metrics.contains("\"CopyExecutionTime\""), "{metrics}");
+
+    let out = admin_ctl(&stack, &["history", &t, "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    assert!(lines[0]["execution_ms"].is_i64(), "{lines:?}");
+    assert!(lines[0]["queue_ms"].is_i64(), "{lines:?}");
+}
