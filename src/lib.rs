@@ -10,6 +10,7 @@ pub mod copy_options;
 pub mod doctor;
 pub mod error;
 pub mod event;
+pub mod file_sizes;
 pub mod handler;
 pub mod invocation;
 pub mod lease;

@@ -398,6 +398,10 @@ fn share_records(
     );
     metric("FilesLoaded", "Count", json!(f.files));
     metric("BytesLoaded", "Bytes", json!(f.bytes));
+    // Files far from COPY's liking (loaderctl status advises) show here first.
+    if f.files > 0 {
+        metric("MeanFileSize", "Bytes", json!(f.bytes / f.files));
+    }
     if let Some(rows) = f.rows {
         metric("RowsLoaded", "Count", json!(rows));
     }

@@ -312,10 +312,31 @@ async fn a_loads_record_has_its_copys_queue_and_execution_time() {
     let metrics = r["_aws"]["CloudWatchMetrics"][0]["Metrics"].to_string();
     assert!(metrics.contains("\"CopyQueueTime\""), "{metrics}");
     assert!(metrics.contains("\"CopyExecutionTime\""), "{metrics}");
+    // One file: the mean file size is its size.
+    assert_eq!(r["MeanFileSize"], r["BytesLoaded"], "{r:#}");
 
     let out = admin_ctl(&stack, &["history", &t, "--json"]).await;
     assert!(out.status.success(), "{out:?}");
     let lines = json_lines(&out);
     assert!(lines[0]["execution_ms"].is_i64(), "{lines:?}");
     assert!(lines[0]["queue_ms"].is_i64(), "{lines:?}");
+}
+
+/// `loaderctl status` advises on the files of recent loads: tiny Parquet files here.
+#[tokio::test]
+async fn status_advises_on_tiny_files_per_copy() {
+    let stack = Stack::new().await;
+    let (loader, _) = stack.orders("").await;
+    for n in 0..3 {
+        put_today(&stack, &format!("tiny-{n}.parquet"), n * 10..n * 10 + 2).await;
+    }
+    sweep(&loader).await;
+    let out = admin_ctl(&stack, &["status", "--json"]).await;
+    let lines = json_lines(&out);
+    let sizes = &lines[0]["file_sizes"];
+    assert_eq!(sizes["loads"], 1, "{lines:?}");
+    assert_eq!(sizes["files_per_copy"], 3.0, "{lines:?}");
+    let advice = sizes["advice"].as_str().unwrap_or_default();
+    assert!(advice.starts_with("3.0 files of"), "{advice}");
+    assert!(advice.contains("compact them"), "{advice}");
 }
