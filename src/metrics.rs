@@ -399,8 +399,8 @@ fn share_records(
     metric("FilesLoaded", "Count", json!(f.files));
     metric("BytesLoaded", "Bytes", json!(f.bytes));
     // Files far from COPY's liking (loaderctl status advises) show here first.
-    if f.files > 0 {
-        metric("MeanFileSize", "Bytes", json!(f.bytes / f.files));
+    if let Some(mean) = f.bytes.checked_div(f.files) {
+        metric("MeanFileSize", "Bytes", json!(mean));
     }
     if let Some(rows) = f.rows {
         metric("RowsLoaded", "Count", json!(rows));
@@ -543,6 +543,8 @@ mod tests {
             rows: Some(120),
             lease_wait: Duration::from_millis(250),
             copy_time: Duration::from_millis(1500),
+            copy_queue_time: Some(Duration::from_millis(200)),
+            copy_execution_time: Some(Duration::from_millis(1100)),
             data_api_calls: 9,
             copy_query_ids: vec![7],
             committed_at: Some(now()),
@@ -953,6 +955,10 @@ mod tests {
             rows: Some(1),
             committed_at: Some(now()),
             freshness_lags: vec![1.0],
+            files: 1,
+            bytes: 10,
+            copy_queue_time: Some(Duration::from_millis(1)),
+            copy_execution_time: Some(Duration::from_millis(2)),
             ..Figures::default()
         };
         let mut emitted = Vec::new();

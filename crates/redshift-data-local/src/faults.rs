@@ -210,6 +210,7 @@ mod tests {
                 message: "boom".into(),
             }],
             conflict_fraction: 0.0,
+            vacuum_ms: 0,
         }
     }
 
