@@ -78,6 +78,7 @@ async fn the_sweep_analyzes_and_vacuums_what_it_loaded_and_an_idle_sweep_submits
     put_today(&stack, "a.parquet", 0..20).await;
 
     let upkeep = sweep(&loader).await;
+    eprintln!("upkeep calls after a load: {}", upkeep["data_api_calls"]);
     assert_eq!(stack.rows(&t).await, 20);
     let table = &upkeep["tables"][0];
     assert_eq!(table["table"], t.as_str(), "{upkeep:#}");
@@ -110,6 +111,7 @@ async fn the_sweep_analyzes_and_vacuums_what_it_loaded_and_an_idle_sweep_submits
     let idle = sweep(&loader).await;
     assert_eq!(idle["tables"], json!([]), "{idle:#}");
     let calls = idle["data_api_calls"].as_u64().expect("calls");
+    eprintln!("upkeep calls when nothing loaded: {calls}");
     assert!((3..=5).contains(&calls), "{idle:#}");
     assert_eq!(analyzes(&stack).await, 1);
     assert_eq!(finished_vacuums(&stack).await, 1);
