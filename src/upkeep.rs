@@ -244,9 +244,24 @@ fn state_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
     ))
 }
 
-/// Our VACUUMs still running (SYS_VACUUM_HISTORY shows a user their own).
-const RUNNING_VACUUMS_SQL: &str = "SELECT COUNT(*) FROM sys_vacuum_history \
-     WHERE end_time IS NULL AND start_time > DATEADD(hour, -24, GETDATE())";
+/// Our VACUUMs of these tables still running: our user's rows (SYS_VACUUM_HISTORY shows
+/// a superuser everyone's) of our tables without an end.
+fn running_vacuums_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
+    let mut filter = Vec::new();
+    for t in tables {
+        filter.push(format!(
+            "(schema_name = {} AND table_name = {})",
+            sql::literal(t.schema.as_str())?,
+            sql::literal(t.name.as_str())?
+        ));
+    }
+    Ok(format!(
+        "SELECT COUNT(*) FROM sys_vacuum_history WHERE end_time IS NULL \
+         AND start_time > DATEADD(hour, -24, GETDATE()) \
+         AND user_id = (SELECT usesysid FROM pg_user WHERE usename = CURRENT_USER) AND ({})",
+        filter.join(" OR ")
+    ))
+}
 
 /// The last ANALYZE and VACUUM of each table the user can see (for `loaderctl upkeep`).
 pub fn last_runs_sql(table: &TableName, analyze: bool) -> Result<String, LoaderError> {
@@ -544,10 +559,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             if let Some(mode) = vacuum {
                 if vacuum_busy.is_none() && !checked_running {
                     checked_running = true;
-                    if let Ok(rows) = self
-                        .query(RUNNING_VACUUMS_SQL.to_string(), Vec::new(), deadline)
-                        .await
-                    {
+                    let running = match running_vacuums_sql(&tables) {
+                        Ok(sql) => self.query(sql, Vec::new(), deadline).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Ok(rows) = running {
                         if rows.first().and_then(|r| number(r, 0)).unwrap_or(0.0) > 0.0 {
                             vacuum_busy = Some("a VACUUM of ours still runs".into());
                         }

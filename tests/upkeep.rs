@@ -62,7 +62,7 @@ async fn finished_vacuums(stack: &Stack) -> i64 {
 
 /// Waits for `n` finished VACUUMs of the orders table (a VACUUM is left to run).
 async fn wait_for_vacuums(stack: &Stack, n: i64) {
-    for _ in 0..100 {
+    for _ in 0..250 {
         if finished_vacuums(stack).await >= n {
             return;
         }
@@ -182,7 +182,7 @@ async fn a_vacuum_another_session_runs_makes_upkeep_wait_then_run() {
     let (loader, t) = owned_orders(&stack, "").await;
     let other = stack.create_table("other", "id BIGINT").await;
     stack.sql(&format!("INSERT INTO {other} VALUES (1)")).await;
-    stack.fault(json!({"vacuum_ms": 4000})).await;
+    stack.fault(json!({"vacuum_ms": 10000})).await;
     // The admin, in the loader's workgroup (one cluster, one VACUUM at a time).
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let admin = aws_sdk_redshiftdata::Client::new(&sdk);
@@ -209,14 +209,26 @@ async fn a_vacuum_another_session_runs_makes_upkeep_wait_then_run() {
     );
     assert!(table["error"].is_null(), "{upkeep:#}");
 
-    // The other VACUUM ends; the next sweep (nothing new loaded) runs ours.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The other VACUUM ends; the next sweep (nothing new loaded) runs ours, which now
+    // takes 15 s.
+    let other_done = format!(
+        "SELECT COUNT(*) FROM sys_vacuum_history WHERE schema_name = '{}' \
+         AND table_name = 'other' AND end_time IS NOT NULL",
+        stack.schema
+    );
+    for _ in 0..250 {
+        if stack.count(&other_done).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.fault(json!({"vacuum_ms": 15000})).await;
     let upkeep = sweep(&loader).await;
     let table = &upkeep["tables"][0];
     assert!(table["vacuum_submitted"].is_boolean(), "{upkeep:#}");
     assert_eq!(table["analyzed"], false, "analyzed already: {upkeep:#}");
 
-    // Ours still runs (4 s): a new load's upkeep does not submit a second one.
+    // Ours still runs: a new load's upkeep does not submit a second one.
     put_today(&stack, "b.parquet", 100..105).await;
     let upkeep = sweep(&loader).await;
     let deferred = upkeep["tables"][0]["deferred"].as_str().unwrap_or_default();
