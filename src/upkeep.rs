@@ -244,6 +244,9 @@ fn state_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
     ))
 }
 
+/// `loaderctl doctor`'s probe: may the user read SVV_TABLE_INFO?
+pub const SVV_PROBE_SQL: &str = "SELECT COUNT(*) FROM svv_table_info WHERE 1 = 0";
+
 /// Our VACUUMs of these tables still running: our user's rows (SYS_VACUUM_HISTORY shows
 /// a superuser everyone's) of our tables without an end.
 fn running_vacuums_sql(tables: &[&TableName]) -> Result<String, LoaderError> {

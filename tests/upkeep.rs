@@ -354,3 +354,47 @@ async fn status_advises_on_tiny_files_per_copy() {
     assert!(advice.starts_with("3.0 files of"), "{advice}");
     assert!(advice.contains("compact them"), "{advice}");
 }
+
+/// `loaderctl doctor` names the grant upkeep needs, and sees it once given.
+#[tokio::test]
+async fn doctor_names_the_svv_table_info_grant() {
+    let stack = Stack::new().await;
+    let (_loader, _) = stack.orders("").await;
+    let run = || async {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"));
+        cmd.arg("doctor")
+            .env_remove("LOADER_CONFIG_FILE")
+            .env_remove("REDSHIFT_SECRET_ARN")
+            .env("RUST_LOG", "warn");
+        for (k, v) in stack.env(&stack.orders_route("")) {
+            if v.is_empty() {
+                cmd.env_remove(&k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        let out = cmd.output().await.expect("run loaderctl");
+        json_lines(&out)
+            .into_iter()
+            .find(|l| l["check"] == "upkeep: svv_table_info")
+            .expect("the upkeep check")
+    };
+    let check = run().await;
+    // Loads do not need it: an info line naming the grant, not a finding.
+    assert_eq!(check["status"], "info", "{check}");
+    let detail = check["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.ends_with(&format!(
+            "for upkeep: GRANT SELECT ON svv_table_info TO \"{}\"",
+            stack.db_user
+        )),
+        "{check}"
+    );
+    stack
+        .sql(&format!(
+            "GRANT SELECT ON svv_table_info TO {}",
+            stack.db_user
+        ))
+        .await;
+    assert_eq!(run().await["status"], "ok");
+}
