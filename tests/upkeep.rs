@@ -62,7 +62,7 @@ async fn finished_vacuums(stack: &Stack) -> i64 {
 
 /// Waits for `n` finished VACUUMs of the orders table (a VACUUM is left to run).
 async fn wait_for_vacuums(stack: &Stack, n: i64) {
-    for _ in 0..250 {
+    for _ in 0..300 {
         if finished_vacuums(stack).await >= n {
             return;
         }
@@ -182,7 +182,7 @@ async fn a_vacuum_another_session_runs_makes_upkeep_wait_then_run() {
     let (loader, t) = owned_orders(&stack, "").await;
     let other = stack.create_table("other", "id BIGINT").await;
     stack.sql(&format!("INSERT INTO {other} VALUES (1)")).await;
-    stack.fault(json!({"vacuum_ms": 10000})).await;
+    stack.fault(json!({"vacuum_ms": 20000})).await;
     // The admin, in the loader's workgroup (one cluster, one VACUUM at a time).
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let admin = aws_sdk_redshiftdata::Client::new(&sdk);
@@ -194,7 +194,18 @@ async fn a_vacuum_another_session_runs_makes_upkeep_wait_then_run() {
         .send()
         .await
         .expect("VACUUM submitted");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until it runs (its history row has no end yet).
+    let other_running = format!(
+        "SELECT COUNT(*) FROM sys_vacuum_history WHERE schema_name = '{}' \
+         AND table_name = 'other' AND end_time IS NULL",
+        stack.schema
+    );
+    for _ in 0..100 {
+        if stack.count(&other_running).await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     put_today(&stack, "a.parquet", 0..20).await;
     let upkeep = sweep(&loader).await;
@@ -216,7 +227,7 @@ async fn a_vacuum_another_session_runs_makes_upkeep_wait_then_run() {
          AND table_name = 'other' AND end_time IS NOT NULL",
         stack.schema
     );
-    for _ in 0..250 {
+    for _ in 0..300 {
         if stack.count(&other_done).await > 0 {
             break;
         }
