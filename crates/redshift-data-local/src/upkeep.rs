@@ -640,6 +640,22 @@ fn query_rows(statements: &[Statement]) -> Vec<QueryRow> {
     out
 }
 
+/// Sub-statements whose final SYS_QUERY_HISTORY row is written: (database, query id).
+/// Each read then writes only what is new or still running, not the whole registry.
+static RECORDED: Mutex<Option<HashSet<(String, i64)>>> = Mutex::new(None);
+
+fn recorded(database: &str, query_id: i64) -> bool {
+    let set = RECORDED.lock().unwrap_or_else(|e| e.into_inner());
+    set.as_ref()
+        .is_some_and(|s| s.contains(&(database.to_string(), query_id)))
+}
+
+fn mark_recorded(database: &str, query_id: i64) {
+    let mut set = RECORDED.lock().unwrap_or_else(|e| e.into_inner());
+    set.get_or_insert_with(HashSet::new)
+        .insert((database.to_string(), query_id));
+}
+
 /// Writes (or refreshes) the SYS_QUERY_HISTORY rows of `statements` in `database`,
 /// on an admin connection `client`.
 pub async fn record_query_history(client: &Client, database: &str, statements: &[Statement]) {
@@ -647,8 +663,9 @@ pub async fn record_query_history(client: &Client, database: &str, statements: &
         |t: f64| chrono::DateTime::from_timestamp_micros((t * 1e6) as i64).map(|d| d.naive_utc());
     for row in query_rows(statements)
         .into_iter()
-        .filter(|r| r.database == database)
+        .filter(|r| r.database == database && !recorded(database, r.query_id))
     {
+        let last = row.end.is_some();
         let user = row.user.clone();
         let result = client
             .execute(
@@ -678,9 +695,13 @@ pub async fn record_query_history(client: &Client, database: &str, statements: &
                 ],
             )
             .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not record sys_query_history");
-            return;
+        match result {
+            Ok(_) if last => mark_recorded(database, row.query_id),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record sys_query_history");
+                return;
+            }
         }
     }
 }
