@@ -21,6 +21,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .warehouse()
             .run_batch(sql::bootstrap(schema), deadline)
             .await?;
+        // Upkeep's per-table watermark (see `upkeep.rs`).
+        self.warehouse()
+            .run(
+                crate::upkeep::watermark_table_sql(schema),
+                Vec::new(),
+                deadline,
+            )
+            .await?;
         let tables: Vec<&TableName> = self
             .config()
             .table_routes()

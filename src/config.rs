@@ -59,6 +59,8 @@ pub struct Route {
     /// the table's owner (or a superuser) update statistics, so the loader's user must
     /// own the table.
     pub statupdate: bool,
+    /// ANALYZE/VACUUM after loads (`analyze`, `vacuum` and their thresholds).
+    pub upkeep: crate::upkeep::Options,
 }
 
 impl Route {
@@ -312,6 +314,14 @@ struct RawRoute {
     copy_options: Vec<String>,
     #[serde(default)]
     statupdate: bool,
+    #[serde(default)]
+    analyze: crate::upkeep::Setting,
+    #[serde(default)]
+    vacuum: crate::upkeep::Setting,
+    analyze_threshold: Option<f64>,
+    vacuum_unsorted_threshold: Option<f64>,
+    vacuum_deleted_threshold: Option<f64>,
+    vacuum_to_percent: Option<u32>,
 }
 
 fn default_mode() -> Mode {
@@ -407,6 +417,41 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
         }
         let copy_options = copy_options::parse_for(format, &raw.copy_options)
             .map_err(|e| bad("copy_options", e))?;
+        let defaults = crate::upkeep::Options::default();
+        let percent = |key: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
+            Some(p) => Err(bad(key, format!("{p} is not a percentage (0 to 100)"))),
+        };
+        let upkeep = crate::upkeep::Options {
+            analyze: raw.analyze,
+            vacuum: raw.vacuum,
+            analyze_threshold: percent(
+                "analyze_threshold",
+                raw.analyze_threshold,
+                defaults.analyze_threshold,
+            )?,
+            unsorted_threshold: percent(
+                "vacuum_unsorted_threshold",
+                raw.vacuum_unsorted_threshold,
+                defaults.unsorted_threshold,
+            )?,
+            deleted_threshold: percent(
+                "vacuum_deleted_threshold",
+                raw.vacuum_deleted_threshold,
+                defaults.deleted_threshold,
+            )?,
+            vacuum_to_percent: match raw.vacuum_to_percent {
+                None => defaults.vacuum_to_percent,
+                Some(p) if p <= 100 => p,
+                Some(p) => {
+                    return Err(bad(
+                        "vacuum_to_percent",
+                        format!("{p} is not a percentage (0 to 100)"),
+                    ))
+                }
+            },
+        };
         routes.push(Route {
             bucket: raw.bucket,
             prefix: normalise_prefix(&raw.prefix),
@@ -418,6 +463,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
             null_value: raw.null_value,
             copy_options,
             statupdate: raw.statupdate,
+            upkeep,
         });
     }
     check_overlaps(&routes)?;

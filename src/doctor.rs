@@ -168,6 +168,21 @@ pub async fn run(
         checks.extend(route_checks(loader, route, &database, &grantee, deadline).await);
     }
 
+    // Upkeep after loads (upkeep.rs) decides from SVV_TABLE_INFO, superusers' only
+    // unless granted. Loads do not need it: info, not a finding.
+    if config.routes.iter().any(|r| !r.upkeep.is_off()) {
+        let probe = crate::upkeep::SVV_PROBE_SQL.to_string();
+        checks.push(match loader.query(probe, vec![], deadline).await {
+            Ok(_) => Check::ok("upkeep: svv_table_info", "readable"),
+            Err(e) => Check::info(
+                "upkeep: svv_table_info",
+                format!(
+                    "not readable, so upkeep after loads skips every table ({e}); for \
+                     upkeep: GRANT SELECT ON svv_table_info TO {grantee}"
+                ),
+            ),
+        });
+    }
     checks.extend(region_checks(loader).await);
     checks.push(manifest_check(loader).await);
     checks.push(copy_role_check(&config.copy_iam_role));

@@ -42,10 +42,10 @@ pub async fn handle_measured<W: Warehouse, S: Storage>(
 ) -> Measured {
     let (result, mut figures) = metrics::measure(loader.handle(event, request_id, deadline)).await;
     if figures.committed_at.is_some() {
-        let (rows, extra) =
+        let (history, extra) =
             metrics::measure(rows_loaded(loader, &figures.copy_query_ids, deadline)).await;
         figures.data_api_calls += extra.data_api_calls;
-        figures.rows = rows;
+        history.apply(&mut figures);
     }
     let record = metrics::record(
         settings,
@@ -139,6 +139,9 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
         add_rows(loader, &mut share, deadline).await;
         shares.push(share);
     }
+    // After the loads, within the same deadline; never turns the sweep into a failure.
+    let (upkept, upkeep_figures) = metrics::measure(loader.upkeep_after_loads(deadline)).await;
+    let upkeep = crate::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
     let records = metrics::records(
         settings,
         &shares,
@@ -148,7 +151,9 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     );
     let result = match first_error {
         Some(e) => Err(e),
-        None => Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes})),
+        None => {
+            Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes, "upkeep": upkeep}))
+        }
     };
     MeasuredMany { result, records }
 }
@@ -162,10 +167,10 @@ async fn add_rows<W: Warehouse, S: Storage>(
     if share.figures.committed_at.is_none() {
         return;
     }
-    let (rows, extra) =
+    let (history, extra) =
         metrics::measure(rows_loaded(loader, &share.figures.copy_query_ids, deadline)).await;
     share.figures.data_api_calls += extra.data_api_calls;
-    share.figures.rows = rows;
+    history.apply(&mut share.figures);
 }
 
 /// The route's table for the event, when it has one.
@@ -177,33 +182,67 @@ fn table_of<W: Warehouse, S: Storage>(loader: &Loader<W, S>, event: &Value) -> O
     }
 }
 
-/// Rows loaded by these COPY statements, from `SYS_LOAD_HISTORY`; `None` (and a
+/// What Redshift's history says about an invocation's COPYs.
+#[derive(Debug, Default)]
+struct CopyHistory {
+    rows: Option<u64>,
+    queue: Option<Duration>,
+    execution: Option<Duration>,
+}
+
+impl CopyHistory {
+    fn apply(self, figures: &mut Figures) {
+        figures.rows = self.rows;
+        figures.copy_queue_time = self.queue;
+        figures.copy_execution_time = self.execution;
+    }
+}
+
+/// Rows loaded by these COPY statements, from `SYS_LOAD_HISTORY`, and their queue and
+/// execution time from `SYS_QUERY_HISTORY`, in one statement; each `None` (and a
 /// warning) when it cannot be read: a metric is left out rather than guessed.
 async fn rows_loaded<W: Warehouse, S: Storage>(
     loader: &Loader<W, S>,
     query_ids: &[i64],
     deadline: Instant,
-) -> Option<u64> {
-    let sql = sql::loaded_rows(query_ids)?;
+) -> CopyHistory {
+    let Some(sql) = sql::loaded_rows(query_ids) else {
+        return CopyHistory::default();
+    };
     let deadline = deadline.max(Instant::now() + ROWS_GRACE);
     match loader.query(sql, Vec::new(), deadline).await {
         Ok(rows) => {
-            let row = rows.first()?;
-            let found: usize = row.get(1)?.as_deref()?.parse().ok()?;
-            if found < query_ids.len() {
-                // Not every COPY is in the history (yet): a partial sum would be a guess.
-                tracing::warn!(
-                    found,
-                    expected = query_ids.len(),
-                    "load history incomplete; RowsLoaded left out"
-                );
-                return None;
+            let Some(row) = rows.first() else {
+                return CopyHistory::default();
+            };
+            let micros = |i: usize| -> Option<Duration> {
+                let n: f64 = row.get(i)?.as_deref()?.parse().ok()?;
+                (n >= 0.0).then(|| Duration::from_micros(n as u64))
+            };
+            CopyHistory {
+                rows: rows_of(row, query_ids.len()),
+                queue: micros(2),
+                execution: micros(3),
             }
-            row.first()?.as_deref()?.parse().ok()
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the load history; RowsLoaded left out");
-            None
+            CopyHistory::default()
         }
     }
+}
+
+/// The load history's rows of `expected` COPYs, when every one of them is there.
+fn rows_of(row: &crate::warehouse::Row, expected: usize) -> Option<u64> {
+    let found: usize = row.get(1)?.as_deref()?.parse().ok()?;
+    if found < expected {
+        // Not every COPY is in the history (yet): a partial sum would be a guess.
+        tracing::warn!(
+            found,
+            expected,
+            "load history incomplete; RowsLoaded left out"
+        );
+        return None;
+    }
+    row.first()?.as_deref()?.parse().ok()
 }

@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod error;
 pub mod event;
 pub mod failure;
+pub mod file_sizes;
 pub mod handler;
 pub mod invocation;
 pub mod lease;
@@ -25,6 +26,7 @@ pub mod routes_source;
 pub mod sql;
 pub mod storage;
 pub mod sweep;
+pub mod upkeep;
 pub mod warehouse;
 
 pub use config::Config;

@@ -157,6 +157,10 @@ pub struct Figures {
     pub lease_wait: Duration,
     /// Time spent in load batches (COPY, ledger, fence), submit to end.
     pub copy_time: Duration,
+    /// The COPYs' time waiting in a WLM queue and running, from `SYS_QUERY_HISTORY`
+    /// (`None`: not read). Beside `copy_time`, they tell a slow load from a queued one.
+    pub copy_queue_time: Option<Duration>,
+    pub copy_execution_time: Option<Duration>,
     /// Data API requests sent (submits, polls, result pages, retries included).
     pub data_api_calls: u64,
     /// Redshift query ids of the COPY statements of finished batches.
@@ -263,6 +267,12 @@ impl Figures {
         };
         self.lease_wait += other.lease_wait;
         self.copy_time += other.copy_time;
+        let add = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.copy_queue_time = add(self.copy_queue_time, other.copy_queue_time);
+        self.copy_execution_time = add(self.copy_execution_time, other.copy_execution_time);
         self.data_api_calls += other.data_api_calls;
         self.copy_query_ids.extend(&other.copy_query_ids);
         self.committed_at = self.committed_at.max(other.committed_at);
@@ -388,11 +398,25 @@ fn share_records(
     );
     metric("FilesLoaded", "Count", json!(f.files));
     metric("BytesLoaded", "Bytes", json!(f.bytes));
+    // Files far from COPY's liking (loaderctl status advises) show here first.
+    if let Some(mean) = f.bytes.checked_div(f.files) {
+        metric("MeanFileSize", "Bytes", json!(mean));
+    }
     if let Some(rows) = f.rows {
         metric("RowsLoaded", "Count", json!(rows));
     }
     metric("LeaseWait", "Milliseconds", json!(millis(f.lease_wait)));
     metric("CopyTime", "Milliseconds", json!(millis(f.copy_time)));
+    if let Some(queue) = f.copy_queue_time {
+        metric("CopyQueueTime", "Milliseconds", json!(millis(queue)));
+    }
+    if let Some(execution) = f.copy_execution_time {
+        metric(
+            "CopyExecutionTime",
+            "Milliseconds",
+            json!(millis(execution)),
+        );
+    }
     metric("DataApiCalls", "Count", json!(f.data_api_calls));
     // One value per committed file; several as an array (each is a sample for the
     // statistics), the largest kept when there are more than the format allows.
@@ -519,6 +543,8 @@ mod tests {
             rows: Some(120),
             lease_wait: Duration::from_millis(250),
             copy_time: Duration::from_millis(1500),
+            copy_queue_time: Some(Duration::from_millis(200)),
+            copy_execution_time: Some(Duration::from_millis(1100)),
             data_api_calls: 9,
             copy_query_ids: vec![7],
             committed_at: Some(now()),
@@ -929,6 +955,10 @@ mod tests {
             rows: Some(1),
             committed_at: Some(now()),
             freshness_lags: vec![1.0],
+            files: 1,
+            bytes: 10,
+            copy_queue_time: Some(Duration::from_millis(1)),
+            copy_execution_time: Some(Duration::from_millis(2)),
             ..Figures::default()
         };
         let mut emitted = Vec::new();

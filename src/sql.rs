@@ -1204,9 +1204,13 @@ pub fn loaded_rows(query_ids: &[i64]) -> Option<String> {
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    // The same statement reads the COPYs' queue and execution time (microseconds; each
+    // user sees their own queries: https://docs.aws.amazon.com/redshift/latest/dg/SYS_QUERY_HISTORY.html).
     Some(format!(
-        "SELECT CAST(COALESCE(SUM(loaded_rows), 0) AS BIGINT), COUNT(*) FROM sys_load_history \
-         WHERE query_id IN ({ids})"
+        "SELECT CAST(COALESCE(SUM(loaded_rows), 0) AS BIGINT), COUNT(*), \
+         (SELECT SUM(queue_time) FROM sys_query_history WHERE query_id IN ({ids})), \
+         (SELECT SUM(execution_time) FROM sys_query_history WHERE query_id IN ({ids})) \
+         FROM sys_load_history WHERE query_id IN ({ids})"
     ))
 }
 
@@ -1378,8 +1382,12 @@ pub fn unpartitioned_ledger(schema: &Ident, table: &TableName) -> String {
     )
 }
 
-const HISTORY_COPIES: &str = "SELECT query_id, transaction_id, TRIM(data_source), loaded_rows, \
-     duration, start_time, TRIM(status) FROM sys_load_history";
+/// Columns 7 and 8: the COPY's `queue_time` and `execution_time` (microseconds) from
+/// SYS_QUERY_HISTORY, NULL where not visible.
+const HISTORY_COPIES: &str =
+    "SELECT h.query_id, h.transaction_id, TRIM(h.data_source), h.loaded_rows, \
+     h.duration, h.start_time, TRIM(h.status), q.queue_time, q.execution_time \
+     FROM sys_load_history h LEFT JOIN sys_query_history q ON q.query_id = h.query_id";
 
 /// The partitions of a table's ledger loaded within the last `days` days (the sweep
 /// lists them again, for files whose event never came).

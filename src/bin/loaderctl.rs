@@ -18,6 +18,8 @@ mod report;
 mod status;
 #[path = "loaderctl/sweep.rs"]
 mod sweep;
+#[path = "loaderctl/upkeep.rs"]
+mod upkeep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,6 +96,10 @@ enum Command {
     /// deleted only after its event succeeded. One JSON line per message; progress on
     /// stderr.
     Redrive(redrive::Args),
+    /// Table upkeep by hand: per table stats_off, unsorted, rows, the last ANALYZE and
+    /// VACUUM and what would run; runs it (ANALYZE waited for, VACUUM left to run)
+    /// unless --dry-run. One JSON line per table; progress on stderr.
+    Upkeep(upkeep::Args),
 }
 
 #[tokio::main]
@@ -300,6 +306,7 @@ async fn run(
         Command::Status(args) => status::run(loader, args, deadline()).await,
         Command::History(args) => history::run(loader, args, deadline()).await,
         Command::Redrive(args) => redrive::run(loader, args, holder, budget).await,
+        Command::Upkeep(args) => upkeep::run(loader, args, deadline()).await,
         Command::Ledger { table, partition } => {
             let table = table_arg(&table)?;
             let t = LeaseTables::for_target(&table);

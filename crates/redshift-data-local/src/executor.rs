@@ -79,6 +79,7 @@ fn database_setup_sql(default: Isolation) -> String {
          {errors}
          {varchar}
          {conflicts}
+         {upkeep}
          GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
          GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
            public.sys_load_error_detail TO PUBLIC;
@@ -110,7 +111,8 @@ fn database_setup_sql(default: Isolation) -> String {
         history = redshift_copy::HISTORY_DDL,
         errors = LOAD_ERRORS_DDL,
         varchar = crate::varchar::VARCHAR_COMPARISON_SQL,
-        conflicts = TR_CONFLICT_DDL
+        conflicts = TR_CONFLICT_DDL,
+        upkeep = crate::upkeep::UPKEEP_DDL
     )
 }
 
@@ -590,6 +592,24 @@ impl Executor {
         }
         if let Some(refusal) = translate::raise_with_expression(sql) {
             return Err(refusal);
+        }
+        // ANALYZE, VACUUM and the views of their state: see `crate::upkeep`.
+        if let Some(command) = crate::upkeep::parse(sql) {
+            let command = command?;
+            let hold = self.faults.vacuum_hold(scope);
+            let admin = self.connect_admin(database).await?;
+            let rows =
+                crate::upkeep::run(client, &admin, statement, command, query_id, hold).await?;
+            return Ok(Done { rows, result: None });
+        }
+        if crate::upkeep::reads_query_history(sql) {
+            match self.connect_admin(database).await {
+                Ok(admin) => {
+                    crate::upkeep::record_query_history(&admin, database, &self.registry.snapshot())
+                        .await
+                }
+                Err(e) => tracing::warn!(error = %e, "sys_query_history not recorded"),
+            }
         }
         match redshift_copy::parse(sql) {
             Some(Err(e)) => Err(copy_error_text(&e, pid)),

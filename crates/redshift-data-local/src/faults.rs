@@ -29,6 +29,10 @@ pub struct FaultSet {
     /// later. A cancel that arrives during the hold still ends the statement ABORTED.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hold_statements: Vec<HoldStatements>,
+    /// How long each VACUUM runs (holding the workgroup's one VACUUM slot), so that
+    /// tests can meet a VACUUM another session runs.
+    #[serde(default)]
+    pub vacuum_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -141,6 +145,18 @@ impl Faults {
         Duration::from_millis(ms)
     }
 
+    /// How long a VACUUM in `scope` runs (the longest `vacuum_ms` in force).
+    pub fn vacuum_hold(&self, scope: Option<&str>) -> Duration {
+        let ms = self
+            .lock()
+            .iter()
+            .filter(|s| s.applies_to(scope))
+            .map(|s| s.vacuum_ms)
+            .max()
+            .unwrap_or(0);
+        Duration::from_millis(ms)
+    }
+
     /// Whether this call is answered with ThrottlingException.
     pub fn throttle(&self, scope: Option<&str>) -> bool {
         let hit = self
@@ -246,6 +262,7 @@ mod tests {
             }],
             conflict_fraction: 0.0,
             hold_statements: Vec::new(),
+            vacuum_ms: 0,
         }
     }
 
