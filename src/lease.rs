@@ -108,6 +108,12 @@ pub struct Held {
     /// Those of them that are CHAR (blank-padded): replace mode refuses a partition value
     /// ending in a blank for them ([`sql::blank_in_char_column`]).
     pub char_columns: Vec<String>,
+    /// `information_schema.columns.data_type` of each of `columns`, in the same order
+    /// (Parquet footers are matched against them, [`crate::schema_match`]).
+    pub column_types: Vec<String>,
+    /// Those of `columns` that are NOT NULL without a DEFAULT: a file that lacks one is
+    /// refused before COPY. Empty when the warehouse did not say.
+    pub required_columns: Vec<String>,
 }
 
 /// What one drain step found.
@@ -230,6 +236,11 @@ pub async fn read_partition<W: Warehouse>(
     Ok(Held {
         ledger,
         char_columns: char_columns(&columns),
+        column_types: columns
+            .iter()
+            .map(|r| r.get(1).cloned().flatten().unwrap_or_default())
+            .collect(),
+        required_columns: required_columns(&columns),
         columns: first_column(columns),
     })
 }
@@ -369,6 +380,16 @@ fn ledger_rows(rows: Vec<Row>) -> Vec<LoadedFile> {
 fn char_columns(rows: &[Row]) -> Vec<String> {
     rows.iter()
         .filter(|r| matches!(r.get(1), Some(Some(t)) if t == "character" || t == "bpchar"))
+        .filter_map(|r| r.first().cloned().flatten())
+        .collect()
+}
+
+/// Names of the columns among `column_name, data_type, is_nullable, column_default`
+/// rows that are NOT NULL and have no DEFAULT.
+fn required_columns(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| matches!(r.get(2), Some(Some(n)) if n.eq_ignore_ascii_case("no")))
+        .filter(|r| matches!(r.get(3), Some(None)))
         .filter_map(|r| r.first().cloned().flatten())
         .collect()
 }
