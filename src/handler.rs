@@ -408,7 +408,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .limits
             .max_statements
             .saturating_sub(sql::fixed_statements(&targets, replace));
-        if room == 0 {
+        // One layout keeps the old rule (one ledger INSERT per batch at least); more
+        // layouts than a batch can COPY are refused rather than split across transactions.
+        if room == 0 && targets.len() > 1 {
             return Err(LoaderError::TableMismatch {
                 table: table.to_string(),
                 reason: format!(
