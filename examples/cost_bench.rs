@@ -274,6 +274,17 @@ impl Storage for CountingStorage {
         self.c.puts.fetch_add(1, Ordering::Relaxed);
         self.inner.put(bucket, key, body).await
     }
+
+    /// Parquet footers (not counted here: one small ranged GET per new file).
+    async fn tail(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        len: u64,
+    ) -> Result<Vec<u8>, LoaderError> {
+        self.inner.tail(bucket, key, etag, len).await
+    }
 }
 
 type Counted = Loader<CountingWarehouse, CountingStorage>;
