@@ -256,6 +256,22 @@ mod tests {
     }
 
     #[test]
+    fn clear_type_mismatches_are_refused_and_unknown_types_left_alone() {
+        assert_eq!(compatible(&DataType::Utf8, "bigint"), Some(false));
+        assert_eq!(compatible(&DataType::Int64, "date"), Some(false));
+        assert_eq!(
+            compatible(&DataType::Int64, "character varying(5)"),
+            Some(false)
+        );
+        assert_eq!(compatible(&DataType::Int32, "numeric(10,2)"), Some(true));
+        assert_eq!(
+            compatible(&DataType::Date32, "timestamp without time zone"),
+            Some(true)
+        );
+        assert_eq!(compatible(&DataType::Utf8, "jsonb"), None);
+    }
+
+    #[test]
     fn column_count_message_is_redshifts() {
         assert!(check_column_count(3, 3, "s3://b/k").is_ok());
         assert_eq!(
@@ -310,7 +326,21 @@ mod tests {
             ),
         ])
         .unwrap();
-        let rows = decode_parquet("s3://b/k", &parquet_bytes(&batch), &cols(8)).unwrap();
+        let typed: Vec<TargetColumn> = [
+            "integer",
+            "text",
+            "numeric(10,2)",
+            "boolean",
+            "date",
+            "timestamp without time zone",
+            "double precision",
+            "timestamp with time zone",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TargetColumn::new(&format!("c{i}"), t))
+        .collect();
+        let rows = decode_parquet("s3://b/k", &parquet_bytes(&batch), &typed).unwrap();
         let s = |v: &str| Some(v.to_string());
         assert_eq!(
             rows[0],
