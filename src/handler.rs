@@ -14,6 +14,7 @@ use crate::outcome::{Outcome, PartitionValues};
 use crate::partition::{self, Partition};
 use crate::plan::{self, ListedObject, Plan};
 use crate::route::{self, Routed};
+use crate::schema_match::{self, FileSchema, FooterCache, TableColumn};
 use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
 use crate::storage::{Storage, S3};
 use crate::warehouse::{DataApi, Warehouse};
@@ -42,6 +43,8 @@ pub struct Loader<W, S> {
     warehouse: W,
     storage: S,
     limits: BatchLimits,
+    /// Parquet schemas read from footers, kept for the container's life.
+    footers: FooterCache,
 }
 
 impl Loader<DataApi, S3> {
@@ -71,6 +74,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             warehouse,
             storage,
             limits: BatchLimits::default(),
+            footers: FooterCache::default(),
         }
     }
 
@@ -375,6 +379,21 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
             Plan::Load(files) => files,
         };
+        // One layout per distinct file column order; files reordered so that each layout's
+        // files are contiguous (the ledger rows follow the same order).
+        let (layouts, files) = if reads_footers(route) {
+            self.layouts(route, bucket, partition, &lease, files)
+                .await?
+        } else {
+            let n = files.len();
+            (vec![(target, n)], files)
+        };
+        let targets: Vec<CopyTarget> = layouts.iter().map(|(t, _)| t.clone()).collect();
+        let layout_of: Vec<usize> = layouts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
+            .collect();
 
         let schema = &self.config.loader_schema;
         let tables = LeaseTables::for_target(table);
@@ -399,7 +418,19 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let room = self
             .limits
             .max_statements
-            .saturating_sub(sql::fixed_statements(&target, replace));
+            .saturating_sub(sql::fixed_statements(&targets, replace));
+        // One layout keeps the old rule (one ledger INSERT per batch at least); more
+        // layouts than a batch can COPY are refused rather than split across transactions.
+        if room == 0 && targets.len() > 1 {
+            return Err(LoaderError::TableMismatch {
+                table: table.to_string(),
+                reason: format!(
+                    "the partition's files have {} different column layouts, more than one load \
+                     batch can COPY; rewrite them with one layout",
+                    targets.len()
+                ),
+            });
+        }
         let batches = plan::batches(inserts, room);
         if replace && batches.len() > 1 {
             return Err(LoaderError::ReplaceTooLarge {
@@ -409,31 +440,60 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         }
 
         let mut offset = 0;
+        let mut manifests = 0;
         let mut statement_id = String::new();
         for (n, (inserts, count)) in batches.iter().enumerate() {
             let chunk = &files[offset..offset + count];
+            let chunk_layouts = &layout_of[offset..offset + count];
             offset += count;
-            let manifest_key =
-                manifest::manifest_key(&self.config.manifest, table, &partition.path, &load_id, n);
-            self.storage
-                .put(
-                    &self.config.manifest.bucket,
-                    &manifest_key,
-                    manifest::manifest_json(bucket, chunk),
-                )
-                .await?;
-            let manifest_url = plan::s3_url(&self.config.manifest.bucket, &manifest_key);
+            // One manifest per layout present in the chunk (contiguous, see above).
+            let mut parts: Vec<(usize, String)> = Vec::new();
+            let mut start = 0;
+            while start < chunk.len() {
+                let layout = chunk_layouts[start];
+                let end = start
+                    + chunk_layouts[start..]
+                        .iter()
+                        .take_while(|l| **l == layout)
+                        .count();
+                let manifest_key = manifest::manifest_key(
+                    &self.config.manifest,
+                    table,
+                    &partition.path,
+                    &load_id,
+                    manifests,
+                );
+                manifests += 1;
+                self.storage
+                    .put(
+                        &self.config.manifest.bucket,
+                        &manifest_key,
+                        manifest::manifest_json(bucket, &chunk[start..end]),
+                    )
+                    .await?;
+                parts.push((
+                    layout,
+                    plan::s3_url(&self.config.manifest.bucket, &manifest_key),
+                ));
+                start = end;
+            }
+            let copies: Vec<sql::CopyStep<'_>> = parts
+                .iter()
+                .map(|(layout, url)| sql::CopyStep {
+                    manifest_url: url,
+                    target: &targets[*layout],
+                })
+                .collect();
             let sqls = sql::load_batch(&sql::LoadBatch {
                 schema,
                 tables: &tables,
                 table,
                 partition_path: &partition.path,
                 holder,
-                manifest_url: &manifest_url,
                 iam_role: &self.config.copy_iam_role,
                 format: route.format,
                 copy_options: &route.copy_options,
-                target: &target,
+                copies: &copies,
                 replace: replace.then_some(partition.literals.as_slice()),
                 ledger_inserts: inserts,
                 load_id: &load_id,
@@ -464,6 +524,120 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             statement_id,
         }))
     }
+}
+
+impl<W: Warehouse, S: Storage> Loader<W, S> {
+    /// The files' column layouts read from their Parquet footers: each distinct
+    /// column order with its COPY target and its number of files, the files regrouped
+    /// to match. Refuses, before any COPY, a file Redshift would load wrong or reject
+    /// ([`schema_match::file_columns`]).
+    async fn layouts(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        lease: &Held,
+        files: Vec<ListedObject>,
+    ) -> Result<(Vec<(CopyTarget, usize)>, Vec<ListedObject>), LoaderError> {
+        let mismatch = |reason: String| LoaderError::TableMismatch {
+            table: route.table.to_string(),
+            reason,
+        };
+        let table: Vec<TableColumn<'_>> = lease
+            .columns
+            .iter()
+            .zip(
+                lease
+                    .column_types
+                    .iter()
+                    .map(String::as_str)
+                    .chain(std::iter::repeat("")),
+            )
+            .map(|(name, data_type)| TableColumn { name, data_type })
+            .collect();
+        let mut orders: Vec<Vec<String>> = Vec::new();
+        let mut grouped: Vec<Vec<ListedObject>> = Vec::new();
+        for f in files {
+            let url = plan::s3_url(bucket, &f.key);
+            let schema = self.file_schema(route, bucket, &f).await?;
+            let cols = schema_match::file_columns(&url, &schema, &table).map_err(mismatch)?;
+            // A table column the file lacks loads its DEFAULT or NULL (partition
+            // columns from the path); NOT NULL without a DEFAULT would fail the INSERT.
+            if let Some(c) = lease.required_columns.iter().find(|c| {
+                !cols.contains(c) && !partition.literals.iter().any(|v| v.column.as_str() == *c)
+            }) {
+                return Err(mismatch(format!(
+                    "file {url} lacks column {c}, which is NOT NULL without a DEFAULT: give it \
+                     a DEFAULT (or make it nullable), or have the writer write it"
+                )));
+            }
+            match orders.iter().position(|o| *o == cols) {
+                Some(i) => grouped[i].push(f),
+                None => {
+                    orders.push(cols);
+                    grouped.push(vec![f]);
+                }
+            }
+        }
+        let mut layouts = Vec::with_capacity(orders.len());
+        for (cols, group) in orders.iter().zip(&grouped) {
+            let idents = cols
+                .iter()
+                .map(|c| Ident::parse(c).map_err(|e| mismatch(format!("column {e}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let target = copy_target_with(route, partition, &lease.columns, Some(idents))?;
+            layouts.push((target, group.len()));
+        }
+        Ok((layouts, grouped.into_iter().flatten().collect()))
+    }
+
+    /// One file's schema: from the cache (same URL and ETag), else from a ranged GET of
+    /// its end (a second one when the footer is longer than the first read).
+    async fn file_schema(
+        &self,
+        route: &Route,
+        bucket: &str,
+        f: &ListedObject,
+    ) -> Result<std::sync::Arc<FileSchema>, LoaderError> {
+        let url = plan::s3_url(bucket, &f.key);
+        if let Some(s) = self.footers.get(&url, &f.etag) {
+            return Ok(s);
+        }
+        let size = u64::try_from(f.size).unwrap_or(0);
+        let unreadable = |reason: String| LoaderError::TableMismatch {
+            table: route.table.to_string(),
+            reason: format!("file {url} is not a Parquet file Redshift can read: {reason}"),
+        };
+        let mut len = schema_match::FIRST_TAIL_BYTES.min(size);
+        for _ in 0..2 {
+            let tail = self.storage.tail(bucket, &f.key, &f.etag, len).await?;
+            match schema_match::footer(&tail).map_err(unreadable)? {
+                schema_match::Footer::Schema(s) => {
+                    let s = std::sync::Arc::new(s);
+                    self.footers.put(&url, &f.etag, s.clone());
+                    return Ok(s);
+                }
+                schema_match::Footer::NeedTail(n) if n <= size && n > len => len = n,
+                schema_match::Footer::NeedTail(n) => {
+                    return Err(unreadable(format!(
+                        "its footer claims {n} bytes, the file has {size}"
+                    )))
+                }
+            }
+        }
+        Err(unreadable("its footer could not be read".into()))
+    }
+
+    /// Footers read and kept (tests check that a second load reads none).
+    pub fn cached_footers(&self) -> usize {
+        self.footers.len()
+    }
+}
+
+/// Whether the loader maps Parquet columns by name from the files' footers: for
+/// Parquet routes that do not fix `file_columns` themselves.
+fn reads_footers(route: &Route) -> bool {
+    route.format == FileFormat::Parquet && route.file_columns.is_none()
 }
 
 /// Picks the reading of an event's key that names an object in S3.
@@ -576,13 +750,24 @@ fn copy_target(
     partition: &Partition,
     table_columns: &[String],
 ) -> Result<CopyTarget, LoaderError> {
+    copy_target_with(route, partition, table_columns, None)
+}
+
+/// [`copy_target`] for files whose columns are known (`Some`, in the files' order:
+/// from their footers), instead of the route's `file_columns` or the table's.
+fn copy_target_with(
+    route: &Route,
+    partition: &Partition,
+    table_columns: &[String],
+    known: Option<Vec<Ident>>,
+) -> Result<CopyTarget, LoaderError> {
     let mismatch = |reason: String| LoaderError::TableMismatch {
         table: route.table.to_string(),
         reason,
     };
     let in_table = |c: &Ident| table_columns.iter().any(|t| t == c.as_str());
     let partition_columns: Vec<&Ident> = route.partition_columns.iter().map(|c| &c.name).collect();
-    let file_columns: Vec<Ident> = match &route.file_columns {
+    let file_columns: Vec<Ident> = match known.as_ref().or(route.file_columns.as_ref()) {
         Some(cols) => cols.clone(),
         None => table_columns
             .iter()

@@ -109,8 +109,12 @@ pub struct Held {
     /// ending in a blank for them ([`sql::blank_in_char_column`]).
     pub char_columns: Vec<String>,
     /// `information_schema.columns.data_type` of each of `columns`, in the same order:
-    /// partition values are rendered for them ([`sql::literals_for_table`]).
+    /// partition values are rendered for them ([`sql::literals_for_table`]) and Parquet
+    /// footers are matched against them ([`crate::schema_match`]).
     pub column_types: Vec<String>,
+    /// Those of `columns` that are NOT NULL without a DEFAULT: a file that lacks one is
+    /// refused before COPY. Empty when the warehouse did not say.
+    pub required_columns: Vec<String>,
 }
 
 /// What one drain step found.
@@ -234,6 +238,7 @@ pub async fn read_partition<W: Warehouse>(
         ledger,
         char_columns: char_columns(&columns),
         column_types: second_column(&columns),
+        required_columns: required_columns(&columns),
         columns: first_column(columns),
     })
 }
@@ -381,6 +386,16 @@ fn second_column(rows: &[Row]) -> Vec<String> {
     rows.iter()
         .filter(|r| matches!(r.first(), Some(Some(_))))
         .map(|r| r.get(1).cloned().flatten().unwrap_or_default())
+        .collect()
+}
+
+/// Names of the columns among `column_name, data_type, is_nullable, column_default`
+/// rows that are NOT NULL and have no DEFAULT.
+fn required_columns(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| matches!(r.get(2), Some(Some(n)) if n.eq_ignore_ascii_case("no")))
+        .filter(|r| matches!(r.get(3), Some(None)))
+        .filter_map(|r| r.first().cloned().flatten())
         .collect()
 }
 

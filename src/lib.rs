@@ -23,6 +23,7 @@ pub mod plan;
 pub mod redrive;
 pub mod route;
 pub mod routes_source;
+pub mod schema_match;
 pub mod sql;
 pub mod storage;
 pub mod sweep;

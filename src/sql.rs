@@ -798,7 +798,8 @@ pub struct WakeUp<'a> {
 
 fn columns_query(table: &TableName) -> Result<String, LoaderError> {
     Ok(format!(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = {} \
+        "SELECT column_name, data_type, is_nullable, column_default FROM \
+         information_schema.columns WHERE table_schema = {} \
          AND table_name = {} ORDER BY ordinal_position",
         literal(table.schema.as_str())?,
         literal(table.name.as_str())?
@@ -806,7 +807,9 @@ fn columns_query(table: &TableName) -> Result<String, LoaderError> {
 }
 
 /// The ledger rows of one partition (`:1`) and the target's columns with their types
-/// (`:2`: `column_name, data_type`), read by the holder.
+/// (`:2`: `column_name, data_type, is_nullable, column_default`; `is_nullable` `NO`
+/// without a default marks a column a Parquet file must hold, [`crate::schema_match`]),
+/// read by the holder.
 pub fn holder_reads(
     schema: &Ident,
     t: &LeaseTables,
@@ -947,6 +950,16 @@ pub enum CopyTarget {
     },
 }
 
+/// One COPY of a load batch: a manifest of files that share one column layout, and how
+/// they reach the target. A batch holds one per layout (Parquet files whose footers
+/// differ, [`crate::schema_match`]), each rendered as [`CopyTarget`] says, in order, in
+/// the one transaction; the statement shapes are the same as for a single COPY.
+#[derive(Debug, Clone)]
+pub struct CopyStep<'a> {
+    pub manifest_url: &'a str,
+    pub target: &'a CopyTarget,
+}
+
 /// Everything one load batch needs. The ledger INSERTs are rendered by the caller with
 /// [`ledger_inserts`] so that it can size batches.
 #[derive(Debug, Clone)]
@@ -956,12 +969,12 @@ pub struct LoadBatch<'a> {
     pub table: &'a TableName,
     pub partition_path: &'a str,
     pub holder: &'a str,
-    pub manifest_url: &'a str,
     pub iam_role: &'a str,
     pub format: FileFormat,
     /// The route's `copy_options` (rendered with [`crate::copy_options::render`]).
     pub copy_options: &'a [crate::copy_options::CopyOption],
-    pub target: &'a CopyTarget,
+    /// At least one.
+    pub copies: &'a [CopyStep<'a>],
     /// `Some` in replace mode: the predicate columns of the partition to delete first.
     pub replace: Option<&'a [PartitionValue]>,
     pub ledger_inserts: &'a [String],
@@ -989,44 +1002,46 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
         ));
     }
     let options = crate::copy_options::render(b.format, b.copy_options);
-    let copy_tail = format!(
-        "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE OFF",
-        literal(b.manifest_url)?,
-        literal(b.iam_role)?,
-        b.format.copy_clause(),
-        if options.is_empty() { "" } else { " " },
-        options
-    );
-    let direct_tail = if b.statupdate {
-        copy_tail.replace(" STATUPDATE OFF", " STATUPDATE ON")
-    } else {
-        copy_tail.clone()
-    };
-    match b.target {
-        CopyTarget::Direct(None) => out.push(format!("COPY {target} {direct_tail}")),
-        CopyTarget::Direct(Some(cols)) => out.push(format!(
-            "COPY {target} ({}) {direct_tail}",
-            column_list(cols)
-        )),
-        CopyTarget::Staged { file_columns, fill } => {
-            let stage = format!("\"partition_loader_stage_{}\"", b.stage_suffix);
-            let files = column_list(file_columns);
-            let fill_cols: Vec<Ident> = fill.iter().map(|v| v.column.clone()).collect();
-            let fill_lits: Vec<&str> = fill.iter().map(|v| v.literal.as_str()).collect();
-            out.push(format!(
-                "CREATE TEMP TABLE {stage} AS SELECT {files} FROM {target} WHERE 1 = 0"
-            ));
-            out.push(format!("COPY {stage} {copy_tail}"));
-            out.push(if fill.is_empty() {
-                format!("INSERT INTO {target} ({files}) SELECT {files} FROM {stage}")
-            } else {
-                format!(
-                    "INSERT INTO {target} ({files}, {}) SELECT {files}, {} FROM {stage}",
-                    column_list(&fill_cols),
-                    fill_lits.join(", ")
-                )
-            });
-            out.push(format!("DROP TABLE {stage}"));
+    for step in b.copies {
+        let copy_tail = format!(
+            "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE OFF",
+            literal(step.manifest_url)?,
+            literal(b.iam_role)?,
+            b.format.copy_clause(),
+            if options.is_empty() { "" } else { " " },
+            options
+        );
+        let direct_tail = if b.statupdate {
+            copy_tail.replace(" STATUPDATE OFF", " STATUPDATE ON")
+        } else {
+            copy_tail.clone()
+        };
+        match step.target {
+            CopyTarget::Direct(None) => out.push(format!("COPY {target} {direct_tail}")),
+            CopyTarget::Direct(Some(cols)) => out.push(format!(
+                "COPY {target} ({}) {direct_tail}",
+                column_list(cols)
+            )),
+            CopyTarget::Staged { file_columns, fill } => {
+                let stage = format!("\"partition_loader_stage_{}\"", b.stage_suffix);
+                let files = column_list(file_columns);
+                let fill_cols: Vec<Ident> = fill.iter().map(|v| v.column.clone()).collect();
+                let fill_lits: Vec<&str> = fill.iter().map(|v| v.literal.as_str()).collect();
+                out.push(format!(
+                    "CREATE TEMP TABLE {stage} AS SELECT {files} FROM {target} WHERE 1 = 0"
+                ));
+                out.push(format!("COPY {stage} {copy_tail}"));
+                out.push(if fill.is_empty() {
+                    format!("INSERT INTO {target} ({files}) SELECT {files} FROM {stage}")
+                } else {
+                    format!(
+                        "INSERT INTO {target} ({files}, {}) SELECT {files}, {} FROM {stage}",
+                        column_list(&fill_cols),
+                        fill_lits.join(", ")
+                    )
+                });
+                out.push(format!("DROP TABLE {stage}"));
+            }
         }
     }
     if b.replace.is_some() {
@@ -1131,13 +1146,17 @@ pub fn blank_in_char_column(values: &[PartitionValue], char_columns: &[String]) 
     ))
 }
 
-/// Statements a load batch has besides its ledger INSERTs.
-pub fn fixed_statements(target: &CopyTarget, replace: bool) -> usize {
-    let copy = match target {
-        CopyTarget::Direct(_) => 1,
-        CopyTarget::Staged { .. } => 4,
-    };
-    copy + if replace { 2 } else { 0 } + 1
+/// Statements a load batch has besides its ledger INSERTs, when it holds a COPY of
+/// each of `targets`.
+pub fn fixed_statements(targets: &[CopyTarget], replace: bool) -> usize {
+    let copies: usize = targets
+        .iter()
+        .map(|t| match t {
+            CopyTarget::Direct(_) => 1,
+            CopyTarget::Staged { .. } => 4,
+        })
+        .sum();
+    copies + if replace { 2 } else { 0 } + 1
 }
 
 fn column_list(cols: &[Ident]) -> String {
@@ -1647,11 +1666,13 @@ mod tests {
             table: t,
             partition_path: "order_date=2024-05-28/",
             holder: "req-1",
-            manifest_url: "s3://m/x/1.manifest",
             iam_role: "arn:aws:iam::1:role/r",
             format: FileFormat::Parquet,
             copy_options: &[],
-            target,
+            copies: Box::leak(Box::new([CopyStep {
+                manifest_url: "s3://m/x/1.manifest",
+                target,
+            }])),
             replace,
             ledger_inserts: inserts,
             load_id: "load-1",
@@ -1761,7 +1782,10 @@ mod tests {
                     .to_string(),
             ]
         );
-        assert_eq!(fixed_statements(&target, false), sqls.len() - 1);
+        assert_eq!(
+            fixed_statements(std::slice::from_ref(&target), false),
+            sqls.len() - 1
+        );
     }
 
     #[test]
@@ -1778,7 +1802,10 @@ mod tests {
         };
         let lt = LeaseTables::for_target(&t);
         let sqls = load_batch(&batch(&schema, &t, &lt, &target, Some(&pv), &[])).unwrap();
-        assert_eq!(sqls.len(), fixed_statements(&target, true));
+        assert_eq!(
+            sqls.len(),
+            fixed_statements(std::slice::from_ref(&target), true)
+        );
         assert_eq!(
             sqls[0],
             "DELETE FROM \"sales\".\"orders\" WHERE \"order_date\" = CAST('2024-05-28' AS DATE)"

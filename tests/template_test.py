@@ -5,6 +5,7 @@ intent. Each check names what broke.
     .local/venv/bin/python tests/template_test.py [template.yaml [samconfig.toml]]
 """
 
+import json
 import re
 import sys
 import tomllib
@@ -124,8 +125,12 @@ def main():
             by_action.setdefault(a, []).append((c, st))
     check([c for c, _ in by_action.get("ssm:GetParameter", [])] == ["RoutesFromSsm"],
           "template: ssm:GetParameter only under RoutesFromSsm")
-    check([c for c, _ in by_action.get("s3:GetObject", [])] == ["RoutesFromS3"],
-          "template: s3:GetObject only under RoutesFromS3 (Redshift reads the data, not the function)")
+    check(sorted([str(c) for c, _ in by_action.get("s3:GetObject", [])]) == ["None", "RoutesFromS3"],
+          "template: s3:GetObject under RoutesFromS3 and, for Parquet footers, on the watched prefix")
+    footers = [st for c, st in by_action.get("s3:GetObject", []) if c is None]
+    check(len(footers) == 1 and footers[0].get("Sid") == "ReadParquetFooters"
+          and "${WatchedPrefix}*" in json.dumps(footers[0].get("Resource")),
+          "template: the footer reads are limited to the watched prefix")
 
     # Item 4: loaderctl doctor reads the buckets' Region with the function's role:
     # s3:GetBucketLocation on the data and manifest buckets only, always granted.
