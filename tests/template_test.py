@@ -5,6 +5,8 @@ intent. Each check names what broke.
     .local/venv/bin/python tests/template_test.py [template.yaml [samconfig.toml]]
 """
 
+import json
+import pathlib
 import re
 import sys
 import tomllib
@@ -35,6 +37,7 @@ def _construct(loader, tag_suffix, node):
 CfnLoader.add_multi_constructor("!", _construct)
 
 FAILURES = []
+TEMPLATE_PATH = "template.yaml"
 
 
 def check(ok, what):
@@ -78,7 +81,9 @@ def actions(st):
 
 
 def main():
+    global TEMPLATE_PATH
     template_path = sys.argv[1] if len(sys.argv) > 1 else "template.yaml"
+    TEMPLATE_PATH = template_path
     samconfig_path = sys.argv[2] if len(sys.argv) > 2 else "samconfig.toml"
     with open(template_path, encoding="utf-8") as f:
         t = yaml.load(f, Loader=CfnLoader)
@@ -340,6 +345,33 @@ def issue_19(t, params, res, cond, rules, sts):
     check(any(actions(st) == ["sqs:SendMessage"]
               and st.get("Resource") == {"Fn::GetAtt": ["FailureQueue", "Arn"]} for _, st in sts),
           "template: the role may send to the on-failure queue")
+
+    # Items 4 and 11: README's COPY-role policy (First deploy, step 8) reads the watched
+    # prefix and the manifest prefix (a separate manifest bucket included), and lists
+    # each bucket only under its prefix.
+    readme = pathlib.Path(TEMPLATE_PATH).resolve().parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    step = text.split("8. **COPY role reads the data and the manifests**", 1)[-1].split("\n9. ", 1)[0]
+    found = re.search(r"--policy-document '(\{.*?\})'", step, re.S)
+    policy = None
+    if found:
+        try:
+            policy = json.loads(found.group(1))
+        except json.JSONDecodeError as e:
+            check(False, f"README: step 8's policy is JSON ({e})")
+    check(policy is not None, "README: step 8 gives the COPY role's policy document")
+    if policy:
+        get = [r for s in policy["Statement"] if s.get("Action") in ("s3:GetObject", ["s3:GetObject"])
+               for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])]
+        check(sorted(get) == ["arn:aws:s3:::B/P*", "arn:aws:s3:::M/MP*"],
+              f"README: s3:GetObject on the watched prefix and the manifest prefix only ({get})")
+        lists = {s["Resource"]: s.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+                 for s in policy["Statement"] if s.get("Action") in ("s3:ListBucket", ["s3:ListBucket"])}
+        check(lists == {"arn:aws:s3:::B": ["P*"], "arn:aws:s3:::M": ["MP*"]},
+              f"README: s3:ListBucket on each bucket only under its prefix ({lists})")
+        check(all(s.get("Effect") == "Allow" and "*" not in str(s.get("Action")) for s in policy["Statement"]),
+              "README: the COPY role's policy grants no wildcard action")
+    check("modify-cluster-iam-roles" in text, "README: step 4 shows the provisioned cluster's command")
 
     # Cosmetic: a Serverless COPY role is associated with the namespace.
     check("namespace" in params["CopyIamRoleArn"]["Description"],
