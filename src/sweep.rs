@@ -3,9 +3,9 @@
 //!
 //! Its cost is bounded by `look_back_days`, never by the route's age: it lists only the
 //! partitions of the last `look_back_days` dates (routes whose first partition column
-//! is a date, in the route's bucket or `SWEEP_BUCKET`) and the partitions the ledger loaded in that
-//! window, loads each one with the usual protocol (or hands it to the live holder),
-//! then takes a free lease to drain wake-ups left behind.
+//! is a date, in the route's bucket or `SWEEP_BUCKET`) and the partitions the ledger
+//! loaded in that window, loads each one with the usual protocol (or hands it to the
+//! live holder), then takes a free lease to drain wake-ups left behind.
 
 use tokio::time::Instant;
 
