@@ -102,6 +102,33 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .await
     }
 
+    /// Creates `user` when it is an IAM identity's database user that does not exist
+    /// yet (see [`sql::create_user`]); true when it created it. Other users must exist:
+    /// a missing one fails the grants with Redshift's words.
+    pub async fn create_iam_user_if_missing(
+        &self,
+        user: &sql::DbUser,
+        deadline: Instant,
+    ) -> Result<bool, LoaderError> {
+        if !user.is_iam() {
+            return Ok(false);
+        }
+        let rows = self
+            .query(
+                sql::user_exists().into(),
+                vec![("user", user.as_str().to_string())],
+                deadline,
+            )
+            .await?;
+        if !rows.is_empty() {
+            return Ok(false);
+        }
+        self.warehouse()
+            .run(sql::create_user(user), vec![], deadline)
+            .await?;
+        Ok(true)
+    }
+
     /// Runs one statement (with `:name` parameters) that returns no rows.
     pub async fn execute(
         &self,

@@ -103,6 +103,10 @@ pub struct Config {
     /// The sweep's look-back window in days (`SWEEP_LOOK_BACK_DAYS`, default 3), when
     /// neither the sweep event nor `loaderctl sweep --days` says otherwise.
     pub sweep_look_back_days: u32,
+    /// The bucket the sweep lists for routes that name none (`SWEEP_BUCKET`; the
+    /// template sets it to the stack's data bucket). Events still match any bucket for
+    /// such a route: the EventBridge rule already passes only that bucket's events.
+    pub sweep_bucket: Option<String>,
     pub routes: Vec<Route>,
 }
 
@@ -145,6 +149,12 @@ impl Config {
             .iter()
             .position(|r| std::ptr::eq(r, route))
             .unwrap_or_default()
+    }
+
+    /// The bucket the sweep lists for `route`: its own, else `SWEEP_BUCKET`; `None` when
+    /// the sweep cannot list it (only the wake-ups left behind are drained then).
+    pub fn sweep_bucket_of<'a>(&'a self, route: &'a Route) -> Option<&'a str> {
+        route.bucket.as_deref().or(self.sweep_bucket.as_deref())
     }
 
     pub fn from_env() -> Result<Config, LoaderError> {
@@ -225,6 +235,12 @@ impl Config {
                 "must be at most 31 days (the sweep's cap, sweep::MAX_LOOK_BACK_DAYS)",
             ));
         }
+        let sweep_bucket = lookup("SWEEP_BUCKET");
+        if let Some(b) = &sweep_bucket {
+            if b.contains('/') {
+                return Err(bad("SWEEP_BUCKET", &format!("{b:?} is not a bucket name")));
+            }
+        }
         for (variable, why) in retired_set(&lookup) {
             tracing::warn!(
                 variable,
@@ -253,6 +269,7 @@ impl Config {
             manifest,
             lease_ttl,
             sweep_look_back_days,
+            sweep_bucket,
             routes,
         })
     }
@@ -676,6 +693,17 @@ mod tests {
     }
 
     #[test]
+    fn sweep_bucket_covers_routes_that_name_none() {
+        let c = load(&[("SWEEP_BUCKET", "stack-data")]).unwrap();
+        assert_eq!(c.sweep_bucket_of(&c.routes[0]), Some("lake"));
+        assert_eq!(c.sweep_bucket_of(&c.routes[1]), Some("stack-data"));
+        // Events keep matching any bucket for that route.
+        assert!(c.routes[1].claims("other", "raw/events/source=x/year=1/f.csv"));
+        let c = load(&[]).unwrap();
+        assert_eq!(c.sweep_bucket_of(&c.routes[1]), None);
+    }
+
+    #[test]
     fn each_bad_variable_is_named() {
         assert!(err(&[("REDSHIFT_DATABASE", "")]).contains("REDSHIFT_DATABASE"));
         assert!(err(&[("COPY_IAM_ROLE", "role")]).contains("COPY_IAM_ROLE"));
@@ -690,6 +718,7 @@ mod tests {
                 .sweep_look_back_days,
             7
         );
+        assert!(err(&[("SWEEP_BUCKET", "lake/x")]).contains("SWEEP_BUCKET"));
         assert!(err(&[("LOADER_CONFIG_FILE", "/x")]).contains("exactly one"));
         let missing = [
             ("LOADER_CONFIG", ""),

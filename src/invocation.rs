@@ -21,6 +21,12 @@ use crate::storage::Storage;
 use crate::warehouse::Warehouse;
 use crate::{event, sql};
 
+/// The sweep's outcome for a table whose lease, ledger and wake-up tables do not exist
+/// yet, and what to do.
+pub const NOT_BOOTSTRAPPED: &str = "not_bootstrapped";
+const BOOTSTRAP_FIX: &str =
+    "run `loaderctl bootstrap --grant-to <the function's database user>` (README, First deploy)";
+
 /// Time granted to the load-history read after the work, even near the deadline.
 const ROWS_GRACE: Duration = Duration::from_secs(2);
 
@@ -99,7 +105,8 @@ pub async fn handle_batch_measured<W: Warehouse, S: Storage>(
 /// The schedule's sweep over the last `days` days, measured: one record per table
 /// (partitions counted by outcome; the freshness lag of every file it commits, from
 /// the file's LastModified). The result fails, naming the first error, when any
-/// table's sweep failed; every outcome is logged.
+/// table's sweep failed; every outcome is logged. A table not bootstrapped yet is an
+/// outcome (`not_bootstrapped`, with the fix), not an error.
 pub async fn sweep_measured<W: Warehouse, S: Storage>(
     loader: &Loader<W, S>,
     settings: &Settings,
@@ -123,6 +130,21 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
         let mut share = Share::new(Some(routes[0].table.to_string()));
         share.figures = figures;
         for result in results {
+            if let Err(LoaderError::NotBootstrapped { table, .. }) = &result {
+                // Between deploy and `loaderctl bootstrap` every scheduled sweep would
+                // fail, page and fill the failure queue: one clear outcome instead, not
+                // an error (an event for the table still fails NotBootstrapped).
+                tracing::warn!(
+                    outcome = NOT_BOOTSTRAPPED,
+                    table,
+                    fix = BOOTSTRAP_FIX,
+                    "sweep skipped a table"
+                );
+                outcomes.push(
+                    json!({"outcome": NOT_BOOTSTRAPPED, "table": table, "fix": BOOTSTRAP_FIX}),
+                );
+                continue;
+            }
             share.count(result.as_ref(), 1);
             match result {
                 Ok(outcome) => {

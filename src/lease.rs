@@ -407,7 +407,7 @@ fn first_column(rows: Vec<Row>) -> Vec<String> {
 
 /// Names a failure that means the table's loader objects were never created (or the
 /// lease table lost its single row).
-fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError {
+pub(crate) fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError {
     match e {
         LoaderError::StatementFailed { message, .. }
             if message.contains("does not exist")

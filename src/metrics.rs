@@ -338,6 +338,28 @@ pub fn record(settings: &Settings, inv: &Invocation<'_>) -> Value {
     record
 }
 
+/// The record of a function that cannot start (bad routes, an unreadable routes source,
+/// bad metrics settings): printed before the process exits, so that `PermanentErrors`
+/// (and `Errors` by `ErrorType`) count it like any failed invocation. Without it the
+/// failure is only in the logs: no invocation runs, so no other record is printed.
+pub fn startup_record(settings: &Settings, error: &LoaderError, now: SystemTime) -> Value {
+    let mut record = record(
+        settings,
+        &Invocation {
+            result: Err(error),
+            table: None,
+            request_id: "",
+            figures: &Figures::default(),
+            now,
+        },
+    );
+    if let Value::Object(root) = &mut record {
+        root.remove("request_id");
+        root.insert("invocation".into(), json!("startup"));
+    }
+    record
+}
+
 /// The EMF records of an invocation of several events (an SQS batch, a sweep): one per
 /// share, each with `invocation` = `kind`, in the order given; plus, for a share whose
 /// failures have more than one error type, one small record per type (the `ErrorType`
@@ -660,6 +682,21 @@ mod tests {
         assert_eq!(r["request_id"], "req-1");
         assert_eq!(r["outcome"], "loaded");
         assert!(r.get("ErrorType").is_none());
+    }
+
+    #[test]
+    fn a_function_that_cannot_start_counts_a_permanent_error() {
+        let error = LoaderError::Config("routes[0].table: \"x\" is not schema.table".into());
+        let settings = Settings::parse(Some("Lake/Loads"), None, None).unwrap();
+        let r = startup_record(&settings, &error, now());
+        check_spec(&r);
+        assert_eq!(r["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Lake/Loads");
+        assert_eq!(r["PermanentErrors"], 1);
+        assert_eq!(r["Errors"], 1);
+        assert_eq!(r["ErrorType"], "Permanent.Config");
+        assert_eq!(r["invocation"], "startup");
+        assert!(r["error"].as_str().unwrap().contains("routes[0].table"));
+        assert!(r.get("Table").is_none(), "no table: aggregate only");
     }
 
     #[test]

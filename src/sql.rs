@@ -369,6 +369,30 @@ impl DbUser {
     }
 }
 
+impl DbUser {
+    /// An IAM identity's database user (`IAMR:<role>`, `IAM:<user>`): Redshift creates
+    /// it at the identity's first login, so it may not exist yet when the operator grants.
+    pub fn is_iam(&self) -> bool {
+        self.0.starts_with("IAMR:") || self.0.starts_with("IAM:")
+    }
+}
+
+/// Whether the database user `:user` exists (one row if so).
+pub fn user_exists() -> &'static str {
+    "SELECT 1 FROM pg_user WHERE usename = :user"
+}
+
+/// Creates an IAM identity's database user ahead of its first login, so that grants to
+/// it work before the function's first call. `PASSWORD DISABLE`: it signs in only with
+/// IAM temporary credentials
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_USER.html>). Redshift's
+/// documentation says an IAM identity's user is created at its first login and does not
+/// say that pre-creating it is refused; README gives the fallback order (invoke once,
+/// then grant) should it be.
+pub fn create_user(user: &DbUser) -> String {
+    format!("CREATE USER {} PASSWORD DISABLE", user.quoted())
+}
+
 /// What the function's database user needs on the loader schema: USAGE, DML on every
 /// table, EXECUTE on every procedure, now and for objects the granting user creates
 /// there later (ALTER DEFAULT PRIVILEGES, which Redshift supports for TABLES and
@@ -441,6 +465,26 @@ pub fn loader_tables(t: &LeaseTables) -> Vec<String> {
 }
 
 /// `loaderctl doctor`: who we are, where. Row: `(user, database)`.
+/// The temporary table of doctor's COPY probe.
+pub const DOCTOR_COPY_PROBE_TABLE: &str = "partition_loader_doctor_probe";
+
+/// Doctor's probe that the COPY role can read the manifest prefix: one COPY, through a
+/// manifest, of a one-row CSV file (both under that prefix) into a temporary table.
+/// Every value is quoted as a literal.
+pub fn doctor_copy_probe(manifest_url: &str, iam_role: &str) -> Result<Vec<String>, LoaderError> {
+    let t = DOCTOR_COPY_PROBE_TABLE;
+    Ok(vec![
+        format!("CREATE TEMP TABLE {t} (x INTEGER)"),
+        format!(
+            "COPY {t} FROM {} IAM_ROLE {} MANIFEST {} STATUPDATE OFF",
+            literal(manifest_url)?,
+            literal(iam_role)?,
+            FileFormat::Csv { header: false }.copy_clause()
+        ),
+        format!("DROP TABLE {t}"),
+    ])
+}
+
 pub fn doctor_identity() -> &'static str {
     "SELECT current_user, current_database()"
 }

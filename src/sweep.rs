@@ -4,7 +4,8 @@
 //!
 //! Its cost is bounded by `look_back_days` (at most [`MAX_LOOK_BACK_DAYS`]), never by
 //! the route's age: it lists only the partitions of the last `look_back_days` dates
-//! (routes whose first partition column is a date and that name their bucket) and the
+//! (routes whose first partition column is a date, in the route's bucket or
+//! `SWEEP_BUCKET`) and the
 //! partitions the ledger loaded in that window, loads each one with the usual protocol
 //! (or hands it to the live holder), then takes a free lease to drain wake-ups left
 //! behind.
@@ -113,6 +114,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let Some(route) = routes.first().copied() else {
             return results;
         };
+        let ctx = Ctx::new(
+            self.warehouse(),
+            self.config(),
+            &route.table,
+            holder,
+            deadline,
+        );
         let reserve = sweep_reserve(deadline);
         let late = || {
             let late = Instant::now() + reserve >= deadline;
@@ -130,8 +138,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             match self.sweep_candidates(r, look_back_days, deadline).await {
                 Ok(found) => candidates.extend(found.into_iter().map(|(b, p)| (*r, b, p))),
                 Err(e) => {
-                    // Cannot tell what to look at: the next sweep tries this table again.
-                    results.push(Err(e));
+                    // Cannot tell what to look at: the next sweep tries this table again. A
+                    // missing ledger (before `loaderctl bootstrap`) is named as such.
+                    results.push(Err(lease::missing_tables(&ctx, e)));
                     return results;
                 }
             }
@@ -161,13 +170,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         if late() {
             return results;
         }
-        let ctx = Ctx::new(
-            self.warehouse(),
-            self.config(),
-            &route.table,
-            holder,
-            deadline,
-        );
         match lease::acquire_if_free(&ctx).await {
             Ok(Acquired::Held(_)) => {
                 let drained = Ok(Outcome::UpToDate {
@@ -192,8 +194,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         look_back_days: u32,
         deadline: Instant,
     ) -> Result<Vec<(String, Partition)>, LoaderError> {
-        let Some(bucket) = route.bucket.as_deref() else {
-            // A route for any bucket: nothing to list; wake-ups are still drained.
+        let Some(bucket) = self.config().sweep_bucket_of(route) else {
+            // A route for any bucket and no SWEEP_BUCKET: nothing to list (doctor says
+            // so); wake-ups are still drained.
             return Ok(Vec::new());
         };
         let mut paths: Vec<String> = Vec::new();

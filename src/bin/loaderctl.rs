@@ -50,7 +50,8 @@ enum Command {
     Bootstrap {
         /// The function's database user (e.g. `IAMR:partition-loader-role` on Serverless
         /// with IAM): grant it what it needs on the loader schema, and print the GRANTs
-        /// each route's target table needs (for the tables' owners to run).
+        /// each route's target table needs (for the tables' owners to run). An IAM
+        /// identity's user (`IAMR:…`, `IAM:…`) is created first when missing.
         #[arg(long, value_name = "USER")]
         grant_to: Option<String>,
     },
@@ -196,6 +197,11 @@ async fn run(
                 json!({"bootstrapped": loader.config().loader_schema.as_str(), "statement_id": id})
             );
             if let Some(user) = user {
+                // `IAMR:<role>` exists only after the role's first call: create it, so
+                // the grants can come before the function ever ran.
+                if loader.create_iam_user_if_missing(&user, deadline()).await? {
+                    println!("{}", json!({"created_user": user.as_str()}));
+                }
                 let id = loader.grant_loader(&user, deadline()).await?;
                 println!(
                     "{}",
