@@ -124,7 +124,7 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
         limits.max_statement_bytes,
     );
     let target = CopyTarget::Direct(None);
-    let room = limits.max_statements - sql::fixed_statements(&target, false);
+    let room = limits.max_statements - sql::fixed_statements(std::slice::from_ref(&target), false);
     let batches = plan::batches(inserts, room);
     let (mut sql_bytes, mut manifest_bytes, mut offset) = (0, 0, 0);
     for (n, (inserts, count)) in batches.iter().enumerate() {
@@ -137,12 +137,16 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
             table: &table,
             partition_path: PARTITION,
             holder,
-            manifest_url: "s3://lake/_loader/analytics.orders/order_date=2024-05-28/x-0.manifest",
             iam_role: "arn:aws:iam::123456789012:role/redshift-copy",
             format: FileFormat::Parquet,
-            target: &target,
+            copies: &[sql::CopyStep {
+                manifest_url:
+                    "s3://lake/_loader/analytics.orders/order_date=2024-05-28/x-0.manifest",
+                target: &target,
+            }],
             replace: None,
             ledger_inserts: inserts,
+            load_id,
             ttl_seconds: 960,
             stage_suffix: n,
             copy_options: &[],
@@ -269,6 +273,17 @@ impl Storage for CountingStorage {
     async fn put(&self, bucket: &str, key: &str, body: String) -> Result<(), LoaderError> {
         self.c.puts.fetch_add(1, Ordering::Relaxed);
         self.inner.put(bucket, key, body).await
+    }
+
+    /// Parquet footers (not counted here: one small ranged GET per new file).
+    async fn tail(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        len: u64,
+    ) -> Result<Vec<u8>, LoaderError> {
+        self.inner.tail(bucket, key, etag, len).await
     }
 }
 

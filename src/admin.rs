@@ -21,13 +21,25 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .warehouse()
             .run_batch(sql::bootstrap(schema), deadline)
             .await?;
+        // Upkeep's per-table watermark (see `upkeep.rs`).
+        self.warehouse()
+            .run(
+                crate::upkeep::watermark_table_sql(schema),
+                Vec::new(),
+                deadline,
+            )
+            .await?;
         let tables: Vec<&TableName> = self
             .config()
             .table_routes()
             .into_iter()
             .map(|r| &r.table)
             .collect();
-        // A batch holds at most 40 statements: four tables (8 statements each) a batch.
+        // A batch holds at most 40 statements: four tables (10 statements each) a batch.
+        for table in &tables {
+            self.migrate_wakeup_table(&LeaseTables::for_target(table), deadline)
+                .await?;
+        }
         for chunk in tables.chunks(4) {
             let mut sqls = Vec::new();
             for table in chunk {
@@ -39,6 +51,40 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             id = self.warehouse().run_batch(sqls, deadline).await?;
         }
         Ok(id)
+    }
+
+    /// Adds `route_prefix` to a wake-up table created by an earlier version (a table
+    /// may have several routes, and each wake-up now says which). Redshift has no `ADD
+    /// COLUMN IF NOT EXISTS`, so the catalog is asked first; a wake-up table that does
+    /// not exist yet is created with the column by [`sql::bootstrap_table`].
+    async fn migrate_wakeup_table(
+        &self,
+        t: &LeaseTables,
+        deadline: Instant,
+    ) -> Result<(), LoaderError> {
+        let schema = &self.config().loader_schema;
+        let count = |rows: Vec<Row>| {
+            rows.first()
+                .and_then(|r| r.first().cloned().flatten())
+                .is_some_and(|n| n != "0")
+        };
+        let exists = count(
+            self.query(sql::wakeup_exists(schema, t)?, vec![], deadline)
+                .await?,
+        );
+        if !exists {
+            return Ok(());
+        }
+        let has_column = count(
+            self.query(sql::wakeup_has_route_column(schema, t)?, vec![], deadline)
+                .await?,
+        );
+        if !has_column {
+            tracing::info!(table = %t.target, "adding route_prefix to the wake-up table");
+            self.execute(sql::add_wakeup_route_column(schema, t), vec![], deadline)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Grants `user` (the function's database user) what it needs on the loader schema
@@ -54,6 +100,33 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 deadline,
             )
             .await
+    }
+
+    /// Creates `user` when it is an IAM identity's database user that does not exist
+    /// yet (see [`sql::create_user`]); true when it created it. Other users must exist:
+    /// a missing one fails the grants with Redshift's words.
+    pub async fn create_iam_user_if_missing(
+        &self,
+        user: &sql::DbUser,
+        deadline: Instant,
+    ) -> Result<bool, LoaderError> {
+        if !user.is_iam() {
+            return Ok(false);
+        }
+        let rows = self
+            .query(
+                sql::user_exists().into(),
+                vec![("user", user.as_str().to_string())],
+                deadline,
+            )
+            .await?;
+        if !rows.is_empty() {
+            return Ok(false);
+        }
+        self.warehouse()
+            .run(sql::create_user(user), vec![], deadline)
+            .await?;
+        Ok(true)
     }
 
     /// Runs one statement (with `:name` parameters) that returns no rows.
@@ -73,6 +146,17 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         deadline: Instant,
     ) -> Result<String, LoaderError> {
         self.warehouse().run_batch(sqls, deadline).await
+    }
+
+    /// Runs one query in a UTC session and returns its rows: for reads that compare
+    /// lease times with GETDATE() (see [`sql::UTC_SESSION`]), whatever the operator's
+    /// default time zone.
+    pub async fn query_utc(&self, sql: String, deadline: Instant) -> Result<Vec<Row>, LoaderError> {
+        let id = self
+            .warehouse()
+            .run_batch(vec![sql::UTC_SESSION.to_string(), sql], deadline)
+            .await?;
+        self.warehouse().rows(format!("{id}:2"), deadline).await
     }
 
     /// Runs one statement (with `:name` parameters) and returns its rows.

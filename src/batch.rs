@@ -45,16 +45,25 @@ pub fn classify(payload: Value) -> Result<Invocation, LoaderError> {
     if payload.get(SWEEP_KEY).and_then(Value::as_str) == Some(SWEEP_VALUE) {
         let look_back_days = match payload.get("look_back_days") {
             None => None,
-            Some(days) => Some(
-                days.as_u64()
+            Some(days) => {
+                let days = days
+                    .as_u64()
                     .and_then(|d| u32::try_from(d).ok())
                     .ok_or_else(|| {
                         LoaderError::BadEvent(format!(
                             "sweep event: look_back_days must be a whole number of days, \
                              not {days}"
                         ))
-                    })?,
-            ),
+                    })?;
+                // Any invoker may send it, and the sweep's cost grows with it.
+                if days > crate::sweep::MAX_LOOK_BACK_DAYS {
+                    return Err(LoaderError::BadEvent(format!(
+                        "sweep event: look_back_days is {days}, above the cap of {} days",
+                        crate::sweep::MAX_LOOK_BACK_DAYS
+                    )));
+                }
+                Some(days)
+            }
         };
         return Ok(Invocation::Sweep { look_back_days });
     }
@@ -338,6 +347,15 @@ mod tests {
             classify(json!({"partition-loader": "sweep", "look_back_days": 7})),
             Ok(Invocation::Sweep {
                 look_back_days: Some(7)
+            })
+        ));
+        let e = classify(json!({"partition-loader": "sweep", "look_back_days": 400})).unwrap_err();
+        assert_eq!(e.error_type(), "Permanent.BadEvent");
+        assert!(e.to_string().contains("cap of 31 days"), "{e}");
+        assert!(matches!(
+            classify(json!({"partition-loader": "sweep", "look_back_days": 31})),
+            Ok(Invocation::Sweep {
+                look_back_days: Some(31)
             })
         ));
         for bad in [json!(-1), json!("7"), json!(1.5)] {

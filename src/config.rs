@@ -59,6 +59,8 @@ pub struct Route {
     /// the table's owner (or a superuser) update statistics, so the loader's user must
     /// own the table.
     pub statupdate: bool,
+    /// ANALYZE/VACUUM after loads (`analyze`, `vacuum` and their thresholds).
+    pub upkeep: crate::upkeep::Options,
 }
 
 impl Route {
@@ -101,6 +103,10 @@ pub struct Config {
     /// The sweep's look-back window in days (`SWEEP_LOOK_BACK_DAYS`, default 3), when
     /// neither the sweep event nor `loaderctl sweep --days` says otherwise.
     pub sweep_look_back_days: u32,
+    /// The bucket the sweep lists for routes that name none (`SWEEP_BUCKET`; the
+    /// template sets it to the stack's data bucket). Events still match any bucket for
+    /// such a route: the EventBridge rule already passes only that bucket's events.
+    pub sweep_bucket: Option<String>,
     pub routes: Vec<Route>,
 }
 
@@ -143,6 +149,12 @@ impl Config {
             .iter()
             .position(|r| std::ptr::eq(r, route))
             .unwrap_or_default()
+    }
+
+    /// The bucket the sweep lists for `route`: its own, else `SWEEP_BUCKET`; `None` when
+    /// the sweep cannot list it (only the wake-ups left behind are drained then).
+    pub fn sweep_bucket_of<'a>(&'a self, route: &'a Route) -> Option<&'a str> {
+        route.bucket.as_deref().or(self.sweep_bucket.as_deref())
     }
 
     pub fn from_env() -> Result<Config, LoaderError> {
@@ -217,6 +229,18 @@ impl Config {
                 .parse::<u32>()
                 .map_err(|_| bad("SWEEP_LOOK_BACK_DAYS", "must be a whole number of days"))?,
         };
+        if sweep_look_back_days > crate::sweep::MAX_LOOK_BACK_DAYS {
+            return Err(bad(
+                "SWEEP_LOOK_BACK_DAYS",
+                "must be at most 31 days (the sweep's cap, sweep::MAX_LOOK_BACK_DAYS)",
+            ));
+        }
+        let sweep_bucket = lookup("SWEEP_BUCKET");
+        if let Some(b) = &sweep_bucket {
+            if b.contains('/') {
+                return Err(bad("SWEEP_BUCKET", &format!("{b:?} is not a bucket name")));
+            }
+        }
         for (variable, why) in retired_set(&lookup) {
             tracing::warn!(
                 variable,
@@ -245,6 +269,7 @@ impl Config {
             manifest,
             lease_ttl,
             sweep_look_back_days,
+            sweep_bucket,
             routes,
         })
     }
@@ -306,6 +331,14 @@ struct RawRoute {
     copy_options: Vec<String>,
     #[serde(default)]
     statupdate: bool,
+    #[serde(default)]
+    analyze: crate::upkeep::Setting,
+    #[serde(default)]
+    vacuum: crate::upkeep::Setting,
+    analyze_threshold: Option<f64>,
+    vacuum_unsorted_threshold: Option<f64>,
+    vacuum_deleted_threshold: Option<f64>,
+    vacuum_to_percent: Option<u32>,
 }
 
 fn default_mode() -> Mode {
@@ -401,6 +434,41 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
         }
         let copy_options = copy_options::parse_for(format, &raw.copy_options)
             .map_err(|e| bad("copy_options", e))?;
+        let defaults = crate::upkeep::Options::default();
+        let percent = |key: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
+            Some(p) => Err(bad(key, format!("{p} is not a percentage (0 to 100)"))),
+        };
+        let upkeep = crate::upkeep::Options {
+            analyze: raw.analyze,
+            vacuum: raw.vacuum,
+            analyze_threshold: percent(
+                "analyze_threshold",
+                raw.analyze_threshold,
+                defaults.analyze_threshold,
+            )?,
+            unsorted_threshold: percent(
+                "vacuum_unsorted_threshold",
+                raw.vacuum_unsorted_threshold,
+                defaults.unsorted_threshold,
+            )?,
+            deleted_threshold: percent(
+                "vacuum_deleted_threshold",
+                raw.vacuum_deleted_threshold,
+                defaults.deleted_threshold,
+            )?,
+            vacuum_to_percent: match raw.vacuum_to_percent {
+                None => defaults.vacuum_to_percent,
+                Some(p) if p <= 100 => p,
+                Some(p) => {
+                    return Err(bad(
+                        "vacuum_to_percent",
+                        format!("{p} is not a percentage (0 to 100)"),
+                    ))
+                }
+            },
+        };
         routes.push(Route {
             bucket: raw.bucket,
             prefix: normalise_prefix(&raw.prefix),
@@ -412,6 +480,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
             null_value: raw.null_value,
             copy_options,
             statupdate: raw.statupdate,
+            upkeep,
         });
     }
     check_overlaps(&routes)?;
@@ -624,6 +693,17 @@ mod tests {
     }
 
     #[test]
+    fn sweep_bucket_covers_routes_that_name_none() {
+        let c = load(&[("SWEEP_BUCKET", "stack-data")]).unwrap();
+        assert_eq!(c.sweep_bucket_of(&c.routes[0]), Some("lake"));
+        assert_eq!(c.sweep_bucket_of(&c.routes[1]), Some("stack-data"));
+        // Events keep matching any bucket for that route.
+        assert!(c.routes[1].claims("other", "raw/events/source=x/year=1/f.csv"));
+        let c = load(&[]).unwrap();
+        assert_eq!(c.sweep_bucket_of(&c.routes[1]), None);
+    }
+
+    #[test]
     fn each_bad_variable_is_named() {
         assert!(err(&[("REDSHIFT_DATABASE", "")]).contains("REDSHIFT_DATABASE"));
         assert!(err(&[("COPY_IAM_ROLE", "role")]).contains("COPY_IAM_ROLE"));
@@ -638,6 +718,7 @@ mod tests {
                 .sweep_look_back_days,
             7
         );
+        assert!(err(&[("SWEEP_BUCKET", "lake/x")]).contains("SWEEP_BUCKET"));
         assert!(err(&[("LOADER_CONFIG_FILE", "/x")]).contains("exactly one"));
         let missing = [
             ("LOADER_CONFIG", ""),

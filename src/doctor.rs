@@ -168,9 +168,39 @@ pub async fn run(
         checks.extend(route_checks(loader, route, &database, &grantee, deadline).await);
     }
 
+    // Upkeep after loads (upkeep.rs) decides from SVV_TABLE_INFO, superusers' only
+    // unless granted. Loads do not need it: info, not a finding.
+    if config.routes.iter().any(|r| !r.upkeep.is_off()) {
+        let probe = crate::upkeep::SVV_PROBE_SQL.to_string();
+        checks.push(match loader.query(probe, vec![], deadline).await {
+            Ok(_) => Check::ok("upkeep: svv_table_info", "readable"),
+            Err(e) => Check::info(
+                "upkeep: svv_table_info",
+                format!(
+                    "not readable, so upkeep after loads skips every table ({e}); for \
+                     upkeep: GRANT SELECT ON svv_table_info TO {grantee}"
+                ),
+            ),
+        });
+    }
+    for route in config.table_routes() {
+        checks.push(sweep_check(route, config.sweep_bucket_of(route)));
+    }
     checks.extend(region_checks(loader).await);
-    checks.push(manifest_check(loader).await);
-    checks.push(copy_role_check(&config.copy_iam_role));
+    let manifest = manifest_check(loader).await;
+    let writable = manifest.status == Status::Ok;
+    checks.push(manifest);
+    let role = copy_role_check(&config.copy_iam_role);
+    let role_ok = role.status == Status::Ok;
+    checks.push(role);
+    checks.push(if writable && role_ok {
+        copy_role_reads_manifests(loader, deadline).await
+    } else {
+        Check::info(
+            COPY_PROBE,
+            "not checked: the manifest prefix is not writable or COPY_IAM_ROLE is not a role ARN",
+        )
+    });
     Ok(checks)
 }
 
@@ -506,6 +536,70 @@ async fn manifest_check(loader: &Loader<DataApi, S3>) -> Check {
     }
 }
 
+const COPY_PROBE: &str = "copy role reads manifests";
+
+/// Whether Redshift, with `COPY_IAM_ROLE`, can read what the loader puts under the
+/// manifest prefix (a manifest bucket of its own needs its own grant, README step 8): a
+/// probe COPY of a one-row file through a manifest, both written there, into a
+/// temporary table. Only a real COPY answers this: IAM and the role's association with
+/// the namespace or cluster are Redshift's side.
+async fn copy_role_reads_manifests(loader: &Loader<DataApi, S3>, deadline: Instant) -> Check {
+    let config = loader.config();
+    let (bucket, prefix) = (&config.manifest.bucket, &config.manifest.prefix);
+    let base = format!("{prefix}_doctor/{:016x}", fastrand::u64(..));
+    let (data_key, manifest_key) = (format!("{base}.csv"), format!("{base}.manifest"));
+    let data = "1\n";
+    let manifest = json!({"entries": [{
+        "url": format!("s3://{bucket}/{data_key}"),
+        "mandatory": true,
+        "meta": {"content_length": data.len()},
+    }]})
+    .to_string();
+    let fix = format!(
+        "let the COPY role read the manifests: s3:GetObject on arn:aws:s3:::{bucket}/{prefix}* \
+         and s3:ListBucket on arn:aws:s3:::{bucket} with s3:prefix {prefix}* (README, First \
+         deploy, step 8); and associate it with the namespace or cluster (step 4)"
+    );
+    let mut written = Vec::new();
+    for (key, body) in [(&data_key, data.to_string()), (&manifest_key, manifest)] {
+        if let Err(e) = loader.storage().put(bucket, key, body).await {
+            return Check::info(
+                COPY_PROBE,
+                format!("not checked: cannot write the probe: {e}"),
+            );
+        }
+        written.push(key);
+    }
+    let result = match sql::doctor_copy_probe(
+        &format!("s3://{bucket}/{manifest_key}"),
+        &config.copy_iam_role,
+    ) {
+        Ok(batch) => loader.execute_batch(batch, deadline).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    for key in written {
+        // Best effort, as for the manifest probe: the lifecycle rule expires leftovers.
+        let _ = loader.storage().delete(bucket, key).await;
+    }
+    match result {
+        Ok(()) => Check::ok(
+            COPY_PROBE,
+            format!(
+                "a probe COPY with {} read s3://{bucket}/{prefix}",
+                config.copy_iam_role
+            ),
+        ),
+        Err(e) => Check::finding(
+            COPY_PROBE,
+            format!(
+                "a probe COPY with {} from s3://{bucket}/{prefix} failed: {e}",
+                config.copy_iam_role
+            ),
+            fix,
+        ),
+    }
+}
+
 /// The buckets doctor checks the Region of: every route's bucket (`None`: a route that
 /// takes any bucket) and the manifest bucket, each once, in configuration order.
 fn region_buckets(routes: &[Route], manifest_bucket: &str) -> Vec<Option<String>> {
@@ -609,6 +703,47 @@ async fn region_checks(loader: &Loader<DataApi, S3>) -> Vec<Check> {
         ));
     }
     checks
+}
+
+/// Whether the sweep (the safety net for lost events) can list `route`'s recent date
+/// partitions: it needs a bucket (the route's or `SWEEP_BUCKET`) and a date as first
+/// partition column; otherwise it re-lists only the partitions the ledger loaded.
+fn sweep_check(route: &Route, bucket: Option<&str>) -> Check {
+    let name = format!("sweep {}", route.table);
+    let Some(bucket) = bucket else {
+        return Check::finding(
+            name,
+            format!(
+                "the route {:?} names no bucket and SWEEP_BUCKET is not set: the sweep cannot \
+                 list its partitions, so a file whose event was lost is never loaded",
+                route.prefix
+            ),
+            "set SWEEP_BUCKET to the data bucket (the stack's template does) or the route's \
+             bucket",
+        );
+    };
+    let date_first = route
+        .partition_columns
+        .first()
+        .is_some_and(|c| c.ty == sql::PartitionType::Date);
+    if date_first {
+        Check::ok(
+            name,
+            format!(
+                "the sweep lists s3://{bucket}/{} for the days of its window",
+                route.prefix
+            ),
+        )
+    } else {
+        Check::info(
+            name,
+            format!(
+                "the first partition column of {:?} is not a date: the sweep re-lists only the \
+                 partitions the ledger loaded in its window; `loaderctl backfill` finds others",
+                route.prefix
+            ),
+        )
+    }
 }
 
 /// `COPY_IAM_ROLE` is an IAM role ARN. Whether the cluster may assume it cannot be
@@ -827,6 +962,28 @@ mod tests {
         assert_eq!(
             region_buckets(&config.routes, &config.manifest.bucket),
             [Some("a".to_string()), None, Some("manifests".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_route_the_sweep_cannot_list_is_a_finding() {
+        let config = crate::config::Config::for_tests(
+            "[[routes]]\nprefix = \"o/\"\ntable = \"s.o\"\nformat = \"parquet\"\n\
+             partition_columns = [{ name = \"d\", type = \"date\" }]\n\
+             [[routes]]\nbucket = \"b\"\nprefix = \"e/\"\ntable = \"s.e\"\nformat = \"csv\"\n\
+             partition_columns = [\"source\"]\n",
+        );
+        let (orders, events) = (&config.routes[0], &config.routes[1]);
+        let check = sweep_check(orders, config.sweep_bucket_of(orders));
+        assert_eq!(check.status, Status::Finding, "{check:?}");
+        assert!(check.to_json()["fix"]
+            .as_str()
+            .unwrap()
+            .contains("SWEEP_BUCKET"));
+        assert_eq!(sweep_check(orders, Some("data")).status, Status::Ok);
+        assert_eq!(
+            sweep_check(events, config.sweep_bucket_of(events)).status,
+            Status::Info
         );
     }
 

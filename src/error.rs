@@ -67,6 +67,34 @@ pub enum LoaderError {
         statement_id: String,
         message: String,
     },
+    /// A load batch failed for a transient cause (S3 throttled inside the COPY, a WLM
+    /// abort, a restart, a write conflict: [`crate::failure`]); everything rolled
+    /// back, and a retry loads the files.
+    #[error(
+        "load into {table} interrupted ({cause}; statement {statement_id}), rolled back; a \
+         retry loads it: {message}"
+    )]
+    LoadInterrupted {
+        table: String,
+        statement_id: String,
+        cause: &'static str,
+        message: String,
+    },
+    /// The load batch found some of its files in the ledger under another load: an
+    /// earlier attempt of the same request (whose batch outlived it) loaded them. Rolled
+    /// back; the retry plans again from the ledger and finds them loaded.
+    #[error(
+        "load into {table} rolled back: its files were loaded meanwhile by another load: {message}"
+    )]
+    LoadedElsewhere { table: String, message: String },
+    /// The Data API ended a statement ABORTED: cancelled by someone else than this
+    /// invocation (an operator, WLM) or cut by a restart. Nothing of it committed.
+    #[error("statement {statement_id} was aborted: {message}")]
+    StatementAborted {
+        statement_id: String,
+        message: String,
+    },
+    /// A statement failed; its class follows its words ([`crate::failure::classify`]).
     #[error("statement {statement_id} failed: {message}")]
     StatementFailed {
         statement_id: String,
@@ -102,7 +130,11 @@ impl LoaderError {
             | SerializationConflict(_)
             | Throttled(_)
             | Timeout { .. }
+            | LoadInterrupted { .. }
+            | LoadedElsewhere { .. }
+            | StatementAborted { .. }
             | NotStarted => ErrorKind::Retryable,
+            StatementFailed { message, .. } => crate::failure::classify(message).kind,
             Warehouse { retryable, .. } | Storage { retryable, .. } | Queue { retryable, .. }
                 if *retryable =>
             {
@@ -120,8 +152,7 @@ impl LoaderError {
             | NothingListed { .. }
             | NotBootstrapped { .. }
             | LeaseRows { .. }
-            | LoadRejected { .. }
-            | StatementFailed { .. } => ErrorKind::Permanent,
+            | LoadRejected { .. } => ErrorKind::Permanent,
         }
     }
 
@@ -142,6 +173,9 @@ impl LoaderError {
             LeaseRows { .. } => "LeaseRows",
             LeaseLost { .. } => "LeaseLost",
             LoadRejected { .. } => "LoadRejected",
+            LoadInterrupted { .. } => "LoadInterrupted",
+            LoadedElsewhere { .. } => "LoadedElsewhere",
+            StatementAborted { .. } => "StatementAborted",
             StatementFailed { .. } => "StatementFailed",
             SerializationConflict(_) => "SerializationConflict",
             Throttled(_) => "Throttled",

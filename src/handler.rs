@@ -3,19 +3,18 @@
 //! reuse [`Loader::load_partition`]: an SQS batch (`batch.rs`), the sweep (`sweep.rs`),
 //! a backfill (`backfill.rs`); the operator's statements live in `admin.rs`.
 
-use std::time::Duration;
-
 use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::{Config, Mode, Route};
-use crate::error::LoaderError;
+use crate::error::{ErrorKind, LoaderError};
 use crate::event::ObjectCreated;
-use crate::lease::{self, Acquired, Ctx, Drain, Held, RELEASE_GRACE};
+use crate::lease::{self, Acquired, Claimed, Ctx, Drain, Held, RELEASE_GRACE};
 use crate::outcome::{Outcome, PartitionValues};
 use crate::partition::{self, Partition};
 use crate::plan::{self, ListedObject, Plan};
 use crate::route::{self, Routed};
+use crate::schema_match::{self, FileSchema, FooterCache, TableColumn};
 use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
 use crate::storage::{Storage, S3};
 use crate::warehouse::{DataApi, Warehouse};
@@ -38,16 +37,14 @@ impl Default for BatchLimits {
         }
     }
 }
-/// A holder stops claiming wake-ups when less than this is left before its deadline:
-/// it releases the lease and leaves them to the next holder, its Lambda retry or the
-/// sweep, rather than be cut off in the middle of a load.
-const DRAIN_RESERVE: Duration = Duration::from_secs(20);
 
 pub struct Loader<W, S> {
     config: Config,
     warehouse: W,
     storage: S,
     limits: BatchLimits,
+    /// Parquet schemas read from footers, kept for the container's life.
+    footers: FooterCache,
 }
 
 impl Loader<DataApi, S3> {
@@ -77,6 +74,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             warehouse,
             storage,
             limits: BatchLimits::default(),
+            footers: FooterCache::default(),
         }
     }
 
@@ -159,8 +157,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         );
         let wait_started = Instant::now();
         let acquired = match object {
-            Some(o) => lease::acquire_for_event(&ctx, bucket, &partition.path, o).await,
-            None => lease::acquire_for_partition(&ctx, bucket, &partition.path).await,
+            Some(o) => {
+                lease::acquire_for_event(&ctx, &route.prefix, bucket, &partition.path, o).await
+            }
+            None => {
+                lease::acquire_for_partition(&ctx, &route.prefix, bucket, &partition.path).await
+            }
         };
         crate::metrics::add(|m| m.lease_wait += wait_started.elapsed());
         let held = match acquired? {
@@ -218,12 +220,15 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     /// Drains the table's wake-ups: each step releases the lease when none is left, or
-    /// claims them all; every claimed partition is listed again and loaded. Stops (and
-    /// releases) when the deadline nears.
+    /// claims them all; every claimed partition is listed again and loaded under the
+    /// route its wake-up names (`route` is the holder's: a table may have several).
+    /// Stops (and releases) when the deadline nears ([`Ctx::reserve`]). A transient
+    /// failure of a claimed partition ends the drain with that error before the next
+    /// step, so the claim's wake-ups are kept for the retry or the next holder.
     async fn drain(&self, ctx: &Ctx<'_, W>, route: &Route) -> Result<(), LoaderError> {
         let mut done = String::new();
         for round in 1.. {
-            if Instant::now() + DRAIN_RESERVE >= ctx.deadline {
+            if Instant::now() + ctx.reserve >= ctx.deadline {
                 tracing::info!(table = %route.table,
                     "deadline near: releasing the lease with wake-ups left for the next holder");
                 return lease::release(ctx, Instant::now() + RELEASE_GRACE).await;
@@ -238,28 +243,35 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 }
                 Drain::Claimed(partitions) => partitions,
             };
-            for (bucket, path) in partitions {
-                if Instant::now() + DRAIN_RESERVE >= ctx.deadline {
+            for claimed in &partitions {
+                if Instant::now() + ctx.reserve >= ctx.deadline {
                     break;
                 }
-                self.load_claimed(ctx, route, &bucket, &path).await?;
+                self.load_claimed(ctx, route, claimed).await?;
             }
             done = claim;
         }
         Ok(())
     }
 
-    /// Loads one partition a wake-up named. A permanent failure of that partition is
-    /// logged and the drain goes on (its files stay unloaded: the next event for it, a
-    /// backfill or the sweep reports the error again); losing the lease or the deadline
-    /// ends the drain.
+    /// Loads one partition a wake-up named, under the wake-up's route. A permanent
+    /// failure of that partition is logged and the drain goes on (its wake-up is
+    /// forgotten; its files stay unloaded: the next event for it, a backfill or the
+    /// sweep reports the error again); a transient one, losing the lease or the deadline
+    /// ends the drain with the error, and the wake-up is kept.
     async fn load_claimed(
         &self,
         ctx: &Ctx<'_, W>,
-        route: &Route,
-        bucket: &str,
-        path: &str,
+        holder_route: &Route,
+        claimed: &Claimed,
     ) -> Result<(), LoaderError> {
+        let (bucket, path) = (claimed.bucket.as_str(), claimed.partition_path.as_str());
+        let Some(route) = self.claimed_route(holder_route, claimed) else {
+            tracing::error!(table = %holder_route.table, partition = path,
+                route_prefix = ?claimed.route_prefix,
+                "wake-up for a route that is no longer configured dropped");
+            return Ok(());
+        };
         let partition = match partition::parse(route, &format!("{}{path}_", route.prefix)) {
             Ok(p) => p,
             Err(e) => {
@@ -288,6 +300,20 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         }
     }
 
+    /// The route a claimed wake-up came under: the configured route of the holder's
+    /// table with its prefix (and bucket), or the holder's own for a wake-up of an
+    /// earlier version, which recorded none.
+    fn claimed_route<'r>(&'r self, holder_route: &'r Route, c: &Claimed) -> Option<&'r Route> {
+        let Some(prefix) = &c.route_prefix else {
+            return Some(holder_route);
+        };
+        self.config.routes.iter().find(|r| {
+            r.table == holder_route.table
+                && &r.prefix == prefix
+                && r.bucket.as_deref().is_none_or(|b| b == c.bucket)
+        })
+    }
+
     async fn load_holding_lease(
         &self,
         route: &Route,
@@ -301,6 +327,17 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         if lease.columns.is_empty() {
             return Err(LoaderError::TableMissing(table.to_string()));
         }
+        // Rendered for the table's column types, not the route's (issue 18).
+        let literals =
+            sql::literals_for_table(&partition.literals, &lease.columns, &lease.column_types)
+                .map_err(|reason| LoaderError::TableMismatch {
+                    table: table.to_string(),
+                    reason,
+                })?;
+        let partition = &Partition {
+            literals,
+            ..partition.clone()
+        };
         let target = copy_target(route, partition, &lease.columns)?;
         if route.mode == Mode::Replace {
             if let Some(reason) =
@@ -342,6 +379,21 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
             Plan::Load(files) => files,
         };
+        // One layout per distinct file column order; files reordered so that each layout's
+        // files are contiguous (the ledger rows follow the same order).
+        let (layouts, files) = if reads_footers(route) {
+            self.layouts(route, bucket, partition, &lease, files)
+                .await?
+        } else {
+            let n = files.len();
+            (vec![(target, n)], files)
+        };
+        let targets: Vec<CopyTarget> = layouts.iter().map(|(t, _)| t.clone()).collect();
+        let layout_of: Vec<usize> = layouts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
+            .collect();
 
         let schema = &self.config.loader_schema;
         let tables = LeaseTables::for_target(table);
@@ -366,7 +418,19 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let room = self
             .limits
             .max_statements
-            .saturating_sub(sql::fixed_statements(&target, replace));
+            .saturating_sub(sql::fixed_statements(&targets, replace));
+        // One layout keeps the old rule (one ledger INSERT per batch at least); more
+        // layouts than a batch can COPY are refused rather than split across transactions.
+        if room == 0 && targets.len() > 1 {
+            return Err(LoaderError::TableMismatch {
+                table: table.to_string(),
+                reason: format!(
+                    "the partition's files have {} different column layouts, more than one load \
+                     batch can COPY; rewrite them with one layout",
+                    targets.len()
+                ),
+            });
+        }
         let batches = plan::batches(inserts, room);
         if replace && batches.len() > 1 {
             return Err(LoaderError::ReplaceTooLarge {
@@ -376,33 +440,63 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         }
 
         let mut offset = 0;
+        let mut manifests = 0;
         let mut statement_id = String::new();
         for (n, (inserts, count)) in batches.iter().enumerate() {
             let chunk = &files[offset..offset + count];
+            let chunk_layouts = &layout_of[offset..offset + count];
             offset += count;
-            let manifest_key =
-                manifest::manifest_key(&self.config.manifest, table, &partition.path, &load_id, n);
-            self.storage
-                .put(
-                    &self.config.manifest.bucket,
-                    &manifest_key,
-                    manifest::manifest_json(bucket, chunk),
-                )
-                .await?;
-            let manifest_url = plan::s3_url(&self.config.manifest.bucket, &manifest_key);
+            // One manifest per layout present in the chunk (contiguous, see above).
+            let mut parts: Vec<(usize, String)> = Vec::new();
+            let mut start = 0;
+            while start < chunk.len() {
+                let layout = chunk_layouts[start];
+                let end = start
+                    + chunk_layouts[start..]
+                        .iter()
+                        .take_while(|l| **l == layout)
+                        .count();
+                let manifest_key = manifest::manifest_key(
+                    &self.config.manifest,
+                    table,
+                    &partition.path,
+                    &load_id,
+                    manifests,
+                );
+                manifests += 1;
+                self.storage
+                    .put(
+                        &self.config.manifest.bucket,
+                        &manifest_key,
+                        manifest::manifest_json(bucket, &chunk[start..end]),
+                    )
+                    .await?;
+                parts.push((
+                    layout,
+                    plan::s3_url(&self.config.manifest.bucket, &manifest_key),
+                ));
+                start = end;
+            }
+            let copies: Vec<sql::CopyStep<'_>> = parts
+                .iter()
+                .map(|(layout, url)| sql::CopyStep {
+                    manifest_url: url,
+                    target: &targets[*layout],
+                })
+                .collect();
             let sqls = sql::load_batch(&sql::LoadBatch {
                 schema,
                 tables: &tables,
                 table,
                 partition_path: &partition.path,
                 holder,
-                manifest_url: &manifest_url,
                 iam_role: &self.config.copy_iam_role,
                 format: route.format,
                 copy_options: &route.copy_options,
-                target: &target,
+                copies: &copies,
                 replace: replace.then_some(partition.literals.as_slice()),
                 ledger_inserts: inserts,
+                load_id: &load_id,
                 ttl_seconds: self.config.lease_ttl.as_secs(),
                 stage_suffix: n,
                 statupdate: route.statupdate,
@@ -430,6 +524,120 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             statement_id,
         }))
     }
+}
+
+impl<W: Warehouse, S: Storage> Loader<W, S> {
+    /// The files' column layouts read from their Parquet footers: each distinct
+    /// column order with its COPY target and its number of files, the files regrouped
+    /// to match. Refuses, before any COPY, a file Redshift would load wrong or reject
+    /// ([`schema_match::file_columns`]).
+    async fn layouts(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        lease: &Held,
+        files: Vec<ListedObject>,
+    ) -> Result<(Vec<(CopyTarget, usize)>, Vec<ListedObject>), LoaderError> {
+        let mismatch = |reason: String| LoaderError::TableMismatch {
+            table: route.table.to_string(),
+            reason,
+        };
+        let table: Vec<TableColumn<'_>> = lease
+            .columns
+            .iter()
+            .zip(
+                lease
+                    .column_types
+                    .iter()
+                    .map(String::as_str)
+                    .chain(std::iter::repeat("")),
+            )
+            .map(|(name, data_type)| TableColumn { name, data_type })
+            .collect();
+        let mut orders: Vec<Vec<String>> = Vec::new();
+        let mut grouped: Vec<Vec<ListedObject>> = Vec::new();
+        for f in files {
+            let url = plan::s3_url(bucket, &f.key);
+            let schema = self.file_schema(route, bucket, &f).await?;
+            let cols = schema_match::file_columns(&url, &schema, &table).map_err(mismatch)?;
+            // A table column the file lacks loads its DEFAULT or NULL (partition
+            // columns from the path); NOT NULL without a DEFAULT would fail the INSERT.
+            if let Some(c) = lease.required_columns.iter().find(|c| {
+                !cols.contains(c) && !partition.literals.iter().any(|v| v.column.as_str() == *c)
+            }) {
+                return Err(mismatch(format!(
+                    "file {url} lacks column {c}, which is NOT NULL without a DEFAULT: give it \
+                     a DEFAULT (or make it nullable), or have the writer write it"
+                )));
+            }
+            match orders.iter().position(|o| *o == cols) {
+                Some(i) => grouped[i].push(f),
+                None => {
+                    orders.push(cols);
+                    grouped.push(vec![f]);
+                }
+            }
+        }
+        let mut layouts = Vec::with_capacity(orders.len());
+        for (cols, group) in orders.iter().zip(&grouped) {
+            let idents = cols
+                .iter()
+                .map(|c| Ident::parse(c).map_err(|e| mismatch(format!("column {e}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let target = copy_target_with(route, partition, &lease.columns, Some(idents))?;
+            layouts.push((target, group.len()));
+        }
+        Ok((layouts, grouped.into_iter().flatten().collect()))
+    }
+
+    /// One file's schema: from the cache (same URL and ETag), else from a ranged GET of
+    /// its end (a second one when the footer is longer than the first read).
+    async fn file_schema(
+        &self,
+        route: &Route,
+        bucket: &str,
+        f: &ListedObject,
+    ) -> Result<std::sync::Arc<FileSchema>, LoaderError> {
+        let url = plan::s3_url(bucket, &f.key);
+        if let Some(s) = self.footers.get(&url, &f.etag) {
+            return Ok(s);
+        }
+        let size = u64::try_from(f.size).unwrap_or(0);
+        let unreadable = |reason: String| LoaderError::TableMismatch {
+            table: route.table.to_string(),
+            reason: format!("file {url} is not a Parquet file Redshift can read: {reason}"),
+        };
+        let mut len = schema_match::FIRST_TAIL_BYTES.min(size);
+        for _ in 0..2 {
+            let tail = self.storage.tail(bucket, &f.key, &f.etag, len).await?;
+            match schema_match::footer(&tail).map_err(unreadable)? {
+                schema_match::Footer::Schema(s) => {
+                    let s = std::sync::Arc::new(s);
+                    self.footers.put(&url, &f.etag, s.clone());
+                    return Ok(s);
+                }
+                schema_match::Footer::NeedTail(n) if n <= size && n > len => len = n,
+                schema_match::Footer::NeedTail(n) => {
+                    return Err(unreadable(format!(
+                        "its footer claims {n} bytes, the file has {size}"
+                    )))
+                }
+            }
+        }
+        Err(unreadable("its footer could not be read".into()))
+    }
+
+    /// Footers read and kept (tests check that a second load reads none).
+    pub fn cached_footers(&self) -> usize {
+        self.footers.len()
+    }
+}
+
+/// Whether the loader maps Parquet columns by name from the files' footers: for
+/// Parquet routes that do not fix `file_columns` themselves.
+fn reads_footers(route: &Route) -> bool {
+    route.format == FileFormat::Parquet && route.file_columns.is_none()
 }
 
 /// Picks the reading of an event's key that names an object in S3.
@@ -496,18 +704,41 @@ fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
             statement_id,
         } => {
             if message.contains(sql::LEASE_LOST_MARKER) {
-                LoaderError::LeaseLost {
+                return LoaderError::LeaseLost {
                     table: table.to_string(),
                     message,
-                }
-            } else {
-                LoaderError::LoadRejected {
+                };
+            }
+            if message.contains(sql::LOADED_ELSEWHERE_MARKER) {
+                return LoaderError::LoadedElsewhere {
+                    table: table.to_string(),
+                    message,
+                };
+            }
+            let class = crate::failure::classify(&message);
+            match class.kind {
+                ErrorKind::Retryable => LoaderError::LoadInterrupted {
+                    table: table.to_string(),
+                    statement_id,
+                    cause: class.cause,
+                    message,
+                },
+                ErrorKind::Permanent => LoaderError::LoadRejected {
                     table: table.to_string(),
                     statement_id,
                     message,
-                }
+                },
             }
         }
+        LoaderError::StatementAborted {
+            statement_id,
+            message,
+        } => LoaderError::LoadInterrupted {
+            table: table.to_string(),
+            statement_id,
+            cause: "aborted",
+            message,
+        },
         other => other,
     }
 }
@@ -519,13 +750,24 @@ fn copy_target(
     partition: &Partition,
     table_columns: &[String],
 ) -> Result<CopyTarget, LoaderError> {
+    copy_target_with(route, partition, table_columns, None)
+}
+
+/// [`copy_target`] for files whose columns are known (`Some`, in the files' order:
+/// from their footers), instead of the route's `file_columns` or the table's.
+fn copy_target_with(
+    route: &Route,
+    partition: &Partition,
+    table_columns: &[String],
+    known: Option<Vec<Ident>>,
+) -> Result<CopyTarget, LoaderError> {
     let mismatch = |reason: String| LoaderError::TableMismatch {
         table: route.table.to_string(),
         reason,
     };
     let in_table = |c: &Ident| table_columns.iter().any(|t| t == c.as_str());
     let partition_columns: Vec<&Ident> = route.partition_columns.iter().map(|c| &c.name).collect();
-    let file_columns: Vec<Ident> = match &route.file_columns {
+    let file_columns: Vec<Ident> = match known.as_ref().or(route.file_columns.as_ref()) {
         Some(cols) => cols.clone(),
         None => table_columns
             .iter()
@@ -745,5 +987,23 @@ mod tests {
             },
         );
         assert_eq!(rejected.error_type(), "Permanent.LoadRejected");
+        let throttled = load_error(
+            &t,
+            LoaderError::StatementFailed {
+                statement_id: "x".into(),
+                message: "ERROR: Spectrum Scan Error DETAIL: S3ServiceException:Please reduce \
+                          your request rate.,Status 503,Error SlowDown"
+                    .into(),
+            },
+        );
+        assert_eq!(throttled.error_type(), "Retryable.LoadInterrupted");
+        let aborted = load_error(
+            &t,
+            LoaderError::StatementAborted {
+                statement_id: "x".into(),
+                message: "Query (3) cancelled on user's request".into(),
+            },
+        );
+        assert_eq!(aborted.error_type(), "Retryable.LoadInterrupted");
     }
 }

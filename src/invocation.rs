@@ -21,6 +21,12 @@ use crate::storage::Storage;
 use crate::warehouse::Warehouse;
 use crate::{event, sql};
 
+/// The sweep's outcome for a table whose lease, ledger and wake-up tables do not exist
+/// yet, and what to do.
+pub const NOT_BOOTSTRAPPED: &str = "not_bootstrapped";
+const BOOTSTRAP_FIX: &str =
+    "run `loaderctl bootstrap --grant-to <the function's database user>` (README, First deploy)";
+
 /// Time granted to the load-history read after the work, even near the deadline.
 const ROWS_GRACE: Duration = Duration::from_secs(2);
 
@@ -42,17 +48,17 @@ pub async fn handle_measured<W: Warehouse, S: Storage>(
 ) -> Measured {
     let (result, mut figures) = metrics::measure(loader.handle(event, request_id, deadline)).await;
     if figures.committed_at.is_some() {
-        let (rows, extra) =
+        let (history, extra) =
             metrics::measure(rows_loaded(loader, &figures.copy_query_ids, deadline)).await;
         figures.data_api_calls += extra.data_api_calls;
-        figures.rows = rows;
+        history.apply(&mut figures);
     }
     let record = metrics::record(
         settings,
         &Invocation {
             result: result.as_ref(),
             table: table_of(loader, event),
-            request_id,
+            request_id: crate::lease::request_of(request_id),
             figures: &figures,
             now: SystemTime::now(),
         },
@@ -90,7 +96,7 @@ pub async fn handle_batch_measured<W: Warehouse, S: Storage>(
         settings,
         &shares,
         "sqs_batch",
-        request_id,
+        crate::lease::request_of(request_id),
         SystemTime::now(),
     );
     MeasuredMany { result, records }
@@ -99,7 +105,8 @@ pub async fn handle_batch_measured<W: Warehouse, S: Storage>(
 /// The schedule's sweep over the last `days` days, measured: one record per table
 /// (partitions counted by outcome; the freshness lag of every file it commits, from
 /// the file's LastModified). The result fails, naming the first error, when any
-/// table's sweep failed; every outcome is logged.
+/// table's sweep failed; every outcome is logged. A table not bootstrapped yet is an
+/// outcome (`not_bootstrapped`, with the fix), not an error.
 pub async fn sweep_measured<W: Warehouse, S: Storage>(
     loader: &Loader<W, S>,
     settings: &Settings,
@@ -110,12 +117,34 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     let mut shares = Vec::new();
     let mut outcomes = Vec::new();
     let mut first_error = None;
-    for route in loader.config().table_routes() {
+    let reserve = crate::sweep::sweep_reserve(deadline);
+    for routes in crate::sweep::sweep_order(&loader.config().routes, SystemTime::now()) {
+        // As `Loader::sweep`: no table is started within the reserve.
+        if Instant::now() + reserve >= deadline {
+            tracing::info!(table = %routes[0].table,
+                "sweep deadline near: this table and those after it wait for the next sweep");
+            break;
+        }
         let (results, figures) =
-            metrics::measure(loader.sweep_table(route, request_id, days, deadline)).await;
-        let mut share = Share::new(Some(route.table.to_string()));
+            metrics::measure(loader.sweep_table(&routes, request_id, days, deadline)).await;
+        let mut share = Share::new(Some(routes[0].table.to_string()));
         share.figures = figures;
         for result in results {
+            if let Err(LoaderError::NotBootstrapped { table, .. }) = &result {
+                // Between deploy and `loaderctl bootstrap` every scheduled sweep would
+                // fail, page and fill the failure queue: one clear outcome instead, not
+                // an error (an event for the table still fails NotBootstrapped).
+                tracing::warn!(
+                    outcome = NOT_BOOTSTRAPPED,
+                    table,
+                    fix = BOOTSTRAP_FIX,
+                    "sweep skipped a table"
+                );
+                outcomes.push(
+                    json!({"outcome": NOT_BOOTSTRAPPED, "table": table, "fix": BOOTSTRAP_FIX}),
+                );
+                continue;
+            }
             share.count(result.as_ref(), 1);
             match result {
                 Ok(outcome) => {
@@ -132,10 +161,21 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
         add_rows(loader, &mut share, deadline).await;
         shares.push(share);
     }
-    let records = metrics::records(settings, &shares, "sweep", request_id, SystemTime::now());
+    // After the loads, within the same deadline; never turns the sweep into a failure.
+    let (upkept, upkeep_figures) = metrics::measure(loader.upkeep_after_loads(deadline)).await;
+    let upkeep = crate::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
+    let records = metrics::records(
+        settings,
+        &shares,
+        "sweep",
+        crate::lease::request_of(request_id),
+        SystemTime::now(),
+    );
     let result = match first_error {
         Some(e) => Err(e),
-        None => Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes})),
+        None => {
+            Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes, "upkeep": upkeep}))
+        }
     };
     MeasuredMany { result, records }
 }
@@ -149,10 +189,10 @@ async fn add_rows<W: Warehouse, S: Storage>(
     if share.figures.committed_at.is_none() {
         return;
     }
-    let (rows, extra) =
+    let (history, extra) =
         metrics::measure(rows_loaded(loader, &share.figures.copy_query_ids, deadline)).await;
     share.figures.data_api_calls += extra.data_api_calls;
-    share.figures.rows = rows;
+    history.apply(&mut share.figures);
 }
 
 /// The route's table for the event, when it has one.
@@ -164,33 +204,67 @@ fn table_of<W: Warehouse, S: Storage>(loader: &Loader<W, S>, event: &Value) -> O
     }
 }
 
-/// Rows loaded by these COPY statements, from `SYS_LOAD_HISTORY`; `None` (and a
+/// What Redshift's history says about an invocation's COPYs.
+#[derive(Debug, Default)]
+struct CopyHistory {
+    rows: Option<u64>,
+    queue: Option<Duration>,
+    execution: Option<Duration>,
+}
+
+impl CopyHistory {
+    fn apply(self, figures: &mut Figures) {
+        figures.rows = self.rows;
+        figures.copy_queue_time = self.queue;
+        figures.copy_execution_time = self.execution;
+    }
+}
+
+/// Rows loaded by these COPY statements, from `SYS_LOAD_HISTORY`, and their queue and
+/// execution time from `SYS_QUERY_HISTORY`, in one statement; each `None` (and a
 /// warning) when it cannot be read: a metric is left out rather than guessed.
 async fn rows_loaded<W: Warehouse, S: Storage>(
     loader: &Loader<W, S>,
     query_ids: &[i64],
     deadline: Instant,
-) -> Option<u64> {
-    let sql = sql::loaded_rows(query_ids)?;
+) -> CopyHistory {
+    let Some(sql) = sql::loaded_rows(query_ids) else {
+        return CopyHistory::default();
+    };
     let deadline = deadline.max(Instant::now() + ROWS_GRACE);
     match loader.query(sql, Vec::new(), deadline).await {
         Ok(rows) => {
-            let row = rows.first()?;
-            let found: usize = row.get(1)?.as_deref()?.parse().ok()?;
-            if found < query_ids.len() {
-                // Not every COPY is in the history (yet): a partial sum would be a guess.
-                tracing::warn!(
-                    found,
-                    expected = query_ids.len(),
-                    "load history incomplete; RowsLoaded left out"
-                );
-                return None;
+            let Some(row) = rows.first() else {
+                return CopyHistory::default();
+            };
+            let micros = |i: usize| -> Option<Duration> {
+                let n: f64 = row.get(i)?.as_deref()?.parse().ok()?;
+                (n >= 0.0).then(|| Duration::from_micros(n as u64))
+            };
+            CopyHistory {
+                rows: rows_of(row, query_ids.len()),
+                queue: micros(2),
+                execution: micros(3),
             }
-            row.first()?.as_deref()?.parse().ok()
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the load history; RowsLoaded left out");
-            None
+            CopyHistory::default()
         }
     }
+}
+
+/// The load history's rows of `expected` COPYs, when every one of them is there.
+fn rows_of(row: &crate::warehouse::Row, expected: usize) -> Option<u64> {
+    let found: usize = row.get(1)?.as_deref()?.parse().ok()?;
+    if found < expected {
+        // Not every COPY is in the history (yet): a partial sum would be a guess.
+        tracing::warn!(
+            found,
+            expected,
+            "load history incomplete; RowsLoaded left out"
+        );
+        return None;
+    }
+    row.first()?.as_deref()?.parse().ok()
 }

@@ -22,6 +22,13 @@
 //! another holder, or a write-write conflict), under SNAPSHOT and SERIALIZABLE alike.
 //! Invariant: a wake-up is deleted only by the holder that claimed it, after loading its
 //! partition from a listing made after the claim (so after the wake-up's object existed).
+//! Invariant: a wake-up is deleted only after its partition loaded or failed
+//! permanently: a transient failure ends the drain before the step that deletes it.
+//! Invariant: a lease token belongs to one attempt of one request ([`attempt_token`]);
+//! a take may take over only a free or expired lease, its own, or one of an earlier
+//! attempt of the same request, whose invocation is over.
+//! Invariant: a load batch's fence refuses files the ledger holds under another load,
+//! so no file is committed by two loads, whatever the tokens.
 
 use std::time::Duration;
 
@@ -36,6 +43,51 @@ use crate::warehouse::{Row, Warehouse};
 
 /// Time granted to an explicit release after the work failed near the deadline.
 pub const RELEASE_GRACE: Duration = Duration::from_secs(3);
+
+/// The most a holder keeps in hand before its deadline: it claims no more wake-ups
+/// (and the sweep starts no more steps) within it, rather than be cut off in the middle
+/// of a load.
+pub const DRAIN_RESERVE: Duration = Duration::from_secs(20);
+
+/// The time kept in hand by an invocation that had `budget` in all: a quarter of it, at
+/// most [`DRAIN_RESERVE`]. A fixed 20 s left a 30 s function (25 s of budget after
+/// main.rs's margin) 5 s, which its own load used up: it released without draining, and
+/// queued objects waited for another event or the sweep. A quarter keeps room for one
+/// more load batch of the sizes the function's timeout was chosen for (a function whose
+/// loads take longer than a quarter of its timeout is cut off and retried anyway).
+pub fn reserve(budget: Duration) -> Duration {
+    DRAIN_RESERVE.min(budget / 4)
+}
+
+/// The lease token of one attempt of a Lambda request: `<request id>~<random>`. Lambda
+/// keeps the request id across its retries, so a token of the request id alone let a
+/// retry pass the fence of its own earlier attempt's batch, still running server-side.
+/// The take still lets an attempt take over the lease of an earlier attempt of the same
+/// request (same part before `~`): that invocation is over, and its batch's fence now
+/// finds another holder.
+pub fn attempt_token(request_id: &str) -> String {
+    format!(
+        "{request_id}{}{:08x}",
+        sql::ATTEMPT_SEPARATOR,
+        fastrand::u32(..)
+    )
+}
+
+/// The Lambda request id of a lease token ([`attempt_token`]): the metrics name the
+/// request, as Lambda's own log lines do.
+pub fn request_of(token: &str) -> &str {
+    token.split(sql::ATTEMPT_SEPARATOR).next().unwrap_or(token)
+}
+
+/// One wake-up the holder claimed: where to list again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub bucket: String,
+    pub partition_path: String,
+    /// The route it came under; `None` for a wake-up queued by a version before routes
+    /// were recorded (the holder lists it under its own route, as those versions did).
+    pub route_prefix: Option<String>,
+}
 
 /// The outcome of one acquire.
 #[derive(Debug)]
@@ -56,6 +108,13 @@ pub struct Held {
     /// Those of them that are CHAR (blank-padded): replace mode refuses a partition value
     /// ending in a blank for them ([`sql::blank_in_char_column`]).
     pub char_columns: Vec<String>,
+    /// `information_schema.columns.data_type` of each of `columns`, in the same order:
+    /// partition values are rendered for them ([`sql::literals_for_table`]) and Parquet
+    /// footers are matched against them ([`crate::schema_match`]).
+    pub column_types: Vec<String>,
+    /// Those of `columns` that are NOT NULL without a DEFAULT: a file that lacks one is
+    /// refused before COPY. Empty when the warehouse did not say.
+    pub required_columns: Vec<String>,
 }
 
 /// What one drain step found.
@@ -63,9 +122,9 @@ pub struct Held {
 pub enum Drain {
     /// No wake-up was left: the lease is free.
     Released,
-    /// The lease is renewed; load these `(bucket, partition path)`, then step again with
-    /// this claim as the done claim.
-    Claimed(Vec<(String, String)>),
+    /// The lease is renewed; load these, then step again with this claim as the done
+    /// claim.
+    Claimed(Vec<Claimed>),
     /// The lease is not ours any more (it expired and was taken over, or was unlocked).
     Lost { holder: Option<String> },
 }
@@ -85,6 +144,9 @@ pub struct Ctx<'a, W> {
     pub ttl_seconds: u64,
     /// Nothing is started after it.
     pub deadline: Instant,
+    /// No wake-up is claimed when less than this is left ([`reserve`] of the time the
+    /// invocation had when the context was made).
+    pub reserve: Duration,
 }
 
 impl<'a, W: Warehouse> Ctx<'a, W> {
@@ -102,6 +164,7 @@ impl<'a, W: Warehouse> Ctx<'a, W> {
             holder,
             ttl_seconds: config.lease_ttl.as_secs(),
             deadline,
+            reserve: reserve(deadline.saturating_duration_since(Instant::now())),
         }
     }
 }
@@ -109,6 +172,7 @@ impl<'a, W: Warehouse> Ctx<'a, W> {
 /// Takes the lease for an event's object, or queues the object for the live holder.
 pub async fn acquire_for_event<W: Warehouse>(
     ctx: &Ctx<'_, W>,
+    route_prefix: &str,
     bucket: &str,
     partition_path: &str,
     object: &ObjectCreated,
@@ -120,6 +184,7 @@ pub async fn acquire_for_event<W: Warehouse>(
         partition_path,
         s3_url: &url,
         etag: etag.as_deref().unwrap_or(""),
+        route_prefix,
     };
     try_acquire(ctx, &wake).await
 }
@@ -128,6 +193,7 @@ pub async fn acquire_for_event<W: Warehouse>(
 /// the live holder.
 pub async fn acquire_for_partition<W: Warehouse>(
     ctx: &Ctx<'_, W>,
+    route_prefix: &str,
     bucket: &str,
     partition_path: &str,
 ) -> Result<Acquired, LoaderError> {
@@ -136,6 +202,7 @@ pub async fn acquire_for_partition<W: Warehouse>(
         partition_path,
         s3_url: "",
         etag: "",
+        route_prefix,
     };
     try_acquire(ctx, &wake).await
 }
@@ -148,6 +215,7 @@ pub async fn acquire_if_free<W: Warehouse>(ctx: &Ctx<'_, W>) -> Result<Acquired,
         partition_path: "",
         s3_url: "",
         etag: "",
+        route_prefix: "",
     };
     try_acquire(ctx, &wake).await
 }
@@ -169,6 +237,8 @@ pub async fn read_partition<W: Warehouse>(
     Ok(Held {
         ledger,
         char_columns: char_columns(&columns),
+        column_types: second_column(&columns),
+        required_columns: required_columns(&columns),
         columns: first_column(columns),
     })
 }
@@ -193,21 +263,24 @@ pub async fn drain_step<W: Warehouse>(
         .run_batch(sqls, ctx.deadline)
         .await
         .map_err(|e| missing_tables(ctx, e))?;
-    let lease = ctx.warehouse.rows(format!("{id}:7"), ctx.deadline).await?;
+    let lease = ctx.warehouse.rows(format!("{id}:8"), ctx.deadline).await?;
     let current = lease_row(ctx, &lease)?.0;
     match current {
         None => Ok(Drain::Released),
         Some(h) if h == ctx.holder => {
             let claimed = ctx
                 .warehouse
-                .rows(format!("{id}:6"), ctx.deadline)
+                .rows(format!("{id}:7"), ctx.deadline)
                 .await?
                 .into_iter()
                 .filter_map(|r| match r.as_slice() {
-                    [Some(bucket), Some(path)] => Some((bucket.clone(), path.clone())),
                     // An unpartitioned route's path is '' (NULL in no database, but be
                     // lenient with drivers that map '' to NULL).
-                    [Some(bucket), None] => Some((bucket.clone(), String::new())),
+                    [Some(bucket), path, route_prefix] => Some(Claimed {
+                        bucket: bucket.clone(),
+                        partition_path: path.clone().unwrap_or_default(),
+                        route_prefix: route_prefix.clone(),
+                    }),
                     _ => None,
                 })
                 .collect();
@@ -309,6 +382,23 @@ fn char_columns(rows: &[Row]) -> Vec<String> {
         .collect()
 }
 
+fn second_column(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| matches!(r.first(), Some(Some(_))))
+        .map(|r| r.get(1).cloned().flatten().unwrap_or_default())
+        .collect()
+}
+
+/// Names of the columns among `column_name, data_type, is_nullable, column_default`
+/// rows that are NOT NULL and have no DEFAULT.
+fn required_columns(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| matches!(r.get(2), Some(Some(n)) if n.eq_ignore_ascii_case("no")))
+        .filter(|r| matches!(r.get(3), Some(None)))
+        .filter_map(|r| r.first().cloned().flatten())
+        .collect()
+}
+
 fn first_column(rows: Vec<Row>) -> Vec<String> {
     rows.into_iter()
         .filter_map(|r| r.into_iter().next().flatten())
@@ -317,7 +407,7 @@ fn first_column(rows: Vec<Row>) -> Vec<String> {
 
 /// Names a failure that means the table's loader objects were never created (or the
 /// lease table lost its single row).
-fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError {
+pub(crate) fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError {
     match e {
         LoaderError::StatementFailed { message, .. }
             if message.contains("does not exist")
@@ -414,6 +504,7 @@ mod tests {
             holder: "me",
             ttl_seconds: 960,
             deadline: Instant::now() + Duration::from_secs(60),
+            reserve: Duration::from_secs(15),
         }
     }
 
@@ -432,7 +523,7 @@ mod tests {
         let w = Scripted::default()
             .submit(Ok("id"))
             .rows(vec![vec![some("other"), some("2026-01-01 00:00:00")]]);
-        let got = acquire_for_event(&ctx(&w), "b", "d=1/", &object()).await;
+        let got = acquire_for_event(&ctx(&w), "o/", "b", "d=1/", &object()).await;
         match got {
             Ok(Acquired::Queued { holder, .. }) => assert_eq!(holder, "other"),
             other => panic!("{other:?}"),
@@ -440,7 +531,7 @@ mod tests {
         let sent = w.sent();
         assert_eq!(sent.len(), 1, "one submission");
         assert!(
-            sent[0][1].contains("'s3://b/o/d=1/f', 'e')"),
+            sent[0][1].contains("'s3://b/o/d=1/f', 'e', 'o/')"),
             "{}",
             sent[0][1]
         );
@@ -457,7 +548,7 @@ mod tests {
                 vec![some("id"), some("bigint")],
                 vec![some("d"), some("character")],
             ]);
-        match acquire_for_event(&ctx(&w), "b", "d=1/", &object()).await {
+        match acquire_for_event(&ctx(&w), "o/", "b", "d=1/", &object()).await {
             Ok(Acquired::Held(held)) => {
                 assert_eq!(held.ledger.len(), 1);
                 assert_eq!(held.columns, ["id", "d"]);
@@ -480,7 +571,7 @@ mod tests {
             .submit(Ok("id"))
             .rows(vec![vec![some("me"), None], vec![some("other"), None]])
             .submit(Ok("release"));
-        let e = acquire_for_event(&ctx(&w), "b", "d=1/", &object())
+        let e = acquire_for_event(&ctx(&w), "o/", "b", "d=1/", &object())
             .await
             .unwrap_err();
         assert_eq!(e.error_type(), "Permanent.LeaseRows");
@@ -498,7 +589,7 @@ mod tests {
                 status: "STARTED".into(),
             }))
             .submit(Ok("release"));
-        let e = acquire_for_event(&ctx(&w), "b", "d=1/", &object())
+        let e = acquire_for_event(&ctx(&w), "o/", "b", "d=1/", &object())
             .await
             .unwrap_err();
         assert_eq!(e.error_type(), "Retryable.Timeout");
@@ -517,14 +608,18 @@ mod tests {
             .rows(vec![vec![None, None]])
             .submit(Ok("b"))
             .rows(vec![vec![some("me"), some("x")]])
-            .rows(vec![vec![some("b"), some("d=2/")]])
+            .rows(vec![vec![some("b"), some("d=2/"), some("o/")]])
             .submit(Ok("c"))
             .rows(vec![vec![some("thief"), some("x")]]);
         let c = ctx(&w);
         assert_eq!(drain_step(&c, "", "me#1").await.unwrap(), Drain::Released);
         assert_eq!(
             drain_step(&c, "me#1", "me#2").await.unwrap(),
-            Drain::Claimed(vec![("b".into(), "d=2/".into())])
+            Drain::Claimed(vec![Claimed {
+                bucket: "b".into(),
+                partition_path: "d=2/".into(),
+                route_prefix: Some("o/".into())
+            }])
         );
         assert_eq!(
             drain_step(&c, "me#2", "me#3").await.unwrap(),
@@ -535,12 +630,63 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_wake_up_of_an_earlier_version_is_claimed_without_a_route() {
+        let w = Scripted::default()
+            .submit(Ok("a"))
+            .rows(vec![vec![some("me"), some("x")]])
+            .rows(vec![
+                vec![some("b"), some("d=2/"), None],
+                vec![some("b"), None, some("")],
+            ]);
+        let got = drain_step(&ctx(&w), "", "me#1").await.unwrap();
+        assert_eq!(
+            got,
+            Drain::Claimed(vec![
+                Claimed {
+                    bucket: "b".into(),
+                    partition_path: "d=2/".into(),
+                    route_prefix: None
+                },
+                Claimed {
+                    bucket: "b".into(),
+                    partition_path: String::new(),
+                    route_prefix: Some(String::new())
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn the_reserve_scales_with_the_time_the_invocation_had() {
+        assert_eq!(
+            reserve(Duration::from_secs(25)),
+            Duration::from_millis(6250)
+        );
+        assert_eq!(reserve(Duration::from_secs(895)), DRAIN_RESERVE);
+        assert_eq!(reserve(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn each_attempt_has_its_own_token_with_the_request_id_in_front() {
+        let a = attempt_token("3f1c-req");
+        let b = attempt_token("3f1c-req");
+        assert_ne!(a, b);
+        for t in [&a, &b] {
+            assert_eq!(
+                t.split(sql::ATTEMPT_SEPARATOR).next(),
+                Some("3f1c-req"),
+                "{t}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn missing_loader_tables_name_the_fix() {
         let w = Scripted::default().submit(Err(LoaderError::StatementFailed {
             statement_id: "x".into(),
             message: "ERROR: relation \"pl.lease_1_s_t\" does not exist".into(),
         }));
-        let e = acquire_for_event(&ctx(&w), "b", "d=1/", &object())
+        let e = acquire_for_event(&ctx(&w), "o/", "b", "d=1/", &object())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("loaderctl bootstrap"), "{e}");

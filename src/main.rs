@@ -9,8 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use partition_loader::batch::{self, Invocation};
+use partition_loader::error::LoaderError;
 use partition_loader::invocation::{handle_batch_measured, handle_measured, sweep_measured};
-use partition_loader::metrics::Settings;
+use partition_loader::metrics::{self, Settings};
 use partition_loader::{init_logging, Loader};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -24,14 +25,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init_logging();
     // The routes may come from SSM or S3: read once per container, here.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let metrics = Settings::from_env().map_err(startup_failed);
     let config = partition_loader::routes_source::config_from_env(&sdk)
         .await
-        .inspect_err(|e| {
-            tracing::error!(error_type = %e.error_type(), error = %e, "invalid configuration");
+        .map_err(|e| match &metrics {
+            Ok(settings) => startup_failed_with(settings, e),
+            Err(_) => startup_failed(e),
         })?;
-    let metrics = Arc::new(Settings::from_env().inspect_err(|e| {
-        tracing::error!(error_type = %e.error_type(), error = %e, "invalid configuration");
-    })?);
+    let metrics = Arc::new(metrics?);
     let loader = Arc::new(Loader::connect(config).await);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let loader = Arc::clone(&loader);
@@ -55,7 +56,8 @@ where
 {
     let remaining = remaining_time(event.context.deadline, SystemTime::now());
     let deadline = Instant::now() + remaining - DEADLINE_MARGIN.min(remaining / 5);
-    let holder = event.context.request_id.clone();
+    // Each attempt its own token: Lambda's retries keep the request id.
+    let holder = partition_loader::lease::attempt_token(&event.context.request_id);
     tracing::debug!(
         remaining_ms = remaining.as_millis() as u64,
         holder,
@@ -91,6 +93,23 @@ where
         tracing::error!(error_type = %e.error_type(), error = %e, holder, "invocation failed");
         e.into()
     })
+}
+
+/// A start-up error: logged, and printed as an EMF record (the settings' namespace) so
+/// that the PermanentErrors alarm sees a function that cannot start.
+fn startup_failed_with(settings: &Settings, e: LoaderError) -> LoaderError {
+    tracing::error!(error_type = %e.error_type(), error = %e, "invalid configuration");
+    println!(
+        "{}",
+        metrics::startup_record(settings, &e, SystemTime::now())
+    );
+    e
+}
+
+/// [`startup_failed_with`] when the metrics settings themselves are bad: the record goes
+/// to the default namespace.
+fn startup_failed(e: LoaderError) -> LoaderError {
+    startup_failed_with(&Settings::default(), e)
 }
 
 fn print_records(records: &[Value]) {

@@ -157,6 +157,10 @@ pub struct Figures {
     pub lease_wait: Duration,
     /// Time spent in load batches (COPY, ledger, fence), submit to end.
     pub copy_time: Duration,
+    /// The COPYs' time waiting in a WLM queue and running, from `SYS_QUERY_HISTORY`
+    /// (`None`: not read). Beside `copy_time`, they tell a slow load from a queued one.
+    pub copy_queue_time: Option<Duration>,
+    pub copy_execution_time: Option<Duration>,
     /// Data API requests sent (submits, polls, result pages, retries included).
     pub data_api_calls: u64,
     /// Redshift query ids of the COPY statements of finished batches.
@@ -263,6 +267,12 @@ impl Figures {
         };
         self.lease_wait += other.lease_wait;
         self.copy_time += other.copy_time;
+        let add = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.copy_queue_time = add(self.copy_queue_time, other.copy_queue_time);
+        self.copy_execution_time = add(self.copy_execution_time, other.copy_execution_time);
         self.data_api_calls += other.data_api_calls;
         self.copy_query_ids.extend(&other.copy_query_ids);
         self.committed_at = self.committed_at.max(other.committed_at);
@@ -328,6 +338,28 @@ pub fn record(settings: &Settings, inv: &Invocation<'_>) -> Value {
     record
 }
 
+/// The record of a function that cannot start (bad routes, an unreadable routes source,
+/// bad metrics settings): printed before the process exits, so that `PermanentErrors`
+/// (and `Errors` by `ErrorType`) count it like any failed invocation. Without it the
+/// failure is only in the logs: no invocation runs, so no other record is printed.
+pub fn startup_record(settings: &Settings, error: &LoaderError, now: SystemTime) -> Value {
+    let mut record = record(
+        settings,
+        &Invocation {
+            result: Err(error),
+            table: None,
+            request_id: "",
+            figures: &Figures::default(),
+            now,
+        },
+    );
+    if let Value::Object(root) = &mut record {
+        root.remove("request_id");
+        root.insert("invocation".into(), json!("startup"));
+    }
+    record
+}
+
 /// The EMF records of an invocation of several events (an SQS batch, a sweep): one per
 /// share, each with `invocation` = `kind`, in the order given; plus, for a share whose
 /// failures have more than one error type, one small record per type (the `ErrorType`
@@ -388,11 +420,25 @@ fn share_records(
     );
     metric("FilesLoaded", "Count", json!(f.files));
     metric("BytesLoaded", "Bytes", json!(f.bytes));
+    // Files far from COPY's liking (loaderctl status advises) show here first.
+    if let Some(mean) = f.bytes.checked_div(f.files) {
+        metric("MeanFileSize", "Bytes", json!(mean));
+    }
     if let Some(rows) = f.rows {
         metric("RowsLoaded", "Count", json!(rows));
     }
     metric("LeaseWait", "Milliseconds", json!(millis(f.lease_wait)));
     metric("CopyTime", "Milliseconds", json!(millis(f.copy_time)));
+    if let Some(queue) = f.copy_queue_time {
+        metric("CopyQueueTime", "Milliseconds", json!(millis(queue)));
+    }
+    if let Some(execution) = f.copy_execution_time {
+        metric(
+            "CopyExecutionTime",
+            "Milliseconds",
+            json!(millis(execution)),
+        );
+    }
     metric("DataApiCalls", "Count", json!(f.data_api_calls));
     // One value per committed file; several as an array (each is a sample for the
     // statistics), the largest kept when there are more than the format allows.
@@ -519,6 +565,8 @@ mod tests {
             rows: Some(120),
             lease_wait: Duration::from_millis(250),
             copy_time: Duration::from_millis(1500),
+            copy_queue_time: Some(Duration::from_millis(200)),
+            copy_execution_time: Some(Duration::from_millis(1100)),
             data_api_calls: 9,
             copy_query_ids: vec![7],
             committed_at: Some(now()),
@@ -634,6 +682,21 @@ mod tests {
         assert_eq!(r["request_id"], "req-1");
         assert_eq!(r["outcome"], "loaded");
         assert!(r.get("ErrorType").is_none());
+    }
+
+    #[test]
+    fn a_function_that_cannot_start_counts_a_permanent_error() {
+        let error = LoaderError::Config("routes[0].table: \"x\" is not schema.table".into());
+        let settings = Settings::parse(Some("Lake/Loads"), None, None).unwrap();
+        let r = startup_record(&settings, &error, now());
+        check_spec(&r);
+        assert_eq!(r["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Lake/Loads");
+        assert_eq!(r["PermanentErrors"], 1);
+        assert_eq!(r["Errors"], 1);
+        assert_eq!(r["ErrorType"], "Permanent.Config");
+        assert_eq!(r["invocation"], "startup");
+        assert!(r["error"].as_str().unwrap().contains("routes[0].table"));
+        assert!(r.get("Table").is_none(), "no table: aggregate only");
     }
 
     #[test]
@@ -929,6 +992,10 @@ mod tests {
             rows: Some(1),
             committed_at: Some(now()),
             freshness_lags: vec![1.0],
+            files: 1,
+            bytes: 10,
+            copy_queue_time: Some(Duration::from_millis(1)),
+            copy_execution_time: Some(Duration::from_millis(2)),
             ..Figures::default()
         };
         let mut emitted = Vec::new();

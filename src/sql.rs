@@ -1,7 +1,9 @@
 //! SQL text building. Pure: every function returns text, nothing here talks to Redshift.
 //!
-//! Data API batches take no parameters, so values are inlined as literals. Everything
-//! inlined goes through [`literal`] (or is a validated [`Ident`] / integer), so a value
+//! Values are inlined as literals (BatchExecuteStatement does take `Parameters`, shared
+//! by every statement of the batch, but the loader's batches were built before the
+//! emulator knew it, and a literal keeps each statement readable on its own in
+//! `SYS_QUERY_HISTORY`). Everything inlined goes through [`literal`] (or is a validated [`Ident`] / integer), so a value
 //! from an S3 key can never change the statement's shape.
 
 use std::fmt;
@@ -103,6 +105,9 @@ pub struct SqlLiteral {
     /// A string value's length in characters (what Redshift's LENGTH returns for a
     /// VARCHAR, trailing blanks included), and whether it ends in a blank.
     string: Option<(usize, bool)>,
+    /// The validated value as text (`7` for an integer `007`), from which
+    /// [`SqlLiteral::for_column`] renders it for the table's column type; `None` for NULL.
+    value: Option<String>,
 }
 
 impl SqlLiteral {
@@ -123,12 +128,156 @@ impl SqlLiteral {
     }
 }
 
-fn value_literal(text: String) -> SqlLiteral {
+fn value_literal(text: String, value: String) -> SqlLiteral {
     SqlLiteral {
         text,
         null: false,
         string: None,
+        value: Some(value),
     }
+}
+
+fn string_literal(value: &str) -> Result<SqlLiteral, String> {
+    literal(value)
+        .map(|text| SqlLiteral {
+            text,
+            null: false,
+            string: Some((value.chars().count(), value.ends_with(' '))),
+            value: Some(value.to_string()),
+        })
+        .map_err(|e| e.to_string())
+}
+
+impl SqlLiteral {
+    /// The same value rendered for a table column of `data_type` (as
+    /// `information_schema.columns` names it), whatever type the route gave: a route
+    /// without types has string values, and `order_date = '2024-05-28' AND
+    /// LENGTH(order_date) = 10` fails on a DATE column (`function length(date) does not
+    /// exist`). Only CHAR/VARCHAR columns keep the string form with its trailing-blank
+    /// guard; other types get a literal of their own type, validated here so that a value
+    /// the column cannot hold is a named error before anything runs (never a load that
+    /// fails halfway: the batch is one transaction anyway). `Err` names the problem.
+    pub fn for_column(&self, data_type: &str) -> Result<SqlLiteral, String> {
+        let ty = data_type.to_ascii_lowercase();
+        let Some(value) = self.value.as_deref() else {
+            return Ok(match sql_type_of(&ty) {
+                Some(sql_type) => SqlLiteral {
+                    text: format!("CAST(NULL AS {sql_type})"),
+                    null: true,
+                    string: None,
+                    value: None,
+                },
+                None => self.clone(),
+            });
+        };
+        let not = |what: &str| format!("{value:?} is not {what} (the table's column is {ty})");
+        match ty.as_str() {
+            "character varying" | "character" | "varchar" | "char" | "bpchar" | "text" => {
+                string_literal(value)
+            }
+            "date" => partition_literal(PartitionType::Date, value)
+                .map_err(|_| not("a date (YYYY-MM-DD)")),
+            "smallint" | "integer" | "bigint" => {
+                let range = match ty.as_str() {
+                    "smallint" => i64::from(i16::MIN)..=i64::from(i16::MAX),
+                    "integer" => i64::from(i32::MIN)..=i64::from(i32::MAX),
+                    _ => i64::MIN..=i64::MAX,
+                };
+                value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .map(|n| value_literal(n.to_string(), n.to_string()))
+                    .ok_or_else(|| not(&format!("an integer in {range:?}")))
+            }
+            // A plain numeric constant, not CAST(… AS NUMERIC): Redshift's NUMERIC without
+            // precision is NUMERIC(18,0) and would round 12.50 to 13.
+            "numeric" | "decimal" => is_decimal(value)
+                .then(|| value_literal(value.to_string(), value.to_string()))
+                .ok_or_else(|| not("a decimal number")),
+            "real" | "double precision" => value
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && is_decimal_or_exponent(value))
+                .map(|_| {
+                    let sql_type = if ty == "real" {
+                        "REAL"
+                    } else {
+                        "DOUBLE PRECISION"
+                    };
+                    value_literal(format!("CAST('{value}' AS {sql_type})"), value.to_string())
+                })
+                .ok_or_else(|| not("a floating-point number")),
+            "boolean" => match value.to_ascii_lowercase().as_str() {
+                "true" | "t" | "yes" | "y" | "1" => Ok(value_literal("TRUE".into(), "true".into())),
+                "false" | "f" | "no" | "n" | "0" => {
+                    Ok(value_literal("FALSE".into(), "false".into()))
+                }
+                _ => Err(not("a boolean (true/false, t/f, yes/no, y/n, 1/0)")),
+            },
+            "timestamp without time zone" | "timestamp" => timestamp_value(value)
+                .map(|ts| value_literal(format!("CAST('{ts}' AS TIMESTAMP)"), ts))
+                .ok_or_else(|| not("a timestamp (YYYY-MM-DD[ HH:MM:SS[.f]])")),
+            other => Err(format!(
+                "a partition value cannot be compared with or written to a column of type {other}"
+            )),
+        }
+    }
+}
+
+/// The SQL type a NULL partition value is cast to for a column of `data_type`.
+fn sql_type_of(data_type: &str) -> Option<&'static str> {
+    Some(match data_type {
+        "character varying" | "varchar" | "text" => "VARCHAR",
+        "character" | "char" | "bpchar" => "CHAR",
+        "date" => "DATE",
+        "smallint" => "SMALLINT",
+        "integer" => "INTEGER",
+        "bigint" => "BIGINT",
+        "numeric" | "decimal" => "DECIMAL",
+        "real" => "REAL",
+        "double precision" => "DOUBLE PRECISION",
+        "boolean" => "BOOLEAN",
+        "timestamp without time zone" | "timestamp" => "TIMESTAMP",
+        _ => return None,
+    })
+}
+
+/// `[+-]digits[.digits]` or `[+-].digits`: safe to inline as a numeric constant.
+fn is_decimal(v: &str) -> bool {
+    let body = v.strip_prefix(['+', '-']).unwrap_or(v);
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    match body.split_once('.') {
+        Some((int, frac)) => digits(int) && !frac.is_empty() && digits(frac),
+        None => !body.is_empty() && digits(body),
+    }
+}
+
+fn is_decimal_or_exponent(v: &str) -> bool {
+    let (mantissa, exponent) = v
+        .split_once(['e', 'E'])
+        .map_or((v, None), |(m, e)| (m, Some(e)));
+    is_decimal(mantissa)
+        && exponent.is_none_or(|e| {
+            let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+            !e.is_empty() && e.chars().all(|c| c.is_ascii_digit())
+        })
+}
+
+/// A Hive timestamp partition value (`2024-05-28 10:00:00`, `2024-05-28T10:00:00.5`, or a
+/// date alone) rendered as Redshift reads a TIMESTAMP literal.
+fn timestamp_value(v: &str) -> Option<String> {
+    let parsed = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(v, f).ok())
+        .or_else(|| {
+            (v.len() == 10)
+                .then(|| chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                .flatten()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })?;
+    (chrono::Datelike::year(&parsed) >= 1)
+        .then(|| parsed.format("%Y-%m-%d %H:%M:%S%.f").to_string())
 }
 
 /// Validates `value` against `ty` and renders a literal that Redshift and PostgreSQL both
@@ -145,19 +294,16 @@ pub fn partition_literal(ty: PartitionType, value: &str) -> Result<SqlLiteral, S
             if !ok {
                 return Err(format!("{value:?} is not a date (YYYY-MM-DD)"));
             }
-            Ok(value_literal(format!("CAST('{value}' AS DATE)")))
+            Ok(value_literal(
+                format!("CAST('{value}' AS DATE)"),
+                value.to_string(),
+            ))
         }
         PartitionType::Integer => value
             .parse::<i64>()
-            .map(|n| value_literal(n.to_string()))
+            .map(|n| value_literal(n.to_string(), n.to_string()))
             .map_err(|_| format!("{value:?} is not a 64-bit integer")),
-        PartitionType::String => literal(value)
-            .map(|text| SqlLiteral {
-                text,
-                null: false,
-                string: Some((value.chars().count(), value.ends_with(' '))),
-            })
-            .map_err(|e| e.to_string()),
+        PartitionType::String => string_literal(value),
     }
 }
 
@@ -173,6 +319,7 @@ pub fn null_partition_literal(ty: PartitionType) -> SqlLiteral {
         text: format!("CAST(NULL AS {sql_type})"),
         null: true,
         string: None,
+        value: None,
     }
 }
 
@@ -220,6 +367,30 @@ impl DbUser {
     pub fn quoted(&self) -> String {
         format!("\"{}\"", self.0)
     }
+}
+
+impl DbUser {
+    /// An IAM identity's database user (`IAMR:<role>`, `IAM:<user>`): Redshift creates
+    /// it at the identity's first login, so it may not exist yet when the operator grants.
+    pub fn is_iam(&self) -> bool {
+        self.0.starts_with("IAMR:") || self.0.starts_with("IAM:")
+    }
+}
+
+/// Whether the database user `:user` exists (one row if so).
+pub fn user_exists() -> &'static str {
+    "SELECT 1 FROM pg_user WHERE usename = :user"
+}
+
+/// Creates an IAM identity's database user ahead of its first login, so that grants to
+/// it work before the function's first call. `PASSWORD DISABLE`: it signs in only with
+/// IAM temporary credentials
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_USER.html>). Redshift's
+/// documentation says an IAM identity's user is created at its first login and does not
+/// say that pre-creating it is refused; README gives the fallback order (invoke once,
+/// then grant) should it be.
+pub fn create_user(user: &DbUser) -> String {
+    format!("CREATE USER {} PASSWORD DISABLE", user.quoted())
 }
 
 /// What the function's database user needs on the loader schema: USAGE, DML on every
@@ -294,6 +465,26 @@ pub fn loader_tables(t: &LeaseTables) -> Vec<String> {
 }
 
 /// `loaderctl doctor`: who we are, where. Row: `(user, database)`.
+/// The temporary table of doctor's COPY probe.
+pub const DOCTOR_COPY_PROBE_TABLE: &str = "partition_loader_doctor_probe";
+
+/// Doctor's probe that the COPY role can read the manifest prefix: one COPY, through a
+/// manifest, of a one-row CSV file (both under that prefix) into a temporary table.
+/// Every value is quoted as a literal.
+pub fn doctor_copy_probe(manifest_url: &str, iam_role: &str) -> Result<Vec<String>, LoaderError> {
+    let t = DOCTOR_COPY_PROBE_TABLE;
+    Ok(vec![
+        format!("CREATE TEMP TABLE {t} (x INTEGER)"),
+        format!(
+            "COPY {t} FROM {} IAM_ROLE {} MANIFEST {} STATUPDATE OFF",
+            literal(manifest_url)?,
+            literal(iam_role)?,
+            FileFormat::Csv { header: false }.copy_clause()
+        ),
+        format!("DROP TABLE {t}"),
+    ])
+}
+
 pub fn doctor_identity() -> &'static str {
     "SELECT current_user, current_database()"
 }
@@ -335,7 +526,7 @@ pub fn doctor_loader_tables() -> &'static str {
 /// A procedure the user may not execute fails first with "permission denied".
 pub fn doctor_procedure_probes(schema: &Ident, t: &LeaseTables) -> Vec<(String, Vec<String>)> {
     let s = schema.quoted();
-    let fence = |holder: &str| format!("CALL {s}.{}('{holder}', 1)", t.fence.quoted());
+    let fence = |holder: &str| format!("CALL {s}.{}('{holder}', 1, '', '')", t.fence.quoted());
     vec![
         (
             t.fence.as_str().to_string(),
@@ -345,7 +536,7 @@ pub fn doctor_procedure_probes(schema: &Ident, t: &LeaseTables) -> Vec<(String, 
             t.take.as_str().to_string(),
             vec![
                 format!(
-                    "CALL {s}.{}('partition-loader doctor', 1, '', '', '', '')",
+                    "CALL {s}.{}('partition-loader doctor', 1, '', '', '', '', '')",
                     t.take.quoted()
                 ),
                 // Another holder than the take's: it raises even when the take took
@@ -383,6 +574,14 @@ pub fn doctor_table() -> &'static str {
 
 /// Text the fencing procedures raise; the warehouse adapter recognises it.
 pub const LEASE_LOST_MARKER: &str = "partition-loader: lease on";
+
+/// Separates a Lambda request id from the attempt's own suffix in a lease token
+/// (`<request id>~<suffix>`, see `lease::attempt_token`): the take lets an attempt take
+/// over the lease of an earlier attempt of the same request, whose invocation is over.
+pub const ATTEMPT_SEPARATOR: &str = "~";
+
+/// Text the fence raises when a file of the batch is in the ledger under another load.
+pub const LOADED_ELSEWHERE_MARKER: &str = "partition-loader: loaded by another load";
 
 /// Text the acquire procedure raises when a lease table does not hold exactly one row.
 pub const LEASE_ROWS_MARKER: &str = "expected exactly one";
@@ -463,15 +662,29 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
     let ledger = t.q(schema, &t.ledger);
     let wakeup = t.q(schema, &t.wakeup);
     let target = literal(&t.target.to_string())?;
+    // RAISE takes simple variables only ("Currently, optional arguments must be simple
+    // variables, not expressions.", RAISE in
+    // https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-statements.html): the
+    // table's name goes into a declared variable (`:=` as in Redshift's own example on
+    // https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-structure.html).
+    let declare_target = format!("v_table VARCHAR(300) := {target};\n  ");
     let lost = format!(
         "RAISE EXCEPTION '{LEASE_LOST_MARKER} % is not held by % (expired or taken over); \
-         load rolled back', {target}, p_holder;"
+         load rolled back', v_table, p_holder;"
+    );
+    // Only a variable as RAISE's argument (Redshift: "optional arguments must be simple
+    // variables, not expressions").
+    let elsewhere = format!(
+        "RAISE EXCEPTION '{LOADED_ELSEWHERE_MARKER}: % files of this load are in the \
+         ledger of {} under another load (an earlier attempt''s batch outlived it); rolled \
+         back', n;",
+        t.target.to_string().replace('\'', "''")
     );
     let count_check = format!(
         "SELECT COUNT(*) INTO n FROM {lease};\n  \
          IF n <> 1 THEN\n    RAISE EXCEPTION 'partition-loader: the lease table {s}.{} of % has \
          % rows, expected exactly one; run `loaderctl bootstrap`, then `loaderctl unlock`', \
-         {target}, n;\n  END IF;\n  ",
+         v_table, n;\n  END IF;\n  ",
         t.lease.quoted().replace('\'', "''")
     );
     Ok(vec![
@@ -490,7 +703,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
             "CREATE TABLE IF NOT EXISTS {wakeup} (bucket VARCHAR(256) NOT NULL, \
              partition_path VARCHAR(1024) NOT NULL, s3_url VARCHAR(2048) NOT NULL, \
              etag VARCHAR(128) NOT NULL, queued_by VARCHAR(256) NOT NULL, \
-             queued_at TIMESTAMP NOT NULL, claim VARCHAR(300))"
+             queued_at TIMESTAMP NOT NULL, claim VARCHAR(300), route_prefix VARCHAR(1024))"
         ),
         // Exactly one row, whoever bootstraps concurrently: the LOCK serialises them.
         format!("LOCK {lease}"),
@@ -505,22 +718,36 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              FROM {s}.loaded_files WHERE table_name = {target} \
              AND NOT EXISTS (SELECT 1 FROM {ledger})"
         ),
+        // The signatures of earlier versions: CREATE OR REPLACE keeps an old overload
+        // beside the new one (a procedure is named by its argument types), and a caller
+        // of the old one would bypass the new checks.
+        format!(
+            "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER, VARCHAR, VARCHAR, VARCHAR, \
+             VARCHAR)",
+            t.take.quoted()
+        ),
+        format!(
+            "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER)",
+            t.fence.quoted()
+        ),
         // The acquire: one branch writes only the lease, the other only the wake-ups, so
         // that an invocation finding the lease busy never writes the lease table (which
         // the holder's fence writes at the end of its load).
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{take}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
              p_bucket VARCHAR(256), p_partition VARCHAR(1024), p_s3_url VARCHAR(2048), \
-             p_etag VARCHAR(128)) AS $$\nDECLARE\n  n INTEGER;\n  cur VARCHAR(256);\n  \
-             live BOOLEAN;\nBEGIN\n  {count_check}\
+             p_etag VARCHAR(128), p_route VARCHAR(1024)) AS $$\nDECLARE\n  {declare_target}n INTEGER;\n  \
+             cur VARCHAR(256);\n  live BOOLEAN;\nBEGIN\n  {count_check}\
              SELECT holder, COALESCE(expires_at > GETDATE(), FALSE) INTO cur, live FROM {lease};\n  \
-             IF cur IS NULL OR NOT live OR cur = p_holder THEN\n    \
+             IF cur IS NULL OR NOT live OR cur = p_holder \
+             OR SPLIT_PART(cur, '{ATTEMPT_SEPARATOR}', 1) = SPLIT_PART(p_holder, '{ATTEMPT_SEPARATOR}', 1) THEN\n    \
              UPDATE {lease} SET holder = p_holder, acquired_at = GETDATE(), \
              expires_at = DATEADD(second, p_ttl_seconds, GETDATE());\n  \
              ELSIF p_bucket <> '' THEN\n    \
-             INSERT INTO {wakeup} (bucket, partition_path, s3_url, etag, queued_by, queued_at) \
-             VALUES (p_bucket, p_partition, p_s3_url, p_etag, p_holder, GETDATE());\n  \
-             END IF;\nEND;\n$$ LANGUAGE plpgsql",
+             INSERT INTO {wakeup} (bucket, partition_path, s3_url, etag, queued_by, queued_at, \
+             route_prefix) VALUES (p_bucket, p_partition, p_s3_url, p_etag, p_holder, GETDATE(), \
+             p_route);\n  \
+             END IF;\nEND;\n$$ LANGUAGE plpgsql {UTC_PROCEDURE}",
             take = t.take.quoted()
         ),
         // Only statements Redshift documents for PL/pgSQL (SELECT INTO, IF, RAISE:
@@ -529,17 +756,40 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         // same table as the UPDATE alone, and a concurrent takeover still makes the UPDATE
         // fail (write-write conflict) when the read saw the old row.
         format!(
-            "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER) \
-             AS $$\nDECLARE\n  n INTEGER;\nBEGIN\n  \
+            "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
+             p_partition VARCHAR(1024), p_load_id VARCHAR(64)) \
+             AS $$\nDECLARE\n  {declare_target}n INTEGER;\nBEGIN\n  \
              SELECT COUNT(*) INTO n FROM {lease} WHERE holder = p_holder AND expires_at > GETDATE();\n  \
              IF n = 0 THEN\n    {lost}\n  END IF;\n  \
+             SELECT COUNT(*) INTO n FROM {ledger} WHERE partition_path = p_partition \
+             AND load_id <> p_load_id AND s3_url IN (SELECT s3_url FROM {ledger} \
+             WHERE partition_path = p_partition AND load_id = p_load_id);\n  \
+             IF n > 0 THEN\n    {elsewhere}\n  END IF;\n  \
              UPDATE {lease} SET expires_at = DATEADD(second, p_ttl_seconds, GETDATE()) \
              WHERE holder = p_holder AND expires_at > GETDATE();\nEND;\n$$ \
-             LANGUAGE plpgsql",
+             LANGUAGE plpgsql {UTC_PROCEDURE}",
             fence = t.fence.quoted()
         ),
     ])
 }
+
+/// Lease times (`acquired_at`, `expires_at`) are UTC, whoever writes or reads them.
+/// GETDATE() answers "in the current session time zone (UTC by default)"
+/// (https://docs.aws.amazon.com/redshift/latest/dg/r_GETDATE.html), and a database user
+/// may have another default (`ALTER USER … SET timezone`,
+/// https://docs.aws.amazon.com/redshift/latest/dg/r_timezone_config.html): a loader or
+/// operator in New York would read a live lease as expired, or write one that expires
+/// hours late. So every statement that writes or compares a lease time runs in UTC: the
+/// take and fence procedures by CREATE PROCEDURE's documented `SET configuration_parameter`
+/// clause (https://docs.aws.amazon.com/redshift/latest/dg/r_CREATE_PROCEDURE.html), a
+/// batch by [`UTC_SESSION`] right after its LOCK (SET takes no snapshot), a reader by
+/// `Loader::query_utc`. The columns stay TIMESTAMP (UTC by convention, as before:
+/// the loader's default session is UTC), so existing lease tables need no migration
+/// beyond the procedures that `loaderctl bootstrap` replaces. Whether a TIMESTAMP
+/// written without a zone into a TIMESTAMPTZ column means the session's zone or UTC on
+/// Redshift is not documented, hence not that route.
+pub const UTC_SESSION: &str = "SET timezone TO 'UTC'";
+const UTC_PROCEDURE: &str = "SET timezone TO 'UTC'";
 
 /// The acquire batch: one submission whatever happens. Result `:3` (1-based, as the
 /// Data API numbers them) = the lease row(s). When the lease is someone else's, the
@@ -564,13 +814,14 @@ pub fn take_batch(
         // writes the lease row; the wake-up table is one that no load batch touches.
         format!("LOCK {}", t.q(schema, &t.wakeup)),
         format!(
-            "CALL {s}.{}({}, {ttl_seconds}, {}, {}, {}, {})",
+            "CALL {s}.{}({}, {ttl_seconds}, {}, {}, {}, {}, {})",
             t.take.quoted(),
             literal(holder)?,
             literal(wake.bucket)?,
             literal(wake.partition_path)?,
             literal(wake.s3_url)?,
-            literal(wake.etag)?
+            literal(wake.etag)?,
+            literal(wake.route_prefix)?
         ),
         format!("SELECT holder, expires_at FROM {}", t.q(schema, &t.lease)),
     ])
@@ -584,11 +835,15 @@ pub struct WakeUp<'a> {
     /// The event's object; empty for a backfill or sweep (the whole partition).
     pub s3_url: &'a str,
     pub etag: &'a str,
+    /// The prefix of the route the object came under: a table may have several routes,
+    /// and the holder lists the partition under this one.
+    pub route_prefix: &'a str,
 }
 
 fn columns_query(table: &TableName) -> Result<String, LoaderError> {
     Ok(format!(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = {} \
+        "SELECT column_name, data_type, is_nullable, column_default FROM \
+         information_schema.columns WHERE table_schema = {} \
          AND table_name = {} ORDER BY ordinal_position",
         literal(table.schema.as_str())?,
         literal(table.name.as_str())?
@@ -596,7 +851,9 @@ fn columns_query(table: &TableName) -> Result<String, LoaderError> {
 }
 
 /// The ledger rows of one partition (`:1`) and the target's columns with their types
-/// (`:2`: `column_name, data_type`), read by the holder.
+/// (`:2`: `column_name, data_type, is_nullable, column_default`; `is_nullable` `NO`
+/// without a default marks a column a Parquet file must hold, [`crate::schema_match`]),
+/// read by the holder.
 pub fn holder_reads(
     schema: &Ident,
     t: &LeaseTables,
@@ -615,8 +872,9 @@ pub fn holder_reads(
 /// The holder's step between loads, under the same `LOCK` as every wake-up insert:
 /// forget the wake-ups of the partitions it has just loaded (`done_claim`), then either
 /// release the lease when no wake-up is left, or renew it and claim every wake-up left
-/// (`new_claim`, including claims of a crashed holder). Results: `:6` = claimed
-/// `(bucket, partition_path)`, `:7` = the lease row.
+/// (`new_claim`, including claims of a crashed holder). Results: `:7` = claimed
+/// `(bucket, partition_path, route_prefix)` (`route_prefix` NULL for wake-ups queued by
+/// versions before it), `:8` = the lease row.
 pub fn drain_batch(
     schema: &Ident,
     t: &LeaseTables,
@@ -632,6 +890,8 @@ pub fn drain_batch(
     Ok(vec![
         // The same lock as every acquire's (see `take_batch`).
         format!("LOCK {wakeup}"),
+        // The renewal below writes a lease time (see [`UTC_SESSION`]).
+        UTC_SESSION.to_string(),
         format!(
             "DELETE FROM {wakeup} WHERE claim = {} AND {ours}",
             literal(done_claim)?
@@ -649,7 +909,7 @@ pub fn drain_batch(
             literal(new_claim)?
         ),
         format!(
-            "SELECT DISTINCT bucket, partition_path FROM {wakeup} WHERE claim = {} \
+            "SELECT DISTINCT bucket, partition_path, route_prefix FROM {wakeup} WHERE claim = {} \
              ORDER BY partition_path",
             literal(new_claim)?
         ),
@@ -734,6 +994,16 @@ pub enum CopyTarget {
     },
 }
 
+/// One COPY of a load batch: a manifest of files that share one column layout, and how
+/// they reach the target. A batch holds one per layout (Parquet files whose footers
+/// differ, [`crate::schema_match`]), each rendered as [`CopyTarget`] says, in order, in
+/// the one transaction; the statement shapes are the same as for a single COPY.
+#[derive(Debug, Clone)]
+pub struct CopyStep<'a> {
+    pub manifest_url: &'a str,
+    pub target: &'a CopyTarget,
+}
+
 /// Everything one load batch needs. The ledger INSERTs are rendered by the caller with
 /// [`ledger_inserts`] so that it can size batches.
 #[derive(Debug, Clone)]
@@ -743,15 +1013,17 @@ pub struct LoadBatch<'a> {
     pub table: &'a TableName,
     pub partition_path: &'a str,
     pub holder: &'a str,
-    pub manifest_url: &'a str,
     pub iam_role: &'a str,
     pub format: FileFormat,
     /// The route's `copy_options` (rendered with [`crate::copy_options::render`]).
     pub copy_options: &'a [crate::copy_options::CopyOption],
-    pub target: &'a CopyTarget,
+    /// At least one.
+    pub copies: &'a [CopyStep<'a>],
     /// `Some` in replace mode: the predicate columns of the partition to delete first.
     pub replace: Option<&'a [PartitionValue]>,
     pub ledger_inserts: &'a [String],
+    /// The ledger rows' `load_id`: the fence refuses files another load has in the ledger.
+    pub load_id: &'a str,
     /// The fence renews the lease for this long (the holder releases it afterwards,
     /// under the wake-up lock, see [`drain_batch`]).
     pub ttl_seconds: u64,
@@ -774,44 +1046,46 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
         ));
     }
     let options = crate::copy_options::render(b.format, b.copy_options);
-    let copy_tail = format!(
-        "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE OFF",
-        literal(b.manifest_url)?,
-        literal(b.iam_role)?,
-        b.format.copy_clause(),
-        if options.is_empty() { "" } else { " " },
-        options
-    );
-    let direct_tail = if b.statupdate {
-        copy_tail.replace(" STATUPDATE OFF", " STATUPDATE ON")
-    } else {
-        copy_tail.clone()
-    };
-    match b.target {
-        CopyTarget::Direct(None) => out.push(format!("COPY {target} {direct_tail}")),
-        CopyTarget::Direct(Some(cols)) => out.push(format!(
-            "COPY {target} ({}) {direct_tail}",
-            column_list(cols)
-        )),
-        CopyTarget::Staged { file_columns, fill } => {
-            let stage = format!("\"partition_loader_stage_{}\"", b.stage_suffix);
-            let files = column_list(file_columns);
-            let fill_cols: Vec<Ident> = fill.iter().map(|v| v.column.clone()).collect();
-            let fill_lits: Vec<&str> = fill.iter().map(|v| v.literal.as_str()).collect();
-            out.push(format!(
-                "CREATE TEMP TABLE {stage} AS SELECT {files} FROM {target} WHERE 1 = 0"
-            ));
-            out.push(format!("COPY {stage} {copy_tail}"));
-            out.push(if fill.is_empty() {
-                format!("INSERT INTO {target} ({files}) SELECT {files} FROM {stage}")
-            } else {
-                format!(
-                    "INSERT INTO {target} ({files}, {}) SELECT {files}, {} FROM {stage}",
-                    column_list(&fill_cols),
-                    fill_lits.join(", ")
-                )
-            });
-            out.push(format!("DROP TABLE {stage}"));
+    for step in b.copies {
+        let copy_tail = format!(
+            "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE OFF",
+            literal(step.manifest_url)?,
+            literal(b.iam_role)?,
+            b.format.copy_clause(),
+            if options.is_empty() { "" } else { " " },
+            options
+        );
+        let direct_tail = if b.statupdate {
+            copy_tail.replace(" STATUPDATE OFF", " STATUPDATE ON")
+        } else {
+            copy_tail.clone()
+        };
+        match step.target {
+            CopyTarget::Direct(None) => out.push(format!("COPY {target} {direct_tail}")),
+            CopyTarget::Direct(Some(cols)) => out.push(format!(
+                "COPY {target} ({}) {direct_tail}",
+                column_list(cols)
+            )),
+            CopyTarget::Staged { file_columns, fill } => {
+                let stage = format!("\"partition_loader_stage_{}\"", b.stage_suffix);
+                let files = column_list(file_columns);
+                let fill_cols: Vec<Ident> = fill.iter().map(|v| v.column.clone()).collect();
+                let fill_lits: Vec<&str> = fill.iter().map(|v| v.literal.as_str()).collect();
+                out.push(format!(
+                    "CREATE TEMP TABLE {stage} AS SELECT {files} FROM {target} WHERE 1 = 0"
+                ));
+                out.push(format!("COPY {stage} {copy_tail}"));
+                out.push(if fill.is_empty() {
+                    format!("INSERT INTO {target} ({files}) SELECT {files} FROM {stage}")
+                } else {
+                    format!(
+                        "INSERT INTO {target} ({files}, {}) SELECT {files}, {} FROM {stage}",
+                        column_list(&fill_cols),
+                        fill_lits.join(", ")
+                    )
+                });
+                out.push(format!("DROP TABLE {stage}"));
+            }
         }
     }
     if b.replace.is_some() {
@@ -826,9 +1100,11 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
     }
     out.extend(b.ledger_inserts.iter().cloned());
     out.push(format!(
-        "CALL {s}.{}({h}, {})",
+        "CALL {s}.{}({h}, {}, {}, {})",
         b.tables.fence.quoted(),
-        b.ttl_seconds
+        b.ttl_seconds,
+        literal(b.partition_path)?,
+        literal(b.load_id)?
     ));
     Ok(out)
 }
@@ -864,6 +1140,37 @@ pub fn partition_predicate(values: &[PartitionValue]) -> String {
         .join(" AND ")
 }
 
+/// The partition's values rendered for the table's columns ([`SqlLiteral::for_column`]);
+/// `columns` and `data_types` are the table's, in the same order. A value whose column
+/// is not in the table stays as the route rendered it (the copy target names that).
+pub fn literals_for_table(
+    values: &[PartitionValue],
+    columns: &[String],
+    data_types: &[String],
+) -> Result<Vec<PartitionValue>, String> {
+    values
+        .iter()
+        .map(|v| {
+            let ty = columns
+                .iter()
+                .zip(data_types)
+                .find(|(c, _)| c.as_str() == v.column.as_str())
+                .map(|(_, t)| t);
+            match ty {
+                None => Ok(v.clone()),
+                Some(ty) => v
+                    .literal
+                    .for_column(ty)
+                    .map(|literal| PartitionValue {
+                        column: v.column.clone(),
+                        literal,
+                    })
+                    .map_err(|e| format!("partition column {}: {e}", v.column)),
+            }
+        })
+        .collect()
+}
+
 /// The first partition value that ends in a blank and goes to a CHAR column, with the
 /// reason replace mode refuses it: CHAR pads with blanks, so `Paris` and `Paris ` are one
 /// stored value and the partitions' rows cannot be told apart; deleting one partition's
@@ -883,13 +1190,17 @@ pub fn blank_in_char_column(values: &[PartitionValue], char_columns: &[String]) 
     ))
 }
 
-/// Statements a load batch has besides its ledger INSERTs.
-pub fn fixed_statements(target: &CopyTarget, replace: bool) -> usize {
-    let copy = match target {
-        CopyTarget::Direct(_) => 1,
-        CopyTarget::Staged { .. } => 4,
-    };
-    copy + if replace { 2 } else { 0 } + 1
+/// Statements a load batch has besides its ledger INSERTs, when it holds a COPY of
+/// each of `targets`.
+pub fn fixed_statements(targets: &[CopyTarget], replace: bool) -> usize {
+    let copies: usize = targets
+        .iter()
+        .map(|t| match t {
+            CopyTarget::Direct(_) => 1,
+            CopyTarget::Staged { .. } => 4,
+        })
+        .sum();
+    copies + if replace { 2 } else { 0 } + 1
 }
 
 fn column_list(cols: &[Ident]) -> String {
@@ -956,9 +1267,13 @@ pub fn loaded_rows(query_ids: &[i64]) -> Option<String> {
         .map(i64::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    // The same statement reads the COPYs' queue and execution time (microseconds; each
+    // user sees their own queries: https://docs.aws.amazon.com/redshift/latest/dg/SYS_QUERY_HISTORY.html).
     Some(format!(
-        "SELECT CAST(COALESCE(SUM(loaded_rows), 0) AS BIGINT), COUNT(*) FROM sys_load_history \
-         WHERE query_id IN ({ids})"
+        "SELECT CAST(COALESCE(SUM(loaded_rows), 0) AS BIGINT), COUNT(*), \
+         (SELECT SUM(queue_time) FROM sys_query_history WHERE query_id IN ({ids})), \
+         (SELECT SUM(execution_time) FROM sys_query_history WHERE query_id IN ({ids})) \
+         FROM sys_load_history WHERE query_id IN ({ids})"
     ))
 }
 
@@ -1130,15 +1445,60 @@ pub fn unpartitioned_ledger(schema: &Ident, table: &TableName) -> String {
     )
 }
 
-const HISTORY_COPIES: &str = "SELECT query_id, transaction_id, TRIM(data_source), loaded_rows, \
-     duration, start_time, TRIM(status) FROM sys_load_history";
+/// Columns 7 and 8: the COPY's `queue_time` and `execution_time` (microseconds) from
+/// SYS_QUERY_HISTORY, NULL where not visible.
+const HISTORY_COPIES: &str =
+    "SELECT h.query_id, h.transaction_id, TRIM(h.data_source), h.loaded_rows, \
+     h.duration, h.start_time, TRIM(h.status), q.queue_time, q.execution_time \
+     FROM sys_load_history h LEFT JOIN sys_query_history q ON q.query_id = h.query_id";
 
 /// The partitions of a table's ledger loaded within the last `days` days (the sweep
 /// lists them again, for files whose event never came).
-pub fn recent_partitions(schema: &Ident, t: &LeaseTables, days: u32) -> String {
+/// Only files under `url_prefix` (`s3://bucket/prefix` of one route: a table may have
+/// several routes, and each lists its own partitions).
+pub fn recent_partitions(
+    schema: &Ident,
+    t: &LeaseTables,
+    days: u32,
+    url_prefix: &str,
+) -> Result<String, LoaderError> {
+    Ok(format!(
+        "SELECT DISTINCT partition_path FROM {} WHERE loaded_at > DATEADD(day, -{days}, GETDATE()) \
+         AND LEFT(s3_url, {}) = {}",
+        t.q(schema, &t.ledger),
+        url_prefix.chars().count(),
+        literal(url_prefix)?
+    ))
+}
+
+/// Whether a table's wake-up table has the `route_prefix` column (`loaderctl bootstrap`
+/// adds it to a wake-up table of an earlier version). Row: a count.
+pub fn wakeup_has_route_column(schema: &Ident, t: &LeaseTables) -> Result<String, LoaderError> {
+    Ok(format!(
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = {} \
+         AND table_name = {} AND column_name = 'route_prefix'",
+        literal(schema.as_str())?,
+        literal(t.wakeup.as_str())?
+    ))
+}
+
+/// Whether the wake-up table exists at all. Row: a count.
+pub fn wakeup_exists(schema: &Ident, t: &LeaseTables) -> Result<String, LoaderError> {
+    Ok(format!(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = {} \
+         AND table_name = {}",
+        literal(schema.as_str())?,
+        literal(t.wakeup.as_str())?
+    ))
+}
+
+/// Adds `route_prefix` to a wake-up table of an earlier version (Redshift has no `ADD
+/// COLUMN IF NOT EXISTS`: the caller checks [`wakeup_has_route_column`] first). Its old
+/// rows keep NULL: the holder loads them under its own route, as before.
+pub fn add_wakeup_route_column(schema: &Ident, t: &LeaseTables) -> String {
     format!(
-        "SELECT DISTINCT partition_path FROM {} WHERE loaded_at > DATEADD(day, -{days}, GETDATE())",
-        t.q(schema, &t.ledger)
+        "ALTER TABLE {} ADD COLUMN route_prefix VARCHAR(1024)",
+        t.q(schema, &t.wakeup)
     )
 }
 
@@ -1211,6 +1571,45 @@ mod tests {
     }
 
     #[test]
+    fn partition_values_follow_the_column_type() {
+        let s = |v: &str| partition_literal(PartitionType::String, v).unwrap();
+        let render = |v: &str, ty: &str| s(v).for_column(ty).map(|l| l.as_str().to_string());
+        assert_eq!(
+            render("2024-05-28", "date").unwrap(),
+            "CAST('2024-05-28' AS DATE)"
+        );
+        assert_eq!(render("007", "smallint").unwrap(), "7");
+        assert!(render("70000", "smallint").is_err());
+        assert!(render("1 OR 1=1", "integer").is_err());
+        assert_eq!(render("12.50", "numeric").unwrap(), "12.50");
+        for bad in ["1e5", "1.", ".", "-", "1.2.3", "1; DROP"] {
+            assert!(render(bad, "numeric").is_err(), "{bad}");
+        }
+        assert_eq!(render("T", "boolean").unwrap(), "TRUE");
+        assert!(render("maybe", "boolean").is_err());
+        assert_eq!(
+            render("2024-05-28T10:30:00", "timestamp without time zone").unwrap(),
+            "CAST('2024-05-28 10:30:00' AS TIMESTAMP)"
+        );
+        assert!(render("2024-05-28 10:30:00'; --", "timestamp without time zone").is_err());
+        assert_eq!(
+            render("1.5e3", "double precision").unwrap(),
+            "CAST('1.5e3' AS DOUBLE PRECISION)"
+        );
+        assert!(render("NaN", "real").is_err());
+        assert!(render("x", "timestamp with time zone").is_err());
+        // A string column keeps the trailing-blank guard; a typed value becomes a string.
+        let v = s("Paris ").for_column("character varying").unwrap();
+        assert!(v.ends_in_blank());
+        let n = partition_literal(PartitionType::Integer, "007").unwrap();
+        assert_eq!(n.for_column("character varying").unwrap().as_str(), "'7'");
+        let null = null_partition_literal(PartitionType::String);
+        let null = null.for_column("date").unwrap();
+        assert!(null.is_null());
+        assert_eq!(null.as_str(), "CAST(NULL AS DATE)");
+    }
+
+    #[test]
     fn per_table_names_are_distinct_valid_and_short() {
         let a = LeaseTables::for_target(&TableName::parse("a_b.c").unwrap());
         let b = LeaseTables::for_target(&TableName::parse("a.b_c").unwrap());
@@ -1248,12 +1647,21 @@ mod tests {
         );
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
         assert!(
-            sqls[6].contains("IF n <> 1 THEN"),
+            sqls[8].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
+                && sqls[9].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
+            "take and fence write and compare lease times in UTC"
+        );
+        assert!(
+            sqls[8].contains("IF n <> 1 THEN"),
             "more than one lease row is an error"
         );
-        assert!(sqls[6].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
-        assert!(sqls[6].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
-        assert!(sqls[7].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
+        assert!(sqls[8].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
+        assert!(sqls[8].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
+        assert!(sqls[9].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
+        assert!(sqls[6].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"take_5_sales_orders\""));
+        assert!(sqls[7].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"fence_5_sales_orders\""));
+        assert!(sqls[9].contains("AND load_id <> p_load_id"));
+        assert!(sqls[9].contains("RAISE EXCEPTION 'partition-loader: loaded by another load: %"));
         assert!(!sqls.iter().any(|s| s.contains("INTERVAL")));
     }
 
@@ -1266,22 +1674,26 @@ mod tests {
             partition_path: "order_date=2024-05-28/",
             s3_url: "s3://b/k",
             etag: "e",
+            route_prefix: "orders/",
         };
         let take = take_batch(&schema, &t, "req-1", 960, &wake).unwrap();
         assert_eq!(take[0], "LOCK \"pl\".\"wakeup_5_sales_orders\"");
         assert_eq!(
             take[1],
             "CALL \"pl\".\"take_5_sales_orders\"('req-1', 960, 'b', 'order_date=2024-05-28/', \
-             's3://b/k', 'e')"
+             's3://b/k', 'e', 'orders/')"
         );
         assert_eq!(take.len(), 3, "only the lease under the lock");
         assert!(take_batch(&schema, &t, "bad\0", 960, &wake).is_err());
         let drain = drain_batch(&schema, &t, "req-1", 960, "req-1#0", "req-1#1").unwrap();
         assert_eq!(drain[0], take[0]);
-        assert!(drain[1].contains("claim = 'req-1#0'"));
-        assert!(drain[2].contains("NOT EXISTS (SELECT 1 FROM \"pl\".\"wakeup_5_sales_orders\")"));
-        assert!(drain[3].contains("DATEADD(second, 960, GETDATE())"));
-        assert!(drain[5].contains("claim = 'req-1#1'"));
+        assert_eq!(drain[1], UTC_SESSION, "lease times in UTC, after the LOCK");
+        assert!(drain[2].contains("claim = 'req-1#0'"));
+        assert!(drain[3].contains("NOT EXISTS (SELECT 1 FROM \"pl\".\"wakeup_5_sales_orders\")"));
+        assert!(drain[4].contains("DATEADD(second, 960, GETDATE())"));
+        assert!(drain[6].contains("claim = 'req-1#1'"));
+        assert!(drain[6].starts_with("SELECT DISTINCT bucket, partition_path, route_prefix"));
+        assert_eq!(drain.len(), 8, "results :7 (claimed) and :8 (lease row)");
     }
 
     fn batch<'a>(
@@ -1298,13 +1710,16 @@ mod tests {
             table: t,
             partition_path: "order_date=2024-05-28/",
             holder: "req-1",
-            manifest_url: "s3://m/x/1.manifest",
             iam_role: "arn:aws:iam::1:role/r",
             format: FileFormat::Parquet,
             copy_options: &[],
-            target,
+            copies: Box::leak(Box::new([CopyStep {
+                manifest_url: "s3://m/x/1.manifest",
+                target,
+            }])),
             replace,
             ledger_inserts: inserts,
+            load_id: "load-1",
             ttl_seconds: 960,
             stage_suffix: 0,
             statupdate: false,
@@ -1348,7 +1763,7 @@ mod tests {
         assert_eq!(probes[0].0, "fence_5_sales_orders");
         assert_eq!(
             probes[0].1,
-            vec!["CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor', 1)"]
+            vec!["CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor', 1, '', '')"]
         );
         assert_eq!(probes[1].0, "take_5_sales_orders");
         // The take may succeed on a free lease: the fence after it rolls the batch back.
@@ -1358,7 +1773,7 @@ mod tests {
         );
         assert_eq!(
             probes[1].1[1],
-            "CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor, nobody', 1)",
+            "CALL \"pl\".\"fence_5_sales_orders\"('partition-loader doctor, nobody', 1, '', '')",
             "a fence of another holder than the take's: it always raises"
         );
     }
@@ -1406,10 +1821,15 @@ mod tests {
                  'arn:aws:iam::1:role/r' MANIFEST FORMAT AS PARQUET STATUPDATE OFF"
                     .to_string(),
                 "INSERT 1".to_string(),
-                "CALL \"pl\".\"fence_5_sales_orders\"('req-1', 960)".to_string(),
+                "CALL \"pl\".\"fence_5_sales_orders\"('req-1', 960, 'order_date=2024-05-28/', \
+                 'load-1')"
+                    .to_string(),
             ]
         );
-        assert_eq!(fixed_statements(&target, false), sqls.len() - 1);
+        assert_eq!(
+            fixed_statements(std::slice::from_ref(&target), false),
+            sqls.len() - 1
+        );
     }
 
     #[test]
@@ -1426,7 +1846,10 @@ mod tests {
         };
         let lt = LeaseTables::for_target(&t);
         let sqls = load_batch(&batch(&schema, &t, &lt, &target, Some(&pv), &[])).unwrap();
-        assert_eq!(sqls.len(), fixed_statements(&target, true));
+        assert_eq!(
+            sqls.len(),
+            fixed_statements(std::slice::from_ref(&target), true)
+        );
         assert_eq!(
             sqls[0],
             "DELETE FROM \"sales\".\"orders\" WHERE \"order_date\" = CAST('2024-05-28' AS DATE)"

@@ -36,6 +36,27 @@ pub trait Storage: Send + Sync {
             Ok(listed.iter().any(|o| o.key == key))
         }
     }
+
+    /// The last `len` bytes of object `key` (all of it when shorter), of the version
+    /// with ETag `etag` only: a Parquet footer is read without the file
+    /// ([`crate::schema_match`]). Implementations that cannot read objects keep the
+    /// default, which refuses.
+    fn tail(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, LoaderError>> + Send {
+        let _ = (etag, len);
+        let message = format!("reading s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
 }
 
 pub struct S3 {
@@ -160,5 +181,42 @@ impl Storage for S3 {
             .await
             .map_err(|e| storage_error(format!("writing s3://{bucket}/{key}"), e))?;
         Ok(())
+    }
+
+    /// A suffix-range GET with `If-Match`: the footer read is the listed version's, or
+    /// the read fails as retryable (the object was rewritten since the listing; the
+    /// retry lists it again).
+    async fn tail(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        len: u64,
+    ) -> Result<Vec<u8>, LoaderError> {
+        let what = format!("reading the end of s3://{bucket}/{key}");
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes=-{len}"))
+            .if_match(format!("\"{etag}\""))
+            .send()
+            .await
+            .map_err(|e| {
+                let changed = e.code() == Some("PreconditionFailed");
+                let mut err = storage_error(what.clone(), e);
+                if changed {
+                    if let LoaderError::Storage { retryable, .. } = &mut err {
+                        *retryable = true;
+                    }
+                }
+                err
+            })?;
+        let body = out.body.collect().await.map_err(|e| LoaderError::Storage {
+            message: format!("{what}: {e}"),
+            retryable: true,
+        })?;
+        Ok(body.into_bytes().to_vec())
     }
 }

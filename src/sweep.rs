@@ -1,11 +1,24 @@
-//! The sweep (run on a schedule, and by `loaderctl sweep`): for every route's table,
-//! finds files whose event never came and finishes what a crashed holder left.
+//! The sweep (run on a schedule, and by `loaderctl sweep`): for every table, under
+//! every route into it, finds files whose event never came and finishes what a crashed
+//! holder left.
 //!
-//! Its cost is bounded by `look_back_days`, never by the route's age: it lists only the
-//! partitions of the last `look_back_days` dates (routes whose first partition column
-//! is a date and that name their bucket) and the partitions the ledger loaded in that
-//! window, loads each one with the usual protocol (or hands it to the live holder),
-//! then takes a free lease to drain wake-ups left behind.
+//! Its cost is bounded by `look_back_days` (at most [`MAX_LOOK_BACK_DAYS`]), never by
+//! the route's age: it lists only the partitions of the last `look_back_days` dates
+//! (routes whose first partition column is a date, in the route's bucket or
+//! `SWEEP_BUCKET`) and the
+//! partitions the ledger loaded in that window, loads each one with the usual protocol
+//! (or hands it to the live holder), then takes a free lease to drain wake-ups left
+//! behind.
+//!
+//! Invariant: the sweep starts no step when less than [`lease::reserve`] of its time is
+//! left: a take it would cancel may commit anyway and leave a dead holder's lease.
+//! Invariant: tables are swept in an order that starts at a table chosen from the
+//! time ([`sweep_order`]), so a sweep cut by its deadline does not always leave the
+//! same tables (those late in the configuration) undone.
+//! Invariant: a table found busy gets at most one wake-up from one sweep: its live
+//! holder drains it, and the next sweep comes back for the other candidates.
+
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -20,6 +33,22 @@ use crate::sql::{self, LeaseTables};
 use crate::storage::Storage;
 use crate::warehouse::Warehouse;
 
+/// The longest look-back a sweep accepts: the sweep event comes from any invoker, and
+/// its cost grows with the window (one listing per day and route, every partition of
+/// the window loaded or queued). A month covers any schedule that runs at all.
+pub const MAX_LOOK_BACK_DAYS: u32 = 31;
+
+/// The least time a sweep step needs (a listing, a ledger read, a take: Data API round
+/// trips of a few hundred milliseconds each): none is started with less left, whatever
+/// the reserve.
+const MIN_STEP: Duration = Duration::from_secs(2);
+
+/// What the sweep keeps in hand before `deadline`: the holder's reserve of the time
+/// left ([`lease::reserve`]), at least [`MIN_STEP`].
+pub fn sweep_reserve(deadline: Instant) -> Duration {
+    lease::reserve(deadline.saturating_duration_since(Instant::now())).max(MIN_STEP)
+}
+
 /// What a table's sweep reports as it goes (`loaderctl sweep` shows progress by it).
 #[derive(Debug)]
 pub enum Step<'a> {
@@ -33,34 +62,41 @@ pub enum Step<'a> {
 }
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
-    /// Sweeps every route's table ([`Loader::sweep_table`]), one after the other. One
-    /// result per partition looked at (plus errors).
+    /// Sweeps every table ([`Loader::sweep_table`]) in [`sweep_order`], one after the
+    /// other, until its deadline nears. One result per partition looked at (plus
+    /// errors).
     pub async fn sweep(
         &self,
         holder: &str,
         look_back_days: u32,
         deadline: Instant,
     ) -> Vec<Result<Outcome, LoaderError>> {
+        let reserve = sweep_reserve(deadline);
         let mut results = Vec::new();
-        for route in self.config().table_routes() {
+        for routes in sweep_order(&self.config().routes, SystemTime::now()) {
+            if Instant::now() + reserve >= deadline {
+                tracing::info!(table = %routes[0].table,
+                    "sweep deadline near: this table and those after it wait for the next sweep");
+                break;
+            }
             results.extend(
-                self.sweep_table(route, holder, look_back_days, deadline)
+                self.sweep_table(&routes, holder, look_back_days, deadline)
                     .await,
             );
         }
         results
     }
 
-    /// Sweeps one table (of `route`, the first route of that table): see the module
-    /// documentation.
+    /// Sweeps one table, under each of `routes` (every route into that table): see the
+    /// module documentation.
     pub async fn sweep_table(
         &self,
-        route: &Route,
+        routes: &[&Route],
         holder: &str,
         look_back_days: u32,
         deadline: Instant,
     ) -> Vec<Result<Outcome, LoaderError>> {
-        self.sweep_table_with(route, holder, look_back_days, deadline, |_| {})
+        self.sweep_table_with(routes, holder, look_back_days, deadline, |_| {})
             .await
     }
 
@@ -68,35 +104,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// result as it goes.
     pub async fn sweep_table_with(
         &self,
-        route: &Route,
+        routes: &[&Route],
         holder: &str,
         look_back_days: u32,
         deadline: Instant,
         mut step: impl FnMut(Step<'_>),
     ) -> Vec<Result<Outcome, LoaderError>> {
         let mut results = Vec::new();
-        match self.sweep_candidates(route, look_back_days, deadline).await {
-            Ok(candidates) => {
-                step(Step::Listed {
-                    partitions: candidates.len(),
-                });
-                for (bucket, partition) in &candidates {
-                    let result = self
-                        .load_partition(route, bucket, partition, None, holder, deadline)
-                        .await;
-                    step(Step::Partition {
-                        partition,
-                        result: &result,
-                    });
-                    results.push(result);
-                }
-            }
-            Err(e) => {
-                // Cannot tell what to look at: the next sweep tries this table again.
-                results.push(Err(e));
-                return results;
-            }
-        }
+        let Some(route) = routes.first().copied() else {
+            return results;
+        };
         let ctx = Ctx::new(
             self.warehouse(),
             self.config(),
@@ -104,6 +121,55 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             holder,
             deadline,
         );
+        let reserve = sweep_reserve(deadline);
+        let late = || {
+            let late = Instant::now() + reserve >= deadline;
+            if late {
+                tracing::info!(table = %route.table,
+                    "sweep deadline near: the rest of this table waits for the next sweep");
+            }
+            late
+        };
+        if late() {
+            return results;
+        }
+        let mut candidates = Vec::new();
+        for r in routes {
+            match self.sweep_candidates(r, look_back_days, deadline).await {
+                Ok(found) => candidates.extend(found.into_iter().map(|(b, p)| (*r, b, p))),
+                Err(e) => {
+                    // Cannot tell what to look at: the next sweep tries this table again. A
+                    // missing ledger (before `loaderctl bootstrap`) is named as such.
+                    results.push(Err(lease::missing_tables(&ctx, e)));
+                    return results;
+                }
+            }
+        }
+        step(Step::Listed {
+            partitions: candidates.len(),
+        });
+        for (r, bucket, partition) in &candidates {
+            if late() {
+                return results;
+            }
+            let result = self
+                .load_partition(r, bucket, partition, None, holder, deadline)
+                .await;
+            step(Step::Partition {
+                partition,
+                result: &result,
+            });
+            let busy = matches!(result, Ok(Outcome::Queued { .. }));
+            results.push(result);
+            if busy {
+                tracing::info!(table = %route.table,
+                    "table busy: its holder drains the wake-up; the next sweep comes back for the rest");
+                return results;
+            }
+        }
+        if late() {
+            return results;
+        }
         match lease::acquire_if_free(&ctx).await {
             Ok(Acquired::Held(_)) => {
                 let drained = Ok(Outcome::UpToDate {
@@ -128,8 +194,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         look_back_days: u32,
         deadline: Instant,
     ) -> Result<Vec<(String, Partition)>, LoaderError> {
-        let Some(bucket) = route.bucket.as_deref() else {
-            // A route for any bucket: nothing to list; wake-ups are still drained.
+        let Some(bucket) = self.config().sweep_bucket_of(route) else {
+            // A route for any bucket and no SWEEP_BUCKET: nothing to list (doctor says
+            // so); wake-ups are still drained.
             return Ok(Vec::new());
         };
         let mut paths: Vec<String> = Vec::new();
@@ -157,9 +224,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 }
             }
         }
-        // Partitions loaded within the window, whatever their columns.
+        // Partitions loaded within the window under this route, whatever their columns.
         let tables = LeaseTables::for_target(&route.table);
-        let sql = sql::recent_partitions(&self.config().loader_schema, &tables, look_back_days);
+        let sql = sql::recent_partitions(
+            &self.config().loader_schema,
+            &tables,
+            look_back_days,
+            &crate::plan::s3_url(bucket, &route.prefix),
+        )?;
         for row in self.query(sql, vec![], deadline).await? {
             let path = row.into_iter().next().flatten().unwrap_or_default();
             if !paths.contains(&path) {
@@ -173,5 +245,73 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
         }
         Ok(out)
+    }
+}
+
+/// Every table with all its routes (configuration order within a table), starting at a
+/// table chosen from `now`'s minute and going round. A fixed start let a sweep cut by
+/// its deadline leave the same tables undone every time; a start that moves every
+/// minute gives each table its turn first (the schedule's period may be a multiple of
+/// the table count, so the start is a hash of the minute, not the minute itself).
+pub fn sweep_order(routes: &[Route], now: SystemTime) -> Vec<Vec<&Route>> {
+    let mut tables: Vec<Vec<&Route>> = Vec::new();
+    for route in routes {
+        match tables.iter_mut().find(|t| t[0].table == route.table) {
+            Some(t) => t.push(route),
+            None => tables.push(vec![route]),
+        }
+    }
+    if !tables.is_empty() {
+        let minute = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs()
+            / 60;
+        let mixed = minute.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let start = usize::try_from(mixed % tables.len() as u64).unwrap_or(0);
+        tables.rotate_left(start);
+    }
+    tables
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_routes;
+
+    fn routes() -> Vec<Route> {
+        parse_routes(
+            "[[routes]]\nprefix = \"a/\"\ntable = \"s.a\"\nformat = \"parquet\"\n\
+             [[routes]]\nprefix = \"b/\"\ntable = \"s.b\"\nformat = \"parquet\"\n\
+             [[routes]]\nprefix = \"a2/\"\ntable = \"s.a\"\nformat = \"parquet\"\n\
+             [[routes]]\nprefix = \"c/\"\ntable = \"s.c\"\nformat = \"parquet\"\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_route_of_a_table_is_swept_with_it() {
+        let routes = routes();
+        let order = sweep_order(&routes, SystemTime::UNIX_EPOCH);
+        assert_eq!(order.len(), 3);
+        let a = order
+            .iter()
+            .find(|t| t[0].table.to_string() == "s.a")
+            .unwrap();
+        let prefixes: Vec<_> = a.iter().map(|r| r.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["a/", "a2/"]);
+    }
+
+    #[test]
+    fn every_table_comes_first_in_some_minute_whatever_the_schedule() {
+        let routes = routes();
+        // A schedule every 15 minutes, three tables: the minute itself would always
+        // start at the same table.
+        let mut firsts = std::collections::BTreeSet::new();
+        for run in 0..40u64 {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(run * 15 * 60);
+            firsts.insert(sweep_order(&routes, now)[0][0].table.to_string());
+        }
+        assert_eq!(firsts.len(), 3, "{firsts:?}");
     }
 }

@@ -40,6 +40,21 @@ pub trait Warehouse: Send + Sync {
         statement_id: String,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Row>, LoaderError>> + Send;
+
+    /// Submits one statement and leaves it running (upkeep's VACUUM: the Data API keeps
+    /// a statement up to 24 hours): waits at most `settle` for an early end, such as a
+    /// refusal, and never cancels. `Ok(true)`: finished; `Ok(false)`: still running.
+    /// The default waits for the end (for warehouses without statements to leave).
+    fn submit_and_leave(
+        &self,
+        sql: String,
+        settle: Duration,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<bool, LoaderError>> + Send {
+        let _ = settle;
+        let run = self.run(sql, Vec::new(), deadline);
+        async move { run.await.map(|_| true) }
+    }
 }
 
 /// The poll schedule of DescribeStatement: pauses grow from `POLL_FIRST` (short
@@ -178,8 +193,16 @@ impl DataApi {
                     record_copy_query_ids(&out);
                     return Ok(());
                 }
-                StatusString::Failed | StatusString::Aborted => {
+                StatusString::Failed => {
                     return Err(LoaderError::StatementFailed {
+                        statement_id: id.to_string(),
+                        message: out.error().unwrap_or(status.as_str()).to_string(),
+                    })
+                }
+                // Not our cancel (that one ends below, as Timeout): someone else's, WLM's
+                // or a restart's. Transient whatever its words (`crate::failure`).
+                StatusString::Aborted => {
+                    return Err(LoaderError::StatementAborted {
                         statement_id: id.to_string(),
                         message: out.error().unwrap_or(status.as_str()).to_string(),
                     })
@@ -279,6 +302,39 @@ impl Warehouse for DataApi {
         self.execute(Submit::One(sql, params), deadline).await
     }
 
+    async fn submit_and_leave(
+        &self,
+        sql: String,
+        settle: Duration,
+        deadline: Instant,
+    ) -> Result<bool, LoaderError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let id = self
+            .submit(&Submit::One(sql, Vec::new()), &token, deadline)
+            .await?;
+        let until = (Instant::now() + settle).min(deadline);
+        let mut backoff = Backoff::new(POLL_FIRST, POLL_CAP);
+        loop {
+            let out =
+                retrying(deadline, || self.client.describe_statement().id(&id).send()).await?;
+            match out.status().cloned().unwrap_or(StatusString::Submitted) {
+                StatusString::Finished => return Ok(true),
+                status @ (StatusString::Failed | StatusString::Aborted) => {
+                    return Err(LoaderError::StatementFailed {
+                        statement_id: id,
+                        message: out.error().unwrap_or(status.as_str()).to_string(),
+                    })
+                }
+                _ => {}
+            }
+            let pause = backoff.next_pause();
+            if Instant::now() + pause >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     async fn rows(&self, statement_id: String, deadline: Instant) -> Result<Vec<Row>, LoaderError> {
         let mut rows = Vec::new();
         let mut token: Option<String> = None;
@@ -352,7 +408,12 @@ where
             || matches!(
                 err.code(),
                 Some("InternalServerException" | "InternalError")
-            );
+            )
+            // "An SQL statement encountered an environmental error while running" (the
+            // API's description of both): transient, `crate::failure`.
+            || err
+                .code()
+                .is_some_and(|c| crate::failure::classify(c).kind == crate::ErrorKind::Retryable);
         let message = match (err.code(), err.message()) {
             (Some(code), Some(text)) => format!("{code}: {text}"),
             _ => DisplayErrorContext(&err).to_string(),

@@ -325,3 +325,231 @@ async fn routes_come_from_an_ssm_parameter_or_an_s3_object() {
         );
     }
 }
+
+/// The routes TOML the template deploys by default (its `LoaderConfig` parameter's
+/// `Default`), read from template.yaml itself.
+fn template_default_routes() -> String {
+    let template = include_str!("../template.yaml");
+    let after = template
+        .split_once("\n  LoaderConfig:\n")
+        .and_then(|(_, rest)| rest.split_once("Default: |-\n"))
+        .map(|(_, rest)| rest)
+        .expect("LoaderConfig's Default block in template.yaml");
+    after
+        .lines()
+        .take_while(|l| l.starts_with("      "))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect()
+}
+
+/// The environment the template builds for the function, for this test's stack: the
+/// default route (no bucket; the test's own table) and `SWEEP_BUCKET` = the data bucket.
+fn template_env(stack: &Stack, sweep_bucket: bool) -> Vec<(String, String)> {
+    let routes = template_default_routes();
+    assert!(
+        !routes.contains("bucket"),
+        "the template's default route names no bucket: {routes}"
+    );
+    let routes = routes
+        .replace(
+            "\"sales.orders\"",
+            &format!("\"{}\"", stack.table("orders")),
+        )
+        .replace("transformed/orders/", "orders/");
+    let mut env = stack.env(&routes);
+    if sweep_bucket {
+        env.push(("SWEEP_BUCKET".into(), stack.bucket.clone()));
+    }
+    env
+}
+
+fn config_from(env: &[(String, String)]) -> partition_loader::Config {
+    partition_loader::Config::from_lookup(|k| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    })
+    .expect("the template's environment is a valid configuration")
+}
+
+/// Issue 19 item 2: with the template's default route (no bucket) the sweep listed
+/// nothing, so a file whose event was lost was never loaded.
+#[tokio::test]
+async fn the_sweep_finds_a_lost_file_with_the_templates_environment() {
+    let stack = Stack::new().await;
+    let env = template_env(&stack, true);
+    let routes = env
+        .iter()
+        .find(|(k, _)| k == "LOADER_CONFIG")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    stack.bootstrap_as_admin(&routes).await;
+    let table = stack.orders_table().await;
+    // A file from today whose event never came.
+    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d");
+    stack
+        .put_parquet(&format!("orders/order_date={today}/part-0.parquet"), 0..4)
+        .await;
+
+    let without =
+        partition_loader::Loader::connect(config_from(&template_env(&stack, false))).await;
+    let results = without.sweep(&holder(), 3, deadline()).await;
+    assert!(
+        results.iter().all(|r| r.is_ok()) && stack.rows(&table).await == 0,
+        "no SWEEP_BUCKET: nothing to list: {results:?}"
+    );
+
+    let loader = partition_loader::Loader::connect(config_from(&env)).await;
+    let results = loader.sweep(&holder(), 3, deadline()).await;
+    let loaded: Vec<Value> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|o| o.to_json())
+        .filter(|o| o["outcome"] == "loaded")
+        .collect();
+    assert_eq!(loaded.len(), 1, "{results:?}");
+    assert_eq!(loaded[0]["files"], 1);
+    assert_eq!(stack.rows(&table).await, 4);
+}
+
+/// Issue 19 item 9: between deploy and `loaderctl bootstrap` the scheduled sweep reports
+/// one clear outcome and succeeds, without a PermanentErrors data point (it failed
+/// `Permanent.StatementFailed` before, paging and filling the failure queue).
+#[tokio::test]
+async fn a_sweep_before_bootstrap_says_so_without_an_error() {
+    let stack = Stack::new().await;
+    let loader = partition_loader::Loader::connect(stack.config(&stack.orders_route(""))).await;
+    stack.orders_table().await;
+    let measured = partition_loader::invocation::sweep_measured(
+        &loader,
+        &partition_loader::metrics::Settings::default(),
+        3,
+        &holder(),
+        deadline(),
+    )
+    .await;
+    let outcome = measured.result.expect("the sweep succeeds");
+    let outcomes = outcome["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 1, "{outcome}");
+    assert_eq!(outcomes[0]["outcome"], "not_bootstrapped");
+    assert_eq!(outcomes[0]["table"], stack.table("orders").as_str());
+    assert!(outcomes[0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("loaderctl bootstrap"));
+    for record in &measured.records {
+        assert_eq!(record["PermanentErrors"], 0, "{record}");
+        assert_eq!(record["Errors"], 0, "{record}");
+    }
+    // An event for the table still fails, naming the fix.
+    let event = stack
+        .parquet_event("orders/order_date=2024-05-28/a.parquet", 0..1)
+        .await;
+    let e = handle(&loader, &event).await.unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.NotBootstrapped");
+}
+
+/// Issue 19 item 8: a function that cannot start prints an EMF record counting a
+/// permanent error before it exits (before, only a log line: no alarm saw it).
+#[tokio::test]
+async fn a_function_that_cannot_start_prints_a_permanent_error_record() {
+    let stack = Stack::new().await;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_partition-loader"));
+    cmd.env_remove("LOADER_CONFIG_FILE")
+        .env_remove("REDSHIFT_CLUSTER_ID")
+        .env_remove("REDSHIFT_DB_USER")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("METRICS_NAMESPACE", "Loader/Startup")
+        .env("RUST_LOG", "error");
+    for (k, v) in stack.env("routes = [{ prefix = \"o/\" }]") {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("exits at once")
+        .expect("run the function");
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let record: Value = stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no EMF record on stdout: {stdout:?}"));
+    assert_eq!(
+        record["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "Loader/Startup"
+    );
+    assert_eq!(record["PermanentErrors"], 1, "{record}");
+    assert_eq!(record["ErrorType"], "Permanent.Config");
+    assert_eq!(record["invocation"], "startup");
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `table`"),
+        "{record}"
+    );
+}
+
+/// Issue 19 item 1: README's `deploy.env` read exactly as `cargo lambda deploy
+/// --env-file` reads it (cargo-lambda itself, `--dry`: offline), then as the function's
+/// configuration. cargo-lambda parses env files with the `env-file-reader` crate, whose
+/// unquoted values take no whitespace, quotes, `#` or `=`: the unquoted routes line
+/// left cargo-lambda with no variables at all.
+#[tokio::test]
+async fn readmes_deploy_env_is_read_by_cargo_lambda_as_a_valid_configuration() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = include_str!("../README.md");
+    let block = readme
+        .split_once("with `deploy.env` holding the variables below")
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("README's deploy.env block");
+    let dir = std::env::temp_dir().join(format!("deploy-env-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env_file = dir.join("deploy.env");
+    std::fs::write(&env_file, block).unwrap();
+    // --dry needs a Linux binary to package; any will do.
+    let bootstrap = dir.join("bootstrap");
+    std::fs::copy("/bin/true", &bootstrap).unwrap();
+    let out = tokio::process::Command::new(format!("{root}/.local/venv/bin/cargo-lambda"))
+        .current_dir(root)
+        .args(["lambda", "deploy", "--dry", "--env-file"])
+        .arg(&env_file)
+        .arg("--binary-path")
+        .arg(&bootstrap)
+        .arg("partition-loader")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .output()
+        .await
+        .expect("cargo-lambda (scripts/local-stack installs it into .local/venv)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let options = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- env_options: "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no env_options in the dry run: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    // A map of strings printed with Rust's Debug: JSON for these values.
+    let vars: std::collections::HashMap<String, String> =
+        serde_json::from_str(options).unwrap_or_else(|e| panic!("{options}: {e}"));
+    let names: Vec<&str> = block
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+        .collect();
+    for name in &names {
+        assert!(
+            vars.contains_key(*name),
+            "cargo-lambda lost {name}: {vars:?}"
+        );
+    }
+    let config = partition_loader::Config::from_lookup(|k| vars.get(k).cloned())
+        .expect("deploy.env is a valid configuration");
+    assert_eq!(config.routes[0].table.to_string(), "sales.orders");
+    assert_eq!(config.routes[0].bucket.as_deref(), Some("lake"));
+}

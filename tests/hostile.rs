@@ -586,6 +586,7 @@ fn environment_with_each_variable_wrong_names_it() {
         ("LEASE_TTL_SECONDS", Some("-5")),
         ("LEASE_TTL_SECONDS", Some("60")),
         ("SWEEP_LOOK_BACK_DAYS", Some("a week")),
+        ("SWEEP_BUCKET", Some("lake/transformed/")),
         ("LOADER_CONFIG", Some("[[routes]]\nprefix = 1\n")),
     ];
     for (name, value) in cases {

@@ -396,7 +396,7 @@ async fn the_fence_refuses_a_lease_held_by_another_holder() {
     let tables = LeaseTables::for_target(&TableName::parse(&t).unwrap());
     let fence = |holder: &str| {
         format!(
-            "CALL {}.{}('{holder}', 600)",
+            "CALL {}.{}('{holder}', 600, 'order_date=2024-05-28/', 'load-x')",
             stack.loader_schema,
             tables.fence.quoted()
         )
@@ -850,4 +850,34 @@ async fn replace_mode_refuses_a_value_ending_in_a_blank_for_a_char_column() {
     assert_eq!(stack.rows(&t).await, 4);
     assert_eq!(stack.ledger_rows(&t).await, 1);
     assert_eq!(stack.lease_rows(&t).await, 0, "the lease is released");
+}
+
+/// Redshift's PL/pgSQL page, RAISE: "optional arguments must be simple variables, not
+/// expressions". The local Redshift refuses a procedure that passes a literal, so the
+/// bootstrap itself fails when the take or fence procedure does; both messages still
+/// name the table.
+#[tokio::test]
+async fn bootstrap_procedures_raise_with_simple_variables_only() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("");
+    let admin = Loader::connect(stack.admin_config(&routes)).await;
+    admin
+        .bootstrap(deadline())
+        .await
+        .expect("bootstrap: the procedures must follow Redshift's RAISE rule");
+    let t = stack.table("orders");
+    let tables = LeaseTables::for_target(&TableName::parse(&t).unwrap());
+    stack
+        .sql(&format!(
+            "INSERT INTO {} VALUES (NULL, NULL, NULL)",
+            stack.loader_table(&t, "lease")
+        ))
+        .await;
+    let take = format!(
+        "CALL {}.{}('me', 600, '', '', '', '', '')",
+        stack.loader_schema,
+        tables.take.quoted()
+    );
+    let e = stack.try_sql(&take).await.unwrap_err();
+    assert!(e.to_string().contains(&format!("of {t} has 2 rows")), "{e}");
 }

@@ -826,3 +826,72 @@ async fn loaderctl_sweep_loads_what_no_event_announced_with_progress_lines() {
         describe(&out)
     );
 }
+
+/// Issue 19 item 6: `IAMR:<role>` exists only after the role's first call, so the grant
+/// of README's step 10 failed before the function ever ran; bootstrap now creates it.
+#[tokio::test]
+async fn bootstrap_grants_to_an_iam_role_before_its_first_call() {
+    let stack = Stack::new().await;
+    let role_user = format!("IAMR:partition-loader-{}", stack.suffix);
+    for round in 0..2 {
+        let out = admin_ctl(&stack, &["bootstrap", "--grant-to", &role_user]).await;
+        assert!(out.status.success(), "{}", describe(&out));
+        let created = lines(&out)
+            .iter()
+            .any(|l| l["created_user"] == role_user.as_str());
+        assert_eq!(created, round == 0, "created once: {}", describe(&out));
+    }
+    let usage = stack
+        .text(&format!(
+            "SELECT HAS_SCHEMA_PRIVILEGE('{role_user}', '{}', 'USAGE')",
+            stack.loader_schema
+        ))
+        .await;
+    assert!(
+        matches!(usage.as_deref(), Some("true" | "t")),
+        "the role's user got USAGE: {usage:?}"
+    );
+    // A name that is not an IAM identity's is not created: the grant fails as before.
+    let out = admin_ctl(&stack, &["bootstrap", "--grant-to", "nobody_here"]).await;
+    assert!(!out.status.success(), "{}", describe(&out));
+}
+
+/// Issue 19 item 4: doctor runs a probe COPY from the manifest prefix with the COPY role,
+/// so a role that cannot read a separate manifest bucket is found before the first load.
+#[tokio::test]
+async fn doctor_probes_that_the_copy_role_reads_the_manifest_prefix() {
+    let stack = Stack::new().await;
+    stack.bootstrap_as_admin(&stack.orders_route("")).await;
+    stack.orders_table().await;
+    let probe = |out: &[Value]| {
+        out.iter()
+            .find(|l| l["check"] == "copy role reads manifests")
+            .unwrap_or_else(|| panic!("no COPY probe: {out:?}"))
+            .clone()
+    };
+    let (code, out) = doctor(&stack).await;
+    assert_eq!(code, 0, "healthy: {:?}", findings(&out));
+    assert_eq!(probe(&out)["status"], "ok", "{out:?}");
+    assert!(
+        stack.keys("_loader/").await.is_empty(),
+        "probe objects deleted"
+    );
+
+    // Redshift refusing the read (as it does for a role without s3:GetObject there).
+    stack
+        .fault(serde_json::json!({"fail_copies": [{"table": "partition_loader_doctor_probe", "count": 1,
+            "message": "S3ServiceException:Access Denied,Status 403"}]}))
+        .await;
+    let (code, out) = doctor(&stack).await;
+    let line = probe(&out);
+    assert_eq!(code, 1, "{out:?}");
+    assert_eq!(line["status"], "finding", "{line}");
+    assert!(
+        line["detail"].as_str().unwrap().contains("Access Denied"),
+        "{line}"
+    );
+    assert!(
+        line["fix"].as_str().unwrap().contains("s3:GetObject"),
+        "{line}"
+    );
+}

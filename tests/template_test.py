@@ -5,6 +5,8 @@ intent. Each check names what broke.
     .local/venv/bin/python tests/template_test.py [template.yaml [samconfig.toml]]
 """
 
+import json
+import pathlib
 import re
 import sys
 import tomllib
@@ -35,6 +37,7 @@ def _construct(loader, tag_suffix, node):
 CfnLoader.add_multi_constructor("!", _construct)
 
 FAILURES = []
+TEMPLATE_PATH = "template.yaml"
 
 
 def check(ok, what):
@@ -56,9 +59,13 @@ def walk(node, path=()):
 
 def statements(template):
     """The function role's statements, each with the condition guarding it (or None)."""
-    policies = template["Resources"]["LoaderFunction"]["Properties"]["Policies"]
+    res = template["Resources"]
+    if "LoaderFunctionRole" in res:
+        documents = [p["PolicyDocument"] for p in res["LoaderFunctionRole"]["Properties"]["Policies"]]
+    else:  # SAM's generated role (before issue 19), so that an old template fails by name
+        documents = res["LoaderFunction"]["Properties"].get("Policies", [])
     out = []
-    for policy in policies:
+    for policy in documents:
         for st in policy.get("Statement", []):
             if isinstance(st, dict) and "Fn::If" in st:
                 cond, then, _else = st["Fn::If"]
@@ -74,7 +81,9 @@ def actions(st):
 
 
 def main():
+    global TEMPLATE_PATH
     template_path = sys.argv[1] if len(sys.argv) > 1 else "template.yaml"
+    TEMPLATE_PATH = template_path
     samconfig_path = sys.argv[2] if len(sys.argv) > 2 else "samconfig.toml"
     with open(template_path, encoding="utf-8") as f:
         t = yaml.load(f, Loader=CfnLoader)
@@ -124,8 +133,12 @@ def main():
             by_action.setdefault(a, []).append((c, st))
     check([c for c, _ in by_action.get("ssm:GetParameter", [])] == ["RoutesFromSsm"],
           "template: ssm:GetParameter only under RoutesFromSsm")
-    check([c for c, _ in by_action.get("s3:GetObject", [])] == ["RoutesFromS3"],
-          "template: s3:GetObject only under RoutesFromS3 (Redshift reads the data, not the function)")
+    check(sorted([str(c) for c, _ in by_action.get("s3:GetObject", [])]) == ["None", "RoutesFromS3"],
+          "template: s3:GetObject under RoutesFromS3 and, for Parquet footers, on the watched prefix")
+    footers = [st for c, st in by_action.get("s3:GetObject", []) if c is None]
+    check(len(footers) == 1 and footers[0].get("Sid") == "ReadParquetFooters"
+          and "${WatchedPrefix}*" in json.dumps(footers[0].get("Resource")),
+          "template: the footer reads are limited to the watched prefix")
 
     # Item 4: loaderctl doctor reads the buckets' Region with the function's role:
     # s3:GetBucketLocation on the data and manifest buckets only, always granted.
@@ -223,8 +236,150 @@ def main():
           "template: Sweep schedule sends {\"partition-loader\": \"sweep\"} at SweepRateMinutes")
     check(params.get("SweepRateMinutes", {}).get("Default") == 15, "template: sweep every 15 minutes by default")
 
+    # Issue 19 (first deploy, second pass).
+    issue_19(t, params, res, cond, rules, sts)
+
     print(f"\n{len(FAILURES)} failed")
     return 1 if FAILURES else 0
+
+
+def evaluate(node, values):
+    """Evaluates a Rule assertion with parameter values (strings, as CloudFormation
+    passes them to Rules): Fn::Or/And/Not/Equals/Contains and Ref."""
+    if isinstance(node, dict):
+        (k, v), = node.items()
+        if k == "Ref":
+            return values[v]
+        args = [evaluate(a, values) for a in v] if isinstance(v, list) else evaluate(v, values)
+        if k == "Fn::Or":
+            return any(args)
+        if k == "Fn::And":
+            return all(args)
+        if k == "Fn::Not":
+            return not args[0]
+        if k == "Fn::Equals":
+            return args[0] == args[1]
+        if k == "Fn::Contains":
+            return args[1] in args[0]
+        raise ValueError(f"rule function {k} not evaluated here")
+    if isinstance(node, list):
+        return [evaluate(a, values) for a in node]
+    return node
+
+
+def issue_19(t, params, res, cond, rules, sts):
+    data_bucket = {"Fn::If": ["CreateBucket", {"Ref": "DataBucket"}, {"Ref": "ExistingBucketName"}]}
+    fn = res["LoaderFunction"]["Properties"]
+    env = fn["Environment"]["Variables"]
+
+    # Item 2: the sweep lists the stack's data bucket for routes that name none (the
+    # default route has no bucket: a created bucket's name exists only after deploy).
+    check(env.get("SWEEP_BUCKET") == data_bucket,
+          "template: SWEEP_BUCKET is the created or watched bucket")
+    check("bucket" not in params["LoaderConfig"]["Default"],
+          "template: the default route names no bucket (SWEEP_BUCKET covers it)")
+
+    # Item 5: a SecureString routes parameter under a customer managed key.
+    dec = [(c, st) for c, st in sts if st.get("Sid") == "DecryptRoutesParameter"]
+    ok = len(dec) == 1
+    if ok:
+        c, st = dec[0]
+        ok = (set(map(str, cond.get(c, {}).get("Fn::And", []))) ==
+              {str({"Condition": "HasKmsKey"}), str({"Condition": "RoutesFromSsm"})}
+              and actions(st) == ["kms:Decrypt"] and st.get("Resource") == {"Ref": "KmsKeyArn"}
+              and st.get("Condition", {}).get("StringEquals", {}).get("kms:ViaService")
+              == {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"})
+    check(ok, "template: kms:Decrypt through ssm.<region> only with KmsKeyArn and a routes parameter")
+
+    # Item 7: BatchSize above 10 needs a batching window of at least 1 second.
+    rule = rules.get("LargeBatchNeedsWindow", {})
+    check(rule.get("RuleCondition") == {"Fn::Equals": [{"Ref": "EventBatching"}, "sqs"]},
+          "template: Rule LargeBatchNeedsWindow applies with EventBatching=sqs")
+    asserts = rule.get("Assertions", [{}])
+    cases = {("100", "0"): False, ("11", "0"): False, ("100", "1"): True, ("10", "0"): True,
+             ("1", "0"): True, ("10000", "300"): True}
+    for (size, window), want in cases.items():
+        try:
+            got = all(evaluate(a["Assert"], {"BatchSize": size, "BatchWindowSeconds": window})
+                      for a in asserts)
+        except (KeyError, ValueError) as e:
+            got = f"error {e}"
+        check(got == want, f"template: BatchSize={size} BatchWindowSeconds={window} "
+                           f"{'passes' if want else 'is refused'} (got {got})")
+    check(all("BatchWindowSeconds" in a.get("AssertDescription", "") for a in asserts),
+          "template: the batch-window Rule's message names BatchWindowSeconds")
+    check(params["BatchSize"]["Default"] <= 10 or params["BatchWindowSeconds"]["Default"] >= 1,
+          "template: the defaults pass the batch-window Rule")
+
+    # Item 8: an alarm that sees a function which cannot start, within minutes.
+    age = [a for a in res.values() if a["Type"] == "AWS::CloudWatch::Alarm"
+           and a["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"]
+    check(len(age) == 1 and age[0].get("Condition") == "UseSqsBatching"
+          and age[0]["Properties"]["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["EventQueue", "QueueName"]}
+          and age[0]["Properties"]["Threshold"] <= 900
+          and age[0]["Properties"]["Period"] * age[0]["Properties"]["EvaluationPeriods"] <= 900
+          and "AlarmActions" in age[0]["Properties"],
+          "template: an alarm on the event queue's oldest message (<= 15 minutes)")
+
+    # Item 11: TLS only on the created bucket.
+    bp = res.get("DataBucketPolicy", {})
+    sts_ = bp.get("Properties", {}).get("PolicyDocument", {}).get("Statement", [])
+    check(bp.get("Condition") == "CreateBucket"
+          and bp["Properties"].get("Bucket") == {"Ref": "DataBucket"}
+          and any(s.get("Effect") == "Deny" and s.get("Principal") == "*"
+                  and s.get("Action") == "s3:*"
+                  and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+                  and {"Fn::GetAtt": ["DataBucket", "Arn"]} in s.get("Resource", [])
+                  and {"Fn::Sub": "${DataBucket.Arn}/*"} in s.get("Resource", [])
+                  for s in sts_),
+          "template: the created bucket denies requests without TLS (aws:SecureTransport)")
+    # Item 11: logs only to the function's own log group (SAM's generated role would add
+    # AWSLambdaBasicExecutionRole: logs on every log group).
+    check(fn.get("Role") == {"Fn::GetAtt": ["LoaderFunctionRole", "Arn"]} and "Policies" not in fn,
+          "template: the function uses its own role (no SAM-generated one)")
+    role = res.get("LoaderFunctionRole", {}).get("Properties", {})
+    check(not role.get("ManagedPolicyArns"), "template: the function role has no managed policies")
+    logs = [st for _, st in sts if any(a.startswith("logs:") for a in actions(st))]
+    check(len(logs) == 1 and logs[0].get("Resource") == {"Fn::GetAtt": ["LoaderLogGroup", "Arn"]}
+          and set(actions(logs[0])) == {"logs:CreateLogStream", "logs:PutLogEvents"},
+          "template: log permissions only on the function's log group")
+    check(fn.get("LoggingConfig", {}).get("LogGroup") == {"Ref": "LoaderLogGroup"},
+          "template: the function logs to that log group")
+    # The on-failure destination and the schedule still work with our own role.
+    check(any(actions(st) == ["sqs:SendMessage"]
+              and st.get("Resource") == {"Fn::GetAtt": ["FailureQueue", "Arn"]} for _, st in sts),
+          "template: the role may send to the on-failure queue")
+
+    # Items 4 and 11: README's COPY-role policy (First deploy, step 8) reads the watched
+    # prefix and the manifest prefix (a separate manifest bucket included), and lists
+    # each bucket only under its prefix.
+    readme = pathlib.Path(TEMPLATE_PATH).resolve().parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    step = text.split("8. **COPY role reads the data and the manifests**", 1)[-1].split("\n9. ", 1)[0]
+    found = re.search(r"--policy-document '(\{.*?\})'", step, re.S)
+    policy = None
+    if found:
+        try:
+            policy = json.loads(found.group(1))
+        except json.JSONDecodeError as e:
+            check(False, f"README: step 8's policy is JSON ({e})")
+    check(policy is not None, "README: step 8 gives the COPY role's policy document")
+    if policy:
+        get = [r for s in policy["Statement"] if s.get("Action") in ("s3:GetObject", ["s3:GetObject"])
+               for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])]
+        check(sorted(get) == ["arn:aws:s3:::B/P*", "arn:aws:s3:::M/MP*"],
+              f"README: s3:GetObject on the watched prefix and the manifest prefix only ({get})")
+        lists = {s["Resource"]: s.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+                 for s in policy["Statement"] if s.get("Action") in ("s3:ListBucket", ["s3:ListBucket"])}
+        check(lists == {"arn:aws:s3:::B": ["P*"], "arn:aws:s3:::M": ["MP*"]},
+              f"README: s3:ListBucket on each bucket only under its prefix ({lists})")
+        check(all(s.get("Effect") == "Allow" and "*" not in str(s.get("Action")) for s in policy["Statement"]),
+              "README: the COPY role's policy grants no wildcard action")
+    check("modify-cluster-iam-roles" in text, "README: step 4 shows the provisioned cluster's command")
+
+    # Cosmetic: a Serverless COPY role is associated with the namespace.
+    check("namespace" in params["CopyIamRoleArn"]["Description"],
+          "template: CopyIamRoleArn says namespace")
 
 
 if __name__ == "__main__":

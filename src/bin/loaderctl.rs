@@ -18,6 +18,8 @@ mod report;
 mod status;
 #[path = "loaderctl/sweep.rs"]
 mod sweep;
+#[path = "loaderctl/upkeep.rs"]
+mod upkeep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,7 +50,8 @@ enum Command {
     Bootstrap {
         /// The function's database user (e.g. `IAMR:partition-loader-role` on Serverless
         /// with IAM): grant it what it needs on the loader schema, and print the GRANTs
-        /// each route's target table needs (for the tables' owners to run).
+        /// each route's target table needs (for the tables' owners to run). An IAM
+        /// identity's user (`IAMR:…`, `IAM:…`) is created first when missing.
         #[arg(long, value_name = "USER")]
         grant_to: Option<String>,
     },
@@ -94,6 +97,10 @@ enum Command {
     /// deleted only after its event succeeded. One JSON line per message; progress on
     /// stderr.
     Redrive(redrive::Args),
+    /// Table upkeep by hand: per table stats_off, unsorted, rows, the last ANALYZE and
+    /// VACUUM and what would run; runs it (ANALYZE waited for, VACUUM left to run)
+    /// unless --dry-run. One JSON line per table; progress on stderr.
+    Upkeep(upkeep::Args),
 }
 
 #[tokio::main]
@@ -190,6 +197,11 @@ async fn run(
                 json!({"bootstrapped": loader.config().loader_schema.as_str(), "statement_id": id})
             );
             if let Some(user) = user {
+                // `IAMR:<role>` exists only after the role's first call: create it, so
+                // the grants can come before the function ever ran.
+                if loader.create_iam_user_if_missing(&user, deadline()).await? {
+                    println!("{}", json!({"created_user": user.as_str()}));
+                }
                 let id = loader.grant_loader(&user, deadline()).await?;
                 println!(
                     "{}",
@@ -235,7 +247,7 @@ async fn run(
             for route in loader.config().table_routes() {
                 let t = LeaseTables::for_target(&route.table);
                 let rows = loader
-                    .query(
+                    .query_utc(
                         format!(
                             "SELECT holder, acquired_at, expires_at, \
                              CASE WHEN holder IS NULL THEN 'free' \
@@ -244,7 +256,6 @@ async fn run(
                             wakeup = t.wakeup.quoted(),
                             lease = t.lease.quoted()
                         ),
-                        vec![],
                         deadline(),
                     )
                     .await?;
@@ -265,12 +276,11 @@ async fn run(
             let t = LeaseTables::for_target(&table);
             let lease = format!("{schema}.{}", t.lease.quoted());
             let live = loader
-                .query(
+                .query_utc(
                     format!(
                         "SELECT holder, expires_at FROM {lease} \
                          WHERE holder IS NOT NULL AND expires_at > GETDATE()"
                     ),
-                    vec![],
                     deadline(),
                 )
                 .await?;
@@ -302,6 +312,7 @@ async fn run(
         Command::Status(args) => status::run(loader, args, deadline()).await,
         Command::History(args) => history::run(loader, args, deadline()).await,
         Command::Redrive(args) => redrive::run(loader, args, holder, budget).await,
+        Command::Upkeep(args) => upkeep::run(loader, args, deadline()).await,
         Command::Ledger { table, partition } => {
             let table = table_arg(&table)?;
             let t = LeaseTables::for_target(&table);

@@ -474,6 +474,26 @@ pub fn parquet_bytes_named(ids: std::ops::Range<i64>, name: impl Fn(i64) -> Stri
     out
 }
 
+/// Parquet as [`parquet_bytes`] writes it, with the columns in the other order
+/// (name, id): a writer that reordered its columns.
+pub fn parquet_bytes_name_first(ids: std::ops::Range<i64>) -> Vec<u8> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, true),
+        Field::new("id", DataType::Int64, false),
+    ]));
+    let names: Vec<String> = ids.clone().map(|i| format!("name-{i}")).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(names)),
+        Arc::new(Int64Array::from_iter_values(ids)),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).expect("batch");
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    out
+}
+
 /// A minimal HTTP/1.1 call to the emulator's admin API (no HTTP client crate needed).
 pub async fn admin(method: &str, path: &str, body: &str) -> (String, String) {
     let endpoint = require_stack();

@@ -81,6 +81,9 @@ pub struct SubmitResponse {
 pub struct IdRequest {
     pub id: Option<String>,
     pub next_token: Option<String>,
+    /// DescribeStatement and GetStatementResult: wait up to this long (0–30 s) for the
+    /// statement to end before answering.
+    pub wait_time_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

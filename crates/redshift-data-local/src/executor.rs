@@ -70,7 +70,7 @@ fn database_setup_sql(default: Isolation) -> String {
         "BEGIN;
          SELECT pg_advisory_xact_lock(7291540431);
          CREATE OR REPLACE FUNCTION public.getdate() RETURNS timestamp LANGUAGE sql STABLE
-             AS $getdate$ SELECT date_trunc('second', statement_timestamp() AT TIME ZONE 'UTC') $getdate$;
+             AS $getdate$ SELECT date_trunc('second', statement_timestamp() AT TIME ZONE pg_catalog.current_setting('TimeZone')) $getdate$;
          CREATE OR REPLACE FUNCTION public.dateadd(part text, n bigint, ts timestamp) RETURNS timestamp
              LANGUAGE sql IMMUTABLE
              AS $dateadd$ SELECT ts + (n::text || ' ' || part)::interval $dateadd$;
@@ -79,6 +79,7 @@ fn database_setup_sql(default: Isolation) -> String {
          {errors}
          {varchar}
          {conflicts}
+         {upkeep}
          GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
          GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
            public.sys_load_error_detail TO PUBLIC;
@@ -110,7 +111,8 @@ fn database_setup_sql(default: Isolation) -> String {
         history = redshift_copy::HISTORY_DDL,
         errors = LOAD_ERRORS_DDL,
         varchar = crate::varchar::VARCHAR_COMPARISON_SQL,
-        conflicts = TR_CONFLICT_DDL
+        conflicts = TR_CONFLICT_DDL,
+        upkeep = crate::upkeep::UPKEEP_DDL
     )
 }
 
@@ -222,6 +224,17 @@ impl Executor {
     /// to its end: queueing cannot deadlock. The slot is held until the statement's
     /// connection is dropped at the end of this function.
     pub async fn run(self: Arc<Self>, id: String) {
+        let hold = self.registry.get(&id).and_then(|s| {
+            self.faults
+                .take_hold(s.scope(), s.subs.iter().map(|sub| sub.bound_sql.as_str()))
+        });
+        if let Some(hold) = hold {
+            // Held SUBMITTED, holding nothing (see `FaultSet::hold_statements`).
+            tokio::time::sleep(hold).await;
+            if self.cancel_requested(&id) {
+                return self.finish_failed(&id, 0, String::new());
+            }
+        }
         let Ok(_slot) = Arc::clone(&self.slots).acquire_owned().await else {
             // The semaphore is never closed; if it were, fail rather than hang.
             return self.finish_failed(&id, 0, "ERROR: query queue closed".into());
@@ -288,7 +301,37 @@ impl Executor {
         client
             .batch_execute(&format!("SET SESSION AUTHORIZATION {quoted}"))
             .await
-            .map_err(|e| postgres_error_text(&e, 0))
+            .map_err(|e| postgres_error_text(&e, 0))?;
+        // The user's default time zone (`ALTER USER u SET timezone TO '…'`): "To set the
+        // time zone for all sessions run by a specific database user, use the ALTER USER
+        // command" (https://docs.aws.amazon.com/redshift/latest/dg/r_timezone_config.html),
+        // and GETDATE/SYSDATE answer in the session's time zone
+        // (https://docs.aws.amazon.com/redshift/latest/dg/r_GETDATE.html). PostgreSQL
+        // applies role settings only at login, and the emulator logs in as itself.
+        let zone = client
+            .query_opt(
+                "SELECT split_part(c, '=', 2) FROM pg_catalog.pg_db_role_setting s \
+                 JOIN pg_catalog.pg_roles r ON r.oid = s.setrole \
+                 CROSS JOIN LATERAL unnest(s.setconfig) AS c \
+                 WHERE r.rolname = $1 AND lower(split_part(c, '=', 1)) = 'timezone' \
+                 AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database \
+                 WHERE datname = pg_catalog.current_database())) \
+                 ORDER BY s.setdatabase DESC LIMIT 1",
+                &[&user],
+            )
+            .await
+            .map_err(|e| postgres_error_text(&e, 0))?
+            .and_then(|row| row.get::<_, Option<String>>(0));
+        if let Some(zone) = zone {
+            client
+                .query(
+                    "SELECT pg_catalog.set_config('TimeZone', $1, false)",
+                    &[&zone],
+                )
+                .await
+                .map_err(|e| postgres_error_text(&e, 0))?;
+        }
+        Ok(())
     }
 
     /// A connection of the emulator's own (admin) user, for bookkeeping outside the
@@ -546,6 +589,27 @@ impl Executor {
         }
         if let Some(refusal) = translate::undocumented_plpgsql(sql) {
             return Err(refusal);
+        }
+        if let Some(refusal) = translate::raise_with_expression(sql) {
+            return Err(refusal);
+        }
+        // ANALYZE, VACUUM and the views of their state: see `crate::upkeep`.
+        if let Some(command) = crate::upkeep::parse(sql) {
+            let command = command?;
+            let hold = self.faults.vacuum_hold(scope);
+            let admin = self.connect_admin(database).await?;
+            let rows =
+                crate::upkeep::run(client, &admin, statement, command, query_id, hold).await?;
+            return Ok(Done { rows, result: None });
+        }
+        if crate::upkeep::reads_query_history(sql) {
+            match self.connect_admin(database).await {
+                Ok(admin) => {
+                    crate::upkeep::record_query_history(&admin, database, &self.registry.snapshot())
+                        .await
+                }
+                Err(e) => tracing::warn!(error = %e, "sys_query_history not recorded"),
+            }
         }
         match redshift_copy::parse(sql) {
             Some(Err(e)) => Err(copy_error_text(&e, pid)),

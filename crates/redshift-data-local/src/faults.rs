@@ -24,6 +24,27 @@ pub struct FaultSet {
     /// as a real conflict with a concurrent transaction would.
     #[serde(default)]
     pub conflict_fraction: f64,
+    /// Statements held SUBMITTED before they start, as a busy WLM queue holds them:
+    /// a caller that gave up meanwhile (killed at its timeout) leaves them to run
+    /// later. A cancel that arrives during the hold still ends the statement ABORTED.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hold_statements: Vec<HoldStatements>,
+    /// How long each VACUUM runs (holding the workgroup's one VACUUM slot), so that
+    /// tests can meet a VACUUM another session runs.
+    #[serde(default)]
+    pub vacuum_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HoldStatements {
+    /// Only statements (or batches) one of whose SQL texts contains this, compared
+    /// case-insensitively.
+    pub sql_contains: String,
+    /// How many more such statements are held.
+    pub count: u32,
+    /// How long each is held.
+    pub hold_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,6 +65,13 @@ impl FaultSet {
         }
         if !(0.0..=1.0).contains(&self.conflict_fraction) {
             return Err("conflict_fraction must be between 0 and 1".into());
+        }
+        if self
+            .hold_statements
+            .iter()
+            .any(|h| h.sql_contains.trim().is_empty())
+        {
+            return Err("hold_statements[].sql_contains must not be empty".into());
         }
         if self.fail_copies.iter().any(|f| f.table.trim().is_empty()) {
             return Err("fail_copies[].table must not be empty".into());
@@ -117,6 +145,18 @@ impl Faults {
         Duration::from_millis(ms)
     }
 
+    /// How long a VACUUM in `scope` runs (the longest `vacuum_ms` in force).
+    pub fn vacuum_hold(&self, scope: Option<&str>) -> Duration {
+        let ms = self
+            .lock()
+            .iter()
+            .filter(|s| s.applies_to(scope))
+            .map(|s| s.vacuum_ms)
+            .max()
+            .unwrap_or(0);
+        Duration::from_millis(ms)
+    }
+
     /// Whether this call is answered with ThrottlingException.
     pub fn throttle(&self, scope: Option<&str>) -> bool {
         let hit = self
@@ -162,6 +202,33 @@ impl Faults {
         taken
     }
 
+    /// Consumes one hold for a statement whose SQL texts are `sqls`, returning how long
+    /// to hold it.
+    pub fn take_hold<'a>(
+        &self,
+        scope: Option<&str>,
+        mut sqls: impl Iterator<Item = &'a str>,
+    ) -> Option<Duration> {
+        let texts: Vec<String> = sqls.by_ref().map(str::to_lowercase).collect();
+        let taken = self
+            .lock()
+            .iter_mut()
+            .filter(|s| s.applies_to(scope))
+            .flat_map(|s| s.hold_statements.iter_mut())
+            .find(|h| {
+                let wanted = h.sql_contains.to_lowercase();
+                h.count > 0 && texts.iter().any(|t| t.contains(&wanted))
+            })
+            .map(|h| {
+                h.count -= 1;
+                Duration::from_millis(h.hold_ms)
+            });
+        if taken.is_some() {
+            self.count(scope, "held");
+        }
+        taken
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FaultSet>> {
         // A poisoned lock only means a panic elsewhere; the data is still usable.
         self.sets.lock().unwrap_or_else(|e| e.into_inner())
@@ -194,7 +261,32 @@ mod tests {
                 message: "boom".into(),
             }],
             conflict_fraction: 0.0,
+            hold_statements: Vec::new(),
+            vacuum_ms: 0,
         }
+    }
+
+    #[test]
+    fn holds_match_sql_text_and_are_used_up() {
+        let faults = Faults::default();
+        faults.add(FaultSet {
+            hold_statements: vec![HoldStatements {
+                sql_contains: "COPY \"S\".\"T\"".into(),
+                count: 1,
+                hold_ms: 5,
+            }],
+            ..FaultSet::default()
+        });
+        assert_eq!(faults.take_hold(None, ["SELECT 1"].into_iter()), None);
+        assert_eq!(
+            faults.take_hold(None, ["LOCK x", "copy \"s\".\"t\" FROM"].into_iter()),
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(
+            faults.take_hold(None, ["COPY \"s\".\"t\""].into_iter()),
+            None
+        );
+        assert_eq!(faults.injected()[""]["held"], 1);
     }
 
     #[test]

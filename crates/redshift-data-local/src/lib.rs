@@ -13,6 +13,7 @@ pub mod serializable;
 pub mod server;
 pub mod statements;
 pub mod translate;
+pub mod upkeep;
 pub mod varchar;
 
 use std::net::SocketAddr;

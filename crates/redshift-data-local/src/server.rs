@@ -143,10 +143,13 @@ async fn dispatch(
         }
         "DescribeStatement" => {
             let req: IdRequest = request(body)?;
-            json(&state.registry.describe(&required_id(&req)?)?)
+            let id = required_id(&req)?;
+            wait_as_asked(state, &id, req.wait_time_seconds).await?;
+            json(&state.registry.describe(&id)?)
         }
         "GetStatementResult" => {
             let req: IdRequest = request(body)?;
+            wait_as_asked(state, &required_id(&req)?, req.wait_time_seconds).await?;
             json(
                 &state
                     .registry
@@ -168,6 +171,39 @@ async fn dispatch(
             "Operation {other} is not supported by redshift-data-local"
         ))),
     }
+}
+
+/// WaitTimeSeconds of DescribeStatement and GetStatementResult: "The number of seconds
+/// to wait for the SQL statement to complete execution before returning the
+/// description/result. The maximum value is 30 seconds." (the SDK's documentation of
+/// the members). A sub-statement id waits for its own sub-statement (an AUTO_COMMIT
+/// batch ends its subs one by one); an unknown id answers at once (the operation then
+/// says ResourceNotFound).
+async fn wait_as_asked(
+    state: &Arc<AppState>,
+    id: &str,
+    wait_time_seconds: Option<i64>,
+) -> Result<(), ApiError> {
+    check_wait(wait_time_seconds)?;
+    if let Some(seconds) = wait_time_seconds.filter(|s| *s > 0) {
+        wait_until_done(
+            &state.registry,
+            id,
+            Duration::from_secs(seconds.unsigned_abs()),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+fn check_wait(wait_time_seconds: Option<i64>) -> Result<(), ApiError> {
+    if wait_time_seconds.is_some_and(|w| !(0..=MAX_WAIT_SECONDS).contains(&w)) {
+        return Err(ApiError::Validation(format!(
+            "1 validation error detected: Value at 'waitTimeSeconds' failed to satisfy \
+             constraint: Member must be between 0 and {MAX_WAIT_SECONDS}"
+        )));
+    }
+    Ok(())
 }
 
 fn required_id(req: &IdRequest) -> Result<String, ApiError> {
@@ -214,15 +250,7 @@ fn validate_options(options: &SubmitOptions) -> Result<(), ApiError> {
             )))
         }
     }
-    if options
-        .wait_time_seconds
-        .is_some_and(|w| !(0..=MAX_WAIT_SECONDS).contains(&w))
-    {
-        return Err(ApiError::Validation(format!(
-            "WaitTimeSeconds must be between 0 and {MAX_WAIT_SECONDS}"
-        )));
-    }
-    Ok(())
+    check_wait(options.wait_time_seconds)
 }
 
 fn validate_sql(sql: &str) -> Result<(), ApiError> {
@@ -312,15 +340,12 @@ async fn batch_execute_statement(
         )));
     }
     sqls.iter().try_for_each(|s| validate_sql(s))?;
-    // BatchExecuteStatement has no Parameters member (its API reference lists none);
-    // the service's handling of an unknown member is undocumented: refuse it (stricter).
-    if req.options.parameters.is_some() {
-        return Err(ApiError::Validation(
-            "1 validation error detected: BatchExecuteStatement takes no Parameters: \
-             inline the values as literals or use ExecuteStatement"
-                .into(),
-        ));
-    }
+    // Parameters are bound in every statement of the batch ([`bind`]): "The parameters
+    // are available to all SQL statements in the batch. Each statement can reference any
+    // subset of the provided parameters. Each provided parameter must be referenced by
+    // at least one SQL statement in the batch." (BatchExecuteStatement's Parameters
+    // member, aws-sdk-redshiftdata 1.126 and the API reference); values need length >= 1
+    // as on ExecuteStatement (SqlParameter).
     let mode = match req.execution_mode.as_deref() {
         None | Some("TRANSACTION") => Mode::Transaction,
         Some("AUTO_COMMIT") => Mode::AutoCommit,
@@ -402,8 +427,19 @@ async fn submit(
 
 async fn wait_until_done(registry: &Registry, id: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
+    let (base, sub) = match id.split_once(':') {
+        Some((base, n)) => (base, n.parse::<usize>().ok()),
+        None => (id, None),
+    };
     while Instant::now() < deadline {
-        if registry.get(id).is_none_or(|s| !s.status.is_active()) {
+        let active = registry.get(base).is_some_and(|s| match sub {
+            Some(n) => s
+                .subs
+                .get(n.wrapping_sub(1))
+                .is_some_and(|sub| sub.status.is_active()),
+            None => s.status.is_active(),
+        });
+        if !active {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

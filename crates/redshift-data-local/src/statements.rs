@@ -398,6 +398,16 @@ impl Registry {
         Ok(Submitted::New(id))
     }
 
+    /// Every statement still retained, in submission order (for SYS_QUERY_HISTORY).
+    pub fn snapshot(&self) -> Vec<Statement> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .filter_map(|id| inner.statements.get(id).cloned())
+            .collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<Statement> {
         self.lock().statements.get(id).cloned()
     }

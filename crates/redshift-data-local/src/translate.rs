@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What SYSDATE means in Redshift: the transaction start time in UTC, as `timestamp`.
-const SYSDATE_SQL: &str = "(pg_catalog.transaction_timestamp() AT TIME ZONE 'UTC')";
+const SYSDATE_SQL: &str =
+    "(pg_catalog.transaction_timestamp() AT TIME ZONE pg_catalog.current_setting('TimeZone'))";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -524,6 +525,101 @@ pub fn undocumented_plpgsql(sql: &str) -> Option<String> {
     })
 }
 
+/// A `CREATE PROCEDURE` whose body has a `RAISE` with an optional argument that is not
+/// a simple variable. Redshift's page on PL/pgSQL statements (RAISE,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-statements.html>):
+/// "Currently, optional arguments must be simple variables, not expressions."
+/// PostgreSQL accepts any expression. The page does not say whether Redshift refuses
+/// it when the procedure is created or when the RAISE runs: the emulator takes the
+/// stricter reading and refuses the `CREATE PROCEDURE`, so that `loaderctl bootstrap`
+/// fails rather than a lease being lost on a path that seldom runs. A simple variable
+/// is one identifier (a parameter or a declared variable), optionally qualified
+/// (`rec.field`); a literal, a call, an operator or a cast is an expression.
+pub fn raise_with_expression(sql: &str) -> Option<String> {
+    let tokens = tokenize(sql);
+    let mut words = significant(&tokens).map(|t| t.text.to_ascii_lowercase());
+    let creates_procedure =
+        words.next().as_deref() == Some("create") && words.take(4).any(|w| w == "procedure");
+    if !creates_procedure {
+        return None;
+    }
+    tokens
+        .iter()
+        .filter(|t| t.kind == Kind::Dollar)
+        .find_map(|t| raise_argument_in_body(dollar_body(t.text)))
+        .map(|argument| {
+            format!(
+                "ERROR: RAISE argument must be a simple variable, not an expression: {argument} \
+                 (redshift-data-local: \"Currently, optional arguments must be simple \
+                 variables, not expressions.\", \
+                 https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-statements.html; \
+                 refused at CREATE PROCEDURE, the stricter reading)"
+            )
+        })
+}
+
+/// The text between a dollar-quoted string's delimiters.
+fn dollar_body(quoted: &str) -> &str {
+    let open = quoted
+        .get(1..)
+        .and_then(|rest| rest.find('$'))
+        .map_or(quoted.len(), |k| k + 2);
+    let close = quoted.len().saturating_sub(open);
+    quoted.get(open..close).unwrap_or_default()
+}
+
+/// The first `RAISE` argument (after the format string) in a PL/pgSQL body that is
+/// not a simple variable, as written.
+fn raise_argument_in_body(body: &str) -> Option<String> {
+    let tokens = tokenize(body);
+    let sig: Vec<&Token<'_>> = significant(&tokens).collect();
+    for k in 0..sig.len() {
+        if sig[k].kind != Kind::Word || !sig[k].text.eq_ignore_ascii_case("raise") {
+            continue;
+        }
+        // RAISE [level] 'format' [, argument ...] [USING ...];
+        let Some(format_at) = (k + 1..sig.len())
+            .take_while(|&j| sig[j].text != ";")
+            .find(|&j| sig[j].kind == Kind::Quoted && !sig[j].text.starts_with('"'))
+        else {
+            continue;
+        };
+        let mut args: Vec<Vec<&Token<'_>>> = Vec::new();
+        let mut depth = 0usize;
+        for t in &sig[format_at + 1..] {
+            let using = t.kind == Kind::Word && t.text.eq_ignore_ascii_case("using");
+            match t.text {
+                ";" => break,
+                _ if depth == 0 && using => break,
+                "(" => depth += 1,
+                ")" => depth = depth.saturating_sub(1),
+                "," if depth == 0 => {
+                    args.push(Vec::new());
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(last) = args.last_mut() {
+                last.push(t);
+            }
+        }
+        for arg in args {
+            let name_or_dot = arg.iter().enumerate().all(|(j, t)| {
+                if j % 2 == 0 {
+                    t.kind == Kind::Word || (t.kind == Kind::Quoted && t.text.starts_with('"'))
+                } else {
+                    t.text == "."
+                }
+            });
+            if arg.len() % 2 == 0 || !name_or_dot {
+                let text: Vec<&str> = arg.iter().map(|t| t.text).collect();
+                return Some(text.join(" "));
+            }
+        }
+    }
+    None
+}
+
 /// A `has_table_privilege` call whose table argument is an OID (`c.oid`, `x::oid`,
 /// `'t'::regclass`, a number) rather than a name. Redshift documents the function with
 /// a table *name* only (`has_table_privilege([user,] table, privilege)`,
@@ -904,6 +1000,49 @@ mod tests {
                           SELECT COUNT(*) INTO n FROM t; END; $$ LANGUAGE plpgsql";
         assert_eq!(undocumented_plpgsql(documented), None);
         assert_eq!(undocumented_plpgsql("SELECT 'get diagnostics'"), None);
+    }
+
+    #[test]
+    fn raise_arguments_must_be_simple_variables() {
+        let with = |raise: &str| {
+            format!(
+                "CREATE OR REPLACE PROCEDURE s.p(p_holder VARCHAR(256)) AS $body$\nDECLARE\n  \
+                 n INTEGER;\n  t VARCHAR(300) := 'a.b';\nBEGIN\n  {raise}\nEND;\n$body$ \
+                 LANGUAGE plpgsql"
+            )
+        };
+        for refused in [
+            "RAISE EXCEPTION 'x % y %', 'sales.orders', p_holder;",
+            "RAISE EXCEPTION 'x %', n + 1;",
+            "RAISE INFO 'x %', UPPER(p_holder);",
+            "RAISE EXCEPTION 'x %', p_holder::TEXT;",
+            "RAISE EXCEPTION 'x %', 42;",
+            "RAISE EXCEPTION 'x %', ;",
+        ] {
+            let error = raise_with_expression(&with(refused));
+            assert!(
+                error.as_deref().is_some_and(|e| e.starts_with(
+                    "ERROR: RAISE argument must be a simple variable, not an expression"
+                )),
+                "{refused}: {error:?}"
+            );
+        }
+        for accepted in [
+            "RAISE EXCEPTION 'x % y %', t, p_holder;",
+            "RAISE EXCEPTION 'it''s % rows, ''%''', n;",
+            "RAISE EXCEPTION 'no arguments';",
+            "RAISE INFO 'x %', r.field;",
+            "RAISE EXCEPTION 'x %', n USING ERRCODE = 'P0001';",
+            "RAISE;",
+            "IF n <> 1 THEN RAISE EXCEPTION 'x %', n; END IF; SELECT 'a', 1 + 2 INTO t, n;",
+        ] {
+            assert_eq!(raise_with_expression(&with(accepted)), None, "{accepted}");
+        }
+        assert_eq!(
+            raise_with_expression("SELECT 'RAISE EXCEPTION ''%'', 1 + 1;'"),
+            None
+        );
+        assert_eq!(raise_with_expression("SELECT $$RAISE 'x', 1$$"), None);
     }
 
     #[test]

@@ -486,8 +486,10 @@ async fn procedures_raise_exception_text_and_sysdate_in_body() {
     h.ok(&format!("CREATE TABLE {t} (at timestamp)")).await;
     h.ok(&format!(
         "CREATE OR REPLACE PROCEDURE {p}(ok boolean) LANGUAGE plpgsql AS $$
+         DECLARE
+           target VARCHAR(64) := 'sales.orders';
          BEGIN
-           IF NOT ok THEN RAISE EXCEPTION 'lease lost for %', 'sales.orders'; END IF;
+           IF NOT ok THEN RAISE EXCEPTION 'lease lost for %', target; END IF;
            INSERT INTO {t} VALUES (SYSDATE);
          END $$"
     ))
@@ -503,6 +505,39 @@ async fn procedures_raise_exception_text_and_sysdate_in_body() {
     assert_eq!(status(&d), "FAILED");
     assert_eq!(d.error(), Some("ERROR: lease lost for sales.orders"));
     assert_eq!(h.scalar(&format!("SELECT count(*) FROM {t}")).await, "1");
+}
+
+/// Redshift's PL/pgSQL page, RAISE: "Currently, optional arguments must be simple
+/// variables, not expressions." Refused when the procedure is created.
+#[tokio::test]
+async fn raise_arguments_must_be_simple_variables() {
+    let h = start().await;
+    let p = h.table("raising");
+    let create = |argument: &str| {
+        format!(
+            "CREATE OR REPLACE PROCEDURE {p}(p_holder VARCHAR(256)) AS $$\nDECLARE\n  \
+             target VARCHAR(64) := 'sales.orders';\nBEGIN\n  \
+             RAISE EXCEPTION 'lease of % is not held by %', {argument}, p_holder;\nEND;\n$$ \
+             LANGUAGE plpgsql"
+        )
+    };
+    for expression in ["'sales.orders'", "target || ''", "UPPER(target)"] {
+        let d = h.run(&create(expression)).await;
+        assert_eq!(status(&d), "FAILED", "{expression}");
+        assert!(
+            d.error().is_some_and(|e| e
+                .starts_with("ERROR: RAISE argument must be a simple variable, not an expression")),
+            "{expression}: {:?}",
+            d.error()
+        );
+    }
+    h.ok(&create("target")).await;
+    let d = h.run(&format!("CALL {p}('me')")).await;
+    assert_eq!(status(&d), "FAILED");
+    assert_eq!(
+        d.error(),
+        Some("ERROR: lease of sales.orders is not held by me")
+    );
 }
 
 #[tokio::test]
@@ -762,4 +797,265 @@ async fn statements_beyond_the_concurrency_queue_and_all_finish() {
         assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
     }
     assert_eq!(h.scalar(&format!("SELECT n FROM {t}")).await, "8");
+}
+
+fn param(name: &str, value: &str) -> aws_sdk_redshiftdata::types::SqlParameter {
+    aws_sdk_redshiftdata::types::SqlParameter::builder()
+        .name(name)
+        .value(value)
+        .build()
+        .unwrap()
+}
+
+/// BatchExecuteStatement's `Parameters` (aws-sdk-redshiftdata 1.126): "available to all
+/// SQL statements in the batch. Each statement can reference any subset of the provided
+/// parameters. Each provided parameter must be referenced by at least one SQL statement".
+#[tokio::test]
+async fn batch_parameters_apply_to_every_statement() {
+    let h = start().await;
+    let t = h.table("bp");
+    h.ok(&format!("CREATE TABLE {t} (id int, name varchar(20))"))
+        .await;
+    let id = h
+        .batch_execute()
+        .sqls(format!("INSERT INTO {t} VALUES (:id, :name)"))
+        .sqls(format!("INSERT INTO {t} VALUES (:id + 1, 'fixed')"))
+        .sqls(format!("SELECT name FROM {t} WHERE id = :id"))
+        .parameters(param("id", "7"))
+        .parameters(param("name", "O'Brien"))
+        .send()
+        .await
+        .expect("a batch takes Parameters")
+        .id
+        .unwrap();
+    let d = h.wait(&id).await;
+    assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
+    assert_eq!(
+        h.all_records(&format!("{id}:3")).await,
+        vec![vec![Field::StringValue("O'Brien".into())]]
+    );
+    assert_eq!(
+        h.scalar(&format!("SELECT count(*) FROM {t} WHERE id = 8"))
+            .await,
+        "1"
+    );
+    // The same validation as ExecuteStatement's, over the whole batch.
+    let refused = [
+        (
+            vec!["SELECT :a", "SELECT 1"],
+            vec![("a", "1"), ("unused", "2")],
+        ),
+        (vec!["SELECT :a", "SELECT :b"], vec![("a", "1")]),
+        (vec!["SELECT :a"], vec![("a", "")]),
+    ];
+    for (sqls, params) in refused {
+        let mut request = h
+            .batch_execute()
+            .set_sqls(Some(sqls.iter().map(|s| s.to_string()).collect()));
+        for (name, value) in &params {
+            request = request.parameters(param(name, value));
+        }
+        assert_eq!(
+            error_code(request.send().await),
+            "ValidationException",
+            "{sqls:?} {params:?}"
+        );
+    }
+}
+
+/// WaitTimeSeconds (0-30) on ExecuteStatement, BatchExecuteStatement, DescribeStatement
+/// and GetStatementResult: the call returns when the statement has ended or the wait
+/// has passed, whichever comes first.
+#[tokio::test]
+async fn wait_time_seconds_returns_at_the_end_or_after_the_wait() {
+    let h = start().await;
+    // Ends within the wait: ExecuteStatement returns after it, DescribeStatement (no
+    // wait) already sees FINISHED.
+    let started = Instant::now();
+    let id = h
+        .execute()
+        .sql("SELECT pg_sleep(1)")
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let d = h.client.describe_statement().id(&id).send().await.unwrap();
+    assert_eq!(status(&d), "FINISHED");
+
+    // Outlasts the wait: the call returns after it, the statement still running.
+    let started = Instant::now();
+    let id = h
+        .execute()
+        .sql("SELECT pg_sleep(3)")
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert!(waited < Duration::from_millis(2500), "{waited:?}");
+    let d = h.client.describe_statement().id(&id).send().await.unwrap();
+    assert_ne!(status(&d), "FINISHED");
+    // DescribeStatement waits for it to end.
+    let d = h
+        .client
+        .describe_statement()
+        .id(&id)
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&d), "FINISHED");
+
+    // GetStatementResult waits, then answers with the rows.
+    let id = h.submit("SELECT 42 FROM (SELECT pg_sleep(1)) s").await;
+    let page = h
+        .client
+        .get_statement_result()
+        .id(&id)
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .expect("the result after the wait");
+    assert_eq!(page.records(), [vec![Field::LongValue(42)]]);
+
+    // A batch waits for its end; a sub-statement id for that sub-statement only.
+    let started = Instant::now();
+    let id = h
+        .batch_execute()
+        .execution_mode(ExecutionMode::AutoCommit)
+        .sqls("SELECT 1")
+        .sqls("SELECT pg_sleep(2)")
+        .wait_time_seconds(0)
+        .send()
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let first = h
+        .client
+        .describe_statement()
+        .id(format!("{id}:1"))
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&first), "FINISHED");
+    assert!(started.elapsed() < Duration::from_millis(1800));
+    let whole = h
+        .client
+        .describe_statement()
+        .id(&id)
+        .wait_time_seconds(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(&whole), "FINISHED");
+
+    // Beyond 30 seconds: refused, on every operation that takes it.
+    let too_long = h
+        .execute()
+        .sql("SELECT 1")
+        .wait_time_seconds(31)
+        .send()
+        .await;
+    assert_eq!(error_code(too_long), "ValidationException");
+    let too_long = h
+        .batch_execute()
+        .sqls("SELECT 1")
+        .wait_time_seconds(31)
+        .send()
+        .await;
+    assert_eq!(error_code(too_long), "ValidationException");
+    let too_long = h
+        .client
+        .describe_statement()
+        .id(&id)
+        .wait_time_seconds(31)
+        .send()
+        .await;
+    assert_eq!(error_code(too_long), "ValidationException");
+    let too_long = h
+        .client
+        .get_statement_result()
+        .id(format!("{id}:1"))
+        .wait_time_seconds(-1)
+        .send()
+        .await;
+    assert_eq!(error_code(too_long), "ValidationException");
+}
+
+/// GETDATE and SYSDATE answer in the session's time zone, which is UTC unless the user
+/// has a default (`ALTER USER … SET timezone`, for later sessions) or the session sets
+/// one (https://docs.aws.amazon.com/redshift/latest/dg/r_timezone_config.html).
+#[tokio::test]
+async fn getdate_follows_the_users_default_time_zone() {
+    let h = start().await;
+    let user = common::unique("tz_user");
+    h.ok(&format!("CREATE USER {user} PASSWORD DISABLE")).await;
+    h.ok(&format!("ALTER USER {user} SET timezone TO 'Asia/Kolkata'"))
+        .await;
+    let as_user = |sql: &str| {
+        h.client
+            .execute_statement()
+            .cluster_identifier("local-cluster")
+            .db_user(&user)
+            .database("dev")
+            .sql(sql)
+            .send()
+    };
+    let id = as_user("SELECT GETDATE()::VARCHAR, SYSDATE::VARCHAR")
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    h.wait(&id).await;
+    let row = &h.all_records(&id).await[0];
+    let utc = chrono::Utc::now().naive_utc();
+    // Kolkata is UTC+05:30 all year (no daylight saving time).
+    let offset = chrono::Duration::minutes(330);
+    for field in row {
+        let text = text(field);
+        let parsed = chrono::NaiveDateTime::parse_from_str(&text[..19], "%Y-%m-%d %H:%M:%S")
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert!(
+            (parsed - utc - offset).num_seconds().abs() < 10,
+            "{text} is not Kolkata time (UTC now {utc})"
+        );
+    }
+    // The admin (no default) stays in UTC.
+    let now = h.scalar("SELECT GETDATE()::VARCHAR").await;
+    let parsed = chrono::NaiveDateTime::parse_from_str(&now, "%Y-%m-%d %H:%M:%S").unwrap();
+    assert!((parsed - utc).num_seconds().abs() < 10, "{now} vs {utc}");
+    // SET timezone in the statement's own session wins (a procedure's SET clause too).
+    let p = h.table("utc_now");
+    h.ok(&format!(
+        "CREATE PROCEDURE {p}(INOUT now_text VARCHAR(32)) AS $$\nBEGIN\n  \
+         SELECT GETDATE()::VARCHAR INTO now_text;\nEND;\n$$ LANGUAGE plpgsql \
+         SET timezone TO 'UTC'"
+    ))
+    .await;
+    h.ok(&format!("GRANT USAGE ON SCHEMA {} TO {user}", h.schema))
+        .await;
+    h.ok(&format!(
+        "GRANT EXECUTE ON PROCEDURE {p}(VARCHAR) TO {user}"
+    ))
+    .await;
+    let id = as_user(&format!("CALL {p}('')")).await.unwrap().id.unwrap();
+    let d = h.wait(&id).await;
+    assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
+    let inside = text(&h.all_records(&id).await[0][0]);
+    let parsed = chrono::NaiveDateTime::parse_from_str(&inside[..19], "%Y-%m-%d %H:%M:%S").unwrap();
+    assert!(
+        (parsed - utc).num_seconds().abs() < 10,
+        "{inside}: the procedure's SET clause makes it UTC"
+    );
 }

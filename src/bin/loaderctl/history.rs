@@ -35,6 +35,9 @@ struct Load {
     /// From `SYS_LOAD_HISTORY`; `None` when Redshift has no record of the COPY.
     rows: Option<i64>,
     duration_ms: Option<i64>,
+    /// Time the COPYs waited in a WLM queue and ran (SYS_QUERY_HISTORY).
+    queue_ms: Option<i64>,
+    execution_ms: Option<i64>,
     /// Redshift query ids of the load's COPY statements (one per batch).
     query_ids: Vec<i64>,
     transaction_ids: Vec<i64>,
@@ -83,6 +86,8 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
                 holder: text(r, 5).unwrap_or_default().to_string(),
                 rows: c.map(|c| c.rows),
                 duration_ms: c.map(|c| c.duration_ms),
+                queue_ms: c.and_then(|c| c.queue_ms),
+                execution_ms: c.and_then(|c| c.execution_ms),
                 query_ids: c.map(|c| c.query_ids.clone()).unwrap_or_default(),
                 transaction_ids: c.map(|c| c.transaction_ids.clone()).unwrap_or_default(),
                 load_id,
@@ -105,6 +110,10 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
                     report::human_bytes(l.bytes),
                     l.rows.map(|r| r.to_string()).unwrap_or_else(dash),
                     l.duration_ms
+                        .map(|d| format!("{d} ms"))
+                        .unwrap_or_else(dash),
+                    l.queue_ms.map(|d| format!("{d} ms")).unwrap_or_else(dash),
+                    l.execution_ms
                         .map(|d| format!("{d} ms"))
                         .unwrap_or_else(dash),
                     l.load_id.clone(),
@@ -131,6 +140,8 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
                     "BYTES",
                     "ROWS",
                     "COPY TIME",
+                    "QUEUED",
+                    "EXECUTING",
                     "LOAD ID",
                     "QUERY",
                     "HOLDER",

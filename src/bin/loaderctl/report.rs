@@ -53,6 +53,10 @@ pub struct Copies {
     pub rows: i64,
     /// Time inside the COPYs, from `duration` (microseconds).
     pub duration_ms: i64,
+    /// The COPYs' wait in a WLM queue and their execution, from SYS_QUERY_HISTORY
+    /// (`None` where it shows none of them).
+    pub queue_ms: Option<i64>,
+    pub execution_ms: Option<i64>,
 }
 
 /// Groups rows of [`partition_loader::sql::history_copies`] by the load id in their
@@ -68,6 +72,12 @@ pub fn copies_by_load(rows: &[Row]) -> std::collections::HashMap<String, Copies>
         c.transaction_ids.extend(number(row, 1));
         c.rows += number(row, 3).unwrap_or(0);
         c.duration_ms += number(row, 4).unwrap_or(0) / 1000;
+        if let Some(q) = number(row, 7) {
+            *c.queue_ms.get_or_insert(0) += q / 1000;
+        }
+        if let Some(e) = number(row, 8) {
+            *c.execution_ms.get_or_insert(0) += e / 1000;
+        }
     }
     for c in out.values_mut() {
         c.query_ids.sort_unstable();

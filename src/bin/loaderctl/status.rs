@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use chrono::NaiveDateTime;
 use partition_loader::sql::{self, TableName};
-use partition_loader::{manifest, plan, LoaderError};
+use partition_loader::{file_sizes, manifest, plan, LoaderError};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -41,6 +41,17 @@ struct TableStatus {
     files_last_day: i64,
     files_total: i64,
     recent_failures: Vec<Failure>,
+    /// Files and bytes per COPY over the newest loads, with advice when they fall
+    /// outside AWS's guidance for COPY (`partition_loader::file_sizes`).
+    file_sizes: Option<FileSizes>,
+}
+
+#[derive(Debug, Serialize)]
+struct FileSizes {
+    loads: i64,
+    files_per_copy: f64,
+    mean_file_bytes: i64,
+    advice: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,7 +114,7 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         .query(ledger_sql, vec![], deadline)
         .await
         .map_err(|e| report::hint_bootstrap(schema.as_str(), e))?;
-    let leases = loader.query(lease_sql, vec![], deadline).await?;
+    let leases = loader.query_utc(lease_sql, deadline).await?;
     let wakeups = loader
         .query(sql::pending_wakeups(schema, &names), vec![], deadline)
         .await?;
@@ -137,6 +148,7 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
             files_last_day: 0,
             files_total: 0,
             recent_failures: Vec::new(),
+            file_sizes: None,
         };
         let Ok(name) = TableName::parse(&table) else {
             statuses.push(status);
@@ -193,6 +205,27 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
                 age_seconds: now.zip(acquired).map(|(n, a)| (n - a).num_seconds()),
                 state: if expires > now { "live" } else { "expired" },
             });
+        }
+        if let Some(route) = config.routes.iter().find(|r| r.table == name) {
+            let sizes = loader
+                .query(
+                    file_sizes::recent_sizes_sql(schema, &name),
+                    vec![],
+                    deadline,
+                )
+                .await?;
+            if let Some(r) = sizes.first() {
+                let (loads, files) = (number(r, 0).unwrap_or(0), number(r, 1).unwrap_or(0));
+                let (bytes, compressed) = (number(r, 2).unwrap_or(0), number(r, 3).unwrap_or(0));
+                if loads > 0 && files > 0 {
+                    status.file_sizes = Some(FileSizes {
+                        loads,
+                        files_per_copy: files as f64 / loads as f64,
+                        mean_file_bytes: bytes / files,
+                        advice: file_sizes::advice(route.format, loads, files, bytes, compressed),
+                    });
+                }
+            }
         }
         // Failures under the table's data prefixes (Redshift names the data file) and
         // its manifest prefix (a failure before any file, or the emulator).
@@ -304,6 +337,11 @@ fn render(statuses: &[TableStatus]) -> String {
         ],
         &rows,
     );
+    for s in statuses.iter() {
+        if let Some(advice) = s.file_sizes.as_ref().and_then(|f| f.advice.as_ref()) {
+            out.push_str(&format!("\nfile sizes of {}: {advice}\n", s.table));
+        }
+    }
     for s in statuses.iter().filter(|s| !s.recent_failures.is_empty()) {
         out.push_str(&format!("\nrecent load failures of {}:\n", s.table));
         for f in &s.recent_failures {
@@ -368,6 +406,12 @@ mod tests {
                 reason: "Unmatched number of columns".into(),
                 query_id: Some(7),
             }],
+            file_sizes: Some(FileSizes {
+                loads: 20,
+                files_per_copy: 50.0,
+                mean_file_bytes: 40,
+                advice: Some("50.0 files of 0 KB on average per COPY: compact them".into()),
+            }),
         };
         let idle = TableStatus {
             table: "sales.refunds".into(),
@@ -379,6 +423,7 @@ mod tests {
             files_last_day: 0,
             files_total: 0,
             recent_failures: Vec::new(),
+            file_sizes: None,
         };
         let text = render(&[stuck, idle]);
         let lines: Vec<&str> = text.lines().collect();
@@ -394,7 +439,11 @@ mod tests {
         );
         assert!(lines[2].starts_with("sales.refunds  never"), "{text}");
         assert!(lines[2].contains("free"), "{text}");
-        assert_eq!(lines[4], "recent load failures of sales.orders:");
-        assert!(lines[5].contains("bad.parquet") && lines[6].contains("Unmatched"));
+        assert_eq!(
+            lines[4],
+            "file sizes of sales.orders: 50.0 files of 0 KB on average per COPY: compact them"
+        );
+        assert_eq!(lines[6], "recent load failures of sales.orders:");
+        assert!(lines[7].contains("bad.parquet") && lines[8].contains("Unmatched"));
     }
 }

@@ -33,11 +33,13 @@ pub async fn run(
     let days = args.days.unwrap_or(loader.config().sweep_look_back_days);
     let terminal = std::io::stderr().is_terminal();
     let mut all_ok = true;
-    for route in loader.config().table_routes() {
-        let name = format!("sweep {}", route.table);
+    for routes in
+        partition_loader::sweep::sweep_order(&loader.config().routes, std::time::SystemTime::now())
+    {
+        let name = format!("sweep {}", routes[0].table);
         let mut table = TableProgress::default();
         let results = loader
-            .sweep_table_with(route, holder, days, deadline, |step| {
+            .sweep_table_with(&routes, holder, days, deadline, |step| {
                 table.step(&name, terminal, step)
             })
             .await;

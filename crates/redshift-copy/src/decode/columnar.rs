@@ -63,6 +63,59 @@ fn supported(dt: &DataType) -> bool {
     ) || matches!(dt, Dictionary(_, v) if supported(v))
 }
 
+/// Whether a Parquet column of `dt` loads into a column of PostgreSQL type `type_name`
+/// (`format_type()`), by position. Redshift reads Parquet through Spectrum, which refuses
+/// a file whose column type does not fit the table's ("incompatible Parquet schema",
+/// <https://repost.aws/knowledge-center/redshift-spectrum-data-errors>);
+/// which conversions it allows is not listed, so the emulator refuses the clear
+/// mismatches (text into numbers, dates or booleans; numbers into text, dates or
+/// booleans; dates and timestamps into numbers or text) and leaves the rest (`None`:
+/// types it does not classify) to PostgreSQL's input functions.
+fn compatible(dt: &DataType, type_name: &str) -> Option<bool> {
+    use DataType::*;
+    let t = type_name.to_ascii_lowercase();
+    let table = if t.starts_with("smallint")
+        || t.starts_with("integer")
+        || t.starts_with("bigint")
+        || t.starts_with("numeric")
+        || t.starts_with("real")
+        || t.starts_with("double")
+    {
+        "number"
+    } else if t.starts_with("character") || t.starts_with("text") || t.starts_with("bpchar") {
+        "text"
+    } else if t == "date" || t.starts_with("timestamp") {
+        "datetime"
+    } else if t == "boolean" {
+        "bool"
+    } else {
+        return None;
+    };
+    let file = match dt {
+        Utf8 | LargeUtf8 | Utf8View => "text",
+        Dictionary(_, v) => return compatible(v, type_name),
+        Int8
+        | Int16
+        | Int32
+        | Int64
+        | UInt8
+        | UInt16
+        | UInt32
+        | UInt64
+        | Float16
+        | Float32
+        | Float64
+        | Decimal32(_, _)
+        | Decimal64(_, _)
+        | Decimal128(_, _)
+        | Decimal256(_, _) => "number",
+        Date32 | Date64 | Timestamp(_, _) => "datetime",
+        Boolean => "bool",
+        _ => return None,
+    };
+    Some(file == table)
+}
+
 fn spectrum_error(url: &str, detail: impl std::fmt::Display) -> CopyError {
     CopyError::Rejected(format!("Spectrum Scan Error. File '{url}' {detail}"))
 }
@@ -76,6 +129,20 @@ pub(crate) fn decode_parquet(
         .map_err(|e| spectrum_error(url, format_args!("is not a valid Parquet file: {e}")))?;
     let schema = builder.schema().clone();
     check_column_count(columns.len(), schema.fields().len(), url)?;
+    for (field, column) in schema.fields().iter().zip(columns) {
+        if compatible(field.data_type(), &column.type_name) == Some(false) {
+            return Err(spectrum_error(
+                url,
+                format_args!(
+                    "has an incompatible Parquet schema for column '{}'. Column type: {}, \
+                     Parquet schema: {}",
+                    field.name(),
+                    column.type_name.to_uppercase(),
+                    field.data_type()
+                ),
+            ));
+        }
+    }
     for field in schema.fields() {
         if !supported(field.data_type()) {
             return Err(spectrum_error(
@@ -189,6 +256,22 @@ mod tests {
     }
 
     #[test]
+    fn clear_type_mismatches_are_refused_and_unknown_types_left_alone() {
+        assert_eq!(compatible(&DataType::Utf8, "bigint"), Some(false));
+        assert_eq!(compatible(&DataType::Int64, "date"), Some(false));
+        assert_eq!(
+            compatible(&DataType::Int64, "character varying(5)"),
+            Some(false)
+        );
+        assert_eq!(compatible(&DataType::Int32, "numeric(10,2)"), Some(true));
+        assert_eq!(
+            compatible(&DataType::Date32, "timestamp without time zone"),
+            Some(true)
+        );
+        assert_eq!(compatible(&DataType::Utf8, "jsonb"), None);
+    }
+
+    #[test]
     fn column_count_message_is_redshifts() {
         assert!(check_column_count(3, 3, "s3://b/k").is_ok());
         assert_eq!(
@@ -243,7 +326,21 @@ mod tests {
             ),
         ])
         .unwrap();
-        let rows = decode_parquet("s3://b/k", &parquet_bytes(&batch), &cols(8)).unwrap();
+        let typed: Vec<TargetColumn> = [
+            "integer",
+            "text",
+            "numeric(10,2)",
+            "boolean",
+            "date",
+            "timestamp without time zone",
+            "double precision",
+            "timestamp with time zone",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TargetColumn::new(&format!("c{i}"), t))
+        .collect();
+        let rows = decode_parquet("s3://b/k", &parquet_bytes(&batch), &typed).unwrap();
         let s = |v: &str| Some(v.to_string());
         assert_eq!(
             rows[0],

@@ -1,0 +1,65 @@
+"""Writes Parquet files whose columns drift the way real writers' do, for tests/schema_drift.rs.
+
+Usage: make_schema_drift.py OUT_DIR
+
+The target table is (id BIGINT, qty BIGINT, name VARCHAR, city VARCHAR), city the
+partition column (in the path, not in the files). Files, all written by pyarrow:
+- city=A/base.parquet       id, qty, name       (the table's order)
+- city=A/reordered.parquet  qty, id, name       (same types: by position it loads
+                                                  qty into id and id into qty)
+- city=B/dropped.parquet    name, id            (qty missing: loads NULL)
+- city=C/added.parquet      id, qty, name, extra (a column the table lacks)
+- city=D/retyped.parquet    id, qty (string), name
+- city=E/upper.parquet      NAME, ID, QTY       (names differ only in case)
+"""
+
+import os
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def write(out, rel, columns):
+    path = os.path.join(out, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(pa.table(columns), path)
+
+
+def main(out):
+    write(out, "city=A/base.parquet", {
+        "id": pa.array([1, 2], pa.int64()),
+        "qty": pa.array([10, 20], pa.int64()),
+        "name": pa.array(["one", "two"], pa.string()),
+    })
+    write(out, "city=A/reordered.parquet", {
+        "qty": pa.array([30, 40], pa.int64()),
+        "id": pa.array([3, 4], pa.int64()),
+        "name": pa.array(["three", "four"], pa.string()),
+    })
+    write(out, "city=B/dropped.parquet", {
+        "name": pa.array(["five"], pa.string()),
+        "id": pa.array([5], pa.int64()),
+    })
+    write(out, "city=C/added.parquet", {
+        "id": pa.array([6], pa.int64()),
+        "qty": pa.array([60], pa.int64()),
+        "name": pa.array(["six"], pa.string()),
+        "extra": pa.array([1.5], pa.float64()),
+    })
+    write(out, "city=D/retyped.parquet", {
+        "id": pa.array([7], pa.int64()),
+        "qty": pa.array(["70"], pa.string()),
+        "name": pa.array(["seven"], pa.string()),
+    })
+    write(out, "city=E/upper.parquet", {
+        "NAME": pa.array(["eight"], pa.string()),
+        "ID": pa.array([8], pa.int64()),
+        "QTY": pa.array([80], pa.int64()),
+    })
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
