@@ -68,7 +68,7 @@ fn regression_seeds() -> Vec<Regression> {
         workload,
         seed,
         finds,
-        fixed: false,
+        fixed: true,
     };
     vec![
         // A SlowDown/ABORTED load of a claimed partition is logged as permanent and its
@@ -172,7 +172,7 @@ fn seeds_hold_every_invariant_under_serializable() {
 
 /// Flip to `true` once items 2–5 of issue 18 have landed: then every fault of the full
 /// workload must be survived.
-const FULL_WORKLOAD_PASSES: bool = false;
+const FULL_WORKLOAD_PASSES: bool = true;
 
 #[test]
 fn full_workload() {
@@ -420,6 +420,7 @@ fn model_first_committer_wins_a_row() {
                 partition_path: "",
                 s3_url: "",
                 etag: "",
+                route_prefix: "",
             };
             sql::take_batch(&schema, &t, h, 960, &wake).unwrap()[1..].to_vec()
         };
@@ -461,12 +462,13 @@ fn recogniser_knows_every_lease_statement() {
         partition_path: "d=1/",
         s3_url: "s3://lake/t0/d=1/f",
         etag: "e",
+        route_prefix: "t0/",
     };
     let mut all = sql::take_batch(&schema, &t, "h", 960, &wake).unwrap();
     all.extend(sql::holder_reads(&schema, &t, "d=1/").unwrap());
     all.extend(sql::drain_batch(&schema, &t, "h", 960, "h#1", "h#2").unwrap());
     all.extend(sql::release_batch(&schema, &t, "h").unwrap());
-    all.push(sql::recent_partitions(&schema, &t, 3));
+    all.push(sql::recent_partitions(&schema, &t, 3, "s3://lake/t0/").unwrap());
     for s in &all {
         assert!(!matches!(recognise(s), Stmt::Unknown(_)), "{s}");
     }

@@ -243,6 +243,10 @@ pub struct Slot {
     pub call_deadline: Option<Instant>,
     /// The function's own timeout: Lambda ends the invocation here.
     pub timeout_at: Instant,
+    /// The deadline main.rs gives the loader, and when the invocation started: the
+    /// drain's reserve ([`partition_loader::lease::reserve`]) is a share of the two.
+    pub deadline: Instant,
+    pub started: Instant,
     pub job: Job,
 }
 
@@ -612,7 +616,7 @@ impl<'a> Runner<'a> {
             for p in prefixes {
                 toml.push_str(&format!(
                     "[[routes]]\nbucket = \"{BUCKET}\"\nprefix = \"{p}\"\ntable = \"s.t{t}\"\n\
-                     format = \"parquet\"\n\
+                     format = \"parquet\"\nfile_columns = [\"id\", \"amount\"]\n\
                      partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n\n"
                 ));
                 routes.push((BUCKET.to_string(), p.clone()));
@@ -1173,9 +1177,17 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn spawn(&mut self, job: Job, holder: String, timeout_s: u64) {
+    fn spawn(&mut self, job: Job, request_id: String, timeout_s: u64) {
         let timeout = Duration::from_secs(timeout_s);
         let deadline = Instant::now() + timeout - Duration::from_secs(5).min(timeout / 5);
+        // Each attempt's own lease token, as main.rs makes it (`lease::attempt_token`),
+        // with a suffix from the run instead of the process's randomness: the
+        // invocation's index.
+        let holder = format!(
+            "{request_id}{}{:08x}",
+            partition_loader::sql::ATTEMPT_SEPARATOR,
+            lock(&self.world).invs.len()
+        );
         let inv = {
             let mut w = lock(&self.world);
             w.invs.push(Slot {
@@ -1186,6 +1198,8 @@ impl<'a> Runner<'a> {
                 reply: None,
                 call_deadline: None,
                 timeout_at: Instant::now() + timeout,
+                deadline,
+                started: Instant::now(),
                 job: job.clone(),
             });
             w.invs.len() - 1
@@ -1289,7 +1303,7 @@ impl<'a> Runner<'a> {
     /// An invocation ended (`None`: killed): the invariant on success, then Lambda's
     /// retry policy or the queue's redelivery.
     fn finished(&mut self, inv: usize, out: Option<Finished>) {
-        let (job, holder, left) = {
+        let (job, holder, left, forced) = {
             let mut w = lock(&self.world);
             let slot = &mut w.invs[inv];
             slot.alive = false;
@@ -1297,10 +1311,15 @@ impl<'a> Runner<'a> {
                 w.db.statements[n].waited_for = false;
             }
             w.invs[inv].waiting = Waiting::Idle;
+            let (deadline, started) = (w.invs[inv].deadline, w.invs[inv].started);
+            // Less than the drain's reserve left at its end: its release may have been
+            // the deadline's, which leaves wake-ups to the next holder by design.
+            let reserve = partition_loader::lease::reserve(deadline - started);
             (
                 w.invs[inv].job.clone(),
                 w.invs[inv].holder.clone(),
                 w.left_behind.get(&inv).copied().unwrap_or(0),
+                Instant::now() + reserve >= deadline,
             )
         };
         let success = match &out {
@@ -1326,7 +1345,7 @@ impl<'a> Runner<'a> {
             .trail
             .push(format!("       inv {inv} {holder} ended: {verdict}"));
         if success {
-            if let Some(v) = invariants::holder_drained(&holder, left) {
+            if let Some(v) = invariants::holder_drained(&holder, left, forced) {
                 let mut w = lock(&self.world);
                 if w.violation.is_none() {
                     w.violation = Some(v);

@@ -44,6 +44,9 @@ pub enum Stmt {
     },
     /// `SELECT holder, expires_at FROM lease`
     SelectLease(Name),
+    /// `SET timezone TO 'UTC'` (the drain batch's lease times are UTC; the model's
+    /// clock has no zone)
+    SetTimezone,
     /// `SELECT s3_url, etag, size_bytes FROM ledger WHERE partition_path = 'p'`
     SelectLedger {
         ledger: Name,
@@ -78,8 +81,10 @@ pub enum Stmt {
         claim: String,
         holder: String,
     },
-    /// drain: `SELECT DISTINCT bucket, partition_path FROM wakeup WHERE claim = 'c' …`
+    /// drain: `SELECT DISTINCT bucket, partition_path[, route_prefix] FROM wakeup WHERE
+    /// claim = 'c' …`; `route` whether the route column is selected
     SelectClaimed {
+        route: bool,
         wakeup: Name,
         claim: String,
     },
@@ -125,6 +130,8 @@ pub enum Stmt {
     RecentPartitions {
         ledger: Name,
         days: i64,
+        /// `AND LEFT(s3_url, n) = 's3://bucket/prefix'`: the route's files only
+        url_prefix: Option<String>,
     },
     Unknown(String),
 }
@@ -132,8 +139,9 @@ pub enum Stmt {
 /// Reads one statement.
 pub fn recognise(sql: &str) -> Stmt {
     let s = sql.trim();
-    let recognisers: [fn(&str) -> Option<Stmt>; 17] = [
+    let recognisers: [fn(&str) -> Option<Stmt>; 18] = [
         lock,
+        set_timezone,
         call,
         select_lease,
         select_ledger,
@@ -160,6 +168,12 @@ pub fn recognise(sql: &str) -> Stmt {
 fn lock(s: &str) -> Option<Stmt> {
     let rest = s.strip_prefix("LOCK ")?;
     Some(Stmt::Lock(name(rest)?.0))
+}
+
+fn set_timezone(s: &str) -> Option<Stmt> {
+    s.to_ascii_uppercase()
+        .starts_with("SET TIMEZONE")
+        .then_some(Stmt::SetTimezone)
 }
 
 fn call(s: &str) -> Option<Stmt> {
@@ -191,7 +205,10 @@ fn select_ledger(s: &str) -> Option<Stmt> {
 }
 
 fn columns(s: &str) -> Option<Stmt> {
-    if !s.starts_with("SELECT column_name, data_type FROM information_schema.columns") {
+    // `column_name, data_type[, is_nullable, column_default]`: more columns are welcome.
+    if !s.starts_with("SELECT column_name, data_type")
+        || !s.contains(" FROM information_schema.columns ")
+    {
         return None;
     }
     Some(Stmt::Columns {
@@ -253,9 +270,12 @@ fn claim_all(s: &str) -> Option<Stmt> {
 }
 
 fn select_claimed(s: &str) -> Option<Stmt> {
-    let rest = s.strip_prefix("SELECT DISTINCT bucket, partition_path FROM ")?;
+    let rest = s.strip_prefix("SELECT DISTINCT bucket, partition_path")?;
+    let route = rest.starts_with(", route_prefix");
+    let rest = &rest[rest.find(" FROM ")? + 6..];
     let (wakeup, tail) = name(rest)?;
     Some(Stmt::SelectClaimed {
+        route,
         wakeup,
         claim: text_after(tail, "WHERE claim = ")?,
     })
@@ -339,7 +359,14 @@ fn deletes_and_recent(s: &str) -> Option<Stmt> {
         let (ledger, tail) = name(rest)?;
         let tail = &tail[tail.find("DATEADD(day, ")? + 13..];
         let days = -tail[..tail.find(',')?].trim().parse::<i64>().ok()?;
-        return Some(Stmt::RecentPartitions { ledger, days });
+        let url_prefix = tail
+            .find("LEFT(s3_url, ")
+            .and_then(|at| text_after(&tail[at..], ") = "));
+        return Some(Stmt::RecentPartitions {
+            ledger,
+            days,
+            url_prefix,
+        });
     }
     let rest = s.strip_prefix("DELETE FROM ")?;
     let (table, tail) = name(rest)?;

@@ -109,6 +109,9 @@ pub struct WakeUp {
     pub queued_by: String,
     pub queued_ms: i64,
     pub claim: Option<String>,
+    /// The route prefix the acquirer's object belongs to (`None`: queued without one,
+    /// as earlier versions did; the holder then lists under its own route).
+    pub route_prefix: Option<String>,
     /// The holder the lease belonged to when this was queued (for the invariants).
     pub queued_for: Option<String>,
     /// The data files this wake-up stands for: its object, or (a partition's wake-up)
@@ -124,6 +127,8 @@ pub struct LedgerRow {
     pub etag: String,
     pub loaded_ms: i64,
     pub holder: String,
+    /// The load (batch) that wrote it: the fence refuses a file another load wrote.
+    pub load_id: String,
 }
 
 /// One file COPYed into a target (the model's "rows of that file").
@@ -581,6 +586,7 @@ impl Db {
                 txn.locks.insert(key);
                 Vec::new()
             }
+            Stmt::SetTimezone => Vec::new(),
             Stmt::Take { procedure, args } => self.take(txn, &procedure, &args, s3)?,
             Stmt::Fence { procedure, args } => self.fence(txn, &procedure, &args)?,
             Stmt::SelectLease(name) => {
@@ -613,7 +619,10 @@ impl Db {
                 if known {
                     self.columns
                         .iter()
-                        .map(|(c, ty)| vec![Some(c.clone()), Some(ty.clone())])
+                        // Nullable, no default: no file may lack a NOT NULL column.
+                        .map(|(c, ty)| {
+                            vec![Some(c.clone()), Some(ty.clone()), Some("YES".into()), None]
+                        })
                         .collect()
                 } else {
                     Vec::new()
@@ -706,18 +715,34 @@ impl Db {
                 }
                 Vec::new()
             }
-            Stmt::SelectClaimed { wakeup, claim } => {
+            Stmt::SelectClaimed {
+                route,
+                wakeup,
+                claim,
+            } => {
                 let t = self.table(&wakeup, Kind::WakeUp)?;
                 txn.reads.insert((t, Kind::WakeUp));
-                let set: BTreeSet<(String, String)> = txn
+                let set: BTreeSet<(String, String, Option<String>)> = txn
                     .snap
                     .wakeups
                     .values()
                     .filter(|w| w.target == t && w.claim.as_deref() == Some(&claim))
-                    .map(|w| (w.partition.clone(), w.bucket.clone()))
+                    .map(|w| {
+                        (
+                            w.partition.clone(),
+                            w.bucket.clone(),
+                            w.route_prefix.clone(),
+                        )
+                    })
                     .collect();
                 set.into_iter()
-                    .map(|(p, b)| vec![Some(b), Some(p)])
+                    .map(|(p, b, r)| {
+                        let mut row = vec![Some(b), Some(p)];
+                        if route {
+                            row.push(r);
+                        }
+                        row
+                    })
                     .collect()
             }
             Stmt::Release { lease, holder } => {
@@ -789,6 +814,7 @@ impl Db {
                         etag: col(&row, "etag"),
                         loaded_ms: now,
                         holder: col(&row, "holder"),
+                        load_id: col(&row, "load_id"),
                     };
                     let id = self.row_id();
                     txn.snap.ledger.insert(id, r.clone());
@@ -814,7 +840,11 @@ impl Db {
                 }
                 Vec::new()
             }
-            Stmt::RecentPartitions { ledger, days } => {
+            Stmt::RecentPartitions {
+                ledger,
+                days,
+                url_prefix,
+            } => {
                 let t = self.table(&ledger, Kind::Ledger)?;
                 txn.reads.insert((t, Kind::Ledger));
                 let since = now - days * 86_400_000;
@@ -823,6 +853,11 @@ impl Db {
                     .ledger
                     .values()
                     .filter(|r| r.target == t && r.loaded_ms > since)
+                    .filter(|r| {
+                        url_prefix
+                            .as_deref()
+                            .is_none_or(|u| r.s3_url.starts_with(u))
+                    })
                     .map(|r| r.partition.clone())
                     .collect();
                 set.into_iter().map(|p| vec![Some(p)]).collect()
@@ -836,9 +871,10 @@ impl Db {
         Ok(out)
     }
 
-    /// `CALL take(holder, ttl, bucket, partition, url, etag, …)`, today's procedure:
-    /// take the lease when it is free, expired or the caller's own; otherwise queue a
-    /// wake-up (unless `bucket` is empty).
+    /// `CALL take(holder, ttl, bucket, partition, url, etag, route, …)`: take the lease
+    /// when it is free, expired, the caller's own or an earlier attempt's of the same
+    /// request (the token's part before `~`); otherwise queue a wake-up naming the
+    /// route (unless `bucket` is empty).
     fn take(
         &mut self,
         txn: &mut Txn,
@@ -857,11 +893,23 @@ impl Db {
             _ => return Err(self.model_error(format!("take without a ttl: {args:?}"))),
         };
         let (holder, bucket, partition, url, etag) = (arg(0), arg(2), arg(3), arg(4), arg(5));
+        let route = args.get(6).map(Value::text);
+        let request = |token: &str| {
+            token
+                .split(partition_loader::sql::ATTEMPT_SEPARATOR)
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
         let now = txn.now_ms;
         txn.reads.insert((t, Kind::Lease));
         let cur = txn.snap.leases[&t].clone();
         let live = cur.expires_ms.is_some_and(|e| e > now);
-        if cur.holder.is_none() || !live || cur.holder.as_deref() == Some(&holder) {
+        let same_request = cur
+            .holder
+            .as_deref()
+            .is_some_and(|h| request(h) == request(&holder));
+        if cur.holder.is_none() || !live || same_request {
             txn.writes.insert((t, Kind::Lease));
             set_lease(
                 txn,
@@ -878,7 +926,9 @@ impl Db {
                 self.targets[t]
                     .routes
                     .iter()
-                    .filter(|(b, _)| *b == bucket)
+                    .filter(|(b, p)| {
+                        *b == bucket && route.as_deref().is_none_or(|r| r.is_empty() || r == p)
+                    })
                     .flat_map(|(b, prefix)| s3.data_files(b, &format!("{prefix}{partition}")))
                     .collect()
             } else {
@@ -893,6 +943,7 @@ impl Db {
                 queued_by: holder,
                 queued_ms: now,
                 claim: None,
+                route_prefix: route.filter(|r| !r.is_empty()),
                 queued_for: cur.holder,
                 files,
             };
@@ -903,7 +954,9 @@ impl Db {
         Ok(Vec::new())
     }
 
-    /// `CALL fence(holder, ttl, …)`, today's procedure: renew our unexpired lease or raise.
+    /// `CALL fence(holder, ttl, partition, load_id)`: renew our unexpired lease or raise;
+    /// raise too when a file of this load is in the partition's ledger under another
+    /// load (an earlier attempt's batch outlived it).
     fn fence(
         &mut self,
         txn: &mut Txn,
@@ -930,6 +983,34 @@ impl Db {
                 partition_loader::sql::LEASE_LOST_MARKER,
                 self.targets[t].name
             ));
+        }
+        if let (Some(partition), Some(load_id)) = (args.get(2), args.get(3)) {
+            let (partition, load_id) = (partition.text(), load_id.text());
+            txn.reads.insert((t, Kind::Ledger));
+            let in_partition = |r: &&LedgerRow| r.target == t && r.partition == partition;
+            let ours: BTreeSet<&str> = txn
+                .snap
+                .ledger
+                .values()
+                .filter(in_partition)
+                .filter(|r| r.load_id == load_id)
+                .map(|r| r.s3_url.as_str())
+                .collect();
+            let elsewhere = txn
+                .snap
+                .ledger
+                .values()
+                .filter(in_partition)
+                .filter(|r| r.load_id != load_id && ours.contains(r.s3_url.as_str()))
+                .count();
+            if elsewhere > 0 {
+                return Err(format!(
+                    "ERROR: {}: {elsewhere} files of this load are in the ledger of {} under \
+                     another load (an earlier attempt's batch outlived it); rolled back",
+                    partition_loader::sql::LOADED_ELSEWHERE_MARKER,
+                    self.targets[t].name
+                ));
+            }
         }
         set_lease(
             txn,
