@@ -1,7 +1,8 @@
 //! What the user's data and settings mean: S3 events, routes, partitions, the loader's
 //! configuration, COPY options, manifests, column matching and file sizes. Invariant: no
-//! Redshift or Lambda I/O here (only `routes_source` reads its S3 object, through the
-//! AWS SDK, at cold start). Arrows: `lake` → `sql` (identifiers and literals), `error`.
+//! Redshift I/O here (only `routes_source` reads the routes from SSM or S3,
+//! through the AWS SDK, at cold start). Arrows: `lake` → `sql` (identifiers and
+//! literals), `protocol::plan` (ETags, listed objects), `error`; `config` also names `ops::upkeep` and `run::sweep` settings.
 
 pub mod config;
 pub mod copy_options;

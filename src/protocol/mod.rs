@@ -2,7 +2,7 @@
 //! load, and the failure classes. Invariant: no AWS types here; the only I/O is through
 //! the [`crate::io::warehouse::Warehouse`] trait, so the simulation (`tests/sim/`) runs
 //! this same code against its model of Redshift. Arrows: `protocol` → `sql`, `lake`,
-//! `io` (the trait only), `error`.
+//! `io` (the trait and its `Row` only), `error`.
 
 pub mod backoff;
 pub mod failure;
