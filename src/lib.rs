@@ -1,34 +1,25 @@
 //! partition-loader: loads new S3 partitions into Amazon Redshift exactly once, with a
 //! lease and a ledger that live in Redshift. See ARCHITECTURE.md for the map.
 
-pub mod admin;
-pub mod backfill;
-pub mod backoff;
-pub mod batch;
-pub mod config;
-pub mod copy_options;
-pub mod doctor;
 pub mod error;
-pub mod event;
-pub mod failure;
-pub mod file_sizes;
-pub mod handler;
-pub mod invocation;
-pub mod lease;
-pub mod manifest;
-pub mod metrics;
-pub mod outcome;
-pub mod partition;
-pub mod plan;
-pub mod redrive;
-pub mod route;
-pub mod routes_source;
-pub mod schema_match;
+pub mod io;
+pub mod lake;
+pub mod ops;
+pub mod protocol;
+pub mod run;
 pub mod sql;
-pub mod storage;
-pub mod sweep;
-pub mod upkeep;
-pub mod warehouse;
+
+// The flat paths every caller used before the folders (`partition_loader::lease`,
+// `crate::handler`, ...) keep working: tests, examples, bins and the simulation need
+// no edits.
+pub use io::{storage, warehouse};
+pub use lake::{
+    config, copy_options, event, file_sizes, manifest, partition, route, routes_source,
+    schema_match,
+};
+pub use ops::{admin, doctor, upkeep};
+pub use protocol::{backoff, failure, lease, plan};
+pub use run::{backfill, batch, handler, invocation, metrics, outcome, redrive, sweep};
 
 pub use config::Config;
 pub use error::{ErrorKind, LoaderError};

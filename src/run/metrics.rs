@@ -980,7 +980,7 @@ mod tests {
     /// The dashboard and alarms in template.yaml name only metrics a record carries.
     #[test]
     fn the_template_watches_metrics_that_exist() {
-        let template = include_str!("../template.yaml");
+        let template = include_str!("../../template.yaml");
         let error = LoaderError::Config("x".into());
         let outcome = Outcome::Loaded {
             table: "s.t".into(),

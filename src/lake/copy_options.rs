@@ -13,7 +13,25 @@
 use std::fmt;
 
 use crate::error::LoaderError;
-use crate::sql::FileFormat;
+
+/// Data format of the files, with the options COPY needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Parquet,
+    Csv { header: bool },
+    Json,
+}
+
+impl FileFormat {
+    pub(crate) fn copy_clause(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "FORMAT AS PARQUET",
+            FileFormat::Csv { header: true } => "FORMAT AS CSV IGNOREHEADER 1",
+            FileFormat::Csv { header: false } => "FORMAT AS CSV",
+            FileFormat::Json => "FORMAT AS JSON 'auto'",
+        }
+    }
+}
 
 /// A COPY option value as a SQL string literal. Unlike [`crate::sql::literal`] it
 /// allows backslashes (`NULL AS '\N'`, Redshift's text-format NULL), but never one
