@@ -41,6 +41,45 @@ pub trait Warehouse: Send + Sync {
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Row>, LoaderError>> + Send;
 
+    /// Runs a load batch under `name` (the Data API's StatementName, [`crate::lease::
+    /// statement_name`]) with a completion event, and waits for its end until
+    /// `leave_at`; then leaves it running (never cancels: the statement holds the lease,
+    /// issue 21.1). Conflicts are resubmitted as by [`Warehouse::run_batch`]. The
+    /// default waits for the end (a warehouse without statements to leave).
+    fn run_load_batch(
+        &self,
+        sqls: Vec<String>,
+        name: String,
+        leave_at: Instant,
+    ) -> impl Future<Output = Result<LoadEnd, LoaderError>> + Send {
+        let _ = name;
+        let run = self.run_batch(sqls, leave_at);
+        async move { run.await.map(LoadEnd::Committed) }
+    }
+
+    /// The id of a statement named `name` that has not ended (SUBMITTED, PICKED or
+    /// STARTED), if any. Consistent with [`Warehouse::run_load_batch`]'s default, which
+    /// never leaves one: `None`.
+    fn running_statement(
+        &self,
+        name: String,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Option<String>, LoaderError>> + Send {
+        let _ = (name, deadline);
+        async { Ok(None) }
+    }
+
+    /// How a statement ended: `(status, error)` as DescribeStatement says
+    /// (`FINISHED` / `FAILED` / `ABORTED`, or a status of one still running).
+    fn statement_status(
+        &self,
+        statement_id: String,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(String, Option<String>), LoaderError>> + Send {
+        let _ = (statement_id, deadline);
+        async { Ok(("FINISHED".to_string(), None)) }
+    }
+
     /// Submits one statement and leaves it running (upkeep's VACUUM: the Data API keeps
     /// a statement up to 24 hours): waits at most `settle` for an early end, such as a
     /// refusal, and never cancels. `Ok(true)`: finished; `Ok(false)`: still running.
@@ -56,6 +95,24 @@ pub trait Warehouse: Send + Sync {
         async move { run.await.map(|_| true) }
     }
 }
+
+/// How a load batch left the invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadEnd {
+    /// Committed (its id).
+    Committed(String),
+    /// Still running in Redshift when the invocation had to go (its id).
+    Running(String),
+}
+
+/// The Data API's StatementName limit: "Length Constraints: Minimum length of 0.
+/// Maximum length of 500." (ExecuteStatement / BatchExecuteStatement request syntax,
+/// https://docs.aws.amazon.com/redshift-data/latest/APIReference/API_BatchExecuteStatement.html).
+pub const MAX_STATEMENT_NAME: usize = 500;
+
+/// The longest WaitTimeSeconds the Data API takes ("The maximum value is 30 seconds",
+/// DescribeStatement's WaitTimeSeconds in aws-sdk-redshiftdata 1.126).
+const MAX_WAIT_SECONDS: u64 = 30;
 
 /// The poll schedule of DescribeStatement: pauses grow from `POLL_FIRST` (short
 /// statements, such as the acquire batch, end within the first polls) to `POLL_CAP`. The
@@ -80,6 +137,8 @@ pub struct DataApi {
 enum Submit {
     Batch(Vec<String>),
     One(String, Vec<(&'static str, String)>),
+    /// A load batch: named, with a completion event to EventBridge (issue 21.2).
+    Load(Vec<String>, String),
 }
 
 /// Sets the database and the workgroup, or the cluster with its credentials, on a
@@ -145,6 +204,20 @@ impl DataApi {
                 .await?;
                 out.id().map(str::to_string)
             }
+            Submit::Load(sqls, name) => {
+                let out = retrying(deadline, || {
+                    let req = self
+                        .client
+                        .batch_execute_statement()
+                        .set_sqls(Some(sqls.clone()))
+                        .statement_name(name)
+                        .with_event(true)
+                        .client_token(client_token);
+                    addressed!(req, self).send()
+                })
+                .await?;
+                out.id().map(str::to_string)
+            }
             Submit::One(sql, params) => {
                 let params = params
                     .iter()
@@ -181,17 +254,43 @@ impl DataApi {
         })
     }
 
-    /// Polls DescribeStatement with jittered exponential backoff until the statement
-    /// ends or the deadline passes (then cancels it).
+    /// Waits for the statement's end until the deadline passes (then cancels it).
     pub async fn wait(&self, id: &str, deadline: Instant) -> Result<(), LoaderError> {
+        self.wait_or_leave(id, deadline, false).await.map(|_| ())
+    }
+
+    /// Waits for the statement's end with DescribeStatement's WaitTimeSeconds (one call
+    /// answers when the statement ends or after up to 30 s, instead of a poll every
+    /// 50 ms-1 s; issue 21.3), until `deadline`. Then cancels it (`Timeout`), or with
+    /// `leave` returns `Ok(false)` and leaves it running. `Ok(true)`: finished.
+    async fn wait_or_leave(
+        &self,
+        id: &str,
+        deadline: Instant,
+        leave: bool,
+    ) -> Result<bool, LoaderError> {
         let mut backoff = Backoff::new(POLL_FIRST, POLL_CAP);
         loop {
-            let out = retrying(deadline, || self.client.describe_statement().id(id).send()).await?;
+            // Whole seconds that still fit before the deadline; 0 asks without waiting.
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+                .saturating_sub(1)
+                .min(MAX_WAIT_SECONDS);
+            let asked = Instant::now();
+            let out = retrying(deadline + Duration::from_secs(wait), || {
+                self.client
+                    .describe_statement()
+                    .id(id)
+                    .wait_time_seconds(wait as i32)
+                    .send()
+            })
+            .await?;
             let status = out.status().cloned().unwrap_or(StatusString::Submitted);
             match status {
                 StatusString::Finished => {
                     record_copy_query_ids(&out);
-                    return Ok(());
+                    return Ok(true);
                 }
                 StatusString::Failed => {
                     return Err(LoaderError::StatementFailed {
@@ -209,8 +308,18 @@ impl DataApi {
                 }
                 _ => {}
             }
-            let pause = backoff.next_pause();
+            // A call that waited its WaitTimeSeconds out asks again at once; one that
+            // answered early without an end (no time for a whole second, or a service
+            // that ignores the member) pauses as the poll schedule says.
+            let pause = if wait > 0 && asked.elapsed() >= Duration::from_secs(wait) {
+                Duration::ZERO
+            } else {
+                backoff.next_pause()
+            };
             if Instant::now() + pause >= deadline {
+                if leave {
+                    return Ok(false);
+                }
                 // Best effort: if the cancel fails, the lease still expires by its TTL.
                 let _ = self.client.cancel_statement().id(id).send().await;
                 return Err(LoaderError::Timeout {
@@ -223,6 +332,17 @@ impl DataApi {
     }
 
     async fn execute(&self, what: Submit, deadline: Instant) -> Result<String, LoaderError> {
+        match self.execute_or_leave(what, deadline, false).await? {
+            LoadEnd::Committed(id) | LoadEnd::Running(id) => Ok(id),
+        }
+    }
+
+    async fn execute_or_leave(
+        &self,
+        what: Submit,
+        deadline: Instant,
+        leave: bool,
+    ) -> Result<LoadEnd, LoaderError> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut attempt = 1;
         loop {
@@ -230,7 +350,7 @@ impl DataApi {
             // would only bring back the failed statement.
             let client_token = uuid::Uuid::new_v4().to_string();
             let id = self.submit(&what, &client_token, deadline).await?;
-            match self.wait(&id, deadline).await {
+            match self.wait_or_leave(&id, deadline, leave).await {
                 Err(LoaderError::StatementFailed { message, .. })
                     if is_serialization_conflict(&message) =>
                 {
@@ -243,7 +363,8 @@ impl DataApi {
                     tokio::time::sleep(backoff.next_pause()).await;
                 }
                 Err(e) => return Err(e),
-                Ok(()) => return Ok(id),
+                Ok(true) => return Ok(LoadEnd::Committed(id)),
+                Ok(false) => return Ok(LoadEnd::Running(id)),
             }
         }
     }
@@ -300,6 +421,67 @@ impl Warehouse for DataApi {
         deadline: Instant,
     ) -> Result<String, LoaderError> {
         self.execute(Submit::One(sql, params), deadline).await
+    }
+
+    async fn run_load_batch(
+        &self,
+        sqls: Vec<String>,
+        name: String,
+        leave_at: Instant,
+    ) -> Result<LoadEnd, LoaderError> {
+        self.execute_or_leave(Submit::Load(sqls, name), leave_at, true)
+            .await
+    }
+
+    async fn running_statement(
+        &self,
+        name: String,
+        deadline: Instant,
+    ) -> Result<Option<String>, LoaderError> {
+        // ListStatements' StatementName matches a prefix ("You can list multiple
+        // statements by providing a prefix that matches the beginning of the statement
+        // name", API_ListStatements.html): the exact name is checked here. RoleLevel
+        // (the default, true) lists every statement of the function's IAM role, so one
+        // invocation sees another's; Status ALL, since a status filter takes one value.
+        let mut token: Option<String> = None;
+        loop {
+            let out = retrying(deadline, || {
+                self.client
+                    .list_statements()
+                    .statement_name(&name)
+                    .role_level(true)
+                    .status(StatusString::All)
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await?;
+            if let Some(running) = out.statements().iter().find(|s| {
+                s.statement_name() == Some(name.as_str())
+                    && matches!(
+                        s.status(),
+                        Some(StatusString::Submitted | StatusString::Picked | StatusString::Started)
+                    )
+            }) {
+                return Ok(Some(running.id().to_string()));
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    async fn statement_status(
+        &self,
+        statement_id: String,
+        deadline: Instant,
+    ) -> Result<(String, Option<String>), LoaderError> {
+        let out = retrying(deadline, || {
+            self.client.describe_statement().id(&statement_id).send()
+        })
+        .await?;
+        let status = out.status().cloned().unwrap_or(StatusString::Submitted);
+        Ok((status.as_str().to_string(), out.error().map(str::to_string)))
     }
 
     async fn submit_and_leave(

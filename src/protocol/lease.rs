@@ -59,6 +59,43 @@ pub fn reserve(budget: Duration) -> Duration {
     DRAIN_RESERVE.min(budget / 4)
 }
 
+/// How long a lease outlasts its holder's deadline (the deadline main.rs gives the
+/// loader is up to 5 s before Lambda ends the invocation; the rest covers the time
+/// between computing a lease time here and Redshift's `GETDATE()` in the take, which
+/// only makes the lease longer). The take and every drain step set the expiry to the
+/// holder's remaining time plus this, never more than `LEASE_TTL_SECONDS`, and the
+/// fence never moves it: so an expired lease means that its holder's invocation is
+/// over, which is what lets an acquirer take over an expired lease as soon as its
+/// holder's statement is found ended (issue 21.1).
+pub const LEASE_MARGIN: Duration = Duration::from_secs(15);
+
+/// The prefix of every load batch's StatementName: the completion events' rule
+/// (`template.yaml`) matches it.
+pub const STATEMENT_NAME_PREFIX: &str = "partition-loader:";
+
+/// The StatementName of a load batch: `partition-loader:<schema>.<table>:<holder
+/// token>`, which says whose lease the statement holds. Past the Data API's 500
+/// characters ([`crate::warehouse::MAX_STATEMENT_NAME`]) the table is named by its
+/// lease table's name (at most 127 bytes, stable and collision-free, [`LeaseTables`]).
+pub fn statement_name(tables: &LeaseTables, holder: &str) -> String {
+    let name = format!("{STATEMENT_NAME_PREFIX}{}:{holder}", tables.target);
+    if name.len() <= crate::warehouse::MAX_STATEMENT_NAME {
+        name
+    } else {
+        format!("{STATEMENT_NAME_PREFIX}{}:{holder}", tables.lease.as_str())
+    }
+}
+
+/// The holder token a load batch's StatementName carries, if it names one of `tables`'s
+/// ([`statement_name`]).
+pub fn holder_of_statement<'n>(tables: &LeaseTables, name: &'n str) -> Option<&'n str> {
+    let rest = name.strip_prefix(STATEMENT_NAME_PREFIX)?;
+    [tables.target.to_string(), tables.lease.as_str().to_string()]
+        .iter()
+        .find_map(|t| rest.strip_prefix(t.as_str())?.strip_prefix(':'))
+        .filter(|h| !h.is_empty())
+}
+
 /// The lease token of one attempt of a Lambda request: `<request id>~<random>`. Lambda
 /// keeps the request id across its retries, so a token of the request id alone let a
 /// retry pass the fence of its own earlier attempt's batch, still running server-side.
@@ -147,6 +184,16 @@ pub struct Ctx<'a, W> {
     /// No wake-up is claimed when less than this is left ([`reserve`] of the time the
     /// invocation had when the context was made).
     pub reserve: Duration,
+}
+
+impl<W> Ctx<'_, W> {
+    /// The lease time a take or drain step sets now: the rest of this invocation plus
+    /// [`LEASE_MARGIN`], at most the configured TTL.
+    pub fn ttl_now(&self) -> u64 {
+        let rest = self.deadline.saturating_duration_since(Instant::now()) + LEASE_MARGIN;
+        // Whole seconds, rounded up: never shorter than the invocation.
+        (rest.as_secs() + u64::from(rest.subsec_nanos() > 0)).min(self.ttl_seconds)
+    }
 }
 
 impl<'a, W: Warehouse> Ctx<'a, W> {
@@ -254,7 +301,7 @@ pub async fn drain_step<W: Warehouse>(
         ctx.schema,
         &ctx.tables,
         ctx.holder,
-        ctx.ttl_seconds,
+        ctx.ttl_now(),
         done_claim,
         new_claim,
     )?;
@@ -300,13 +347,131 @@ pub async fn release<W: Warehouse>(ctx: &Ctx<'_, W>, deadline: Instant) -> Resul
     ctx.warehouse.run_batch(sqls, deadline).await.map(|_| ())
 }
 
-/// Runs the acquire batch once: the lease with the partition's ledger and the target's
-/// columns, or the live holder (our wake-up queued).
+/// Leaves a wake-up for the holder's own partition before it ends its invocation with
+/// its load statement running ([`sql::leave_wakeup_batch`]).
+pub async fn leave_wakeup<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    wake: &WakeUp<'_>,
+    deadline: Instant,
+) -> Result<(), LoaderError> {
+    let sqls = sql::leave_wakeup_batch(ctx.schema, &ctx.tables, ctx.holder, wake)?;
+    ctx.warehouse.run_batch(sqls, deadline).await.map(|_| ())
+}
+
+/// The lease as it is now: `(holder, live)`, for the completion step.
+pub async fn lease_now<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+) -> Result<(Option<String>, bool), LoaderError> {
+    let id = ctx
+        .warehouse
+        .run_batch(sql::lease_read(ctx.schema, &ctx.tables), ctx.deadline)
+        .await
+        .map_err(|e| missing_tables(ctx, e))?;
+    let rows = ctx.warehouse.rows(format!("{id}:2"), ctx.deadline).await?;
+    let (holder, _) = lease_row(ctx, &rows)?;
+    let live = rows
+        .first()
+        .and_then(|r| r.get(2).cloned().flatten())
+        .is_some_and(|v| is_true(&v));
+    Ok((holder, live))
+}
+
+fn is_true(v: &str) -> bool {
+    matches!(v, "true" | "t" | "1" | "TRUE")
+}
+
+/// The acquire: one take; when it found the lease held by someone whose invocation is
+/// over (expired, or an earlier attempt of our own request), that holder's load
+/// statement is looked up: still running, the lease stays the statement's and our
+/// wake-up (queued by that take) waits for it; ended (or none), a second take names the
+/// holder as checked and takes the lease over. Between the check and the second take
+/// nothing of the old holder can start: its invocation is over (an expired lease says
+/// so, [`LEASE_MARGIN`]); and if someone else took the lease meanwhile, the second take
+/// finds another holder than the one checked and queues.
 async fn try_acquire<W: Warehouse>(
     ctx: &Ctx<'_, W>,
     wake: &WakeUp<'_>,
 ) -> Result<Acquired, LoaderError> {
-    let sqls = sql::take_batch(ctx.schema, &ctx.tables, ctx.holder, ctx.ttl_seconds, wake)?;
+    let first = take_once(ctx, wake, "").await?;
+    let TakeSeen::Other {
+        holder,
+        expires_at,
+        live,
+    } = first
+    else {
+        return finish_take(ctx, first, wake).await;
+    };
+    let over = !live || request_of(&holder) == request_of(ctx.holder);
+    if !over {
+        return Ok(Acquired::Queued { holder, expires_at });
+    }
+    let name = statement_name(&ctx.tables, &holder);
+    if let Some(id) = ctx
+        .warehouse
+        .running_statement(name, ctx.deadline)
+        .await?
+    {
+        tracing::info!(table = %ctx.tables.target, holder, statement_id = id,
+            "the lease expired, but its load statement still runs: it holds the lease");
+        return Ok(Acquired::Queued { holder, expires_at });
+    }
+    // Our wake-up, if the first take queued one, is drained by ourselves.
+    let second = take_once(ctx, wake, &holder).await?;
+    finish_take(ctx, second, wake).await
+}
+
+/// What one take batch found.
+enum TakeSeen {
+    /// We hold the lease.
+    Ours,
+    /// Nobody holds it (only `acquire_if_free` leaves a free lease free).
+    Free,
+    Other {
+        holder: String,
+        expires_at: String,
+        live: bool,
+    },
+}
+
+async fn finish_take<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    seen: TakeSeen,
+    wake: &WakeUp<'_>,
+) -> Result<Acquired, LoaderError> {
+    match seen {
+        TakeSeen::Ours => {
+            let read = read_partition(ctx, wake.partition_path).await;
+            if read.is_err() {
+                // The batch committed, so we hold the lease.
+                let _ = release(ctx, ctx.deadline.max(Instant::now() + RELEASE_GRACE)).await;
+            }
+            Ok(Acquired::Held(read?))
+        }
+        // Reported as held by nobody, which the sweep treats as "nothing to drain".
+        TakeSeen::Free => Ok(Acquired::Queued {
+            holder: String::new(),
+            expires_at: String::new(),
+        }),
+        TakeSeen::Other {
+            holder, expires_at, ..
+        } => Ok(Acquired::Queued { holder, expires_at }),
+    }
+}
+
+/// Runs the take batch once, taking over the lease of `checked` if it still holds it.
+async fn take_once<W: Warehouse>(
+    ctx: &Ctx<'_, W>,
+    wake: &WakeUp<'_>,
+    checked: &str,
+) -> Result<TakeSeen, LoaderError> {
+    let sqls = sql::take_batch(
+        ctx.schema,
+        &ctx.tables,
+        ctx.holder,
+        ctx.ttl_now(),
+        wake,
+        checked,
+    )?;
     let id = match ctx.warehouse.run_batch(sqls, ctx.deadline).await {
         Ok(id) => id,
         Err(e @ LoaderError::Timeout { .. }) => {
@@ -317,7 +482,7 @@ async fn try_acquire<W: Warehouse>(
         }
         Err(e) => return Err(missing_tables(ctx, e)),
     };
-    let read = read_take(ctx, &id, wake.partition_path).await;
+    let read = read_take(ctx, &id).await;
     if read.is_err() {
         // The batch committed, so we may hold the lease without knowing it.
         let _ = release(ctx, ctx.deadline.max(Instant::now() + RELEASE_GRACE)).await;
@@ -325,24 +490,24 @@ async fn try_acquire<W: Warehouse>(
     read
 }
 
-async fn read_take<W: Warehouse>(
-    ctx: &Ctx<'_, W>,
-    id: &str,
-    partition_path: &str,
-) -> Result<Acquired, LoaderError> {
+async fn read_take<W: Warehouse>(ctx: &Ctx<'_, W>, id: &str) -> Result<TakeSeen, LoaderError> {
     let lease = ctx.warehouse.rows(format!("{id}:3"), ctx.deadline).await?;
     let (current, expires_at) = lease_row(ctx, &lease)?;
     match current {
-        Some(h) if h == ctx.holder => {
-            Ok(Acquired::Held(read_partition(ctx, partition_path).await?))
+        Some(h) if h == ctx.holder => Ok(TakeSeen::Ours),
+        Some(holder) => {
+            let live = ctx.warehouse.rows(format!("{id}:5"), ctx.deadline).await?;
+            let live = live
+                .first()
+                .and_then(|r| r.first().cloned().flatten())
+                .is_some_and(|v| is_true(&v));
+            Ok(TakeSeen::Other {
+                holder,
+                expires_at,
+                live,
+            })
         }
-        Some(holder) => Ok(Acquired::Queued { holder, expires_at }),
-        // Only `acquire_if_free` leaves a free lease free (it queues nothing): report it
-        // as held by nobody, which the sweep treats as "nothing to drain".
-        None => Ok(Acquired::Queued {
-            holder: String::new(),
-            expires_at,
-        }),
+        None => Ok(TakeSeen::Free),
     }
 }
 
@@ -447,6 +612,9 @@ mod tests {
         submits: Mutex<VecDeque<Result<String, LoaderError>>>,
         rows: Mutex<VecDeque<Vec<Row>>>,
         sent: Mutex<Vec<Vec<String>>>,
+        /// What `running_statement` answers, and the names it was asked about.
+        running: Mutex<Option<String>>,
+        asked: Mutex<Vec<String>>,
     }
 
     impl Scripted {
@@ -489,6 +657,14 @@ mod tests {
         async fn rows(&self, _id: String, _d: Instant) -> Result<Vec<Row>, LoaderError> {
             Ok(self.rows.lock().unwrap().pop_front().unwrap_or_default())
         }
+        async fn running_statement(
+            &self,
+            name: String,
+            _d: Instant,
+        ) -> Result<Option<String>, LoaderError> {
+            self.asked.lock().unwrap().push(name);
+            Ok(self.running.lock().unwrap().clone())
+        }
     }
 
     fn some(s: &str) -> Option<String> {
@@ -522,7 +698,8 @@ mod tests {
     async fn a_busy_lease_costs_one_submission_and_queues() {
         let w = Scripted::default()
             .submit(Ok("id"))
-            .rows(vec![vec![some("other"), some("2026-01-01 00:00:00")]]);
+            .rows(vec![vec![some("other"), some("2026-01-01 00:00:00")]])
+            .rows(vec![vec![some("true")]]);
         let got = acquire_for_event(&ctx(&w), "o/", "b", "d=1/", &object()).await;
         match got {
             Ok(Acquired::Queued { holder, .. }) => assert_eq!(holder, "other"),
@@ -531,10 +708,66 @@ mod tests {
         let sent = w.sent();
         assert_eq!(sent.len(), 1, "one submission");
         assert!(
-            sent[0][1].contains("'s3://b/o/d=1/f', 'e', 'o/')"),
+            sent[0][1].contains("'s3://b/o/d=1/f', 'e', 'o/', '')"),
             "{}",
             sent[0][1]
         );
+        assert!(w.asked.lock().unwrap().is_empty(), "a live lease needs no check");
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_whose_statement_runs_stays_the_statements() {
+        let w = Scripted::default()
+            .submit(Ok("id"))
+            .rows(vec![vec![some("dead~1"), some("2026-01-01 00:00:00")]])
+            .rows(vec![vec![some("false")]]);
+        *w.running.lock().unwrap() = Some("stmt-1".into());
+        match acquire_for_event(&ctx(&w), "o/", "b", "d=1/", &object()).await {
+            Ok(Acquired::Queued { holder, .. }) => assert_eq!(holder, "dead~1"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.sent().len(), 1, "no second take while the statement runs");
+        assert_eq!(
+            *w.asked.lock().unwrap(),
+            ["partition-loader:s.t:dead~1"],
+            "the statement is found by the name its holder gave it"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_whose_statement_ended_is_taken_over_by_name() {
+        let w = Scripted::default()
+            .submit(Ok("id"))
+            .rows(vec![vec![some("dead~1"), some("2026-01-01 00:00:00")]])
+            .rows(vec![vec![some("false")]])
+            .submit(Ok("id2"))
+            .rows(vec![vec![some("me"), some("x")]])
+            .submit(Ok("reads"))
+            .rows(vec![])
+            .rows(vec![vec![some("id"), some("bigint")]]);
+        match acquire_for_event(&ctx(&w), "o/", "b", "d=1/", &object()).await {
+            Ok(Acquired::Held(held)) => assert_eq!(held.columns, ["id"]),
+            other => panic!("{other:?}"),
+        }
+        let sent = w.sent();
+        assert_eq!(sent.len(), 3, "take, take over the checked holder, read");
+        assert!(sent[1][1].ends_with("'o/', 'dead~1')"), "{}", sent[1][1]);
+    }
+
+    #[test]
+    fn statement_names_carry_table_and_holder_within_the_limit() {
+        let t = LeaseTables::for_target(&TableName::parse("s.t").unwrap());
+        let name = statement_name(&t, "req~0000abcd");
+        assert_eq!(name, "partition-loader:s.t:req~0000abcd");
+        assert_eq!(holder_of_statement(&t, &name), Some("req~0000abcd"));
+        let other = LeaseTables::for_target(&TableName::parse("s.t2").unwrap());
+        assert_eq!(holder_of_statement(&other, &name), None);
+        let long = format!("{}.{}", "s".repeat(127), "t".repeat(127));
+        let t = LeaseTables::for_target(&TableName::parse(&long).unwrap());
+        let token = "r".repeat(256);
+        let name = statement_name(&t, &token);
+        assert!(name.len() <= crate::warehouse::MAX_STATEMENT_NAME, "{}", name.len());
+        assert_eq!(holder_of_statement(&t, &name), Some(token.as_str()));
     }
 
     #[tokio::test]

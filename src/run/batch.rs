@@ -108,6 +108,9 @@ pub struct BatchPlan {
     /// Messages that cannot be loaded as they are: message id, the route's table when
     /// one claimed the key, and why.
     pub failed: Vec<(String, Option<String>, LoaderError)>,
+    /// Completion events of load batches ([`crate::completion`]): message id and event,
+    /// each handled on its own after the groups.
+    pub completions: Vec<(String, Value)>,
 }
 
 /// Parses, routes and groups the messages of a batch (pure: no I/O).
@@ -138,6 +141,10 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
                 continue;
             }
         };
+        if crate::completion::parse(&event).is_some() {
+            plan.completions.push((id, event));
+            continue;
+        }
         let object = match event::parse(&event) {
             Ok(o) => o,
             Err(e) => {
@@ -267,6 +274,29 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     result.outcomes.push(outcome);
                 }
                 Err(e) => fail(&mut result, &group.message_ids, e),
+            }
+        }
+        // After the loads: a completion takes over a lease only if its statement ended,
+        // and the groups above may have queued behind it.
+        for (id, event) in plan.completions {
+            let ids = [id];
+            if Instant::now() >= deadline {
+                let error = LoaderError::NotStarted;
+                result.share(None).count(Err(&error), 1);
+                fail(&mut result, &ids, error);
+                continue;
+            }
+            let (done, figures) = metrics::measure(self.handle(&event, holder, deadline)).await;
+            metrics::add(|f| f.merge(&figures));
+            let share = result.share(None);
+            share.figures.merge(&figures);
+            share.count(done.as_ref(), 1);
+            match done {
+                Ok(outcome) => {
+                    outcome.log();
+                    result.outcomes.push(outcome);
+                }
+                Err(e) => fail(&mut result, &ids, e),
             }
         }
         result

@@ -17,7 +17,7 @@ use crate::route::{self, Routed};
 use crate::schema_match::{self, FileSchema, FooterCache, TableColumn};
 use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
 use crate::storage::{Storage, S3};
-use crate::warehouse::{DataApi, Warehouse};
+use crate::warehouse::{DataApi, LoadEnd, Warehouse};
 use crate::{event, manifest};
 
 /// Size limits of one load batch.
@@ -45,6 +45,13 @@ pub struct Loader<W, S> {
     limits: BatchLimits,
     /// Parquet schemas read from footers, kept for the container's life.
     footers: FooterCache,
+    /// Tables whose lease a load statement of this invocation holds since the
+    /// invocation left it running: `(holder, table, statement id)`. The invocation must
+    /// not touch such a lease again (a take of its own lease rewrites the row, and the
+    /// running statement's fence would fail on the conflict), so further partitions of
+    /// the table (an SQS batch, a backfill) come back `running` at once. Only the
+    /// current holder's entries are kept.
+    left: std::sync::Mutex<Vec<(String, String, String)>>,
 }
 
 impl Loader<DataApi, S3> {
@@ -75,6 +82,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             storage,
             limits: BatchLimits::default(),
             footers: FooterCache::default(),
+            left: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -106,6 +114,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
+        if let Some(change) = crate::completion::parse(event) {
+            return self.complete(&change, holder, deadline).await;
+        }
         let object = event::parse(event)?;
         let object = self.settle_key(object).await?;
         match route::route(&self.config, &object.bucket, &object.key, object.size) {
@@ -148,6 +159,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
+        if let Some(statement_id) = self.left_running(holder, &route.table) {
+            return Ok(Outcome::Running {
+                table: route.table.to_string(),
+                partition: partition_values(partition),
+                statement_id,
+            });
+        }
         let ctx = Ctx::new(
             &self.warehouse,
             &self.config,
@@ -175,13 +193,59 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 })
             }
         };
-        let result = self
+        let result = match self
             .load_holding_lease(route, bucket, partition, holder, held, deadline)
             .await
-            .map(|loaded| match loaded {
-                Loaded::Committed(o) | Loaded::Nothing(o) => o,
-            });
+        {
+            Ok(Loaded::Committed(o) | Loaded::Nothing(o)) => Ok(o),
+            Ok(Loaded::Running(o)) => {
+                return self.leave(&ctx, route, bucket, partition, o).await;
+            }
+            Err(e) => Err(e),
+        };
         self.finish_holding(&ctx, route, result).await
+    }
+
+    /// Ends the invocation's part in a table whose load statement it leaves running
+    /// (issue 21.1): a wake-up for its own partition (so that a failure of the statement
+    /// loses nothing: the next holder lists the partition again), no release, no drain.
+    async fn leave(
+        &self,
+        ctx: &Ctx<'_, W>,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        outcome: Outcome,
+    ) -> Result<Outcome, LoaderError> {
+        if let Outcome::Running { statement_id, .. } = &outcome {
+            self.note_left(ctx.holder, &route.table, statement_id);
+        }
+        let wake = sql::WakeUp {
+            bucket,
+            partition_path: &partition.path,
+            s3_url: "",
+            etag: "",
+            route_prefix: &route.prefix,
+        };
+        // The statement runs on whatever happens here: if this wake-up is not written,
+        // the invocation fails and Lambda's retry (same request) queues its own.
+        let grace = ctx.deadline.max(Instant::now() + RELEASE_GRACE);
+        lease::leave_wakeup(ctx, &wake, grace).await?;
+        Ok(outcome)
+    }
+
+    fn note_left(&self, holder: &str, table: &TableName, statement_id: &str) {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        left.retain(|(h, _, _)| h == holder);
+        left.push((holder.to_string(), table.to_string(), statement_id.to_string()));
+    }
+
+    fn left_running(&self, holder: &str, table: &TableName) -> Option<String> {
+        let left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        let table = table.to_string();
+        left.iter()
+            .find(|(h, t, _)| h == holder && *t == table)
+            .map(|(_, _, id)| id.clone())
     }
 
     /// After the holder's own partition: drain, or leave the lease as the failure
@@ -196,6 +260,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         if matches!(
             result,
             Err(LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })
+                | Ok(Outcome::Running { .. })
         ) {
             return result;
         }
@@ -247,7 +312,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 if Instant::now() + ctx.reserve >= ctx.deadline {
                     break;
                 }
-                self.load_claimed(ctx, route, claimed).await?;
+                if let Some(statement_id) = self.load_claimed(ctx, route, claimed).await? {
+                    // Its wake-up stays claimed, never deleted: the next holder claims it
+                    // again and finds the partition loaded, or loads it.
+                    tracing::info!(table = %route.table, partition = claimed.partition_path,
+                        statement_id, "a claimed partition's load left running; it holds the lease");
+                    self.note_left(ctx.holder, &route.table, &statement_id);
+                    return Ok(());
+                }
             }
             done = claim;
         }
@@ -264,20 +336,20 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         ctx: &Ctx<'_, W>,
         holder_route: &Route,
         claimed: &Claimed,
-    ) -> Result<(), LoaderError> {
+    ) -> Result<Option<String>, LoaderError> {
         let (bucket, path) = (claimed.bucket.as_str(), claimed.partition_path.as_str());
         let Some(route) = self.claimed_route(holder_route, claimed) else {
             tracing::error!(table = %holder_route.table, partition = path,
                 route_prefix = ?claimed.route_prefix,
                 "wake-up for a route that is no longer configured dropped");
-            return Ok(());
+            return Ok(None);
         };
         let partition = match partition::parse(route, &format!("{}{path}_", route.prefix)) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(table = %route.table, partition = path, error = %e,
                     "wake-up for an unreadable partition dropped");
-                return Ok(());
+                return Ok(None);
             }
         };
         let held = lease::read_partition(ctx, path).await?;
@@ -287,15 +359,19 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         {
             Ok(Loaded::Committed(outcome)) => {
                 outcome.log();
-                Ok(())
+                Ok(None)
             }
-            Ok(Loaded::Nothing(_)) => Ok(()),
+            Ok(Loaded::Nothing(_)) => Ok(None),
+            Ok(Loaded::Running(outcome)) => match outcome {
+                Outcome::Running { statement_id, .. } => Ok(Some(statement_id)),
+                _ => Ok(None),
+            },
             Err(e @ (LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })) => Err(e),
             Err(e) if e.kind() == crate::error::ErrorKind::Retryable => Err(e),
             Err(e) => {
                 tracing::error!(table = %route.table, partition = path, error = %e,
                     error_type = %e.error_type(), "a handed-off partition failed to load");
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -502,9 +578,27 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 statupdate: route.statupdate,
             })?;
             let copy_started = Instant::now();
-            let batch = self.warehouse.run_batch(sqls, deadline).await;
+            // Left running at `leave_at`: the leave step ([`Loader::leave`]) still needs
+            // one short batch before the deadline.
+            let leave_at = deadline
+                .checked_sub(RELEASE_GRACE)
+                .unwrap_or(deadline)
+                .max(Instant::now());
+            let batch = self
+                .warehouse
+                .run_load_batch(sqls, lease::statement_name(&tables, holder), leave_at)
+                .await;
             crate::metrics::add(|m| m.copy_time += copy_started.elapsed());
-            statement_id = batch.map_err(|e| load_error(table, e))?;
+            statement_id = match batch.map_err(|e| load_error(table, e))? {
+                LoadEnd::Committed(id) => id,
+                LoadEnd::Running(id) => {
+                    return Ok(Loaded::Running(Outcome::Running {
+                        table: table.to_string(),
+                        partition: partition_values(partition),
+                        statement_id: id,
+                    }))
+                }
+            };
             let committed = std::time::SystemTime::now();
             crate::metrics::add(|m| {
                 m.files += chunk.len() as u64;
@@ -680,10 +774,13 @@ pub async fn settle_key(
 }
 
 enum Loaded {
-    /// Loaded; every load batch renewed the lease, which is still ours.
+    /// Loaded; the lease is still ours.
     Committed(Outcome),
     /// Nothing to load.
     Nothing(Outcome),
+    /// A load batch still runs at the deadline and was left running: it holds the lease
+    /// (`Outcome::Running`); later chunks of the partition were not submitted.
+    Running(Outcome),
 }
 
 fn partition_values(partition: &Partition) -> PartitionValues {
@@ -693,6 +790,32 @@ fn partition_values(partition: &Partition) -> PartitionValues {
             .iter()
             .map(|(c, v)| (c.to_string(), v.clone()))
             .collect(),
+    )
+}
+
+/// A load batch's end as DescribeStatement reported it, named as [`load_error`] names a
+/// failure the holder waited for (the completion step's report).
+pub(crate) fn load_failure(
+    table: &TableName,
+    statement_id: &str,
+    state: &str,
+    error: Option<&str>,
+) -> LoaderError {
+    let message = error.unwrap_or(state).to_string();
+    let statement_id = statement_id.to_string();
+    load_error(
+        table,
+        if state == "ABORTED" {
+            LoaderError::StatementAborted {
+                statement_id,
+                message,
+            }
+        } else {
+            LoaderError::StatementFailed {
+                statement_id,
+                message,
+            }
+        },
     )
 }
 

@@ -5,6 +5,7 @@
 
 pub mod backfill;
 pub mod batch;
+pub mod completion;
 pub mod handler;
 pub mod invocation;
 pub mod metrics;

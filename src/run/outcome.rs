@@ -45,6 +45,25 @@ pub enum Outcome {
         /// The invocation holding the lease (its Lambda request id).
         holder: String,
     },
+    /// The load batch did not end before the invocation's deadline: it runs on in
+    /// Redshift and holds the table's lease (issue 21.1); its completion event, a later
+    /// acquirer or the sweep finishes the protocol.
+    Running {
+        table: String,
+        partition: PartitionValues,
+        /// The Data API id of the load batch left running.
+        statement_id: String,
+    },
+    /// A completion event of a load batch ("Redshift Data Statement Status Change")
+    /// was handled: `state` is the statement's end (FINISHED / FAILED / ABORTED), and
+    /// `taken_over` whether the lease was still the statement's and this invocation
+    /// finished its protocol (drained the wake-ups and released it).
+    Completed {
+        table: String,
+        statement_id: String,
+        state: String,
+        taken_over: bool,
+    },
 }
 
 impl Outcome {
@@ -95,6 +114,30 @@ impl Outcome {
                 partition = %json(partition),
                 holder,
                 "queued: handed to the lease holder"
+            ),
+            Outcome::Running {
+                table,
+                partition,
+                statement_id,
+            } => tracing::info!(
+                outcome = "running",
+                table,
+                partition = %json(partition),
+                statement_id,
+                "running: the load statement holds the lease"
+            ),
+            Outcome::Completed {
+                table,
+                statement_id,
+                state,
+                taken_over,
+            } => tracing::info!(
+                outcome = "completed",
+                table,
+                statement_id,
+                state,
+                taken_over,
+                "completion of a load statement handled"
             ),
         }
     }

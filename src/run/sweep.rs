@@ -159,7 +159,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 partition,
                 result: &result,
             });
-            let busy = matches!(result, Ok(Outcome::Queued { .. }));
+            let busy = matches!(result, Ok(Outcome::Queued { .. } | Outcome::Running { .. }));
             results.push(result);
             if busy {
                 tracing::info!(table = %route.table,

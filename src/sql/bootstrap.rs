@@ -223,17 +223,27 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
             "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER)",
             t.fence.quoted()
         ),
+        // The take before the statement-held lease (issue 21.1) had no `p_checked`.
+        format!(
+            "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER, VARCHAR, VARCHAR, VARCHAR, \
+             VARCHAR, VARCHAR)",
+            t.take.quoted()
+        ),
         // The acquire: one branch writes only the lease, the other only the wake-ups, so
         // that an invocation finding the lease busy never writes the lease table (which
-        // the holder's fence writes at the end of its load).
+        // the holder's fence writes at the end of its load). A held lease is taken over
+        // only when the caller names its holder in `p_checked`: the caller saw it expired
+        // (or an earlier attempt of its own request) and found none of its load
+        // statements running (DescribeStatement via ListStatements; this procedure cannot
+        // call the Data API). An expired lease whose statement still runs stays its
+        // statement's (issue 21.1, ARCHITECTURE "The statement holds the lease").
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{take}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
              p_bucket VARCHAR(256), p_partition VARCHAR(1024), p_s3_url VARCHAR(2048), \
-             p_etag VARCHAR(128), p_route VARCHAR(1024)) AS $$\nDECLARE\n  {declare_target}n INTEGER;\n  \
-             cur VARCHAR(256);\n  live BOOLEAN;\nBEGIN\n  {count_check}\
-             SELECT holder, COALESCE(expires_at > GETDATE(), FALSE) INTO cur, live FROM {lease};\n  \
-             IF cur IS NULL OR NOT live OR cur = p_holder \
-             OR SPLIT_PART(cur, '{ATTEMPT_SEPARATOR}', 1) = SPLIT_PART(p_holder, '{ATTEMPT_SEPARATOR}', 1) THEN\n    \
+             p_etag VARCHAR(128), p_route VARCHAR(1024), p_checked VARCHAR(256)) AS $$\nDECLARE\n  {declare_target}n INTEGER;\n  \
+             cur VARCHAR(256);\nBEGIN\n  {count_check}\
+             SELECT holder INTO cur FROM {lease};\n  \
+             IF cur IS NULL OR cur = p_holder OR cur = p_checked THEN\n    \
              UPDATE {lease} SET holder = p_holder, acquired_at = GETDATE(), \
              expires_at = DATEADD(second, p_ttl_seconds, GETDATE());\n  \
              ELSIF p_bucket <> '' THEN\n    \
@@ -247,19 +257,24 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
         // https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-statements.html); GET
         // DIAGNOSTICS is not among them. Reading the row and then updating it touches the
         // same table as the UPDATE alone, and a concurrent takeover still makes the UPDATE
-        // fail (write-write conflict) when the read saw the old row.
+        // fail (write-write conflict) when the read saw the old row. The holder passes
+        // whether or not its lease expired: a statement left running holds the lease
+        // until someone takes it over (and taking over is what the take refuses while
+        // the statement runs). The UPDATE writes the row without moving the expiry, so
+        // that the write-write conflict with a takeover stays and a statement that ends
+        // after its caller left does not make the lease live again (the take and the
+        // drain set expiries from the caller's remaining time).
         format!(
             "CREATE OR REPLACE PROCEDURE {s}.{fence}(p_holder VARCHAR(256), p_ttl_seconds INTEGER, \
              p_partition VARCHAR(1024), p_load_id VARCHAR(64)) \
              AS $$\nDECLARE\n  {declare_target}n INTEGER;\nBEGIN\n  \
-             SELECT COUNT(*) INTO n FROM {lease} WHERE holder = p_holder AND expires_at > GETDATE();\n  \
+             SELECT COUNT(*) INTO n FROM {lease} WHERE holder = p_holder;\n  \
              IF n = 0 THEN\n    {lost}\n  END IF;\n  \
              SELECT COUNT(*) INTO n FROM {ledger} WHERE partition_path = p_partition \
              AND load_id <> p_load_id AND s3_url IN (SELECT s3_url FROM {ledger} \
              WHERE partition_path = p_partition AND load_id = p_load_id);\n  \
              IF n > 0 THEN\n    {elsewhere}\n  END IF;\n  \
-             UPDATE {lease} SET expires_at = DATEADD(second, p_ttl_seconds, GETDATE()) \
-             WHERE holder = p_holder AND expires_at > GETDATE();\nEND;\n$$ \
+             UPDATE {lease} SET expires_at = expires_at WHERE holder = p_holder;\nEND;\n$$ \
              LANGUAGE plpgsql {UTC_PROCEDURE}",
             fence = t.fence.quoted()
         ),

@@ -29,6 +29,7 @@ pub fn take_batch(
     holder: &str,
     ttl_seconds: u64,
     wake: &WakeUp<'_>,
+    checked: &str,
 ) -> Result<Vec<String>, LoaderError> {
     let s = schema.quoted();
     Ok(vec![
@@ -40,16 +41,24 @@ pub fn take_batch(
         // writes the lease row; the wake-up table is one that no load batch touches.
         format!("LOCK {}", t.q(schema, &t.wakeup)),
         format!(
-            "CALL {s}.{}({}, {ttl_seconds}, {}, {}, {}, {}, {})",
+            "CALL {s}.{}({}, {ttl_seconds}, {}, {}, {}, {}, {}, {})",
             t.take.quoted(),
             literal(holder)?,
             literal(wake.bucket)?,
             literal(wake.partition_path)?,
             literal(wake.s3_url)?,
             literal(wake.etag)?,
-            literal(wake.route_prefix)?
+            literal(wake.route_prefix)?,
+            literal(checked)?
         ),
         format!("SELECT holder, expires_at FROM {}", t.q(schema, &t.lease)),
+        // Whether the lease read above is live, compared in UTC like every lease time
+        // (`:5`); after the reads, so the snapshot and indexes above stay as they were.
+        UTC_SESSION.to_string(),
+        format!(
+            "SELECT COALESCE(expires_at > GETDATE(), FALSE) FROM {}",
+            t.q(schema, &t.lease)
+        ),
     ])
 }
 
@@ -162,4 +171,45 @@ pub fn release_batch(
             literal(holder)?
         ),
     ])
+}
+
+/// The wake-up a holder leaves for its own partition when it ends the invocation with
+/// its load statement still running (outcome `running`): if that statement fails, the
+/// next holder (the completion step, an acquirer or the sweep) lists the partition
+/// again; if it commits, that listing finds it up to date. A batch of its own on the
+/// wake-up table, which no load batch touches, so it never conflicts with the running
+/// load. Queued for `holder` itself: the next holder claims every wake-up.
+pub fn leave_wakeup_batch(
+    schema: &Ident,
+    t: &LeaseTables,
+    holder: &str,
+    wake: &WakeUp<'_>,
+) -> Result<Vec<String>, LoaderError> {
+    Ok(vec![
+        format!("LOCK {}", t.q(schema, &t.wakeup)),
+        UTC_SESSION.to_string(),
+        format!(
+            "INSERT INTO {} (bucket, partition_path, s3_url, etag, queued_by, queued_at, \
+             route_prefix) VALUES ({}, {}, {}, {}, {}, GETDATE(), {})",
+            t.q(schema, &t.wakeup),
+            literal(wake.bucket)?,
+            literal(wake.partition_path)?,
+            literal(wake.s3_url)?,
+            literal(wake.etag)?,
+            literal(holder)?,
+            literal(wake.route_prefix)?
+        ),
+    ])
+}
+
+/// The lease row with its liveness in UTC, read by the completion step before it
+/// decides anything (`:2`: holder, expires_at, live).
+pub fn lease_read(schema: &Ident, t: &LeaseTables) -> Vec<String> {
+    vec![
+        UTC_SESSION.to_string(),
+        format!(
+            "SELECT holder, expires_at, COALESCE(expires_at > GETDATE(), FALSE) FROM {}",
+            t.q(schema, &t.lease)
+        ),
+    ]
 }

@@ -570,21 +570,36 @@ mod tests {
         );
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
         assert!(
-            sqls[8].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
-                && sqls[9].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
+            sqls[9].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
+                && sqls[10].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
             "take and fence write and compare lease times in UTC"
         );
         assert!(
-            sqls[8].contains("IF n <> 1 THEN"),
+            sqls[9].contains("IF n <> 1 THEN"),
             "more than one lease row is an error"
         );
-        assert!(sqls[8].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
-        assert!(sqls[8].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
-        assert!(sqls[9].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
+        assert!(sqls[9].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
+        assert!(sqls[9].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
+        assert!(sqls[10].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
         assert!(sqls[6].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"take_5_sales_orders\""));
         assert!(sqls[7].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"fence_5_sales_orders\""));
-        assert!(sqls[9].contains("AND load_id <> p_load_id"));
-        assert!(sqls[9].contains("RAISE EXCEPTION 'partition-loader: loaded by another load: %"));
+        assert!(
+            sqls[8].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"take_5_sales_orders\"")
+                && sqls[8].ends_with("VARCHAR, VARCHAR)"),
+            "the take of before p_checked is dropped"
+        );
+        assert!(
+            sqls[9].contains("OR cur = p_checked THEN")
+                && !sqls[9].contains("NOT live"),
+            "an expired lease is taken over only once its statement was checked"
+        );
+        assert!(
+            sqls[10].contains("WHERE holder = p_holder;\n  IF n = 0")
+                && sqls[10].contains("SET expires_at = expires_at WHERE holder = p_holder"),
+            "the fence accepts its holder's expired lease and never moves the expiry"
+        );
+        assert!(sqls[10].contains("AND load_id <> p_load_id"));
+        assert!(sqls[10].contains("RAISE EXCEPTION 'partition-loader: loaded by another load: %"));
         assert!(!sqls.iter().any(|s| s.contains("INTERVAL")));
     }
 
@@ -599,15 +614,16 @@ mod tests {
             etag: "e",
             route_prefix: "orders/",
         };
-        let take = take_batch(&schema, &t, "req-1", 960, &wake).unwrap();
+        let take = take_batch(&schema, &t, "req-1", 960, &wake, "").unwrap();
         assert_eq!(take[0], "LOCK \"pl\".\"wakeup_5_sales_orders\"");
         assert_eq!(
             take[1],
             "CALL \"pl\".\"take_5_sales_orders\"('req-1', 960, 'b', 'order_date=2024-05-28/', \
-             's3://b/k', 'e', 'orders/')"
+             's3://b/k', 'e', 'orders/', '')"
         );
-        assert_eq!(take.len(), 3, "only the lease under the lock");
-        assert!(take_batch(&schema, &t, "bad\0", 960, &wake).is_err());
+        assert_eq!(take.len(), 5, "only the lease under the lock");
+        assert_eq!(take[3], UTC_SESSION, "liveness compared in UTC");
+        assert!(take_batch(&schema, &t, "bad\0", 960, &wake, "").is_err());
         let drain = drain_batch(&schema, &t, "req-1", 960, "req-1#0", "req-1#1").unwrap();
         assert_eq!(drain[0], take[0]);
         assert_eq!(drain[1], UTC_SESSION, "lease times in UTC, after the LOCK");
