@@ -11,7 +11,7 @@ mod sim;
 use std::collections::BTreeMap;
 
 use partition_loader::sql::{self, Ident, LeaseTables, TableName, WakeUp};
-use sim::invariants::{EXACTLY_ONCE, HOLDER_DRAINS, NO_WAKEUP_LOST};
+use sim::invariants::{EXACTLY_ONCE, HOLDER_DRAINS, NO_WAKEUP_LOST, ONE_LOAD_AT_A_TIME};
 use sim::sql::{recognise, Stmt};
 use sim::warehouse::{Db, Isolation, Phase, Target};
 use sim::{explore, run_seed, Report, Workload};
@@ -21,6 +21,8 @@ fn workload(name: &str, isolation: Isolation) -> Workload {
     let today = Workload::handled_today(isolation);
     match name {
         "full" => Workload::full(isolation),
+        "statement" => Workload::statement(isolation),
+        "small_statement" => Workload::small_statement(isolation),
         "handled_today" => today,
         // Item 2: transient statement failures (SlowDown in a COPY, ABORTED).
         "item2" => Workload {
@@ -71,6 +73,16 @@ fn regression_seeds() -> Vec<Regression> {
         fixed: true,
     };
     vec![
+        // Issue 21.1: an acquirer that takes over an expired lease without looking up
+        // its holder's load statement (found with the check removed from
+        // `lease::try_acquire`): a second COPY into the table starts while the first,
+        // left running by its 30 s invocation, still runs.
+        r(
+            "21.1: an expired lease taken over while its statement runs",
+            "statement",
+            29,
+            ONE_LOAD_AT_A_TIME,
+        ),
         // A SlowDown/ABORTED load of a claimed partition is logged as permanent and its
         // wake-up deleted by the next drain step.
         r(
@@ -239,6 +251,44 @@ fn exhaustive_small_bound() {
     }
 }
 
+/// Every schedule of a bound where the load outlives its 30 s invocation: left
+/// running, completed by its completion event or by the final sweep.
+#[test]
+fn exhaustive_statement_bound() {
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let e = explore(
+            &Workload::small_statement(isolation),
+            env_u64("SIM_STATEMENT_MAX", 500),
+            true,
+        );
+        if let Some(report) = e.first {
+            panic!("{isolation:?}: {}", report.schedule());
+        }
+        println!(
+            "{isolation:?}: {} schedules, exhausted: {}",
+            e.schedules, e.exhausted
+        );
+    }
+}
+
+/// The statement workload (issue 21.1): load batches longer than 30 s invocations.
+#[test]
+fn statement_workload() {
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let work = Workload::statement(isolation);
+        let mut left = 0;
+        for seed in 0..env_u64("SIM_STATEMENT_SEEDS", 100) {
+            let report = run_seed(&work, seed);
+            if report.violation.is_some() {
+                panic!("{}", failure(seed, isolation, &report));
+            }
+            left += report.left_running;
+        }
+        assert!(left > 0, "{isolation:?}: no load batch was ever left running");
+        println!("{isolation:?}: {left} load batches left running, all completed");
+    }
+}
+
 /// `SIM_DFS=<kills>`: the exhaustive search with crash points (kill any invocation
 /// between any two calls), up to `SIM_DFS_MAX` schedules; prints the first violation
 /// (`SIM_DFS_ALL=1`: goes on past violations and counts them).
@@ -390,8 +440,8 @@ fn model_serializable_refuses_a_table_level_cycle() {
                 sql::table_ledger_insert_head(&schema, &t)
             ),
         ];
-        let a = db.submit(0, "a", reads_ledger_writes_lease);
-        let b = db.submit(1, "b", reads_lease_writes_ledger);
+        let a = db.submit(0, "a", reads_ledger_writes_lease, None);
+        let b = db.submit(1, "b", reads_lease_writes_ledger, None);
         db.start(a, 0, &s3);
         db.start(b, 0, &s3);
         assert!(db.commit(a).is_some());
@@ -422,10 +472,10 @@ fn model_first_committer_wins_a_row() {
                 etag: "",
                 route_prefix: "",
             };
-            sql::take_batch(&schema, &t, h, 960, &wake).unwrap()[1..].to_vec()
+            sql::take_batch(&schema, &t, h, 960, &wake, "").unwrap()[1..].to_vec()
         };
-        let a = db.submit(0, "a", take("a"));
-        let b = db.submit(1, "b", take("b"));
+        let a = db.submit(0, "a", take("a"), None);
+        let b = db.submit(1, "b", take("b"), None);
         db.start(a, 0, &s3);
         db.start(b, 0, &s3);
         assert!(db.commit(a).is_some());
@@ -444,8 +494,8 @@ fn model_lock_waits_for_the_holder() {
     let (mut db, t, schema) = model(Isolation::Snapshot);
     let s3 = sim::storage::Objects::default();
     let release = sql::release_batch(&schema, &t, "h").unwrap();
-    let a = db.submit(0, "a", release.clone());
-    let b = db.submit(1, "b", release);
+    let a = db.submit(0, "a", release.clone(), None);
+    let b = db.submit(1, "b", release, None);
     db.start(a, 0, &s3);
     assert!(!db.startable(b));
     db.commit(a);
@@ -464,10 +514,12 @@ fn recogniser_knows_every_lease_statement() {
         etag: "e",
         route_prefix: "t0/",
     };
-    let mut all = sql::take_batch(&schema, &t, "h", 960, &wake).unwrap();
+    let mut all = sql::take_batch(&schema, &t, "h", 960, &wake, "").unwrap();
     all.extend(sql::holder_reads(&schema, &t, "d=1/").unwrap());
     all.extend(sql::drain_batch(&schema, &t, "h", 960, "h#1", "h#2").unwrap());
     all.extend(sql::release_batch(&schema, &t, "h").unwrap());
+    all.extend(sql::leave_wakeup_batch(&schema, &t, "h", &wake).unwrap());
+    all.extend(sql::lease_read(&schema, &t));
     all.push(sql::recent_partitions(&schema, &t, 3, "s3://lake/t0/").unwrap());
     for s in &all {
         assert!(!matches!(recognise(s), Stmt::Unknown(_)), "{s}");

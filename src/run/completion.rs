@@ -115,16 +115,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 error.as_deref(),
             )
         });
+        let (current, live) = lease::lease_now(&ctx).await?;
+        if current.as_deref() != Some(holder) || live {
+            // Its invocation waited for it and reported its end, or whoever took the
+            // lease over reloads its partition (the wake-up its invocation left) and
+            // reports what that finds: nothing to report twice here.
+            return Ok(completed(false));
+        }
         if let Some(e) = &failure {
             tracing::error!(table, statement_id = change.statement_id, error = %e,
                 error_type = %e.error_type(), "a load statement left running failed");
-        }
-        let (current, live) = lease::lease_now(&ctx).await?;
-        if current.as_deref() != Some(holder) || live {
-            return match failure {
-                Some(e) if e.kind() == ErrorKind::Permanent => Err(e),
-                _ => Ok(completed(false)),
-            };
         }
         let taken_over = match lease::acquire_if_free(&ctx).await? {
             Acquired::Held(_) => {
@@ -138,9 +138,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             Acquired::Queued { .. } => false,
         };
         match failure {
-            // Reported once through the failure queue, as a failed load is today; its
-            // partition's wake-up was drained (and failed again, permanently) above.
-            Some(e) if e.kind() == ErrorKind::Permanent => Err(e),
+            // Reported as a failed load is today (the invocation fails, named); the
+            // partition's wake-up was drained above (and failed again, permanently).
+            // A retry of this event finds the lease no longer the statement's.
+            Some(e) if taken_over && e.kind() == ErrorKind::Permanent => Err(e),
             _ => Ok(completed(taken_over)),
         }
     }

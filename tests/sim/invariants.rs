@@ -26,6 +26,10 @@ pub const NO_LEASE_PAST_TTL: &str = "no_lease_held_by_a_dead_holder_past_its_ttl
 /// An invocation that returns success did not release its lease while wake-ups queued
 /// during its tenure were still waiting.
 pub const HOLDER_DRAINS: &str = "holder_returns_success_only_after_draining";
+/// No two load batches into one table run at once (issue 21.1): a load batch starts
+/// only while no other load batch of its table has started and not ended, whether or
+/// not the invocation that submitted the other is still alive.
+pub const ONE_LOAD_AT_A_TIME: &str = "one_load_statement_per_table_at_a_time";
 /// The model understands every statement the loader sends.
 pub const MODEL: &str = "model_understands_every_statement";
 
@@ -160,5 +164,19 @@ pub fn no_wakeup_left(state: &State) -> Option<Violation> {
             "after the final sweep a wake-up for {} {} is still queued",
             w.partition, w.s3_url
         ),
+    )
+}
+
+/// [`ONE_LOAD_AT_A_TIME`] when load batch `starting` (a StatementName, `partition-loader:
+/// <table>:<holder>`) starts while `running` (those of started, unended load batches)
+/// are.
+pub fn one_load_at_a_time(starting: &str, running: &[String]) -> Option<Violation> {
+    let table = |name: &str| name.rsplit_once(':').map(|(t, _)| t.to_string());
+    let other = running
+        .iter()
+        .find(|r| table(r) == table(starting) && r.as_str() != starting)?;
+    violation(
+        ONE_LOAD_AT_A_TIME,
+        format!("{starting} starts while {other} runs"),
     )
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use partition_loader::batch::{self, Invocation};
 use partition_loader::plan::ListedObject;
 use partition_loader::storage::Storage;
-use partition_loader::warehouse::{is_serialization_conflict, Row, Warehouse};
+use partition_loader::warehouse::{is_serialization_conflict, LoadEnd, Row, Warehouse};
 use partition_loader::{Config, Loader, LoaderError, Outcome};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -43,6 +43,8 @@ use storage::{Object, Objects};
 use warehouse::{Db, End, Isolation, Phase, Target};
 
 pub const TTL_SECONDS: i64 = 960;
+/// How long a COPY takes with `slow_copies`: longer than a 30 s function.
+pub const SLOW_COPY_MS: i64 = 40_000;
 const BUCKET: &str = "lake";
 const LOADER_SCHEMA: &str = "partition_loader";
 /// Lambda's asynchronous invocation: the first attempt and two retries, same request id.
@@ -82,6 +84,13 @@ pub struct Workload {
     pub cancels_may_fail: bool,
     /// Scheduler steps before the workload stops injecting (then the final phase).
     pub max_steps: usize,
+    /// Load batches send their completion event (`WithEvent`, issue 21.2) into the
+    /// pool of events to deliver.
+    pub completion_events: bool,
+    /// A started load batch commits only after [`SLOW_COPY_MS`] of model time (until
+    /// then the scheduler may let time pass): COPYs longer than 30 s invocations, which
+    /// leave them running (issue 21.1).
+    pub slow_copies: bool,
 }
 
 impl Workload {
@@ -106,6 +115,19 @@ impl Workload {
             clock_jumps: 1,
             cancels_may_fail: true,
             max_steps: 400,
+            completion_events: true,
+            slow_copies: false,
+        }
+    }
+
+    /// Statements that outlive their invocations (issue 21.1): slow COPYs and 30 s
+    /// functions, completion events lost, duplicated and reordered, sweeps, kills.
+    pub fn statement(isolation: Isolation) -> Workload {
+        Workload {
+            name: "statement",
+            timeouts: &[30, 30, 900],
+            slow_copies: true,
+            ..Workload::full(isolation)
         }
     }
 
@@ -146,6 +168,21 @@ impl Workload {
             clock_jumps: 0,
             cancels_may_fail: false,
             max_steps: 200,
+            completion_events: false,
+            slow_copies: false,
+        }
+    }
+
+    /// An exhaustive bound with a statement left running: one file, a 30 s function,
+    /// slow COPYs, completion events.
+    pub fn small_statement(isolation: Isolation) -> Workload {
+        Workload {
+            name: "small_statement",
+            files: 1,
+            timeouts: &[30],
+            completion_events: true,
+            slow_copies: true,
+            ..Workload::small(isolation, 0)
         }
     }
 }
@@ -225,6 +262,8 @@ pub struct World {
     pub left_behind: BTreeMap<usize, usize>,
     pub violation: Option<Violation>,
     pub commits: u64,
+    /// Load batches left running by their invocation.
+    pub left_running: usize,
 }
 
 impl World {
@@ -241,6 +280,8 @@ pub struct Slot {
     pub reply: Option<Reply>,
     /// The deadline the loader gave its current warehouse call.
     pub call_deadline: Option<Instant>,
+    /// The current call is a load batch its caller leaves running at the deadline.
+    pub leaves: bool,
     /// The function's own timeout: Lambda ends the invocation here.
     pub timeout_at: Instant,
     /// The deadline main.rs gives the loader, and when the invocation started: the
@@ -259,6 +300,8 @@ pub enum Waiting {
 
 pub enum Reply {
     Statement(Result<String, LoaderError>),
+    /// A load batch still running when its caller left it (`run_load_batch`).
+    Left(String),
     Listed(Vec<ListedObject>),
 }
 
@@ -270,7 +313,9 @@ fn lock(world: &Shared) -> MutexGuard<'_, World> {
 }
 
 enum Request {
-    Statement(Vec<String>, Instant),
+    /// The statements, the caller's deadline, and for a load batch its StatementName
+    /// (then the caller leaves it running at the deadline instead of cancelling).
+    Statement(Vec<String>, Instant, Option<String>),
     List(String, String),
 }
 
@@ -290,8 +335,9 @@ impl Future for Gate {
         if let Some(request) = this.request.take() {
             let holder = w.invs[this.inv].holder.clone();
             match request {
-                Request::Statement(sqls, deadline) => {
-                    let n = w.db.submit(this.inv, &holder, sqls);
+                Request::Statement(sqls, deadline, name) => {
+                    w.invs[this.inv].leaves = name.is_some();
+                    let n = w.db.submit(this.inv, &holder, sqls, name);
                     w.invs[this.inv].waiting = Waiting::Statement(n);
                     w.invs[this.inv].call_deadline = Some(deadline);
                 }
@@ -324,12 +370,50 @@ impl Warehouse for SimWarehouse {
         let gate = Gate {
             world: self.world.clone(),
             inv: self.inv,
-            request: Some(Request::Statement(sqls, deadline)),
+            request: Some(Request::Statement(sqls, deadline, None)),
         };
         match gate.await {
             Reply::Statement(r) => r,
+            Reply::Left(_) | Reply::Listed(_) => {
+                Err(model_error("a listing answered a statement"))
+            }
+        }
+    }
+
+    async fn run_load_batch(
+        &self,
+        sqls: Vec<String>,
+        name: String,
+        leave_at: Instant,
+    ) -> Result<LoadEnd, LoaderError> {
+        let gate = Gate {
+            world: self.world.clone(),
+            inv: self.inv,
+            request: Some(Request::Statement(sqls, leave_at, Some(name))),
+        };
+        match gate.await {
+            Reply::Statement(r) => r.map(LoadEnd::Committed),
+            Reply::Left(id) => Ok(LoadEnd::Running(id)),
             Reply::Listed(_) => Err(model_error("a listing answered a statement")),
         }
+    }
+
+    /// ListStatements answers from the model at once: the check and the take that
+    /// follows it are separate steps, so statements may end (or start) in between.
+    async fn running_statement(
+        &self,
+        name: String,
+        _: Instant,
+    ) -> Result<Option<String>, LoaderError> {
+        Ok(lock(&self.world).db.running_named(&name))
+    }
+
+    async fn statement_status(
+        &self,
+        statement_id: String,
+        _: Instant,
+    ) -> Result<(String, Option<String>), LoaderError> {
+        Ok(lock(&self.world).db.status(&statement_id))
     }
 
     async fn run(
@@ -379,7 +463,9 @@ impl Storage for SimStorage {
         };
         match gate.await {
             Reply::Listed(v) => Ok(v),
-            Reply::Statement(_) => Err(model_error("a statement answered a listing")),
+            Reply::Statement(_) | Reply::Left(_) => {
+                Err(model_error("a statement answered a listing"))
+            }
         }
     }
 
@@ -457,6 +543,8 @@ enum Action {
     Kill(usize),
     Fault(usize, bool),
     Jump,
+    /// Time passes (a slow COPY runs).
+    Wait,
 }
 
 /// What a run found.
@@ -470,6 +558,8 @@ pub struct Report {
     pub conflicts: u64,
     pub trail: Vec<String>,
     pub made: Vec<(usize, usize)>,
+    /// Load batches whose invocation left them running (outcome `running`).
+    pub left_running: usize,
 }
 
 impl Report {
@@ -510,6 +600,7 @@ pub fn run(work: &Workload, seed: u64, chooser: &mut Chooser) -> Report {
             conflicts: w.db.conflicts,
             trail: std::mem::take(&mut runner.chooser.trail),
             made: runner.chooser.made.clone(),
+            left_running: w.left_running,
         }
     })
 }
@@ -676,6 +767,7 @@ impl<'a> Runner<'a> {
             left_behind: BTreeMap::new(),
             violation: None,
             commits: 0,
+            left_running: 0,
         };
         Runner {
             world: Arc::new(Mutex::new(world)),
@@ -791,7 +883,16 @@ impl<'a> Runner<'a> {
                     out.push((if s.waited_for { 10 } else { 1 }, Action::Start(n)))
                 }
                 Phase::Started(txn) => {
-                    out.push((10, Action::Commit(n)));
+                    let copying = self.work.slow_copies
+                        && txn.copies
+                        && w.now_ms() - txn.now_ms < SLOW_COPY_MS;
+                    if copying {
+                        if !out.iter().any(|(_, a)| matches!(a, Action::Wait)) {
+                            out.push((10, Action::Wait));
+                        }
+                    } else {
+                        out.push((10, Action::Commit(n)));
+                    }
                     if inject && self.faults > 0 {
                         out.push((1, Action::Fault(n, txn.copies)));
                     }
@@ -877,7 +978,10 @@ impl<'a> Runner<'a> {
                 let p = &self.pool[*i];
                 format!(
                     "deliver event for {}{}",
-                    p.event["detail"]["object"]["key"].as_str().unwrap_or("?"),
+                    p.event["detail"]["object"]["key"]
+                        .as_str()
+                        .or(p.event["detail"]["statementName"].as_str())
+                        .unwrap_or("?"),
                     match &p.retry {
                         Some((id, a)) => format!(" (retry {a} of {id})"),
                         None => String::new(),
@@ -891,6 +995,7 @@ impl<'a> Runner<'a> {
             Action::Fault(n, true) => format!("FAULT SlowDown in {}", stmt(*n)),
             Action::Fault(n, false) => format!("FAULT ABORTED {}", stmt(*n)),
             Action::Jump => "CLOCK past every lease's TTL".into(),
+            Action::Wait => "time passes (5 s of COPY)".into(),
         }
     }
 
@@ -908,6 +1013,7 @@ impl<'a> Runner<'a> {
         );
         self.chooser.trail.push(line);
         self.apply(action).await;
+        self.send_completions();
         let tick = if self.exhaustive {
             1000
         } else {
@@ -923,6 +1029,19 @@ impl<'a> Runner<'a> {
                 let mut g = lock(&self.world);
                 let now = g.now_ms();
                 let w = &mut *g;
+                let running: Vec<String> =
+                    w.db.statements
+                        .iter()
+                        .filter(|s| matches!(s.phase, Phase::Started(_)))
+                        .filter_map(|s| s.name.clone())
+                        .collect();
+                let found = w.db.statements[n]
+                    .name
+                    .as_deref()
+                    .and_then(|name| invariants::one_load_at_a_time(name, &running));
+                if w.violation.is_none() {
+                    w.violation = found;
+                }
                 w.db.start(n, now, &w.s3);
             }
             Action::Commit(n) => self.commit(n),
@@ -1024,6 +1143,9 @@ impl<'a> Runner<'a> {
                     },
                 );
             }
+            Action::Wait => {
+                tokio::time::advance(Duration::from_secs(5)).await;
+            }
             Action::Jump => {
                 self.jumps -= 1;
                 tokio::time::advance(Duration::from_secs(TTL_SECONDS as u64 + 60)).await;
@@ -1034,6 +1156,51 @@ impl<'a> Runner<'a> {
     fn id(&mut self) -> usize {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Redshift's "Redshift Data Statement Status Change" of every load batch that
+    /// ended (they are submitted `WithEvent`), into the pool of events to deliver: late
+    /// and reordered like every event, some lost, some twice (AWS's pages call the
+    /// delivery both "guaranteed" and "best effort").
+    fn send_completions(&mut self) {
+        if !self.work.completion_events {
+            return;
+        }
+        let ended: Vec<(String, String, String)> = {
+            let mut w = lock(&self.world);
+            let mut out = Vec::new();
+            for n in 0..w.db.statements.len() {
+                let s = &w.db.statements[n];
+                let (Some(name), Phase::Done(_), false) = (&s.name, &s.phase, s.evented) else {
+                    continue;
+                };
+                let (name, id) = (name.clone(), s.id.clone());
+                let (state, _) = w.db.status(&id);
+                w.db.statements[n].evented = true;
+                out.push((name, id, state));
+            }
+            out
+        };
+        for (name, id, state) in ended {
+            let copies = match (
+                self.work.lose_events,
+                self.work.duplicate_events,
+                self.rng.u32(0..10),
+            ) {
+                (true, _, 0) => 0,
+                (_, true, 1) => 2,
+                _ => 1,
+            };
+            for _ in 0..copies {
+                let sqs = (self.work.sqs && self.rng.u32(0..3) == 0)
+                    .then(|| (format!("m{}", self.id()), 0));
+                self.pool.push(Pending {
+                    event: status_change(&name, &id, &state),
+                    retry: None,
+                    sqs,
+                });
+            }
+        }
     }
 
     fn timeout(&mut self) -> u64 {
@@ -1130,6 +1297,15 @@ impl<'a> Runner<'a> {
                         s.waited_for = false;
                         slot.waiting = Waiting::Idle;
                         replies.push((i, Reply::Statement(r)));
+                    } else if slot.call_deadline.is_some_and(|d| now >= d) && slot.leaves {
+                        // Left running, never cancelled: it holds the lease.
+                        self.chooser
+                            .trail
+                            .push(format!("       inv {i} leaves {} running", s.id));
+                        w.left_running += 1;
+                        s.waited_for = false;
+                        slot.waiting = Waiting::Idle;
+                        replies.push((i, Reply::Left(s.id.clone())));
                     } else if slot.call_deadline.is_some_and(|d| now >= d) {
                         let status = match s.phase {
                             Phase::Started(_) => "STARTED",
@@ -1197,6 +1373,7 @@ impl<'a> Runner<'a> {
                 waiting: Waiting::Idle,
                 reply: None,
                 call_deadline: None,
+                leaves: false,
                 timeout_at: Instant::now() + timeout,
                 deadline,
                 started: Instant::now(),
@@ -1398,6 +1575,20 @@ fn job_label(job: &Job) -> String {
         Job::Backfill(p) => format!("backfill {p}"),
         Job::Redrive(_) => "redrive".into(),
     }
+}
+
+/// A Data API status change as EventBridge delivers it
+/// (<https://docs.aws.amazon.com/redshift/latest/mgmt/data-api-monitoring-events.html>).
+fn status_change(name: &str, id: &str, state: &str) -> Value {
+    json!({
+        "version": "0", "id": "sim", "detail-type": "Redshift Data Statement Status Change",
+        "source": "aws.redshift-data", "account": "123456789012",
+        "time": "2026-01-01T00:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:redshift-serverless:us-east-1:123456789012:workgroup/sim"],
+        "detail": {"principal": "arn:aws:iam::123456789012:role/loader",
+            "statementName": name, "statementId": id, "redshiftQueryId": -1,
+            "state": state, "rows": 0, "expireAt": 1767312000}
+    })
 }
 
 /// An EventBridge "Object Created" event.

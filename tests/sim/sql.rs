@@ -44,6 +44,10 @@ pub enum Stmt {
     },
     /// `SELECT holder, expires_at FROM lease`
     SelectLease(Name),
+    /// `SELECT COALESCE(expires_at > GETDATE(), FALSE) FROM lease` (the take batch's
+    /// liveness, `with_holder: false`) or `SELECT holder, expires_at, COALESCE(…) FROM
+    /// lease` (the completion step's read)
+    SelectLeaseLive { lease: Name, with_holder: bool },
     /// `SET timezone TO 'UTC'` (the drain batch's lease times are UTC; the model's
     /// clock has no zone)
     SetTimezone,
@@ -191,6 +195,19 @@ fn call(s: &str) -> Option<Stmt> {
 }
 
 fn select_lease(s: &str) -> Option<Stmt> {
+    const LIVE: &str = "COALESCE(expires_at > GETDATE(), FALSE) FROM ";
+    for (head, with_holder) in [
+        (format!("SELECT {LIVE}"), false),
+        (format!("SELECT holder, expires_at, {LIVE}"), true),
+    ] {
+        if let Some(rest) = s.strip_prefix(head.as_str()) {
+            let (lease, tail) = name(rest)?;
+            return tail
+                .trim()
+                .is_empty()
+                .then_some(Stmt::SelectLeaseLive { lease, with_holder });
+        }
+    }
     let rest = s.strip_prefix("SELECT holder, expires_at FROM ")?;
     let (lease, tail) = name(rest)?;
     tail.trim().is_empty().then_some(Stmt::SelectLease(lease))

@@ -216,6 +216,10 @@ pub struct Statement {
     /// The caller still waits for it (false once it timed out or was killed).
     pub waited_for: bool,
     pub attempt: u32,
+    /// The Data API StatementName (load batches: `partition-loader:<table>:<holder>`).
+    pub name: Option<String>,
+    /// Its completion event was sent (load batches are submitted `WithEvent`).
+    pub evented: bool,
 }
 
 /// What a commit changed, for the invariants.
@@ -285,7 +289,13 @@ impl Db {
         }
     }
 
-    pub fn submit(&mut self, inv: usize, holder: &str, sqls: Vec<String>) -> usize {
+    pub fn submit(
+        &mut self,
+        inv: usize,
+        holder: &str,
+        sqls: Vec<String>,
+        name: Option<String>,
+    ) -> usize {
         let n = self.statements.len();
         self.statements.push(Statement {
             id: format!("stmt-{n}"),
@@ -295,8 +305,29 @@ impl Db {
             phase: Phase::Submitted,
             waited_for: true,
             attempt: 1,
+            name,
+            evented: false,
         });
         n
+    }
+
+    /// The id of a statement named `name` that has not ended (ListStatements).
+    pub fn running_named(&self, name: &str) -> Option<String> {
+        self.statements
+            .iter()
+            .find(|s| s.name.as_deref() == Some(name) && !matches!(s.phase, Phase::Done(_)))
+            .map(|s| s.id.clone())
+    }
+
+    /// DescribeStatement's status and error of statement `id`.
+    pub fn status(&self, id: &str) -> (String, Option<String>) {
+        match self.statements.iter().find(|s| s.id == id).map(|s| &s.phase) {
+            Some(Phase::Done(End::Finished(_))) => ("FINISHED".into(), None),
+            Some(Phase::Done(End::Failed(m))) if m == ABORTED => ("ABORTED".into(), None),
+            Some(Phase::Done(End::Failed(m))) => ("FAILED".into(), Some(m.clone())),
+            Some(Phase::Started(_)) => ("STARTED".into(), None),
+            _ => ("SUBMITTED".into(), None),
+        }
     }
 
     /// Tables locked by started transactions other than `except`.
@@ -595,6 +626,17 @@ impl Db {
                 let l = &txn.snap.leases[&t];
                 vec![vec![l.holder.clone(), l.expires_ms.map(timestamp)]]
             }
+            Stmt::SelectLeaseLive { lease, with_holder } => {
+                let t = self.table(&lease, Kind::Lease)?;
+                txn.reads.insert((t, Kind::Lease));
+                let l = &txn.snap.leases[&t];
+                let live = Some(l.expires_ms.is_some_and(|e| e > now).to_string());
+                if with_holder {
+                    vec![vec![l.holder.clone(), l.expires_ms.map(timestamp), live]]
+                } else {
+                    vec![vec![live]]
+                }
+            }
             Stmt::SelectLedger { ledger, partition } => {
                 let t = self.table(&ledger, Kind::Ledger)?;
                 txn.reads.insert((t, Kind::Ledger));
@@ -795,6 +837,51 @@ impl Db {
                 ledger,
                 columns,
                 rows,
+            } if self.table(&ledger, Kind::WakeUp).is_ok() => {
+                // The wake-up a holder leaves for its own partition when its load
+                // statement runs on (`sql::leave_wakeup_batch`).
+                let t = self.table(&ledger, Kind::WakeUp)?;
+                txn.writes.insert((t, Kind::WakeUp));
+                for row in rows {
+                    let col = |name: &str| {
+                        columns
+                            .iter()
+                            .position(|c| c == name)
+                            .and_then(|i| row.get(i))
+                            .map(Value::text)
+                            .unwrap_or_default()
+                    };
+                    let (bucket, partition, route) =
+                        (col("bucket"), col("partition_path"), col("route_prefix"));
+                    let files = self.targets[t]
+                        .routes
+                        .iter()
+                        .filter(|(b, p)| *b == bucket && (route.is_empty() || route == *p))
+                        .flat_map(|(b, prefix)| s3.data_files(b, &format!("{prefix}{partition}")))
+                        .collect();
+                    let w = WakeUp {
+                        target: t,
+                        bucket,
+                        partition,
+                        s3_url: col("s3_url"),
+                        etag: col("etag"),
+                        queued_by: col("queued_by"),
+                        queued_ms: now,
+                        claim: None,
+                        route_prefix: Some(route).filter(|r| !r.is_empty()),
+                        queued_for: txn.snap.leases[&t].holder.clone(),
+                        files,
+                    };
+                    let id = self.row_id();
+                    txn.snap.wakeups.insert(id, w.clone());
+                    txn.ops.push(Op::InsertWakeUp(id, w));
+                }
+                Vec::new()
+            }
+            Stmt::LedgerInsert {
+                ledger,
+                columns,
+                rows,
             } => {
                 let t = self.table(&ledger, Kind::Ledger)?;
                 txn.writes.insert((t, Kind::Ledger));
@@ -871,10 +958,10 @@ impl Db {
         Ok(out)
     }
 
-    /// `CALL take(holder, ttl, bucket, partition, url, etag, route, …)`: take the lease
-    /// when it is free, expired, the caller's own or an earlier attempt's of the same
-    /// request (the token's part before `~`); otherwise queue a wake-up naming the
-    /// route (unless `bucket` is empty).
+    /// `CALL take(holder, ttl, bucket, partition, url, etag, route, checked, …)`: take
+    /// the lease when it is free, the caller's own, or held by `checked` (the caller saw
+    /// it expired or of an earlier attempt of its request, and its load statement
+    /// ended); otherwise queue a wake-up naming the route (unless `bucket` is empty).
     fn take(
         &mut self,
         txn: &mut Txn,
@@ -894,22 +981,17 @@ impl Db {
         };
         let (holder, bucket, partition, url, etag) = (arg(0), arg(2), arg(3), arg(4), arg(5));
         let route = args.get(6).map(Value::text);
-        let request = |token: &str| {
-            token
-                .split(partition_loader::sql::ATTEMPT_SEPARATOR)
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        };
+        // The holder the caller checked (its load statement found ended): only then is
+        // a held lease taken over, expired or not (issue 21.1).
+        let checked = arg(7);
         let now = txn.now_ms;
         txn.reads.insert((t, Kind::Lease));
         let cur = txn.snap.leases[&t].clone();
-        let live = cur.expires_ms.is_some_and(|e| e > now);
-        let same_request = cur
-            .holder
-            .as_deref()
-            .is_some_and(|h| request(h) == request(&holder));
-        if cur.holder.is_none() || !live || same_request {
+        let takes = match cur.holder.as_deref() {
+            None => true,
+            Some(h) => h == holder || (!checked.is_empty() && h == checked),
+        };
+        if takes {
             txn.writes.insert((t, Kind::Lease));
             set_lease(
                 txn,
@@ -954,7 +1036,8 @@ impl Db {
         Ok(Vec::new())
     }
 
-    /// `CALL fence(holder, ttl, partition, load_id)`: renew our unexpired lease or raise;
+    /// `CALL fence(holder, ttl, partition, load_id)`: write our lease row (expired or
+    /// not, its expiry unchanged) or raise;
     /// raise too when a file of this load is in the partition's ledger under another
     /// load (an earlier attempt's batch outlived it).
     fn fence(
@@ -977,7 +1060,9 @@ impl Db {
         txn.reads.insert((t, Kind::Lease));
         txn.writes.insert((t, Kind::Lease));
         let l = txn.snap.leases[&t].clone();
-        if l.holder.as_deref() != Some(&holder) || l.expires_ms.is_none_or(|e| e <= now) {
+        // Its holder's lease, expired or not: a statement left running holds it until
+        // someone takes it over (issue 21.1).
+        if l.holder.as_deref() != Some(&holder) {
             return Err(format!(
                 "ERROR: {} '{}' is not held by {holder} (expired or taken over); load rolled back",
                 partition_loader::sql::LEASE_LOST_MARKER,
@@ -1012,14 +1097,10 @@ impl Db {
                 ));
             }
         }
-        set_lease(
-            txn,
-            t,
-            Lease {
-                expires_ms: Some(now + ttl * 1000),
-                ..l
-            },
-        );
+        // Written, never moved: the write-write conflict with a takeover stays, and a
+        // statement that outlived its caller does not make the lease live again.
+        let _ = (ttl, now);
+        set_lease(txn, t, l);
         Ok(Vec::new())
     }
 

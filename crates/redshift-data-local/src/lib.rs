@@ -5,6 +5,7 @@
 //! Start it with [`serve`]; point an SDK's `endpoint_url` at [`Server::endpoint_url`].
 
 pub mod api;
+pub mod events;
 pub mod executor;
 pub mod faults;
 pub mod identity;
@@ -72,6 +73,11 @@ pub struct Config {
     #[arg(long, env = "RDL_LOCK_IS_WRITE", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub lock_is_write: bool,
+    /// `WithEvent`: the SQS queue URL that receives each such statement's "Redshift
+    /// Data Statement Status Change" event, as an EventBridge rule targeting the queue
+    /// would deliver it (see `events.rs`); unset: no events are sent.
+    #[arg(long, env = "RDL_EVENT_QUEUE_URL")]
+    pub event_queue_url: Option<String>,
 }
 
 impl Config {
@@ -88,6 +94,7 @@ impl Config {
             concurrency: executor::DEFAULT_CONCURRENCY,
             faults: None,
             lock_is_write: true,
+            event_queue_url: None,
         }
     }
 }
@@ -205,11 +212,16 @@ pub async fn serve(config: Config) -> Result<Server, StartError> {
         )
         .lock_is_write(config.lock_is_write),
     );
+    let events = match config.event_queue_url.clone() {
+        Some(url) => Some(Arc::new(events::Events::new(url).await)),
+        None => None,
+    };
     let state = Arc::new(server::AppState {
         registry,
         executor,
         faults,
         identities,
+        events,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

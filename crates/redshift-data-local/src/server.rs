@@ -36,6 +36,8 @@ pub struct AppState {
     pub executor: Arc<Executor>,
     pub faults: Arc<Faults>,
     pub identities: Identities,
+    /// Where `WithEvent` statements' status changes go (`None`: nowhere).
+    pub events: Option<Arc<crate::events::Events>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -391,6 +393,7 @@ async fn submit(
     statement.identity = identity;
     let client_token = options.client_token;
     let wait_seconds = options.wait_time_seconds;
+    let with_event = options.with_event == Some(true);
     let id = match state
         .registry
         .submit(statement, client_token.map(|t| (t, fingerprint)))?
@@ -398,6 +401,18 @@ async fn submit(
         Submitted::New(id) => {
             tracing::info!(statement = %id, "submitted");
             tokio::spawn(Arc::clone(&state.executor).run(id.clone()));
+            if let (true, Some(events)) = (with_event, state.events.clone()) {
+                // Sent when it ends, whoever waits for it (or nobody: the caller may be
+                // gone; the Data API keeps a statement up to 24 hours).
+                let registry = Arc::clone(&state.registry);
+                let id = id.clone();
+                tokio::spawn(async move {
+                    wait_until_done(&registry, &id, Duration::from_secs(24 * 3600)).await;
+                    if let Some(statement) = registry.get(&id) {
+                        events.send(&statement).await;
+                    }
+                });
+            }
             id
         }
         Submitted::Existing(id) => id,
