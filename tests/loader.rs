@@ -372,15 +372,23 @@ async fn a_lost_lease_cannot_commit() {
     let (_, t) = stack.orders("").await;
     let event = stack.orders_file("part-0.parquet", 0..3).await;
 
-    // The lease expires between the acquire and the load, so the fence inside the load
-    // transaction must refuse to commit.
+    // The lease expires between the acquire and the load and another holder takes it
+    // over, so the fence inside the load transaction must refuse to commit. (An expired
+    // lease that nobody took over is still its holder's: issue 21.1, where a statement
+    // left running holds it.)
     let slow = slow_with_short_lease(&stack, &routes).await;
-    let e = handle(&slow, &event).await.unwrap_err();
+    let (e, _) = tokio::join!(handle(&slow, &event), async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        stack.insert_lease(&t, "taker", 600).await;
+    });
+    let e = e.unwrap_err();
     assert_eq!(e.error_type(), "Retryable.LeaseLost", "{e}");
     assert_eq!(stack.rows(&t).await, 0, "the COPY was rolled back");
     assert_eq!(stack.ledger_rows(&t).await, 0, "the ledger is unchanged");
 
-    // The next invocation (normal lease, no latency) loads it once.
+    // The next invocation (normal lease, no latency) loads it once, once the taker's
+    // lease expired (it has no statement running).
+    stack.insert_lease(&t, "taker", -1).await;
     let normal = unfaulted(&stack, &routes, "ok").await;
     let o = handle(&normal, &event).await;
     assert_eq!(loaded_files(&o), 1, "{o:?}");
@@ -410,8 +418,17 @@ async fn the_fence_refuses_a_lease_held_by_another_holder() {
     );
     // The holder itself may renew.
     stack.sql(&fence("other")).await;
-    // An expired lease no longer fences for its old holder.
+    // An expired lease that nobody took over still fences for its holder (a statement
+    // left running holds it, issue 21.1), and the fence does not make it live again.
     stack.insert_lease(&t, "late", -1).await;
+    stack.sql(&fence("late")).await;
+    let live = format!(
+        "SELECT COUNT(*) FROM {} WHERE holder = 'late' AND expires_at > GETDATE()",
+        stack.loader_table(&t, "lease")
+    );
+    assert_eq!(stack.count(&live).await, 0, "still expired");
+    // Once taken over, it fences no more.
+    stack.insert_lease(&t, "next", 600).await;
     let e = stack.try_sql(&fence("late")).await.unwrap_err();
     assert!(e.to_string().contains("not held by late"), "{e}");
 }
@@ -874,7 +891,7 @@ async fn bootstrap_procedures_raise_with_simple_variables_only() {
         ))
         .await;
     let take = format!(
-        "CALL {}.{}('me', 600, '', '', '', '', '')",
+        "CALL {}.{}('me', 600, '', '', '', '', '', '')",
         stack.loader_schema,
         tables.take.quoted()
     );
