@@ -57,6 +57,10 @@ def walk(node, path=()):
             yield from walk(v, path + (i,))
 
 
+def target_arn(res):
+    return res["ObjectCreatedRule"]["Properties"]["Targets"][0]["Arn"]
+
+
 def statements(template):
     """The function role's statements, each with the condition guarding it (or None)."""
     res = template["Resources"]
@@ -115,7 +119,9 @@ def main():
     sts = statements(t)
     for c, st in sts:
         for r in (st.get("Resource") if isinstance(st.get("Resource"), list) else [st.get("Resource")]):
-            if st.get("Sid") in ("FollowOwnStatements",):
+            # Neither takes a resource ARN (statement actions, and ListStatements,
+            # which lists the caller's role's own statements).
+            if st.get("Sid") in ("FollowOwnStatements", "ListOwnStatements"):
                 continue
             check(r != "*", f"template: statement {st.get('Sid')} names its resources")
 
@@ -220,8 +226,20 @@ def main():
     pol = res.get("EventQueuePolicy", {}).get("Properties", {}).get("PolicyDocument", {}).get("Statement", [])
     check(any(s.get("Principal") == {"Service": "events.amazonaws.com"}
               and s.get("Condition", {}).get("ArnEquals", {}).get("aws:SourceArn")
-              == {"Fn::GetAtt": ["ObjectCreatedRule", "Arn"]} for s in pol),
-          "template: only the rule may send to the event queue")
+              == [{"Fn::GetAtt": ["ObjectCreatedRule", "Arn"]},
+                  {"Fn::GetAtt": ["StatementStatusRule", "Arn"]}] for s in pol),
+          "template: only the rules may send to the event queue")
+    # Issue 21.2: the load batches' status changes reach the function or the queue.
+    status = res.get("StatementStatusRule", {}).get("Properties", {})
+    pattern = status.get("EventPattern", {})
+    check(pattern.get("source") == ["aws.redshift-data"]
+          and pattern.get("detail-type") == ["Redshift Data Statement Status Change"]
+          and pattern.get("detail", {}).get("statementName") == [{"prefix": "partition-loader:"}],
+          "template: the status-change rule matches the loader's statement names")
+    check(status.get("Targets", [{}])[0].get("Arn") == target_arn(res),
+          "template: status changes go where Object Created events go")
+    check(res.get("StatementRuleInvokePermission", {}).get("Condition") == "DirectInvoke",
+          "template: the status-change rule may invoke the function only without the queue")
     target = res["ObjectCreatedRule"]["Properties"]["Targets"][0]["Arn"]
     check(target.get("Fn::If", [None])[0] == "UseSqsBatching",
           "template: the rule targets the queue with sqs, the function otherwise")
