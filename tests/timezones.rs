@@ -63,7 +63,7 @@ async fn a_live_lease_written_in_new_york_is_live_in_tokyo_and_for_the_operator(
     let tables = LeaseTables::for_target(&TableName::parse(&t).unwrap());
     let take = |holder: &str, ttl: i64| {
         format!(
-            "CALL {}.{}('{holder}', {ttl}, '', '', '', '', '')",
+            "CALL {}.{}('{holder}', {ttl}, '', '', '', '', '', '')",
             stack.loader_schema,
             tables.take.quoted()
         )
@@ -110,18 +110,36 @@ async fn a_live_lease_written_in_new_york_is_live_in_tokyo_and_for_the_operator(
         .await
         .expect("the holder's fence passes");
 
-    // Once it has really expired, Tokyo takes over, drains the wake-up and loads.
+    // Once it has really expired, New York's fence still passes while nobody took the
+    // lease over (a statement left running holds it, issue 21.1) and leaves it expired,
+    // read in UTC by the Tokyo user.
     new_york
         .execute(take("new-york", -60), vec![], deadline())
         .await
         .unwrap();
+    new_york
+        .execute(fence.clone(), vec![], deadline())
+        .await
+        .expect("an expired lease nobody took over is still its holder's");
+    let state = tokyo_loader
+        .query_utc(
+            format!(
+                "SELECT CASE WHEN expires_at > GETDATE() THEN 'live' ELSE 'expired' END \
+                 FROM {lease}"
+            ),
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state[0][0].as_deref(), Some("expired"));
+    // Tokyo finds no statement of New York running, takes over, drains and loads.
+    let o = handle(&tokyo_loader, &event).await;
+    assert_eq!(loaded_files(&o), 1, "{o:?}");
+    assert_eq!(stack.rows(&t).await, 3);
+    assert_eq!(stack.lease_rows(&t).await, 0, "released");
     let e = new_york
         .execute(fence, vec![], deadline())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not held by new-york"), "{e}");
-    let o = handle(&tokyo_loader, &event).await;
-    assert_eq!(loaded_files(&o), 1, "{o:?}");
-    assert_eq!(stack.rows(&t).await, 3);
-    assert_eq!(stack.lease_rows(&t).await, 0, "released");
 }

@@ -75,7 +75,7 @@ pub fn doctor_procedure_probes(schema: &Ident, t: &LeaseTables) -> Vec<(String, 
             t.take.as_str().to_string(),
             vec![
                 format!(
-                    "CALL {s}.{}('partition-loader doctor', 1, '', '', '', '', '')",
+                    "CALL {s}.{}('partition-loader doctor', 1, '', '', '', '', '', '')",
                     t.take.quoted()
                 ),
                 // Another holder than the take's: it raises even when the take took
