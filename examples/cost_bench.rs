@@ -294,6 +294,16 @@ async fn counted_loader(
     routes: &str,
     c: Arc<Counters>,
 ) -> (Counted, aws_sdk_redshiftdata::Client) {
+    counted_loader_with(stack, routes, c, false).await
+}
+
+/// `polling`: DescribeStatement without WaitTimeSeconds, as before issue 21.3.
+async fn counted_loader_with(
+    stack: &common::Stack,
+    routes: &str,
+    c: Arc<Counters>,
+    polling: bool,
+) -> (Counted, aws_sdk_redshiftdata::Client) {
     let config = stack.config(routes);
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let rsd = aws_sdk_redshiftdata::Client::new(&sdk);
@@ -302,12 +312,9 @@ async fn counted_loader(
             .force_path_style(true)
             .build(),
     );
+    let inner = DataApi::new(rsd.clone(), config.redshift.clone(), config.database.clone());
     let warehouse = CountingWarehouse {
-        inner: DataApi::new(
-            rsd.clone(),
-            config.redshift.clone(),
-            config.database.clone(),
-        ),
+        inner: if polling { inner.polling_only() } else { inner },
         c: c.clone(),
     };
     let storage = CountingStorage {
@@ -429,6 +436,57 @@ async fn stack_part() -> Result<(), LoaderError> {
             o.to_json()["outcome"].as_str().unwrap_or("?"),
             mib(peak)
         );
+    }
+
+    // (1b) Data API calls per event, DescribeStatement polled (before issue 21.3) and
+    // with WaitTimeSeconds (after), in this run: up to date against the 10,000-row
+    // ledger, queued behind a live lease, and loading one new file.
+    if n > 0 {
+        let (polling, _) = counted_loader_with(&stack, &routes, counters.clone(), true).await;
+        println!("\n## Data API calls per event: polling vs WaitTimeSeconds (ledger of 10,000 rows)\n");
+        println!("| event | polled (before) | WaitTimeSeconds (after) |");
+        println!("|---|---|---|");
+        let mut rows: Vec<(String, u64, u64)> = Vec::new();
+        for (label, kind) in [("up to date", 0), ("queued", 1), ("loaded (1 new file)", 2)] {
+            let mut pair = [0u64; 2];
+            for (k, l) in [&polling, &loader].into_iter().enumerate() {
+                let ev = match kind {
+                    2 => {
+                        stack
+                            .parquet_event(
+                                &format!("{}/new-{k}.parquet", common::ORDERS_DAY),
+                                0..10,
+                            )
+                            .await
+                    }
+                    _ => event.clone(),
+                };
+                if kind == 1 {
+                    stack.insert_lease(&table, "someone-else", 600).await;
+                }
+                let before = api_calls(&stack.workgroup).await;
+                let o = l.handle(&ev, &format!("calls-{kind}-{k}"), common::deadline()).await?;
+                pair[k] = api_calls(&stack.workgroup).await - before;
+                let _ = counts(&counters);
+                eprintln!("{label} ({}): {}", ["polled", "wait"][k], o.to_json());
+                if kind == 1 {
+                    stack.insert_lease(&table, "someone-else", -1).await;
+                    stack
+                        .sql(&format!(
+                            "UPDATE {} SET holder = NULL, acquired_at = NULL, expires_at = NULL",
+                            stack.loader_table(&table, "lease")
+                        ))
+                        .await;
+                    stack
+                        .sql(&format!("DELETE FROM {}", stack.loader_table(&table, "wakeup")))
+                        .await;
+                }
+            }
+            rows.push((label.to_string(), pair[0], pair[1]));
+        }
+        for (label, before, after) in rows {
+            println!("| {label} | {before} | {after} |");
+        }
     }
 
     // (2) Loads of 10 new files with 50 ms per Data API call.

@@ -132,6 +132,9 @@ pub struct DataApi {
     client: Client,
     target: RedshiftTarget,
     database: String,
+    /// DescribeStatement waits with WaitTimeSeconds (false: polls only, as before
+    /// issue 21.3; `examples/cost_bench.rs` compares the two).
+    wait_time: bool,
 }
 
 enum Submit {
@@ -166,7 +169,15 @@ impl DataApi {
             client,
             target,
             database,
+            wait_time: true,
         }
+    }
+
+    /// Polls DescribeStatement without WaitTimeSeconds (the schedule before issue
+    /// 21.3), for comparing call counts.
+    pub fn polling_only(mut self) -> DataApi {
+        self.wait_time = false;
+        self
     }
 
     /// Submits `sqls` as one transaction without waiting for it; the logical submission
@@ -272,11 +283,15 @@ impl DataApi {
         let mut backoff = Backoff::new(POLL_FIRST, POLL_CAP);
         loop {
             // Whole seconds that still fit before the deadline; 0 asks without waiting.
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .as_secs()
-                .saturating_sub(1)
-                .min(MAX_WAIT_SECONDS);
+            let wait = if self.wait_time {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+                    .saturating_sub(1)
+                    .min(MAX_WAIT_SECONDS)
+            } else {
+                0
+            };
             let asked = Instant::now();
             let out = retrying(deadline + Duration::from_secs(wait), || {
                 self.client

@@ -35,12 +35,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .into_iter()
             .map(|r| &r.table)
             .collect();
-        // A batch holds at most 40 statements: four tables (10 statements each) a batch.
+        // A batch holds at most 40 statements: as many tables as fit (11 statements
+        // each since the take of issue 21.1 drops its former signature: three a batch).
+        let per_batch = (40 / sql::BOOTSTRAP_TABLE_STATEMENTS).max(1);
         for table in &tables {
             self.migrate_wakeup_table(&LeaseTables::for_target(table), deadline)
                 .await?;
         }
-        for chunk in tables.chunks(4) {
+        for chunk in tables.chunks(per_batch) {
             let mut sqls = Vec::new();
             for table in chunk {
                 sqls.extend(sql::bootstrap_table(

@@ -145,6 +145,10 @@ pub fn loader_tables(t: &LeaseTables) -> Vec<String> {
         .collect()
 }
 
+/// How many statements [`bootstrap_table`] returns (bootstrap packs tables into
+/// batches of at most 40).
+pub const BOOTSTRAP_TABLE_STATEMENTS: usize = 11;
+
 /// Statements that create one target table's lease, ledger and wake-up tables and their
 /// procedures (idempotent), put the lease's single free row in place, and copy the
 /// table's rows of the shared ledger of earlier versions (`loaded_files`) into its own

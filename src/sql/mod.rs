@@ -568,6 +568,7 @@ mod tests {
         assert!(
             sqls[4].contains("WHERE NOT EXISTS (SELECT 1 FROM \"pl\".\"lease_5_sales_orders\")")
         );
+        assert_eq!(sqls.len(), BOOTSTRAP_TABLE_STATEMENTS);
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
         assert!(
             sqls[9].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
