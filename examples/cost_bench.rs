@@ -312,7 +312,11 @@ async fn counted_loader_with(
             .force_path_style(true)
             .build(),
     );
-    let inner = DataApi::new(rsd.clone(), config.redshift.clone(), config.database.clone());
+    let inner = DataApi::new(
+        rsd.clone(),
+        config.redshift.clone(),
+        config.database.clone(),
+    );
     let warehouse = CountingWarehouse {
         inner: if polling { inner.polling_only() } else { inner },
         c: c.clone(),
@@ -443,7 +447,9 @@ async fn stack_part() -> Result<(), LoaderError> {
     // ledger, queued behind a live lease, and loading one new file.
     if n > 0 {
         let (polling, _) = counted_loader_with(&stack, &routes, counters.clone(), true).await;
-        println!("\n## Data API calls per event: polling vs WaitTimeSeconds (ledger of 10,000 rows)\n");
+        println!(
+            "\n## Data API calls per event: polling vs WaitTimeSeconds (ledger of 10,000 rows)\n"
+        );
         println!("| event | polled (before) | WaitTimeSeconds (after) |");
         println!("|---|---|---|");
         let mut rows: Vec<(String, u64, u64)> = Vec::new();
@@ -465,7 +471,9 @@ async fn stack_part() -> Result<(), LoaderError> {
                     stack.insert_lease(&table, "someone-else", 600).await;
                 }
                 let before = api_calls(&stack.workgroup).await;
-                let o = l.handle(&ev, &format!("calls-{kind}-{k}"), common::deadline()).await?;
+                let o = l
+                    .handle(&ev, &format!("calls-{kind}-{k}"), common::deadline())
+                    .await?;
                 pair[k] = api_calls(&stack.workgroup).await - before;
                 let _ = counts(&counters);
                 eprintln!("{label} ({}): {}", ["polled", "wait"][k], o.to_json());
@@ -478,7 +486,10 @@ async fn stack_part() -> Result<(), LoaderError> {
                         ))
                         .await;
                     stack
-                        .sql(&format!("DELETE FROM {}", stack.loader_table(&table, "wakeup")))
+                        .sql(&format!(
+                            "DELETE FROM {}",
+                            stack.loader_table(&table, "wakeup")
+                        ))
                         .await;
                 }
             }

@@ -284,7 +284,10 @@ fn statement_workload() {
             }
             left += report.left_running;
         }
-        assert!(left > 0, "{isolation:?}: no load batch was ever left running");
+        assert!(
+            left > 0,
+            "{isolation:?}: no load batch was ever left running"
+        );
         println!("{isolation:?}: {left} load batches left running, all completed");
     }
 }

@@ -54,10 +54,16 @@ async fn leave_a_long_copy(stack: &Stack, loader: &TestLoader, t: &str) -> (Stri
     assert!(matches!(queued, Ok(Outcome::Queued { .. })), "{queued:?}");
     // The lease expires (deadline + margin) while the statement still runs: still busy.
     tokio::time::sleep_until(started + INVOCATION + Duration::from_secs(17)).await;
-    assert_eq!(stack.count(&format!(
-        "SELECT COUNT(*) FROM {} WHERE expires_at > GETDATE()",
-        stack.loader_table(t, "lease")
-    )).await, 0, "the lease expired");
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM {} WHERE expires_at > GETDATE()",
+                stack.loader_table(t, "lease")
+            ))
+            .await,
+        0,
+        "the lease expired"
+    );
     let c = stack.orders_file("part-2.parquet", 20..21).await;
     let queued = handle(loader, &c).await;
     assert!(
@@ -147,17 +153,32 @@ async fn a_copy_longer_than_its_invocation_loads_once_and_its_completion_event_d
     );
     // Redshift's shape (data-api-monitoring-events.html): no error text.
     assert_eq!(event["source"], "aws.redshift-data");
-    assert_eq!(event["detail-type"], "Redshift Data Statement Status Change");
+    assert_eq!(
+        event["detail-type"],
+        "Redshift Data Statement Status Change"
+    );
     assert_eq!(event["detail"]["state"], "FINISHED");
-    let name = event["detail"]["statementName"].as_str().unwrap_or_default();
+    let name = event["detail"]["statementName"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         name.starts_with(&format!("partition-loader:{t}:")),
         "{name}"
     );
-    assert_eq!(stack.rows(&t).await, 3, "A, committed by the statement alone");
+    assert_eq!(
+        stack.rows(&t).await,
+        3,
+        "A, committed by the statement alone"
+    );
     let done = handle(&loader, &event).await;
     assert!(
-        matches!(done, Ok(Outcome::Completed { taken_over: true, .. })),
+        matches!(
+            done,
+            Ok(Outcome::Completed {
+                taken_over: true,
+                ..
+            })
+        ),
         "{done:?}"
     );
     assert_eq!(stack.rows(&t).await, 6, "B and C after A, each once");
@@ -167,7 +188,13 @@ async fn a_copy_longer_than_its_invocation_loads_once_and_its_completion_event_d
     // A duplicate event changes nothing.
     let again = handle(&loader, &event).await;
     assert!(
-        matches!(again, Ok(Outcome::Completed { taken_over: false, .. })),
+        matches!(
+            again,
+            Ok(Outcome::Completed {
+                taken_over: false,
+                ..
+            })
+        ),
         "{again:?}"
     );
     assert_eq!(stack.rows(&t).await, 6);
@@ -188,7 +215,10 @@ async fn with_the_completion_event_lost_the_sweep_finishes_the_statements_protoc
     );
     tokio::time::sleep_until(started + Duration::from_millis(HOLD_MS + 3_000)).await;
     while stack.rows(&t).await < 3 {
-        assert!(started.elapsed() < Duration::from_secs(90), "A never committed");
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "A never committed"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let swept = loader.sweep(&holder(), 1, deadline()).await;

@@ -474,7 +474,9 @@ impl Warehouse for DataApi {
                 s.statement_name() == Some(name.as_str())
                     && matches!(
                         s.status(),
-                        Some(StatusString::Submitted | StatusString::Picked | StatusString::Started)
+                        Some(
+                            StatusString::Submitted | StatusString::Picked | StatusString::Started
+                        )
                     )
             }) {
                 return Ok(Some(running.id().to_string()));

@@ -406,11 +406,7 @@ async fn try_acquire<W: Warehouse>(
         return Ok(Acquired::Queued { holder, expires_at });
     }
     let name = statement_name(&ctx.tables, &holder);
-    if let Some(id) = ctx
-        .warehouse
-        .running_statement(name, ctx.deadline)
-        .await?
-    {
+    if let Some(id) = ctx.warehouse.running_statement(name, ctx.deadline).await? {
         tracing::info!(table = %ctx.tables.target, holder, statement_id = id,
             "the lease expired, but its load statement still runs: it holds the lease");
         return Ok(Acquired::Queued { holder, expires_at });
@@ -712,7 +708,10 @@ mod tests {
             "{}",
             sent[0][1]
         );
-        assert!(w.asked.lock().unwrap().is_empty(), "a live lease needs no check");
+        assert!(
+            w.asked.lock().unwrap().is_empty(),
+            "a live lease needs no check"
+        );
     }
 
     #[tokio::test]
@@ -766,7 +765,11 @@ mod tests {
         let t = LeaseTables::for_target(&TableName::parse(&long).unwrap());
         let token = "r".repeat(256);
         let name = statement_name(&t, &token);
-        assert!(name.len() <= crate::warehouse::MAX_STATEMENT_NAME, "{}", name.len());
+        assert!(
+            name.len() <= crate::warehouse::MAX_STATEMENT_NAME,
+            "{}",
+            name.len()
+        );
         assert_eq!(holder_of_statement(&t, &name), Some(token.as_str()));
     }
 

@@ -85,13 +85,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             });
         };
         let table = route.table.to_string();
-        let ctx = Ctx::new(
-            self.warehouse(),
-            self.config(),
-            &route.table,
-            me,
-            deadline,
-        );
+        let ctx = Ctx::new(self.warehouse(), self.config(), &route.table, me, deadline);
         let (state, error) = self
             .warehouse()
             .statement_status(change.statement_id.clone(), deadline)

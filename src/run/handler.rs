@@ -237,7 +237,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     fn note_left(&self, holder: &str, table: &TableName, statement_id: &str) {
         let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         left.retain(|(h, _, _)| h == holder);
-        left.push((holder.to_string(), table.to_string(), statement_id.to_string()));
+        left.push((
+            holder.to_string(),
+            table.to_string(),
+            statement_id.to_string(),
+        ));
     }
 
     fn left_running(&self, holder: &str, table: &TableName) -> Option<String> {

@@ -590,8 +590,7 @@ mod tests {
             "the take of before p_checked is dropped"
         );
         assert!(
-            sqls[9].contains("OR cur = p_checked THEN")
-                && !sqls[9].contains("NOT live"),
+            sqls[9].contains("OR cur = p_checked THEN") && !sqls[9].contains("NOT live"),
             "an expired lease is taken over only once its statement was checked"
         );
         assert!(

@@ -374,9 +374,7 @@ impl Warehouse for SimWarehouse {
         };
         match gate.await {
             Reply::Statement(r) => r,
-            Reply::Left(_) | Reply::Listed(_) => {
-                Err(model_error("a listing answered a statement"))
-            }
+            Reply::Left(_) | Reply::Listed(_) => Err(model_error("a listing answered a statement")),
         }
     }
 

@@ -47,7 +47,10 @@ pub enum Stmt {
     /// `SELECT COALESCE(expires_at > GETDATE(), FALSE) FROM lease` (the take batch's
     /// liveness, `with_holder: false`) or `SELECT holder, expires_at, COALESCE(…) FROM
     /// lease` (the completion step's read)
-    SelectLeaseLive { lease: Name, with_holder: bool },
+    SelectLeaseLive {
+        lease: Name,
+        with_holder: bool,
+    },
     /// `SET timezone TO 'UTC'` (the drain batch's lease times are UTC; the model's
     /// clock has no zone)
     SetTimezone,

@@ -321,7 +321,12 @@ impl Db {
 
     /// DescribeStatement's status and error of statement `id`.
     pub fn status(&self, id: &str) -> (String, Option<String>) {
-        match self.statements.iter().find(|s| s.id == id).map(|s| &s.phase) {
+        match self
+            .statements
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| &s.phase)
+        {
             Some(Phase::Done(End::Finished(_))) => ("FINISHED".into(), None),
             Some(Phase::Done(End::Failed(m))) if m == ABORTED => ("ABORTED".into(), None),
             Some(Phase::Done(End::Failed(m))) => ("FAILED".into(), Some(m.clone())),

@@ -78,7 +78,9 @@ impl Events {
 
 fn origin(url: &str) -> Option<String> {
     let scheme_end = url.find("://")? + 3;
-    let path = url[scheme_end..].find('/').map_or(url.len(), |p| scheme_end + p);
+    let path = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |p| scheme_end + p);
     Some(url[..path].to_string())
 }
 

@@ -97,7 +97,11 @@ async fn with_event_sends_the_status_change_when_the_statement_ends() {
     let got = events(&sqs, &queue, 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let more = events(&sqs, &queue, 1).await;
-    assert_eq!(got.len() + more.len(), 2, "one event per WithEvent statement: {got:?} {more:?}");
+    assert_eq!(
+        got.len() + more.len(),
+        2,
+        "one event per WithEvent statement: {got:?} {more:?}"
+    );
     let of = |id: &str| {
         got.iter()
             .find(|e| e["detail"]["statementId"] == id)
@@ -115,7 +119,10 @@ async fn with_event_sends_the_status_change_when_the_statement_ends() {
         .is_some_and(|r| r.contains(":workgroup/")));
     let f = of(&failed);
     assert_eq!(f["detail"]["state"], "FAILED");
-    assert!(f["detail"].get("error").is_none(), "the event carries no error text");
+    assert!(
+        f["detail"].get("error").is_none(),
+        "the event carries no error text"
+    );
     assert!(f["detail"].get("statementName").is_none());
 }
 
@@ -135,5 +142,8 @@ async fn wait_time_seconds_answers_describe_when_the_statement_ends() {
     let waited = asked.elapsed();
     assert_eq!(out.status().map(|s| s.as_str()), Some("FINISHED"));
     assert!(waited >= Duration::from_millis(1000), "{waited:?}");
-    assert!(waited < Duration::from_secs(8), "answered at the end, not after 10 s");
+    assert!(
+        waited < Duration::from_secs(8),
+        "answered at the end, not after 10 s"
+    );
 }
