@@ -394,16 +394,19 @@ async fn stack_part() -> Result<(), LoaderError> {
         let values: Vec<String> = (start..start + 400)
             .map(|i| {
                 format!(
-                    "('{table}', 'order_date=2024-05-28/', 's3://{}/{}/part-{i:05}.parquet', '{etag}', 1, GETDATE(), 'bench', 'bench')",
+                    "('order_date=2024-05-28/', 's3://{}/{}/part-{i:05}.parquet', '{etag}', 1, GETDATE(), 'bench', 'bench')",
                     stack.bucket,
                     common::ORDERS_DAY
                 )
             })
             .collect();
         stack
+            // The table's own ledger (the shared `loaded_files` is only read once, by a
+            // bootstrap that finds the table's ledger empty).
             .sql(&format!(
-                "INSERT INTO {}.loaded_files VALUES {}",
-                stack.loader_schema,
+                "INSERT INTO {} (partition_path, s3_url, etag, size_bytes, loaded_at, holder, \
+                 load_id) VALUES {}",
+                stack.loader_table(&table, "ledger"),
                 values.join(", ")
             ))
             .await;
