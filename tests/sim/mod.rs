@@ -43,6 +43,8 @@ use storage::{Object, Objects};
 use warehouse::{Db, End, Isolation, Phase, Target};
 
 pub const TTL_SECONDS: i64 = 960;
+/// What a backfill gives each partition (as loaderctl does).
+pub const BACKFILL_PER_PARTITION: Duration = Duration::from_secs(300);
 /// How long a COPY takes with `slow_copies`: longer than a 30 s function.
 pub const SLOW_COPY_MS: i64 = 40_000;
 const BUCKET: &str = "lake";
@@ -1437,7 +1439,7 @@ impl<'a> Runner<'a> {
                 }),
                 Job::Backfill(prefix) => Box::pin(async move {
                     match loader
-                        .backfill(BUCKET, &prefix, &holder, Duration::from_secs(300))
+                        .backfill(BUCKET, &prefix, &holder, BACKFILL_PER_PARTITION)
                         .await
                     {
                         Ok(v) => Finished::Many(v),
@@ -1490,11 +1492,18 @@ impl<'a> Runner<'a> {
             // Less than the drain's reserve left at its end: its release may have been
             // the deadline's, which leaves wake-ups to the next holder by design.
             let reserve = partition_loader::lease::reserve(deadline - started);
+            // A backfill gives each partition its own deadline (BACKFILL_PER_PARTITION
+            // from its start, not the function's): a clock jump past it forces the
+            // release as the function's deadline would.
+            let per_partition = matches!(w.invs[inv].job, Job::Backfill(_))
+                && Instant::now()
+                    >= started + BACKFILL_PER_PARTITION
+                        - partition_loader::lease::reserve(BACKFILL_PER_PARTITION);
             (
                 w.invs[inv].job.clone(),
                 w.invs[inv].holder.clone(),
                 w.left_behind.get(&inv).copied().unwrap_or(0),
-                Instant::now() + reserve >= deadline,
+                Instant::now() + reserve >= deadline || per_partition,
             )
         };
         let success = match &out {
