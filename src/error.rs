@@ -68,7 +68,7 @@ pub enum LoaderError {
         message: String,
     },
     /// A load batch failed for a transient cause (S3 throttled inside the COPY, a WLM
-    /// abort, a restart, a write conflict: [`crate::failure`]); everything rolled
+    /// abort, a restart, a write conflict: [`crate::protocol::failure`]); everything rolled
     /// back, and a retry loads the files.
     #[error(
         "load into {table} interrupted ({cause}; statement {statement_id}), rolled back; a \
@@ -94,7 +94,7 @@ pub enum LoaderError {
         statement_id: String,
         message: String,
     },
-    /// A statement failed; its class follows its words ([`crate::failure::classify`]).
+    /// A statement failed; its class follows its words ([`crate::protocol::failure::classify`]).
     #[error("statement {statement_id} failed: {message}")]
     StatementFailed {
         statement_id: String,
@@ -134,7 +134,7 @@ impl LoaderError {
             | LoadedElsewhere { .. }
             | StatementAborted { .. }
             | NotStarted => ErrorKind::Retryable,
-            StatementFailed { message, .. } => crate::failure::classify(message).kind,
+            StatementFailed { message, .. } => crate::protocol::failure::classify(message).kind,
             Warehouse { retryable, .. } | Storage { retryable, .. } | Queue { retryable, .. }
                 if *retryable =>
             {

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use partition_loader::config::{ClusterAuth, RedshiftTarget};
-use partition_loader::handler::BatchLimits;
+use partition_loader::lake::config::{ClusterAuth, RedshiftTarget};
+use partition_loader::run::handler::BatchLimits;
 use partition_loader::sql::{LeaseTables, TableName};
 use partition_loader::{ErrorKind, Loader, LoaderError, Outcome};
 use serde_json::json;

@@ -25,10 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use partition_loader::handler::Loader;
-use partition_loader::plan::ListedObject;
-use partition_loader::storage::{Storage, S3};
-use partition_loader::warehouse::DataApi;
+use partition_loader::io::storage::{Storage, S3};
+use partition_loader::io::warehouse::DataApi;
+use partition_loader::protocol::plan::ListedObject;
+use partition_loader::run::handler::Loader;
 use partition_loader::LoaderError;
 use serde_json::{json, Value};
 use tokio::time::Instant;

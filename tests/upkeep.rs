@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use partition_loader::invocation::sweep_measured;
-use partition_loader::metrics::Settings;
+use partition_loader::run::invocation::sweep_measured;
+use partition_loader::run::metrics::Settings;
 use serde_json::{json, Value};
 
 /// One sweep of the last day, as the schedule runs it; returns the result's `upkeep`.
@@ -315,7 +315,7 @@ async fn a_loads_record_has_its_copys_queue_and_execution_time() {
     let stack = Stack::new().await;
     let (loader, t) = stack.orders("").await;
     let event = stack.orders_file("q.parquet", 0..7).await;
-    let m = partition_loader::invocation::handle_measured(
+    let m = partition_loader::run::invocation::handle_measured(
         &loader,
         &Settings::default(),
         &event,

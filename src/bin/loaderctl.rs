@@ -26,9 +26,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use partition_loader::config::Mode;
+use partition_loader::lake::config::Mode;
 use partition_loader::sql::{self, DbUser, LeaseTables, TableName};
-use partition_loader::{doctor, init_logging, Loader, LoaderError};
+use partition_loader::{init_logging, ops::doctor, Loader, LoaderError};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -108,7 +108,7 @@ async fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let config = match partition_loader::routes_source::config_from_env(&sdk).await {
+    let config = match partition_loader::lake::routes_source::config_from_env(&sdk).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("loaderctl: {e}");
@@ -147,7 +147,8 @@ async fn main() -> ExitCode {
     }
 }
 
-pub(crate) type Ctl = Loader<partition_loader::warehouse::DataApi, partition_loader::storage::S3>;
+pub(crate) type Ctl =
+    Loader<partition_loader::io::warehouse::DataApi, partition_loader::io::storage::S3>;
 
 pub(crate) fn print_result(
     result: Result<partition_loader::Outcome, LoaderError>,

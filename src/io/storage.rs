@@ -7,7 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
 use crate::error::LoaderError;
-use crate::plan::{normalise_etag, ListedObject};
+use crate::protocol::plan::{normalise_etag, ListedObject};
 
 pub trait Storage: Send + Sync {
     /// Every object under `prefix` (all pages).
@@ -39,7 +39,7 @@ pub trait Storage: Send + Sync {
 
     /// The last `len` bytes of object `key` (all of it when shorter), of the version
     /// with ETag `etag` only: a Parquet footer is read without the file
-    /// ([`crate::schema_match`]). Implementations that cannot read objects keep the
+    /// ([`crate::lake::schema_match`]). Implementations that cannot read objects keep the
     /// default, which refuses.
     fn tail(
         &self,
@@ -99,7 +99,7 @@ impl S3 {
     }
 
     /// The bucket's LocationConstraint as GetBucketLocation returns it (`None` or empty
-    /// for us-east-1; see [`crate::doctor::bucket_region`]). For loaderctl doctor.
+    /// for us-east-1; see [`crate::ops::doctor::bucket_region`]). For loaderctl doctor.
     pub async fn bucket_location(&self, bucket: &str) -> Result<Option<String>, LoaderError> {
         let out = self
             .client

@@ -8,9 +8,9 @@ use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
 use aws_sdk_redshiftdata::Client;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
-use crate::config::{ClusterAuth, RedshiftTarget};
 use crate::error::LoaderError;
+use crate::lake::config::{ClusterAuth, RedshiftTarget};
+use crate::protocol::backoff::Backoff;
 
 /// One result row; `None` is SQL NULL. Numbers come back as their decimal text.
 pub type Row = Vec<Option<String>>;
@@ -200,7 +200,7 @@ impl DataApi {
                     })
                 }
                 // Not our cancel (that one ends below, as Timeout): someone else's, WLM's
-                // or a restart's. Transient whatever its words (`crate::failure`).
+                // or a restart's. Transient whatever its words (`crate::protocol::failure`).
                 StatusString::Aborted => {
                     return Err(LoaderError::StatementAborted {
                         statement_id: id.to_string(),
@@ -268,7 +268,7 @@ fn record_copy_query_ids(
         .filter(|id| *id > 0)
         .collect();
     if !ids.is_empty() {
-        crate::metrics::add(|m| m.copy_query_ids.extend(ids));
+        crate::run::metrics::add(|m| m.copy_query_ids.extend(ids));
     }
 }
 
@@ -384,7 +384,7 @@ where
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
     let mut attempt = 1;
     loop {
-        crate::metrics::add(|m| m.data_api_calls += 1);
+        crate::run::metrics::add(|m| m.data_api_calls += 1);
         let err = match f().await {
             Ok(v) => return Ok(v),
             Err(e) => e,
@@ -410,10 +410,10 @@ where
                 Some("InternalServerException" | "InternalError")
             )
             // "An SQL statement encountered an environmental error while running" (the
-            // API's description of both): transient, `crate::failure`.
+            // API's description of both): transient, `crate::protocol::failure`.
             || err
                 .code()
-                .is_some_and(|c| crate::failure::classify(c).kind == crate::ErrorKind::Retryable);
+                .is_some_and(|c| crate::protocol::failure::classify(c).kind == crate::ErrorKind::Retryable);
         let message = match (err.code(), err.message()) {
             (Some(code), Some(text)) => format!("{code}: {text}"),
             _ => DisplayErrorContext(&err).to_string(),

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::copy_options::{self, CopyOption};
 use crate::error::LoaderError;
+use crate::lake::copy_options::{self, CopyOption};
 use crate::sql::{FileFormat, Ident, PartitionType, TableName};
 
 /// Where the Data API runs statements.
@@ -60,7 +60,7 @@ pub struct Route {
     /// own the table.
     pub statupdate: bool,
     /// ANALYZE/VACUUM after loads (`analyze`, `vacuum` and their thresholds).
-    pub upkeep: crate::upkeep::Options,
+    pub upkeep: crate::ops::upkeep::Options,
 }
 
 impl Route {
@@ -142,7 +142,7 @@ impl Config {
         out
     }
 
-    /// The position of `route` (a reference into `routes`, as [`crate::route::route`]
+    /// The position of `route` (a reference into `routes`, as [`crate::lake::route::route`]
     /// returns it) in the configuration: a stable, ordered key for work by route.
     pub fn route_index(&self, route: &Route) -> usize {
         self.routes
@@ -229,7 +229,7 @@ impl Config {
                 .parse::<u32>()
                 .map_err(|_| bad("SWEEP_LOOK_BACK_DAYS", "must be a whole number of days"))?,
         };
-        if sweep_look_back_days > crate::sweep::MAX_LOOK_BACK_DAYS {
+        if sweep_look_back_days > crate::run::sweep::MAX_LOOK_BACK_DAYS {
             return Err(bad(
                 "SWEEP_LOOK_BACK_DAYS",
                 "must be at most 31 days (the sweep's cap, sweep::MAX_LOOK_BACK_DAYS)",
@@ -332,9 +332,9 @@ struct RawRoute {
     #[serde(default)]
     statupdate: bool,
     #[serde(default)]
-    analyze: crate::upkeep::Setting,
+    analyze: crate::ops::upkeep::Setting,
     #[serde(default)]
-    vacuum: crate::upkeep::Setting,
+    vacuum: crate::ops::upkeep::Setting,
     analyze_threshold: Option<f64>,
     vacuum_unsorted_threshold: Option<f64>,
     vacuum_deleted_threshold: Option<f64>,
@@ -434,13 +434,13 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
         }
         let copy_options = copy_options::parse_for(format, &raw.copy_options)
             .map_err(|e| bad("copy_options", e))?;
-        let defaults = crate::upkeep::Options::default();
+        let defaults = crate::ops::upkeep::Options::default();
         let percent = |key: &str, v: Option<f64>, default: f64| match v {
             None => Ok(default),
             Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
             Some(p) => Err(bad(key, format!("{p} is not a percentage (0 to 100)"))),
         };
-        let upkeep = crate::upkeep::Options {
+        let upkeep = crate::ops::upkeep::Options {
             analyze: raw.analyze,
             vacuum: raw.vacuum,
             analyze_threshold: percent(

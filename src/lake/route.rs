@@ -1,6 +1,6 @@
 //! Which route claims an object, or why it is skipped.
 
-use crate::config::{Config, Route};
+use crate::lake::config::{Config, Route};
 
 #[derive(Debug)]
 pub enum Routed<'a> {

@@ -11,7 +11,7 @@
 //! [`crate::sql::CopyTarget::Staged`]). Whether a COPY column list alone would map a
 //! Parquet file by name is not documented; the stricter reading (it does not) is taken.
 //!
-//! Pure: the bytes come from [`crate::storage::Storage::tail`], the table's columns from
+//! Pure: the bytes come from [`crate::io::storage::Storage::tail`], the table's columns from
 //! the holder's reads.
 
 use std::collections::HashMap;

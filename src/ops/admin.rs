@@ -6,10 +6,10 @@
 use tokio::time::Instant;
 
 use crate::error::LoaderError;
-use crate::handler::Loader;
+use crate::io::storage::Storage;
+use crate::io::warehouse::{Row, Warehouse};
+use crate::run::handler::Loader;
 use crate::sql::{self, LeaseTables, TableName};
-use crate::storage::Storage;
-use crate::warehouse::{Row, Warehouse};
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// Creates the loader schema and, for every configured route's table, its lease
@@ -24,7 +24,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // Upkeep's per-table watermark (see `upkeep.rs`).
         self.warehouse()
             .run(
-                crate::upkeep::watermark_table_sql(schema),
+                crate::ops::upkeep::watermark_table_sql(schema),
                 Vec::new(),
                 deadline,
             )

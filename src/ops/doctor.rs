@@ -10,12 +10,12 @@
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::config::{Mode, Route};
 use crate::error::LoaderError;
-use crate::handler::Loader;
+use crate::io::storage::{Storage, S3};
+use crate::io::warehouse::{DataApi, Row};
+use crate::lake::config::{Mode, Route};
+use crate::run::handler::Loader;
 use crate::sql::{self, DbUser, Ident, LeaseTables};
-use crate::storage::{Storage, S3};
-use crate::warehouse::{DataApi, Row};
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ pub async fn run(
     // Upkeep after loads (upkeep.rs) decides from SVV_TABLE_INFO, superusers' only
     // unless granted. Loads do not need it: info, not a finding.
     if config.routes.iter().any(|r| !r.upkeep.is_off()) {
-        let probe = crate::upkeep::SVV_PROBE_SQL.to_string();
+        let probe = crate::ops::upkeep::SVV_PROBE_SQL.to_string();
         checks.push(match loader.query(probe, vec![], deadline).await {
             Ok(_) => Check::ok("upkeep: svv_table_info", "readable"),
             Err(e) => Check::info(
@@ -774,7 +774,7 @@ fn copy_role_check(role: &str) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::lake::config::parse_routes;
 
     fn row(cells: &[&str]) -> Row {
         cells.iter().map(|c| Some(c.to_string())).collect()
@@ -940,7 +940,7 @@ mod tests {
 
     #[test]
     fn region_buckets_are_each_route_bucket_and_the_manifest_bucket_once() {
-        let config = crate::config::Config::from_lookup(|k| {
+        let config = crate::lake::config::Config::from_lookup(|k| {
             match k {
                 "REDSHIFT_WORKGROUP" => Some("wg"),
                 "REDSHIFT_DATABASE" => Some("dev"),
@@ -967,7 +967,7 @@ mod tests {
 
     #[test]
     fn a_route_the_sweep_cannot_list_is_a_finding() {
-        let config = crate::config::Config::for_tests(
+        let config = crate::lake::config::Config::for_tests(
             "[[routes]]\nprefix = \"o/\"\ntable = \"s.o\"\nformat = \"parquet\"\n\
              partition_columns = [{ name = \"d\", type = \"date\" }]\n\
              [[routes]]\nbucket = \"b\"\nprefix = \"e/\"\ntable = \"s.e\"\nformat = \"csv\"\n\

@@ -38,12 +38,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::config::Route;
 use crate::error::LoaderError;
-use crate::handler::Loader;
+use crate::io::storage::Storage;
+use crate::io::warehouse::{Row, Warehouse};
+use crate::lake::config::Route;
+use crate::run::handler::Loader;
 use crate::sql::{self, Ident, LeaseTables, TableName};
-use crate::storage::Storage;
-use crate::warehouse::{Row, Warehouse};
 
 /// A route's `analyze` / `vacuum`: whether upkeep may run it for the route's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -34,12 +34,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::error::LoaderError;
-use crate::event::ObjectCreated;
-use crate::plan::{self, LoadedFile};
+use crate::io::warehouse::{Row, Warehouse};
+use crate::lake::config::Config;
+use crate::lake::event::ObjectCreated;
+use crate::protocol::plan::{self, LoadedFile};
 use crate::sql::{self, LeaseTables, TableName, WakeUp};
-use crate::warehouse::{Row, Warehouse};
 
 /// Time granted to an explicit release after the work failed near the deadline.
 pub const RELEASE_GRACE: Duration = Duration::from_secs(3);
@@ -110,7 +110,7 @@ pub struct Held {
     pub char_columns: Vec<String>,
     /// `information_schema.columns.data_type` of each of `columns`, in the same order:
     /// partition values are rendered for them ([`sql::literals_for_table`]) and Parquet
-    /// footers are matched against them ([`crate::schema_match`]).
+    /// footers are matched against them ([`crate::lake::schema_match`]).
     pub column_types: Vec<String>,
     /// Those of `columns` that are NOT NULL without a DEFAULT: a file that lacks one is
     /// refused before COPY. Empty when the warehouse did not say.

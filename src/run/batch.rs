@@ -11,16 +11,16 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::error::LoaderError;
-use crate::event::{self, ObjectCreated};
-use crate::handler::Loader;
-use crate::metrics::{self, Share};
-use crate::outcome::Outcome;
-use crate::partition::{self, Partition};
-use crate::route::{self, Routed};
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::lake::config::Config;
+use crate::lake::event::{self, ObjectCreated};
+use crate::lake::partition::{self, Partition};
+use crate::lake::route::{self, Routed};
+use crate::run::handler::Loader;
+use crate::run::metrics::{self, Share};
+use crate::run::outcome::Outcome;
 
 /// The fixed payload of the template's sweep schedule.
 pub const SWEEP_KEY: &str = "partition-loader";
@@ -56,10 +56,10 @@ pub fn classify(payload: Value) -> Result<Invocation, LoaderError> {
                         ))
                     })?;
                 // Any invoker may send it, and the sweep's cost grows with it.
-                if days > crate::sweep::MAX_LOOK_BACK_DAYS {
+                if days > crate::run::sweep::MAX_LOOK_BACK_DAYS {
                     return Err(LoaderError::BadEvent(format!(
                         "sweep event: look_back_days is {days}, above the cap of {} days",
-                        crate::sweep::MAX_LOOK_BACK_DAYS
+                        crate::run::sweep::MAX_LOOK_BACK_DAYS
                     )));
                 }
                 Some(days)
@@ -194,7 +194,7 @@ pub struct BatchResult {
     pub errors: Vec<LoaderError>,
     /// The batch's messages by table (the share of messages no table claims first),
     /// each with what its groups measured: one EMF record each
-    /// ([`crate::invocation::handle_batch_measured`]).
+    /// ([`crate::run::invocation::handle_batch_measured`]).
     pub shares: BTreeMap<Option<String>, Share>,
 }
 

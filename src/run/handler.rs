@@ -6,19 +6,19 @@
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::{Config, Mode, Route};
 use crate::error::{ErrorKind, LoaderError};
-use crate::event::ObjectCreated;
-use crate::lease::{self, Acquired, Claimed, Ctx, Drain, Held, RELEASE_GRACE};
-use crate::outcome::{Outcome, PartitionValues};
-use crate::partition::{self, Partition};
-use crate::plan::{self, ListedObject, Plan};
-use crate::route::{self, Routed};
-use crate::schema_match::{self, FileSchema, FooterCache, TableColumn};
+use crate::io::storage::{Storage, S3};
+use crate::io::warehouse::{DataApi, Warehouse};
+use crate::lake::config::{Config, Mode, Route};
+use crate::lake::event::ObjectCreated;
+use crate::lake::partition::{self, Partition};
+use crate::lake::route::{self, Routed};
+use crate::lake::schema_match::{self, FileSchema, FooterCache, TableColumn};
+use crate::protocol::lease::{self, Acquired, Claimed, Ctx, Drain, Held, RELEASE_GRACE};
+use crate::protocol::plan::{self, ListedObject, Plan};
+use crate::run::outcome::{Outcome, PartitionValues};
 use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
-use crate::storage::{Storage, S3};
-use crate::warehouse::{DataApi, Warehouse};
-use crate::{event, manifest};
+use crate::{lake::event, lake::manifest};
 
 /// Size limits of one load batch.
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +164,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 lease::acquire_for_partition(&ctx, &route.prefix, bucket, &partition.path).await
             }
         };
-        crate::metrics::add(|m| m.lease_wait += wait_started.elapsed());
+        crate::run::metrics::add(|m| m.lease_wait += wait_started.elapsed());
         let held = match acquired? {
             Acquired::Held(held) => held,
             Acquired::Queued { holder, .. } => {
@@ -503,18 +503,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             })?;
             let copy_started = Instant::now();
             let batch = self.warehouse.run_batch(sqls, deadline).await;
-            crate::metrics::add(|m| m.copy_time += copy_started.elapsed());
+            crate::run::metrics::add(|m| m.copy_time += copy_started.elapsed());
             statement_id = batch.map_err(|e| load_error(table, e))?;
             let committed = std::time::SystemTime::now();
-            crate::metrics::add(|m| {
+            crate::run::metrics::add(|m| {
                 m.files += chunk.len() as u64;
                 m.bytes += chunk.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
                 m.committed_at = Some(committed);
-                m.freshness_lags.extend(
-                    chunk
-                        .iter()
-                        .filter_map(|f| crate::metrics::freshness_lag(f.last_modified, committed)),
-                );
+                m.freshness_lags.extend(chunk.iter().filter_map(|f| {
+                    crate::run::metrics::freshness_lag(f.last_modified, committed)
+                }));
             });
         }
         Ok(Loaded::Committed(Outcome::Loaded {
@@ -715,7 +713,7 @@ fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
                     message,
                 };
             }
-            let class = crate::failure::classify(&message);
+            let class = crate::protocol::failure::classify(&message);
             match class.kind {
                 ErrorKind::Retryable => LoaderError::LoadInterrupted {
                     table: table.to_string(),
@@ -818,7 +816,7 @@ fn copy_target_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::lake::config::parse_routes;
 
     fn route(extra: &str) -> Route {
         parse_routes(&format!(

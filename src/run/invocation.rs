@@ -11,15 +11,15 @@ use aws_lambda_events::sqs::SqsEvent;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::batch::BatchResult;
 use crate::error::LoaderError;
-use crate::handler::Loader;
-use crate::metrics::{self, Figures, Invocation, Settings, Share};
-use crate::outcome::Outcome;
-use crate::route::{self, Routed};
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
-use crate::{event, sql};
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::lake::route::{self, Routed};
+use crate::run::batch::BatchResult;
+use crate::run::handler::Loader;
+use crate::run::metrics::{self, Figures, Invocation, Settings, Share};
+use crate::run::outcome::Outcome;
+use crate::{lake::event, sql};
 
 /// The sweep's outcome for a table whose lease, ledger and wake-up tables do not exist
 /// yet, and what to do.
@@ -58,7 +58,7 @@ pub async fn handle_measured<W: Warehouse, S: Storage>(
         &Invocation {
             result: result.as_ref(),
             table: table_of(loader, event),
-            request_id: crate::lease::request_of(request_id),
+            request_id: crate::protocol::lease::request_of(request_id),
             figures: &figures,
             now: SystemTime::now(),
         },
@@ -96,7 +96,7 @@ pub async fn handle_batch_measured<W: Warehouse, S: Storage>(
         settings,
         &shares,
         "sqs_batch",
-        crate::lease::request_of(request_id),
+        crate::protocol::lease::request_of(request_id),
         SystemTime::now(),
     );
     MeasuredMany { result, records }
@@ -117,8 +117,8 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     let mut shares = Vec::new();
     let mut outcomes = Vec::new();
     let mut first_error = None;
-    let reserve = crate::sweep::sweep_reserve(deadline);
-    for routes in crate::sweep::sweep_order(&loader.config().routes, SystemTime::now()) {
+    let reserve = crate::run::sweep::sweep_reserve(deadline);
+    for routes in crate::run::sweep::sweep_order(&loader.config().routes, SystemTime::now()) {
         // As `Loader::sweep`: no table is started within the reserve.
         if Instant::now() + reserve >= deadline {
             tracing::info!(table = %routes[0].table,
@@ -163,12 +163,12 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     }
     // After the loads, within the same deadline; never turns the sweep into a failure.
     let (upkept, upkeep_figures) = metrics::measure(loader.upkeep_after_loads(deadline)).await;
-    let upkeep = crate::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
+    let upkeep = crate::ops::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
     let records = metrics::records(
         settings,
         &shares,
         "sweep",
-        crate::lease::request_of(request_id),
+        crate::protocol::lease::request_of(request_id),
         SystemTime::now(),
     );
     let result = match first_error {
@@ -255,7 +255,7 @@ async fn rows_loaded<W: Warehouse, S: Storage>(
 }
 
 /// The load history's rows of `expected` COPYs, when every one of them is there.
-fn rows_of(row: &crate::warehouse::Row, expected: usize) -> Option<u64> {
+fn rows_of(row: &crate::io::warehouse::Row, expected: usize) -> Option<u64> {
     let found: usize = row.get(1)?.as_deref()?.parse().ok()?;
     if found < expected {
         // Not every COPY is in the history (yet): a partial sum would be a guess.

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::error::{ErrorKind, LoaderError};
-use crate::outcome::Outcome;
+use crate::run::outcome::Outcome;
 
 /// Namespace when `METRICS_NAMESPACE` is not set.
 pub const DEFAULT_NAMESPACE: &str = "PartitionLoader";
@@ -550,7 +550,7 @@ fn error_directive(settings: &Settings) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::PartitionValues;
+    use crate::run::outcome::PartitionValues;
 
     const NOW_MS: u64 = 1_716_890_460_000; // 2024-05-28T10:01:00Z
 

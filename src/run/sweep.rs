@@ -22,16 +22,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::config::Route;
 use crate::error::LoaderError;
-use crate::handler::Loader;
-use crate::lease::{self, Acquired, Ctx};
-use crate::outcome::{Outcome, PartitionValues};
-use crate::partition::{self, Partition};
-use crate::route;
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::lake::config::Route;
+use crate::lake::partition::{self, Partition};
+use crate::lake::route;
+use crate::protocol::lease::{self, Acquired, Ctx};
+use crate::run::handler::Loader;
+use crate::run::outcome::{Outcome, PartitionValues};
 use crate::sql::{self, LeaseTables};
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
 
 /// The longest look-back a sweep accepts: the sweep event comes from any invoker, and
 /// its cost grows with the window (one listing per day and route, every partition of
@@ -230,7 +230,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             &self.config().loader_schema,
             &tables,
             look_back_days,
-            &crate::plan::s3_url(bucket, &route.prefix),
+            &crate::protocol::plan::s3_url(bucket, &route.prefix),
         )?;
         for row in self.query(sql, vec![], deadline).await? {
             let path = row.into_iter().next().flatten().unwrap_or_default();
@@ -277,7 +277,7 @@ pub fn sweep_order(routes: &[Route], now: SystemTime) -> Vec<Vec<&Route>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::lake::config::parse_routes;
 
     fn routes() -> Vec<Route> {
         parse_routes(

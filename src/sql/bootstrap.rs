@@ -1,4 +1,4 @@
-//! The statements of `loaderctl bootstrap` ([`crate::admin`]): the loader schema, its
+//! The statements of `loaderctl bootstrap` ([`crate::ops::admin`]): the loader schema, its
 //! user and grants, each target table's lease, ledger and wake-up tables with their
 //! procedures, and the upgrade of a wake-up table of an earlier version.
 

@@ -870,7 +870,7 @@ mod tests {
         let schema = Ident::parse("pl").unwrap();
         let t = table();
         let target = CopyTarget::Direct(None);
-        let options = crate::copy_options::parse_for(
+        let options = crate::lake::copy_options::parse_for(
             FileFormat::Csv { header: true },
             &["EMPTYASNULL".into(), "NULL AS 'it''s'".into()],
         )

@@ -30,10 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use partition_loader::batch::{self, Invocation};
-use partition_loader::plan::ListedObject;
-use partition_loader::storage::Storage;
-use partition_loader::warehouse::{is_serialization_conflict, Row, Warehouse};
+use partition_loader::io::storage::Storage;
+use partition_loader::io::warehouse::{is_serialization_conflict, Row, Warehouse};
+use partition_loader::protocol::plan::ListedObject;
+use partition_loader::run::batch::{self, Invocation};
 use partition_loader::{Config, Loader, LoaderError, Outcome};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -244,7 +244,7 @@ pub struct Slot {
     /// The function's own timeout: Lambda ends the invocation here.
     pub timeout_at: Instant,
     /// The deadline main.rs gives the loader, and when the invocation started: the
-    /// drain's reserve ([`partition_loader::lease::reserve`]) is a share of the two.
+    /// drain's reserve ([`partition_loader::protocol::lease::reserve`]) is a share of the two.
     pub deadline: Instant,
     pub started: Instant,
     pub job: Job,
@@ -1314,7 +1314,7 @@ impl<'a> Runner<'a> {
             let (deadline, started) = (w.invs[inv].deadline, w.invs[inv].started);
             // Less than the drain's reserve left at its end: its release may have been
             // the deadline's, which leaves wake-ups to the next holder by design.
-            let reserve = partition_loader::lease::reserve(deadline - started);
+            let reserve = partition_loader::protocol::lease::reserve(deadline - started);
             (
                 w.invs[inv].job.clone(),
                 w.invs[inv].holder.clone(),

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use partition_loader::plan::ListedObject;
+use partition_loader::protocol::plan::ListedObject;
 
 #[derive(Debug, Clone)]
 pub struct Object {

@@ -1,5 +1,5 @@
 //! The model warehouse: Redshift as DESIGN.md "Redshift facts" describes it, on
-//! in-memory tables, for the statements `src/sql.rs` emits (read by `sql.rs` here).
+//! in-memory tables, for the statements `src/sql/` emits (read by `sql.rs` here).
 //!
 //! Per target table: the lease row, the ledger, the wake-up table and the target itself,
 //! kept as "one row per loaded file" (`loads`: which file a COPY put in, how often).

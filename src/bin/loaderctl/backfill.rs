@@ -7,9 +7,9 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use partition_loader::backfill::PartitionWork;
-use partition_loader::config::{Mode, S3Location};
-use partition_loader::plan::{self, LoadedFile, Plan};
+use partition_loader::lake::config::{Mode, S3Location};
+use partition_loader::protocol::plan::{self, LoadedFile, Plan};
+use partition_loader::run::backfill::PartitionWork;
 use partition_loader::{sql, LoaderError};
 use serde_json::json;
 use tokio::time::Instant;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use chrono::NaiveDateTime;
 use partition_loader::sql::{self, TableName};
-use partition_loader::{file_sizes, manifest, plan, LoaderError};
+use partition_loader::{lake::file_sizes, lake::manifest, protocol::plan, LoaderError};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -42,7 +42,7 @@ struct TableStatus {
     files_total: i64,
     recent_failures: Vec<Failure>,
     /// Files and bytes per COPY over the newest loads, with advice when they fall
-    /// outside AWS's guidance for COPY (`partition_loader::file_sizes`).
+    /// outside AWS's guidance for COPY (`partition_loader::lake::file_sizes`).
     file_sizes: Option<FileSizes>,
 }
 
