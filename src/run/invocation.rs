@@ -118,7 +118,7 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     let mut outcomes = Vec::new();
     let mut first_error = None;
     let reserve = crate::run::sweep::sweep_reserve(deadline);
-    for routes in crate::run::sweep::sweep_order(&loader.config().routes, SystemTime::now()) {
+    for routes in crate::run::sweep::sweep_order(&loader.config().routes, request_id) {
         // As `Loader::sweep`: no table is started within the reserve.
         if Instant::now() + reserve >= deadline {
             tracing::info!(table = %routes[0].table,

@@ -33,10 +33,7 @@ pub async fn run(
     let days = args.days.unwrap_or(loader.config().sweep_look_back_days);
     let terminal = std::io::stderr().is_terminal();
     let mut all_ok = true;
-    for routes in partition_loader::run::sweep::sweep_order(
-        &loader.config().routes,
-        std::time::SystemTime::now(),
-    ) {
+    for routes in partition_loader::run::sweep::sweep_order(&loader.config().routes, holder) {
         let name = format!("sweep {}", routes[0].table);
         let mut table = TableProgress::default();
         let results = loader
