@@ -37,8 +37,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .collect();
         // A batch holds at most 40 statements: four tables (10 statements each) a batch.
         for table in &tables {
-            self.migrate_wakeup_table(&LeaseTables::for_target(table), deadline)
-                .await?;
+            let t = LeaseTables::for_target(table);
+            self.migrate_wakeup_table(&t, deadline).await?;
+            self.drop_old_procedures(&t, deadline).await?;
         }
         for chunk in tables.chunks(4) {
             let mut sqls = Vec::new();
@@ -83,6 +84,30 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             tracing::info!(table = %t.target, "adding route_prefix to the wake-up table");
             self.execute(sql::add_wakeup_route_column(schema, t), vec![], deadline)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the procedures of earlier versions that the catalog shows (Redshift's
+    /// DROP PROCEDURE has no `IF EXISTS`: see [`sql::drop_old_procedures`]).
+    async fn drop_old_procedures(
+        &self,
+        t: &LeaseTables,
+        deadline: Instant,
+    ) -> Result<(), LoaderError> {
+        let schema = &self.config().loader_schema;
+        let arities: Vec<(String, String)> = self
+            .query(sql::procedure_arities(schema, t)?, vec![], deadline)
+            .await?
+            .into_iter()
+            .filter_map(|r| match (r.first(), r.get(1)) {
+                (Some(Some(name)), Some(Some(n))) => Some((name.clone(), n.clone())),
+                _ => None,
+            })
+            .collect();
+        for drop in sql::drop_old_procedures(schema, t, &arities) {
+            tracing::info!(table = %t.target, statement = %drop, "dropping an earlier version's procedure");
+            self.execute(drop, vec![], deadline).await?;
         }
         Ok(())
     }

@@ -569,23 +569,59 @@ mod tests {
             sqls[4].contains("WHERE NOT EXISTS (SELECT 1 FROM \"pl\".\"lease_5_sales_orders\")")
         );
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
+        let procedure = |name: &str| {
+            sqls.iter()
+                .find(|s| s.starts_with(&format!("CREATE OR REPLACE PROCEDURE \"pl\".\"{name}")))
+                .expect(name)
+        };
+        let (take, fence) = (procedure("take_5"), procedure("fence_5"));
         assert!(
-            sqls[8].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
-                && sqls[9].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
+            take.ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
+                && fence.ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
             "take and fence write and compare lease times in UTC"
         );
         assert!(
-            sqls[8].contains("IF n <> 1 THEN"),
+            take.contains("IF n <> 1 THEN"),
             "more than one lease row is an error"
         );
-        assert!(sqls[8].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
-        assert!(sqls[8].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
-        assert!(sqls[9].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
-        assert!(sqls[6].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"take_5_sales_orders\""));
-        assert!(sqls[7].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"fence_5_sales_orders\""));
-        assert!(sqls[9].contains("AND load_id <> p_load_id"));
-        assert!(sqls[9].contains("RAISE EXCEPTION 'partition-loader: loaded by another load: %"));
+        assert!(take.contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
+        assert!(take.contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
+        assert!(fence.contains("RAISE EXCEPTION 'partition-loader: lease on %"));
+        assert!(
+            !sqls.iter().any(|s| s.contains("DROP PROCEDURE")),
+            "Redshift's DROP PROCEDURE has no IF EXISTS: old versions are dropped after a \
+             catalog read (drop_old_procedures)"
+        );
+        assert!(fence.contains("AND load_id <> p_load_id"));
+        assert!(fence.contains("RAISE EXCEPTION 'partition-loader: loaded by another load: %"));
         assert!(!sqls.iter().any(|s| s.contains("INTERVAL")));
+    }
+
+    #[test]
+    fn only_the_old_procedures_the_catalog_shows_are_dropped() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = LeaseTables::for_target(&table());
+        let row = |n: &str, a: &str| (n.to_string(), a.to_string());
+        assert!(drop_old_procedures(&schema, &t, &[]).is_empty());
+        // Today's signatures (take: 7 arguments, fence: 4) stay.
+        let today = [
+            row("take_5_sales_orders", "7"),
+            row("fence_5_sales_orders", "4"),
+        ];
+        assert!(drop_old_procedures(&schema, &t, &today).is_empty());
+        let old = [
+            row("take_5_sales_orders", "6"),
+            row("take_5_sales_orders", "7"),
+            row("fence_5_sales_orders", "2"),
+        ];
+        assert_eq!(
+            drop_old_procedures(&schema, &t, &old),
+            [
+                "DROP PROCEDURE \"pl\".\"take_5_sales_orders\"(VARCHAR, INTEGER, VARCHAR, \
+                 VARCHAR, VARCHAR, VARCHAR)",
+                "DROP PROCEDURE \"pl\".\"fence_5_sales_orders\"(VARCHAR, INTEGER)"
+            ]
+        );
     }
 
     #[test]

@@ -593,6 +593,9 @@ impl Executor {
         if let Some(refusal) = translate::raise_with_expression(sql) {
             return Err(refusal);
         }
+        if let Some(refusal) = translate::drop_procedure_if_exists(sql) {
+            return Err(refusal);
+        }
         // ANALYZE, VACUUM and the views of their state: see `crate::upkeep`.
         if let Some(command) = crate::upkeep::parse(sql) {
             let command = command?;

@@ -502,6 +502,21 @@ pub fn leader_node_only_function(sql: &str) -> Option<String> {
     function.filter(|_| touches_table)
 }
 
+/// `DROP PROCEDURE IF EXISTS`: PostgreSQL has it, Redshift's DROP PROCEDURE does not
+/// (syntax: `DROP PROCEDURE sp_name ( [ [ argname ] [ argmode ] argtype [, ...] ] )`,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_DROP_PROCEDURE.html>). Refused as
+/// Redshift's parser would read it: `IF` taken as the procedure's name, then `EXISTS`
+/// where `(` belongs.
+pub fn drop_procedure_if_exists(sql: &str) -> Option<String> {
+    let tokens = tokenize(sql);
+    let words: Vec<String> = significant(&tokens)
+        .take(4)
+        .map(|t| t.text.to_ascii_lowercase())
+        .collect();
+    (words.len() == 4 && words[..4] == ["drop", "procedure", "if", "exists"])
+        .then(|| "ERROR: syntax error at or near \"EXISTS\"".to_string())
+}
+
 /// A `CREATE PROCEDURE` whose body uses `GET DIAGNOSTICS`, which PostgreSQL's PL/pgSQL
 /// has and Redshift's list of supported PL/pgSQL statements does not
 /// (<https://docs.aws.amazon.com/redshift/latest/dg/c_PLpgSQL-statements.html>: SELECT
@@ -793,6 +808,25 @@ pub fn needs_autocommit(sql: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_procedure_has_no_if_exists() {
+        assert_eq!(
+            drop_procedure_if_exists("DROP PROCEDURE IF EXISTS pl.take_t(VARCHAR, INTEGER)")
+                .as_deref(),
+            Some("ERROR: syntax error at or near \"EXISTS\"")
+        );
+        assert!(drop_procedure_if_exists(
+            "drop  procedure
+if exists x()"
+        )
+        .is_some());
+        assert_eq!(
+            drop_procedure_if_exists("DROP PROCEDURE pl.take_t(VARCHAR)"),
+            None
+        );
+        assert_eq!(drop_procedure_if_exists("DROP TABLE IF EXISTS t"), None);
+    }
 
     #[test]
     fn has_table_privilege_takes_a_name_not_an_oid() {
