@@ -15,7 +15,7 @@ pub mod sql;
 pub use io::{storage, warehouse};
 pub use lake::{
     config, copy_options, event, file_sizes, manifest, partition, route, routes_source,
-    schema_match,
+    schema_match, watermark,
 };
 pub use ops::{admin, doctor, upkeep};
 pub use protocol::{backoff, failure, lease, plan};

@@ -167,12 +167,17 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         crate::metrics::add(|m| m.lease_wait += wait_started.elapsed());
         let held = match acquired? {
             Acquired::Held(held) => held,
-            Acquired::Queued { holder, .. } => {
+            Acquired::Queued {
+                holder: live_holder,
+                ..
+            } => {
+                // A wake-up now waits in Redshift for a holder that may be cut short.
+                self.mark_dirty("a wake-up was queued", holder).await;
                 return Ok(Outcome::Queued {
                     table: route.table.to_string(),
                     partition: partition_values(partition),
-                    holder,
-                })
+                    holder: live_holder,
+                });
             }
         };
         let result = self
@@ -181,7 +186,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .map(|loaded| match loaded {
                 Loaded::Committed(o) | Loaded::Nothing(o) => o,
             });
-        self.finish_holding(&ctx, route, result).await
+        let result = self.finish_holding(&ctx, route, result).await;
+        if result.is_err() {
+            // A failed load is work the next sweep must see even if S3 shows nothing new.
+            self.mark_dirty("a load failed", holder).await;
+        }
+        result
     }
 
     /// After the holder's own partition: drain, or leave the lease as the failure
@@ -231,6 +241,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             if Instant::now() + ctx.reserve >= ctx.deadline {
                 tracing::info!(table = %route.table,
                     "deadline near: releasing the lease with wake-ups left for the next holder");
+                self.mark_dirty("a deadline-forced release left wake-ups", ctx.holder)
+                    .await;
                 return lease::release(ctx, Instant::now() + RELEASE_GRACE).await;
             }
             let claim = format!("{}#{round}", ctx.holder);
@@ -295,6 +307,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             Err(e) => {
                 tracing::error!(table = %route.table, partition = path, error = %e,
                     error_type = %e.error_type(), "a handed-off partition failed to load");
+                self.mark_dirty("a handed-off partition failed to load", ctx.holder)
+                    .await;
                 Ok(())
             }
         }
