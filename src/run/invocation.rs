@@ -192,12 +192,11 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     // After the loads, within the same deadline; never turns the sweep into a failure.
     let (upkept, upkeep_figures) = metrics::measure(loader.upkeep_after_loads(deadline)).await;
     let upkeep = crate::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
-    // Cut by its deadline (tables not reached, or a table's rest), or upkeep to retry:
-    // the next sweep must query although S3 may show nothing new.
-    clean &= Instant::now() + reserve < deadline
-        && upkept
-            .iter()
-            .all(|t| t.deferred.is_none() && t.error.is_none());
+    // Cut by its deadline (tables not reached, or a table's rest), or a VACUUM deferred
+    // (another runs): the next sweep must query although S3 may show nothing new. An
+    // upkeep error is not (a missing grant would keep every sweep querying; upkeep is
+    // best effort, and the watermark's expiry retries it).
+    clean &= Instant::now() + reserve < deadline && upkept.iter().all(|t| t.deferred.is_none());
     loader.sweep_gate_close(opened, clean, request_id).await;
     let data_api_calls = shares
         .iter()
