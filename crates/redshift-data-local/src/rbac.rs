@@ -205,11 +205,11 @@ mod tests {
             }))
         );
         assert_eq!(
-            parse("revoke vacuum from role \"Up Keep\";"),
+            parse("revoke vacuum from role \"UpKeep\";"),
             Some(Ok(Command::SystemPermission {
                 grant: false,
                 permissions: vec!["VACUUM".into()],
-                role: "Up Keep".into()
+                role: "UpKeep".into()
             }))
         );
         assert!(matches!(parse("GRANT VACUUM TO loader"), Some(Err(e)) if e.contains("roles only")));
