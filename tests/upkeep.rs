@@ -176,6 +176,38 @@ async fn a_table_the_loader_may_not_upkeep_is_skipped_with_the_reason_while_load
 }
 
 #[tokio::test]
+async fn a_member_of_a_role_with_the_analyze_and_vacuum_permissions_upkeeps_a_table_it_does_not_own(
+) {
+    let stack = Stack::new().await;
+    // The admin owns the table; the loader's user gets Redshift's system permissions
+    // through a role (https://docs.aws.amazon.com/redshift/latest/dg/r_roles-system-privileges.html).
+    let (loader, t) = stack.orders("").await;
+    stack
+        .sql(&format!(
+            "GRANT SELECT ON svv_table_info TO {}",
+            stack.db_user
+        ))
+        .await;
+    let role = format!("upkeep_{}", stack.suffix);
+    stack.sql(&format!("CREATE ROLE {role}")).await;
+    stack
+        .sql(&format!("GRANT ANALYZE, VACUUM TO ROLE {role}"))
+        .await;
+    stack
+        .sql(&format!("GRANT ROLE {role} TO {}", stack.db_user))
+        .await;
+    put_today(&stack, "a.parquet", 0..20).await;
+    let upkeep = sweep(&loader).await;
+    assert_eq!(stack.rows(&t).await, 20);
+    let table = &upkeep["tables"][0];
+    assert!(table["skipped"].is_null(), "{upkeep:#}");
+    assert_eq!(table["analyzed"], true, "{upkeep:#}");
+    assert!(table["vacuum_submitted"].is_boolean(), "{upkeep:#}");
+    wait_for_vacuums(&stack, 1).await;
+    assert_eq!(analyzes(&stack).await, 1);
+}
+
+#[tokio::test]
 async fn a_vacuum_another_session_runs_makes_upkeep_wait_then_run() {
     let stack = Stack::new().await;
     let (loader, t) = owned_orders(&stack, "").await;
