@@ -75,7 +75,10 @@ async fn a_second_sweep_with_nothing_new_makes_no_data_api_call_and_a_new_file_i
 
     let first = sweep(&loader).await;
     assert_eq!(first["idle"], false, "{first:#}");
-    assert!(first["data_api_calls"].as_u64().unwrap_or(0) > 0, "{first:#}");
+    assert!(
+        first["data_api_calls"].as_u64().unwrap_or(0) > 0,
+        "{first:#}"
+    );
     assert_eq!(stack.rows(&t).await, 10);
     let clean = Watermark::parse(&watermark_text(&stack).await.expect("watermark written"))
         .expect("a watermark");
@@ -97,8 +100,7 @@ async fn a_second_sweep_with_nothing_new_makes_no_data_api_call_and_a_new_file_i
     let next = sweep(&loader).await;
     assert_eq!(next["idle"], false, "{next:#}");
     assert_eq!(
-        next["queried_because"],
-        "S3 shows something new since the last sweep",
+        next["queried_because"], "S3 shows something new since the last sweep",
         "{next:#}"
     );
     assert_eq!(stack.rows(&t).await, 15);
@@ -146,7 +148,11 @@ async fn a_wake_up_left_by_a_deadline_forced_release_is_drained_although_s3_show
         .fault(serde_json::json!({"hold_statements": [
             {"sql_contains": "MANIFEST", "count": 1, "hold_ms": 7500}]}))
         .await;
-    let x = loader.handle(&event_b, "holder-x", Instant::now() + Duration::from_secs(10));
+    let x = loader.handle(
+        &event_b,
+        "holder-x",
+        Instant::now() + Duration::from_secs(10),
+    );
     let meanwhile = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let queued = handle(&loader, &event_a).await;

@@ -224,9 +224,21 @@ impl Storage for S3 {
 
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<(String, String)>, LoaderError> {
         let what = format!("reading s3://{bucket}/{key}");
-        let out = match self.client.get_object().bucket(bucket).key(key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) if e.code() == Some("NoSuchKey") => return Ok(None),
+            // Without s3:ListBucket on the prefix (the function has GetObject on this
+            // one key only) S3 answers a missing key with 403. Read as "none": the
+            // caller then only queries more, never less (the sweep skips only on a
+            // clean watermark it read).
+            Err(e) if e.code() == Some("AccessDenied") => return Ok(None),
             Err(e) => return Err(storage_error(what, e)),
         };
         let etag = normalise_etag(out.e_tag().unwrap_or_default());

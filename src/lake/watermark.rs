@@ -61,7 +61,9 @@ pub struct Watermark {
 }
 
 fn epoch(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 impl Watermark {
@@ -196,7 +198,11 @@ mod tests {
             d(&[o("a/1", "e1", 10), o("a/2", "e2", 20), o("a/3", "e3", 1)]),
             "new"
         );
-        assert_ne!(same, d(&[o("a/1", "e1", 10), o("a/2", "e9", 20)]), "new ETag");
+        assert_ne!(
+            same,
+            d(&[o("a/1", "e1", 10), o("a/2", "e9", 20)]),
+            "new ETag"
+        );
         assert_ne!(same, d(&[o("a/1", "e1", 10), o("a/2", "e2", 21)]), "size");
         // Concatenation cannot collide: ("a/1","e") vs ("a/1e","").
         assert_ne!(d(&[o("a/1", "e", 1)]), d(&[o("a/1e", "", 1)]));
@@ -210,7 +216,9 @@ mod tests {
         assert!(matches!(decide(Some(&clean), "y", now), Gate::Query(_)));
         assert!(matches!(decide(None, "x", now), Gate::Query(_)));
         let later = now + DEFAULT_MAX_AGE;
-        assert!(matches!(decide(Some(&clean), "x", later), Gate::Query(r) if r.contains("expired")));
+        assert!(
+            matches!(decide(Some(&clean), "x", later), Gate::Query(r) if r.contains("expired"))
+        );
         let dirty = Watermark::dirty("wake-ups left", "req-1", now);
         assert!(matches!(decide(Some(&dirty), "", now), Gate::Query(r) if r.contains("dirty")));
         // A zero max age never skips.

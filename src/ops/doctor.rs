@@ -857,7 +857,11 @@ mod tests {
         let checks = upkeep_rights_of(&[&a, &b], &rows, "\"u\"");
         assert_eq!(checks.len(), 2);
         assert_eq!(checks[0].status, Status::Info);
-        assert!(checks[0].detail.contains("u may not vacuum sales.orders"), "{:?}", checks[0]);
+        assert!(
+            checks[0].detail.contains("u may not vacuum sales.orders"),
+            "{:?}",
+            checks[0]
+        );
         assert_eq!(
             checks[0].fix.as_deref(),
             Some(

@@ -120,7 +120,10 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     let (gate, opened) = loader.sweep_gate_open(days).await;
     let gate_reason = match gate {
         Gate::Idle => {
-            tracing::info!(outcome = "idle", "sweep: nothing new in S3 since the last clean sweep; Redshift not queried");
+            tracing::info!(
+                outcome = "idle",
+                "sweep: nothing new in S3 since the last clean sweep; Redshift not queried"
+            );
             let records = metrics::records(
                 settings,
                 &[],
@@ -198,10 +201,7 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     // best effort, and the watermark's expiry retries it).
     clean &= Instant::now() + reserve < deadline && upkept.iter().all(|t| t.deferred.is_none());
     loader.sweep_gate_close(opened, clean, request_id).await;
-    let data_api_calls = shares
-        .iter()
-        .map(|s| s.figures.data_api_calls)
-        .sum::<u64>()
+    let data_api_calls = shares.iter().map(|s| s.figures.data_api_calls).sum::<u64>()
         + upkeep_figures.data_api_calls;
     let records = metrics::records(
         settings,
@@ -212,10 +212,10 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     );
     let result = match first_error {
         Some(e) => Err(e),
-        None => {
-            Ok(json!({"outcome": "swept", "days": days, "idle": false, "queried_because": gate_reason,
-                "outcomes": outcomes, "upkeep": upkeep, "data_api_calls": data_api_calls}))
-        }
+        None => Ok(
+            json!({"outcome": "swept", "days": days, "idle": false, "queried_because": gate_reason,
+                "outcomes": outcomes, "upkeep": upkeep, "data_api_calls": data_api_calls}),
+        ),
     };
     MeasuredMany { result, records }
 }

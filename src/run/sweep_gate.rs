@@ -33,7 +33,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// The watermark object: `(bucket, key)` under the manifest prefix.
     pub fn watermark_location(&self) -> (String, String) {
         let m = &self.config().manifest;
-        (m.bucket.clone(), format!("{}{}", m.prefix, watermark::OBJECT_NAME))
+        (
+            m.bucket.clone(),
+            format!("{}{}", m.prefix, watermark::OBJECT_NAME),
+        )
     }
 
     /// Lists the look-back window of every route (S3 only) and reads the watermark:
@@ -117,8 +120,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {MARK_TIMEOUT:?}"),
         };
-        tracing::warn!(error = failed, reason,
-            "sweep watermark not marked dirty; the next sweep may skip until it expires");
+        tracing::warn!(
+            error = failed,
+            reason,
+            "sweep watermark not marked dirty; the next sweep may skip until it expires"
+        );
     }
 
     /// The digest of every route's look-back window, or why it cannot be had: a route
@@ -142,7 +148,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     .map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {e}"))?;
                 objects.extend(listed);
             }
-            listings.push((format!("{bucket} {} {}", route.prefix, route.table), objects));
+            listings.push((
+                format!("{bucket} {} {}", route.prefix, route.table),
+                objects,
+            ));
         }
         let routes: Vec<RouteListing<'_>> = listings
             .iter()

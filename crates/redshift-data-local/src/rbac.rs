@@ -111,19 +111,15 @@ pub fn parse(sql: &str) -> Option<Result<Command, String>> {
         };
     }
     let at = lower.iter().position(|x| x == to)?;
-    let permissions: Vec<String> = lower[1..at]
-        .iter()
-        .filter(|p| *p != ",")
-        .cloned()
-        .collect();
-    if permissions.is_empty()
-        || !permissions
-            .iter()
-            .all(|p| p == "analyze" || p == "vacuum")
-    {
+    let permissions: Vec<String> = lower[1..at].iter().filter(|p| *p != ",").cloned().collect();
+    if permissions.is_empty() || !permissions.iter().all(|p| p == "analyze" || p == "vacuum") {
         return None;
     }
-    match (lower.get(at + 1).map(String::as_str), w.get(at + 2), w.len()) {
+    match (
+        lower.get(at + 1).map(String::as_str),
+        w.get(at + 2),
+        w.len(),
+    ) {
         (Some("role"), Some(role), n) if n == at + 3 => Some(Ok(Command::SystemPermission {
             grant,
             permissions: permissions.iter().map(|p| p.to_ascii_uppercase()).collect(),
@@ -141,7 +137,12 @@ pub fn parse(sql: &str) -> Option<Result<Command, String>> {
 /// Runs a statement of this module on the caller's session `client`; the permission
 /// table is written on `admin` (the emulator's own connection) after the caller's
 /// right to grant was checked.
-pub async fn run(client: &Client, admin: &Client, command: Command, pid: i64) -> Result<(), String> {
+pub async fn run(
+    client: &Client,
+    admin: &Client,
+    command: Command,
+    pid: i64,
+) -> Result<(), String> {
     let failed = |e: tokio_postgres::Error| postgres_error_text(&e, pid);
     match command {
         Command::RoleMembership { grant, role, user } => {
@@ -212,7 +213,9 @@ mod tests {
                 role: "UpKeep".into()
             }))
         );
-        assert!(matches!(parse("GRANT VACUUM TO loader"), Some(Err(e)) if e.contains("roles only")));
+        assert!(
+            matches!(parse("GRANT VACUUM TO loader"), Some(Err(e)) if e.contains("roles only"))
+        );
         assert_eq!(
             parse("GRANT ROLE upkeep TO loader"),
             Some(Ok(Command::RoleMembership {
