@@ -124,7 +124,7 @@ pub fn digest(window: &str, routes: &[RouteListing<'_>]) -> String {
     };
     field(window);
     for r in routes {
-        field(&r.route);
+        field(r.route);
         let mut objects: Vec<&ListedObject> = r.objects.iter().collect();
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         field(&objects.len().to_string());
