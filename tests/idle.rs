@@ -279,3 +279,39 @@ async fn a_watermark_that_cannot_be_written_or_has_expired_makes_the_sweep_query
         "{expired:#}"
     );
 }
+
+/// BENCHMARKS.md's figures: the Data API calls of a sweep that finds nothing new, with
+/// the gate off (every sweep before issue 21 item 6) and on.
+#[tokio::test]
+async fn an_idle_sweep_costs_its_calls_with_the_gate_off_and_none_with_it_on() {
+    let stack = Stack::new().await;
+    let route = stack.orders_route("");
+    stack.bootstrap_as_admin(&route).await;
+    let t = stack.orders_table().await;
+    let mut env = stack.env(&route);
+    env.push(("SWEEP_WATERMARK_MAX_AGE_HOURS".into(), "0".into()));
+    let off = Config::from_lookup(|k| {
+        env.iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    })
+    .expect("config");
+    let gate_off = Loader::connect(off).await;
+    stack.put_parquet(&today_key("a.parquet"), 0..10).await;
+    let first = sweep(&gate_off).await;
+    assert_eq!(stack.rows(&t).await, 10);
+    let idle_off = sweep(&gate_off).await;
+    assert_eq!(idle_off["idle"], false, "{idle_off:#}");
+    let calls_off = idle_off["data_api_calls"].as_u64().unwrap_or(0);
+    let upkeep_off = idle_off["upkeep"]["data_api_calls"].as_u64().unwrap_or(0);
+    assert!(calls_off > 0 && upkeep_off > 0, "{idle_off:#}");
+
+    let gate_on = Loader::connect(stack.config(&route)).await;
+    assert_eq!(sweep(&gate_on).await["idle"], false, "no watermark yet");
+    let idle_on = sweep(&gate_on).await;
+    assert_eq!(idle_on["data_api_calls"], 0, "{idle_on:#}");
+    eprintln!(
+        "figures: loading sweep {} calls; idle sweep, gate off: {calls_off} calls ({upkeep_off} of them upkeep's); gate on: 0",
+        first["data_api_calls"]
+    );
+}
