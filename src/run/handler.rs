@@ -171,8 +171,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 holder: live_holder,
                 ..
             } => {
-                // A wake-up now waits in Redshift for a holder that may be cut short.
-                self.mark_dirty("a wake-up was queued", holder).await;
+                // A wake-up now waits in Redshift for a live holder, which marks the
+                // watermark itself if its deadline cuts it short; this mark covers a
+                // holder that crashes, at most once a minute per container, so a burst
+                // of queued events is not a burst of S3 PUTs.
+                self.mark_dirty_at_most_every_minute("a wake-up was queued", holder)
+                    .await;
                 return Ok(Outcome::Queued {
                     table: route.table.to_string(),
                     partition: partition_values(partition),

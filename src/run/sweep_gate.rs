@@ -6,7 +6,11 @@
 //! Invariant: the clean watermark is written only over the object the gate read at the
 //! sweep's start (S3 conditional write), so a dirty mark written meanwhile survives.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
+
+/// When this container last marked the watermark dirty for a queued event (seconds).
+static LAST_MARK: AtomicU64 = AtomicU64::new(0);
 
 /// The longest a dirty mark may take (an S3 PUT of a few hundred bytes).
 const MARK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -125,6 +129,24 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             reason,
             "sweep watermark not marked dirty; the next sweep may skip until it expires"
         );
+    }
+
+    /// [`Loader::mark_dirty`], skipped when this container marked within the last
+    /// minute (a burst of queued events). A sweep that read the watermark before that
+    /// earlier mark fails its conditional write; one that read it after may write
+    /// clean over this skipped mark, so what it covers (a crashed holder's wake-up)
+    /// then waits for the expiry, as without marks.
+    pub async fn mark_dirty_at_most_every_minute(&self, reason: &str, holder: &str) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        let last = LAST_MARK.load(Ordering::Relaxed);
+        if now < last.saturating_add(60) {
+            return;
+        }
+        LAST_MARK.store(now, Ordering::Relaxed);
+        self.mark_dirty(reason, holder).await;
     }
 
     /// The digest of every route's look-back window, or why it cannot be had: a route
