@@ -191,9 +191,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 Loaded::Committed(o) | Loaded::Nothing(o) => o,
             });
         let result = self.finish_holding(&ctx, route, result).await;
-        if result.is_err() {
-            // A failed load is work the next sweep must see even if S3 shows nothing new.
-            self.mark_dirty("a load failed", holder).await;
+        if !matches!(
+            result,
+            Ok(Outcome::Loaded { .. } | Outcome::UpToDate { .. } | Outcome::Skipped { .. })
+        ) {
+            // A failed load (or any outcome that leaves work running) is work the next
+            // sweep must see even if S3 shows nothing new.
+            self.mark_dirty("a load failed or left work behind", holder)
+                .await;
         }
         result
     }
