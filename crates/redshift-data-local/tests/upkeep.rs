@@ -212,10 +212,8 @@ async fn a_member_of_a_role_with_the_analyze_and_vacuum_system_permissions_may_u
     let (st, err) = run_as(
         &h,
         &client,
-        &format!(
-            "SELECT 1 FROM svv_system_privileges s WHERE s.system_privilege = 'ANALYZE' \
-             AND s.identity_type = 'role' AND user_is_member_of(CURRENT_USER, s.identity_name)"
-        ),
+        "SELECT 1 FROM svv_system_privileges s WHERE s.system_privilege = 'ANALYZE' \
+         AND s.identity_type = 'role' AND user_is_member_of(CURRENT_USER, s.identity_name)",
     )
     .await;
     assert_eq!(st, "FINISHED", "{err}");
