@@ -57,6 +57,45 @@ pub trait Storage: Send + Sync {
             })
         }
     }
+
+    /// Object `key`'s text and ETag (normalised), `None` when there is none: the sweep
+    /// reads its watermark ([`crate::lake::watermark`]). Implementations that cannot read
+    /// objects keep the default, which refuses (the sweep then queries Redshift).
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(String, String)>, LoaderError>> + Send {
+        let message = format!("reading s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
+
+    /// PutObject only if the object is still `expected` (its ETag, or `None`: there is
+    /// none): `Ok(false)` when S3 refused because it changed (412 Precondition Failed,
+    /// or 409 ConditionalRequestConflict for a concurrent write). The sweep writes its
+    /// clean watermark so, never over a dirty mark written after its start. The default
+    /// refuses.
+    fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: String,
+        expected: Option<&str>,
+    ) -> impl Future<Output = Result<bool, LoaderError>> + Send {
+        let _ = (body, expected);
+        let message = format!("writing s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
 }
 
 pub struct S3 {
@@ -181,6 +220,68 @@ impl Storage for S3 {
             .await
             .map_err(|e| storage_error(format!("writing s3://{bucket}/{key}"), e))?;
         Ok(())
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<(String, String)>, LoaderError> {
+        let what = format!("reading s3://{bucket}/{key}");
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchKey") => return Ok(None),
+            // Without s3:ListBucket on the prefix (the function has GetObject on this
+            // one key only) S3 answers a missing key with 403. Read as "none": the
+            // caller then only queries more, never less (the sweep skips only on a
+            // clean watermark it read).
+            Err(e) if e.code() == Some("AccessDenied") => return Ok(None),
+            Err(e) => return Err(storage_error(what, e)),
+        };
+        let etag = normalise_etag(out.e_tag().unwrap_or_default());
+        let body = out.body.collect().await.map_err(|e| LoaderError::Storage {
+            message: format!("{what}: {e}"),
+            retryable: true,
+        })?;
+        let text = String::from_utf8_lossy(&body.into_bytes()).into_owned();
+        Ok(Some((text, etag)))
+    }
+
+    /// S3's conditional writes: `If-Match` (the ETag read) or `If-None-Match: *`
+    /// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>).
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: String,
+        expected: Option<&str>,
+    ) -> Result<bool, LoaderError> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body.into_bytes()));
+        let request = match expected {
+            Some(etag) => request.if_match(format!("\"{etag}\"")),
+            None => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(storage_error(format!("writing s3://{bucket}/{key}"), e)),
+        }
     }
 
     /// A suffix-range GET with `If-Match`: the footer read is the listed version's, or

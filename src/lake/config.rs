@@ -107,6 +107,10 @@ pub struct Config {
     /// template sets it to the stack's data bucket). Events still match any bucket for
     /// such a route: the EventBridge rule already passes only that bucket's events.
     pub sweep_bucket: Option<String>,
+    /// How long a clean sweep watermark is trusted (`SWEEP_WATERMARK_MAX_AGE_HOURS`,
+    /// default 6; 0 turns the idle gate off): the bound on how long work whose dirty
+    /// mark could not be written waits ([`crate::lake::watermark`]).
+    pub sweep_watermark_max_age: Duration,
     pub routes: Vec<Route>,
 }
 
@@ -236,6 +240,20 @@ impl Config {
             ));
         }
         let sweep_bucket = lookup("SWEEP_BUCKET");
+        let sweep_watermark_max_age = match lookup("SWEEP_WATERMARK_MAX_AGE_HOURS") {
+            None => crate::lake::watermark::DEFAULT_MAX_AGE,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|h| *h <= 24 * 7)
+                .map(|h| Duration::from_secs(h * 3600))
+                .ok_or_else(|| {
+                    bad(
+                        "SWEEP_WATERMARK_MAX_AGE_HOURS",
+                        "must be a whole number of hours, 0 to 168 (0: every sweep queries)",
+                    )
+                })?,
+        };
         if let Some(b) = &sweep_bucket {
             if b.contains('/') {
                 return Err(bad("SWEEP_BUCKET", &format!("{b:?} is not a bucket name")));
@@ -270,6 +288,7 @@ impl Config {
             lease_ttl,
             sweep_look_back_days,
             sweep_bucket,
+            sweep_watermark_max_age,
             routes,
         })
     }
@@ -701,6 +720,18 @@ mod tests {
         assert!(c.routes[1].claims("other", "raw/events/source=x/year=1/f.csv"));
         let c = load(&[]).unwrap();
         assert_eq!(c.sweep_bucket_of(&c.routes[1]), None);
+    }
+
+    #[test]
+    fn the_watermark_age_is_hours_with_zero_turning_the_gate_off() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.sweep_watermark_max_age, Duration::from_secs(6 * 3600));
+        let c = load(&[("SWEEP_WATERMARK_MAX_AGE_HOURS", "0")]).unwrap();
+        assert_eq!(c.sweep_watermark_max_age, Duration::ZERO);
+        assert!(err(&[("SWEEP_WATERMARK_MAX_AGE_HOURS", "6h")])
+            .contains("SWEEP_WATERMARK_MAX_AGE_HOURS"));
+        assert!(err(&[("SWEEP_WATERMARK_MAX_AGE_HOURS", "1000")])
+            .contains("SWEEP_WATERMARK_MAX_AGE_HOURS"));
     }
 
     #[test]

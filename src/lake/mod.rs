@@ -13,3 +13,4 @@ pub mod partition;
 pub mod route;
 pub mod routes_source;
 pub mod schema_match;
+pub mod watermark;

@@ -167,12 +167,21 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         crate::run::metrics::add(|m| m.lease_wait += wait_started.elapsed());
         let held = match acquired? {
             Acquired::Held(held) => held,
-            Acquired::Queued { holder, .. } => {
+            Acquired::Queued {
+                holder: live_holder,
+                ..
+            } => {
+                // A wake-up now waits in Redshift for a live holder, which marks the
+                // watermark itself if its deadline cuts it short; this mark covers a
+                // holder that crashes, at most once a minute per container, so a burst
+                // of queued events is not a burst of S3 PUTs.
+                self.mark_dirty_at_most_every_minute("a wake-up was queued", holder)
+                    .await;
                 return Ok(Outcome::Queued {
                     table: route.table.to_string(),
                     partition: partition_values(partition),
-                    holder,
-                })
+                    holder: live_holder,
+                });
             }
         };
         let result = self
@@ -181,7 +190,17 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .map(|loaded| match loaded {
                 Loaded::Committed(o) | Loaded::Nothing(o) => o,
             });
-        self.finish_holding(&ctx, route, result).await
+        let result = self.finish_holding(&ctx, route, result).await;
+        if !matches!(
+            result,
+            Ok(Outcome::Loaded { .. } | Outcome::UpToDate { .. } | Outcome::Skipped { .. })
+        ) {
+            // A failed load (or any outcome that leaves work running) is work the next
+            // sweep must see even if S3 shows nothing new.
+            self.mark_dirty("a load failed or left work behind", holder)
+                .await;
+        }
+        result
     }
 
     /// After the holder's own partition: drain, or leave the lease as the failure
@@ -231,6 +250,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             if Instant::now() + ctx.reserve >= ctx.deadline {
                 tracing::info!(table = %route.table,
                     "deadline near: releasing the lease with wake-ups left for the next holder");
+                self.mark_dirty("a deadline-forced release left wake-ups", ctx.holder)
+                    .await;
                 return lease::release(ctx, Instant::now() + RELEASE_GRACE).await;
             }
             let claim = format!("{}#{round}", ctx.holder);
@@ -295,6 +316,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             Err(e) => {
                 tracing::error!(table = %route.table, partition = path, error = %e,
                     error_type = %e.error_type(), "a handed-off partition failed to load");
+                self.mark_dirty("a handed-off partition failed to load", ctx.holder)
+                    .await;
                 Ok(())
             }
         }

@@ -15,6 +15,7 @@ use crate::error::LoaderError;
 use crate::io::storage::Storage;
 use crate::io::warehouse::Warehouse;
 use crate::lake::route::{self, Routed};
+use crate::lake::watermark::Gate;
 use crate::run::batch::BatchResult;
 use crate::run::handler::Loader;
 use crate::run::metrics::{self, Figures, Invocation, Settings, Share};
@@ -114,9 +115,37 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     request_id: &str,
     deadline: Instant,
 ) -> MeasuredMany<Result<Value, LoaderError>> {
+    // S3 only: nothing new since a clean sweep and nothing left in Redshift means no
+    // Data API call at all (issue 21 item 6; see `lake::watermark`).
+    let (gate, opened) = loader.sweep_gate_open(days).await;
+    let gate_reason = match gate {
+        Gate::Idle => {
+            tracing::info!(
+                outcome = "idle",
+                "sweep: nothing new in S3 since the last clean sweep; Redshift not queried"
+            );
+            let records = metrics::records(
+                settings,
+                &[],
+                "sweep",
+                crate::protocol::lease::request_of(request_id),
+                SystemTime::now(),
+            );
+            let answer = json!({"outcome": "swept", "days": days, "idle": true,
+                "outcomes": [], "upkeep": crate::ops::upkeep::report_json(&[], 0),
+                "data_api_calls": 0});
+            return MeasuredMany {
+                result: Ok(answer),
+                records,
+            };
+        }
+        Gate::Query(reason) => reason,
+    };
     let mut shares = Vec::new();
     let mut outcomes = Vec::new();
     let mut first_error = None;
+    // Whether the sweep left nothing behind (the watermark may then be clean).
+    let mut clean = true;
     let reserve = crate::run::sweep::sweep_reserve(deadline);
     for routes in crate::run::sweep::sweep_order(&loader.config().routes, request_id) {
         // As `Loader::sweep`: no table is started within the reserve.
@@ -143,8 +172,10 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
                 outcomes.push(
                     json!({"outcome": NOT_BOOTSTRAPPED, "table": table, "fix": BOOTSTRAP_FIX}),
                 );
+                clean = false;
                 continue;
             }
+            clean &= leaves_nothing(&result);
             share.count(result.as_ref(), 1);
             match result {
                 Ok(outcome) => {
@@ -164,6 +195,14 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     // After the loads, within the same deadline; never turns the sweep into a failure.
     let (upkept, upkeep_figures) = metrics::measure(loader.upkeep_after_loads(deadline)).await;
     let upkeep = crate::ops::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
+    // Cut by its deadline (tables not reached, or a table's rest), or a VACUUM deferred
+    // (another runs): the next sweep must query although S3 may show nothing new. An
+    // upkeep error is not (a missing grant would keep every sweep querying; upkeep is
+    // best effort, and the watermark's expiry retries it).
+    clean &= Instant::now() + reserve < deadline && upkept.iter().all(|t| t.deferred.is_none());
+    loader.sweep_gate_close(opened, clean, request_id).await;
+    let data_api_calls = shares.iter().map(|s| s.figures.data_api_calls).sum::<u64>()
+        + upkeep_figures.data_api_calls;
     let records = metrics::records(
         settings,
         &shares,
@@ -173,11 +212,22 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     );
     let result = match first_error {
         Some(e) => Err(e),
-        None => {
-            Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes, "upkeep": upkeep}))
-        }
+        None => Ok(
+            json!({"outcome": "swept", "days": days, "idle": false, "queried_because": gate_reason,
+                "outcomes": outcomes, "upkeep": upkeep, "data_api_calls": data_api_calls}),
+        ),
     };
     MeasuredMany { result, records }
+}
+
+/// Whether a sweep result leaves no work in Redshift that S3's listing would not show:
+/// loaded, up to date and skipped do; a table found busy (its holder may be cut by its
+/// deadline), a failure, and any other outcome (say, a statement still running) do not.
+fn leaves_nothing(result: &Result<Outcome, LoaderError>) -> bool {
+    matches!(
+        result,
+        Ok(Outcome::Loaded { .. } | Outcome::UpToDate { .. } | Outcome::Skipped { .. })
+    )
 }
 
 /// Reads the rows a share's COPYs loaded (one Data API round per table that loaded).

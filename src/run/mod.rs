@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod outcome;
 pub mod redrive;
 pub mod sweep;
+pub mod sweep_gate;

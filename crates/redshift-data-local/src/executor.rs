@@ -80,6 +80,7 @@ fn database_setup_sql(default: Isolation) -> String {
          {varchar}
          {conflicts}
          {upkeep}
+         {rbac}
          GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
          GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
            public.sys_load_error_detail TO PUBLIC;
@@ -112,7 +113,8 @@ fn database_setup_sql(default: Isolation) -> String {
         errors = LOAD_ERRORS_DDL,
         varchar = crate::varchar::VARCHAR_COMPARISON_SQL,
         conflicts = TR_CONFLICT_DDL,
-        upkeep = crate::upkeep::UPKEEP_DDL
+        upkeep = crate::upkeep::UPKEEP_DDL,
+        rbac = crate::rbac::RBAC_DDL
     )
 }
 
@@ -595,6 +597,16 @@ impl Executor {
         }
         if let Some(refusal) = translate::drop_procedure_if_exists(sql) {
             return Err(refusal);
+        }
+        // System permissions (ANALYZE, VACUUM) and role grants: see `crate::rbac`.
+        if let Some(command) = crate::rbac::parse(sql) {
+            let command = command?;
+            let admin = self.connect_admin(database).await?;
+            crate::rbac::run(client, &admin, command, pid).await?;
+            return Ok(Done {
+                rows: 0,
+                result: None,
+            });
         }
         // ANALYZE, VACUUM and the views of their state: see `crate::upkeep`.
         if let Some(command) = crate::upkeep::parse(sql) {

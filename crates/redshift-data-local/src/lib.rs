@@ -8,6 +8,7 @@ pub mod api;
 pub mod executor;
 pub mod faults;
 pub mod identity;
+pub mod rbac;
 pub mod results;
 pub mod serializable;
 pub mod server;

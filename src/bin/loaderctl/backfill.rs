@@ -88,6 +88,11 @@ pub async fn run(
     }
     let last = figures(done, totals, progress.elapsed());
     progress.finish(&last);
+    if !work.is_empty() {
+        // Loads outside the sweep's window leave S3's window listing unchanged: the
+        // next scheduled sweep must query (and run upkeep after these loads).
+        loader.mark_dirty("loaderctl backfill loaded", holder).await;
+    }
     Ok(all_ok)
 }
 

@@ -82,6 +82,11 @@ pub async fn run(
         "loaderctl: redrive {}: {} message(s), {} succeeded and deleted, {} failed and kept",
         args.queue_url, summary.seen, summary.deleted, summary.failed
     );
+    if summary.seen > 0 {
+        // Redriven loads may lie outside the sweep's window: the next scheduled sweep
+        // queries (and runs upkeep after them).
+        loader.mark_dirty("loaderctl redrive loaded", holder).await;
+    }
     Ok(summary.failed == 0)
 }
 

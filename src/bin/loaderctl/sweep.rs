@@ -49,6 +49,9 @@ pub async fn run(
             all_ok &= print_result(r, json!({"sweep_days": days}));
         }
     }
+    // A sweep by hand runs no upkeep and writes no clean watermark: the next scheduled
+    // sweep queries (upkeep after what this one loaded).
+    loader.mark_dirty("loaderctl sweep ran", holder).await;
     Ok(all_ok)
 }
 
