@@ -217,3 +217,112 @@ async fn a_rewritten_file_is_read_again_by_its_new_etag() {
     );
     assert_eq!(d.loader.cached_footers(), 2, "one footer per (key, ETag)");
 }
+
+/// The route option `add_new_columns`, for a table the loader's user owns (Redshift lets
+/// the owner, a superuser or a user with ALTER on the table add a column).
+async fn adding(d: &Drift) {
+    d.stack
+        .sql(&format!(
+            "ALTER TABLE {} OWNER TO {}",
+            d.table, d.stack.db_user
+        ))
+        .await;
+}
+
+async fn column_types(d: &Drift) -> Vec<Vec<Option<String>>> {
+    let (schema, name) = d.table.split_once('.').unwrap();
+    d.stack
+        .select(&format!(
+            "SELECT column_name, data_type FROM information_schema.columns \
+             WHERE table_schema = '{schema}' AND table_name = '{name}' ORDER BY ordinal_position"
+        ))
+        .await
+}
+
+fn pair(a: &str, b: &str) -> Vec<Option<String>> {
+    vec![Some(a.to_string()), Some(b.to_string())]
+}
+
+#[tokio::test]
+async fn with_add_new_columns_a_new_file_column_is_added_typed_from_parquet_and_loaded() {
+    let d = Drift::with_route(TABLE, "add_new_columns = true").await;
+    // The loader's user may not alter a table it does not own: refused, naming the grant.
+    let reason = refusal(d.load(&["city=C/added.parquet"]).await);
+    assert!(
+        reason.contains("extra") && reason.contains("GRANT ALTER"),
+        "{reason}"
+    );
+    assert_eq!(d.stack.rows(&d.table).await, 0);
+
+    adding(&d).await;
+    let outcome = d.load(&["city=C/added.parquet"]).await.unwrap();
+    assert!(
+        matches!(outcome, Outcome::Loaded { files: 1, .. }),
+        "{outcome:?}"
+    );
+    let got = d
+        .stack
+        .select(&format!(
+            "SELECT id, CAST(extra AS VARCHAR) FROM {}",
+            d.table
+        ))
+        .await;
+    assert_eq!(got, vec![pair("6", "1.5")]);
+    // Files without the new column load NULL into it.
+    d.load(&["city=A/base.parquet"]).await.unwrap();
+    let nulls = d
+        .stack
+        .count(&format!(
+            "SELECT COUNT(*) FROM {} WHERE extra IS NULL",
+            d.table
+        ))
+        .await;
+    assert_eq!(nulls, 2);
+
+    // Five new columns, each typed from its Parquet type.
+    d.load(&["city=F/wide.parquet"]).await.unwrap();
+    let types = column_types(&d).await;
+    for expected in [
+        pair("extra", "double precision"),
+        pair("price", "numeric"),
+        pair("seen", "timestamp with time zone"),
+        pair("small", "smallint"),
+        pair("label", "character varying"),
+        pair("day", "date"),
+    ] {
+        assert!(types.contains(&expected), "{expected:?} in {types:?}");
+    }
+    let got = d
+        .stack
+        .select(&format!(
+            "SELECT CAST(price AS VARCHAR), CAST(small AS VARCHAR), label, CAST(day AS VARCHAR) \
+             FROM {} WHERE id = 9",
+            d.table
+        ))
+        .await;
+    assert_eq!(
+        got,
+        vec![vec![
+            Some("12.34".to_string()),
+            Some("7".to_string()),
+            Some("new".to_string()),
+            Some("2024-06-01".to_string())
+        ]]
+    );
+}
+
+#[tokio::test]
+async fn with_add_new_columns_types_and_names_redshift_cannot_hold_are_refused_before_any_alter() {
+    let d = Drift::with_route(TABLE, "add_new_columns = true").await;
+    adding(&d).await;
+    for (file, words) in [
+        ("city=G/unsigned.parquet", "unsigned 64-bit"),
+        ("city=H/nested.parquet", "nested"),
+        ("city=I/spaced.parquet", "Order Date"),
+    ] {
+        let reason = refusal(d.load(&[file]).await);
+        assert!(reason.contains(words), "{file}: {reason}");
+    }
+    assert_eq!(column_types(&d).await.len(), 4, "no column added");
+    assert_eq!(d.stack.rows(&d.table).await, 0);
+}

@@ -169,9 +169,11 @@ fn kind(t: &Type) -> ParquetKind {
 pub fn added_type(t: &Type) -> Result<String, String> {
     const STRING: &str = "VARCHAR(65535)";
     if !t.is_primitive() {
-        return Err("a nested type (struct, list or map) loads only into a SUPER column \
+        return Err(
+            "a nested type (struct, list or map) loads only into a SUPER column \
                     with SERIALIZETOJSON"
-            .into());
+                .into(),
+        );
     }
     let info = t.get_basic_info();
     let physical = t.get_physical_type();
@@ -180,7 +182,12 @@ pub fn added_type(t: &Type) -> Result<String, String> {
             LogicalType::String | LogicalType::Enum | LogicalType::Json => Ok(STRING.into()),
             LogicalType::Decimal(d) => decimal(d.precision, d.scale),
             LogicalType::Date => Ok("DATE".into()),
-            LogicalType::Time(t) => Ok(if t.is_adjusted_to_u_t_c { "TIMETZ" } else { "TIME" }.into()),
+            LogicalType::Time(t) => Ok(if t.is_adjusted_to_u_t_c {
+                "TIMETZ"
+            } else {
+                "TIME"
+            }
+            .into()),
             LogicalType::Timestamp(t) => Ok(if t.is_adjusted_to_u_t_c {
                 "TIMESTAMPTZ"
             } else {
@@ -205,9 +212,7 @@ pub fn added_type(t: &Type) -> Result<String, String> {
         };
     }
     match info.converted_type() {
-        ConvertedType::UTF8 | ConvertedType::ENUM | ConvertedType::JSON => {
-            return Ok(STRING.into())
-        }
+        ConvertedType::UTF8 | ConvertedType::ENUM | ConvertedType::JSON => return Ok(STRING.into()),
         ConvertedType::DECIMAL => {
             return decimal(t.get_precision(), t.get_scale());
         }

@@ -379,6 +379,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
             Plan::Load(files) => files,
         };
+        let lease = if route.add_new_columns && reads_footers(route) {
+            self.add_new_columns(route, bucket, partition, holder, lease, &files, deadline)
+                .await?
+        } else {
+            lease
+        };
         // One layout per distinct file column order; files reordered so that each layout's
         // files are contiguous (the ledger rows follow the same order).
         let (layouts, files) = if reads_footers(route) {
@@ -593,7 +599,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 
     /// One file's schema: from the cache (same URL and ETag), else from a ranged GET of
     /// its end (a second one when the footer is longer than the first read).
-    async fn file_schema(
+    pub(crate) async fn file_schema(
         &self,
         route: &Route,
         bucket: &str,

@@ -11,8 +11,16 @@ partition column (in the path, not in the files). Files, all written by pyarrow:
 - city=C/added.parquet      id, qty, name, extra (a column the table lacks)
 - city=D/retyped.parquet    id, qty (string), name
 - city=E/upper.parquet      NAME, ID, QTY       (names differ only in case)
+For the route option add_new_columns:
+- city=F/wide.parquet       id, qty, name, price decimal(10,2), seen timestamp[us, UTC],
+                            small int16, label string, day date32 (five new columns)
+- city=G/unsigned.parquet   id, qty, name, big uint64          (no Redshift type holds it)
+- city=H/nested.parquet     id, qty, name, tags struct<a: int64> (nested)
+- city=I/spaced.parquet     id, qty, name, "Order Date" string (not an identifier)
 """
 
+import datetime
+import decimal
 import os
 import sys
 
@@ -57,6 +65,29 @@ def main(out):
         "ID": pa.array([8], pa.int64()),
         "QTY": pa.array([80], pa.int64()),
     })
+
+    write(out, "city=F/wide.parquet", {
+        "id": pa.array([9], pa.int64()),
+        "qty": pa.array([90], pa.int64()),
+        "name": pa.array(["nine"], pa.string()),
+        "price": pa.array([decimal.Decimal("12.34")], pa.decimal128(10, 2)),
+        "seen": pa.array([datetime.datetime(2024, 6, 1, 10, 30, tzinfo=datetime.timezone.utc)],
+                         pa.timestamp("us", tz="UTC")),
+        "small": pa.array([7], pa.int16()),
+        "label": pa.array(["new"], pa.string()),
+        "day": pa.array([datetime.date(2024, 6, 1)], pa.date32()),
+    })
+    base = {
+        "id": pa.array([10], pa.int64()),
+        "qty": pa.array([100], pa.int64()),
+        "name": pa.array(["ten"], pa.string()),
+    }
+    write(out, "city=G/unsigned.parquet", {**base, "big": pa.array([2**63], pa.uint64())})
+    write(out, "city=H/nested.parquet", {
+        **base,
+        "tags": pa.array([{"a": 1}], pa.struct([("a", pa.int64())])),
+    })
+    write(out, "city=I/spaced.parquet", {**base, "Order Date": pa.array(["x"], pa.string())})
 
 
 if __name__ == "__main__":
