@@ -9,8 +9,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use common::*;
+use partition_loader::handler::Loader;
+use partition_loader::storage::S3;
+use partition_loader::warehouse::{DataApi, Row, Warehouse};
 use partition_loader::{LoaderError, Outcome};
+use tokio::time::Instant;
 
 /// Runs `tests/writers/make_schema_drift.py` into a fresh directory.
 fn make_files(suffix: &str) -> PathBuf {
@@ -325,4 +332,85 @@ async fn with_add_new_columns_types_and_names_redshift_cannot_hold_are_refused_b
     }
     assert_eq!(column_types(&d).await.len(), 4, "no column added");
     assert_eq!(d.stack.rows(&d.table).await, 0);
+}
+
+/// The Data API of the loader's user, except that another loader (here the admin) wins
+/// every race to add a column: its `ALTER TABLE … ADD COLUMN` commits just before ours.
+struct Racing {
+    loader: DataApi,
+    other: DataApi,
+    raced: Arc<AtomicUsize>,
+}
+
+impl Warehouse for Racing {
+    async fn run_batch(&self, sqls: Vec<String>, deadline: Instant) -> Result<String, LoaderError> {
+        self.loader.run_batch(sqls, deadline).await
+    }
+
+    async fn run(
+        &self,
+        sql: String,
+        params: Vec<(&'static str, String)>,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        if sql.starts_with("ALTER TABLE") && sql.contains(" ADD COLUMN ") {
+            self.other.run(sql.clone(), Vec::new(), deadline).await?;
+            self.raced.fetch_add(1, Ordering::SeqCst);
+        }
+        self.loader.run(sql, params, deadline).await
+    }
+
+    async fn rows(&self, statement_id: String, deadline: Instant) -> Result<Vec<Row>, LoaderError> {
+        self.loader.rows(statement_id, deadline).await
+    }
+}
+
+#[tokio::test]
+async fn with_add_new_columns_a_column_another_loader_added_first_is_not_a_failure() {
+    let stack = Stack::new().await;
+    let dir = make_files(&stack.suffix);
+    let table = stack.create_table("drift", TABLE).await;
+    stack
+        .sql(&format!("ALTER TABLE {table} OWNER TO {}", stack.db_user))
+        .await;
+    let routes = format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"drift/\"\ntable = \"{table}\"\n\
+         format = \"parquet\"\npartition_columns = [\"city\"]\nadd_new_columns = true\n",
+        stack.bucket
+    );
+    stack.bootstrap_as_admin(&routes).await;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let data_api = |c: &partition_loader::Config| {
+        DataApi::new(
+            aws_sdk_redshiftdata::Client::new(&sdk),
+            c.redshift.clone(),
+            c.database.clone(),
+        )
+    };
+    let config = stack.config(&routes);
+    let raced = Arc::new(AtomicUsize::new(0));
+    let racing = Racing {
+        loader: data_api(&config),
+        other: data_api(&stack.admin_config(&routes)),
+        raced: raced.clone(),
+    };
+    let loader = Loader::new(config, racing, S3::new(stack.s3.clone()));
+
+    let key = "drift/city=C/added.parquet";
+    let body = std::fs::read(dir.join("city=C/added.parquet")).unwrap();
+    let (size, etag) = stack.put_object(key, body).await;
+    let event = object_created(&stack.bucket, key, size, Some(&etag));
+    let outcome = loader.handle(&event, &holder(), deadline()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        matches!(outcome, Ok(Outcome::Loaded { files: 1, .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        stack
+            .select(&format!("SELECT id, CAST(extra AS VARCHAR) FROM {table}"))
+            .await,
+        vec![pair("6", "1.5")]
+    );
+    assert_eq!(raced.load(Ordering::SeqCst), 1, "the loader lost one race");
 }
