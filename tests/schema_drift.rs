@@ -102,7 +102,12 @@ impl Drift {
 
 impl Drop for Drift {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // CSV drifts load from the `csv/` folder of the generated directory.
+        let dir = match self.dir.parent() {
+            Some(parent) if self.dir.ends_with("csv") => parent,
+            _ => &self.dir,
+        };
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -413,4 +418,85 @@ async fn with_add_new_columns_a_column_another_loader_added_first_is_not_a_failu
         vec![pair("6", "1.5")]
     );
     assert_eq!(raced.load(Ordering::SeqCst), 1, "the loader lost one race");
+}
+
+/// A CSV route with a header row over the files under `csv/` of make_schema_drift.py.
+async fn csv_drift(columns: &str) -> Drift {
+    let stack = Stack::new().await;
+    let dir = make_files(&stack.suffix).join("csv");
+    let table = stack.create_table("drift", columns).await;
+    let routes = format!(
+        "[[routes]]\nbucket = \"{}\"\nprefix = \"drift/\"\ntable = \"{table}\"\n\
+         format = \"csv\"\nheader = true\npartition_columns = [\"city\"]\n",
+        stack.bucket
+    );
+    let loader = stack.loader(&routes).await;
+    Drift {
+        stack,
+        dir,
+        loader,
+        table,
+    }
+}
+
+#[tokio::test]
+async fn csv_with_a_header_loads_by_the_header_names_in_one_transaction() {
+    let d = csv_drift(TABLE).await;
+    // pyarrow and polars wrote the columns in two other orders: by position, name would
+    // go into id and fail, and qty and id would swap.
+    let outcome = d
+        .load(&["city=A/pyarrow.csv", "city=A/polars.csv"])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Loaded { files: 2, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        d.rows().await,
+        vec![
+            row(11, Some(110), "eleven", "A"),
+            row(12, Some(120), "twelve", "A")
+        ]
+    );
+    // A table column the header lacks loads NULL.
+    d.load(&["city=B/dropped.csv"]).await.unwrap();
+    assert_eq!(d.rows().await[2], row(13, None, "thirteen", "B"));
+    // A header column the table lacks is refused before any COPY, named with the fix.
+    let reason = refusal(d.load(&["city=C/added.csv"]).await);
+    assert!(
+        reason.contains("\"extra\"") && reason.contains("ADD COLUMN"),
+        "{reason}"
+    );
+    assert_eq!(d.stack.rows(&d.table).await, 3);
+}
+
+#[tokio::test]
+async fn csv_without_a_not_null_column_is_refused_naming_it_and_a_default_fills_it() {
+    let d = csv_drift("id BIGINT, qty BIGINT NOT NULL, name VARCHAR(64), city VARCHAR(64)").await;
+    let reason = refusal(d.load(&["city=B/dropped.csv"]).await);
+    assert!(
+        reason.contains("qty") && reason.contains("NOT NULL"),
+        "{reason}"
+    );
+    assert_eq!(d.stack.ledger_rows(&d.table).await, 0);
+    let d =
+        csv_drift("id BIGINT, qty BIGINT NOT NULL DEFAULT 0, name VARCHAR(64), city VARCHAR(64)")
+            .await;
+    d.load(&["city=B/dropped.csv"]).await.unwrap();
+    assert_eq!(d.rows().await, vec![row(13, Some(0), "thirteen", "B")]);
+}
+
+#[tokio::test]
+async fn compressed_csv_is_refused_naming_the_file_before_any_copy() {
+    let d = csv_drift(TABLE).await;
+    let gz = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3];
+    let key = "drift/city=A/part-0.csv.gz";
+    let (size, etag) = d.stack.put_object(key, gz).await;
+    let event = object_created(&d.stack.bucket, key, size, Some(&etag));
+    let reason = refusal(handle(&d.loader, &event).await);
+    assert!(
+        reason.contains("part-0.csv.gz") && reason.contains("gzip"),
+        "{reason}"
+    );
 }

@@ -342,23 +342,31 @@ pub fn file_columns(
     Ok(out)
 }
 
-/// Schemas already read, by S3 URL and ETag (a rewrite changes the ETag, so a stale
-/// entry is never used). Bounded: emptied when full.
-#[derive(Default)]
-pub struct FooterCache {
-    entries: Mutex<HashMap<(String, String), Arc<FileSchema>>>,
+/// Schemas already read (Parquet footers; CSV headers: `FooterCache<Vec<String>>`), by
+/// S3 URL and ETag (a rewrite changes the ETag, so a stale entry is never used).
+/// Bounded: emptied when full.
+pub struct FooterCache<T = FileSchema> {
+    entries: Mutex<HashMap<(String, String), Arc<T>>>,
+}
+
+impl<T> Default for FooterCache<T> {
+    fn default() -> Self {
+        FooterCache {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// Entries kept before the cache starts over (a few hundred bytes each).
 const CACHE_ENTRIES: usize = 10_000;
 
-impl FooterCache {
-    pub fn get(&self, url: &str, etag: &str) -> Option<Arc<FileSchema>> {
+impl<T> FooterCache<T> {
+    pub fn get(&self, url: &str, etag: &str) -> Option<Arc<T>> {
         let entries = self.entries.lock().ok()?;
         entries.get(&(url.to_string(), etag.to_string())).cloned()
     }
 
-    pub fn put(&self, url: &str, etag: &str, schema: Arc<FileSchema>) {
+    pub fn put(&self, url: &str, etag: &str, schema: Arc<T>) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_ENTRIES {
                 entries.clear();

@@ -7,6 +7,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::{Config, Mode, Route};
+use crate::csv_header;
 use crate::error::{ErrorKind, LoaderError};
 use crate::event::ObjectCreated;
 use crate::lease::{self, Acquired, Claimed, Ctx, Drain, Held, RELEASE_GRACE};
@@ -45,6 +46,8 @@ pub struct Loader<W, S> {
     limits: BatchLimits,
     /// Parquet schemas read from footers, kept for the container's life.
     footers: FooterCache,
+    /// CSV header lines read, likewise ([`crate::csv_header`]).
+    headers: FooterCache<Vec<String>>,
 }
 
 impl Loader<DataApi, S3> {
@@ -75,6 +78,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             storage,
             limits: BatchLimits::default(),
             footers: FooterCache::default(),
+            headers: FooterCache::default(),
         }
     }
 
@@ -387,7 +391,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         };
         // One layout per distinct file column order; files reordered so that each layout's
         // files are contiguous (the ledger rows follow the same order).
-        let (layouts, files) = if reads_footers(route) {
+        let (layouts, files) = if maps_by_name(route) {
             self.layouts(route, bucket, partition, &lease, files)
                 .await?
         } else {
@@ -565,8 +569,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let mut grouped: Vec<Vec<ListedObject>> = Vec::new();
         for f in files {
             let url = plan::s3_url(bucket, &f.key);
-            let schema = self.file_schema(route, bucket, &f).await?;
-            let cols = schema_match::file_columns(&url, &schema, &table).map_err(mismatch)?;
+            let cols = if let FileFormat::Csv { .. } = route.format {
+                let names = self.csv_header(route, bucket, &f).await?;
+                csv_header::file_columns(&url, &names, &lease.columns).map_err(mismatch)?
+            } else {
+                let schema = self.file_schema(route, bucket, &f).await?;
+                schema_match::file_columns(&url, &schema, &table).map_err(mismatch)?
+            };
             // A table column the file lacks loads its DEFAULT or NULL (partition
             // columns from the path); NOT NULL without a DEFAULT would fail the INSERT.
             if let Some(c) = lease.required_columns.iter().find(|c| {
@@ -634,6 +643,40 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         Err(unreadable("its footer could not be read".into()))
     }
 
+    /// One CSV file's header names: from the cache (same URL and ETag), else from a
+    /// ranged GET of its first bytes.
+    async fn csv_header(
+        &self,
+        route: &Route,
+        bucket: &str,
+        f: &ListedObject,
+    ) -> Result<std::sync::Arc<Vec<String>>, LoaderError> {
+        let url = plan::s3_url(bucket, &f.key);
+        if let Some(h) = self.headers.get(&url, &f.etag) {
+            return Ok(h);
+        }
+        let size = u64::try_from(f.size).unwrap_or(0);
+        let len = csv_header::FIRST_HEAD_BYTES.min(size);
+        let head = self.storage.head(bucket, &f.key, &f.etag, len).await?;
+        let delimiter = route
+            .copy_options
+            .iter()
+            .find_map(|o| match o {
+                crate::copy_options::CopyOption::Delimiter(c) => Some(*c),
+                _ => None,
+            })
+            .unwrap_or(',');
+        let names = csv_header::header(&head, len == size, delimiter).map_err(|reason| {
+            LoaderError::TableMismatch {
+                table: route.table.to_string(),
+                reason: format!("file {url} has no CSV header the loader can read: {reason}"),
+            }
+        })?;
+        let names = std::sync::Arc::new(names);
+        self.headers.put(&url, &f.etag, names.clone());
+        Ok(names)
+    }
+
     /// Footers read and kept (tests check that a second load reads none).
     pub fn cached_footers(&self) -> usize {
         self.footers.len()
@@ -644,6 +687,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 /// Parquet routes that do not fix `file_columns` themselves.
 fn reads_footers(route: &Route) -> bool {
     route.format == FileFormat::Parquet && route.file_columns.is_none()
+}
+
+/// Whether the loader maps each file's columns by name: Parquet from footers, CSV with
+/// `header = true` from the header line; not when the route fixes `file_columns` (the
+/// loader then trusts it and reads nothing).
+fn maps_by_name(route: &Route) -> bool {
+    reads_footers(route)
+        || (route.format == (FileFormat::Csv { header: true }) && route.file_columns.is_none())
 }
 
 /// Picks the reading of an event's key that names an object in S3.
