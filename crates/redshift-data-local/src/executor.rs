@@ -593,6 +593,9 @@ impl Executor {
         if let Some(refusal) = translate::raise_with_expression(sql) {
             return Err(refusal);
         }
+        if let Some(refusal) = translate::alter_table_add_column(sql) {
+            return Err(refusal);
+        }
         // ANALYZE, VACUUM and the views of their state: see `crate::upkeep`.
         if let Some(command) = crate::upkeep::parse(sql) {
             let command = command?;
