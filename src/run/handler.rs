@@ -384,7 +384,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             Plan::Load(files) => files,
         };
         let lease = if route.add_new_columns && reads_footers(route) {
-            self.add_new_columns(route, bucket, partition, holder, lease, &files, deadline)
+            let ctx = Ctx::new(&self.warehouse, &self.config, table, holder, deadline);
+            self.add_new_columns(&ctx, route, bucket, partition, lease, &files)
                 .await?
         } else {
             lease
@@ -537,10 +538,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 }
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
-    /// The files' column layouts read from their Parquet footers: each distinct
-    /// column order with its COPY target and its number of files, the files regrouped
-    /// to match. Refuses, before any COPY, a file Redshift would load wrong or reject
-    /// ([`schema_match::file_columns`]).
+    /// The files' column layouts read from their Parquet footers or CSV header lines:
+    /// each distinct column order with its COPY target and its number of files, the
+    /// files regrouped to match. Refuses, before any COPY, a file Redshift would load
+    /// wrong or reject ([`schema_match::file_columns`], [`csv_header::file_columns`]).
     async fn layouts(
         &self,
         route: &Route,

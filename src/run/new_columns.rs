@@ -34,20 +34,20 @@ struct NewColumn {
 }
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
-    /// Adds to the table every column of `files`' footers it lacks, then returns the
+    /// Adds to the table every column of `files`' footers it lacks (`ctx`: the holder's,
+    /// of `route`'s table), then returns the
     /// table's columns read again (`lease` itself when nothing was added). Refuses, before
     /// any ALTER, a name Redshift would not keep as written (see [`Ident::parse`]), a type
     /// the loader does not add ([`crate::schema_match::added_type`]), one name with two
     /// types in two files, and more columns than a table holds.
     pub(crate) async fn add_new_columns(
         &self,
+        ctx: &Ctx<'_, W>,
         route: &Route,
         bucket: &str,
         partition: &Partition,
-        holder: &str,
         lease: Held,
         files: &[ListedObject],
-        deadline: tokio::time::Instant,
     ) -> Result<Held, LoaderError> {
         let mismatch = |reason: String| LoaderError::TableMismatch {
             table: route.table.to_string(),
@@ -109,7 +109,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         }
         for n in &new {
             let statement = sql::add_column(&route.table, &n.name, &n.data_type)?;
-            match self.warehouse().run(statement, Vec::new(), deadline).await {
+            match ctx.warehouse.run(statement, Vec::new(), ctx.deadline).await {
                 Ok(_) => tracing::info!(table = %route.table, column = %n.name,
                     data_type = %n.data_type, file = %n.file_url, "column added to the table"),
                 Err(LoaderError::StatementFailed { message, .. })
@@ -128,14 +128,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 }
             }
         }
-        let ctx = Ctx::new(
-            self.warehouse(),
-            self.config(),
-            &route.table,
-            holder,
-            deadline,
-        );
-        let held = lease::read_partition(&ctx, &partition.path).await?;
+        let held = lease::read_partition(ctx, &partition.path).await?;
         if let Some(n) = new
             .iter()
             .find(|n| !held.columns.iter().any(|c| c == n.name.as_str()))
