@@ -58,6 +58,19 @@ pub fn add_column(
     ))
 }
 
+/// What the function's user needs to add columns (route option `add_new_columns`), for
+/// the table's owner to run: Redshift's table privilege ALTER
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_GRANT.html>; ownership also
+/// does). The local stack's PostgreSQL has no such privilege: its tests give the
+/// loader's user the table instead.
+pub fn alter_grant(target: &TableName, user: &DbUser) -> String {
+    format!(
+        "GRANT ALTER ON TABLE {} TO {}",
+        target.quoted(),
+        user.quoted()
+    )
+}
+
 /// Whether a failed `ADD COLUMN` failed because the column is there already (another
 /// loader, or an operator, added it first): PostgreSQL's and Redshift's words,
 /// `column "x" of relation "t" already exists`.
@@ -84,6 +97,11 @@ mod tests {
             "ERROR: column \"discount\" of relation \"orders\" already exists",
             &c
         ));
+        let user = DbUser::parse("IAMR:partition-loader").unwrap();
+        assert_eq!(
+            alter_grant(&t, &user),
+            "GRANT ALTER ON TABLE \"sales\".\"orders\" TO \"IAMR:partition-loader\""
+        );
         assert!(!column_already_exists(
             "ERROR: column \"other\" of relation \"orders\" already exists",
             &c
