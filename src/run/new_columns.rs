@@ -141,3 +141,176 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         Ok(held)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::warehouse::Row;
+
+    /// Scripted answers for `run` (the ALTERs) and the re-read of the table's columns.
+    struct Scripted {
+        alters: Mutex<VecDeque<Result<String, LoaderError>>>,
+        columns: Vec<Row>,
+        sent: Mutex<Vec<String>>,
+    }
+
+    impl Warehouse for Scripted {
+        async fn run_batch(&self, _: Vec<String>, _: Instant) -> Result<String, LoaderError> {
+            Ok("reads".into())
+        }
+        async fn run(
+            &self,
+            sql: String,
+            _: Vec<(&'static str, String)>,
+            _: Instant,
+        ) -> Result<String, LoaderError> {
+            self.sent.lock().unwrap().push(sql);
+            self.alters
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or_else(|| Err(LoaderError::Config("script ran out".into())))
+        }
+        async fn rows(&self, id: String, _: Instant) -> Result<Vec<Row>, LoaderError> {
+            Ok(if id.ends_with(":2") {
+                self.columns.clone()
+            } else {
+                Vec::new()
+            })
+        }
+    }
+
+    /// One Parquet file (`id` int64, `extra` double) whose end `tail` serves.
+    struct OneFile(Vec<u8>);
+
+    impl Storage for OneFile {
+        async fn list(&self, _: &str, _: &str) -> Result<Vec<ListedObject>, LoaderError> {
+            Ok(Vec::new())
+        }
+        async fn put(&self, _: &str, _: &str, _: String) -> Result<(), LoaderError> {
+            Ok(())
+        }
+        async fn tail(&self, _: &str, _: &str, _: &str, len: u64) -> Result<Vec<u8>, LoaderError> {
+            let from = self.0.len().saturating_sub(len as usize);
+            Ok(self.0[from..].to_vec())
+        }
+    }
+
+    fn parquet_file() -> Vec<u8> {
+        let batch = RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("extra", Arc::new(Float64Array::from(vec![1.5])) as ArrayRef),
+        ])
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        buf
+    }
+
+    fn column(name: &str, data_type: &str) -> Row {
+        vec![
+            Some(name.into()),
+            Some(data_type.into()),
+            Some("YES".into()),
+            None,
+        ]
+    }
+
+    /// Runs `add_new_columns` for one file against a table of `id` only, the ALTER
+    /// answered by `alter`; returns the outcome and the statements run.
+    async fn add_with(
+        alter: Result<String, LoaderError>,
+    ) -> (Result<Held, LoaderError>, Vec<String>) {
+        let routes = "[[routes]]\nprefix = \"t/\"\ntable = \"s.t\"\nformat = \"parquet\"\n\
+                      partition_columns = [\"c\"]\nadd_new_columns = true\n";
+        let env = [
+            ("REDSHIFT_WORKGROUP", "wg"),
+            ("REDSHIFT_DATABASE", "dev"),
+            ("COPY_IAM_ROLE", "arn:aws:iam::1:role/r"),
+            ("MANIFEST_PREFIX", "s3://m/p/"),
+            ("LOADER_CONFIG", routes),
+        ];
+        let config = Config::from_lookup(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        let route = config.routes[0].clone();
+        let file = parquet_file();
+        let listed = vec![ListedObject {
+            key: "t/c=x/f.parquet".into(),
+            size: file.len() as i64,
+            etag: "e".into(),
+            last_modified: None,
+        }];
+        let warehouse = Scripted {
+            alters: Mutex::new(VecDeque::from([alter])),
+            columns: vec![column("id", "bigint"), column("extra", "double precision")],
+            sent: Mutex::new(Vec::new()),
+        };
+        let loader = Loader::new(config, warehouse, OneFile(file));
+        let partition = crate::partition::parse(&route, "t/c=x/f.parquet").unwrap();
+        let lease = Held {
+            columns: vec!["id".into()],
+            column_types: vec!["bigint".into()],
+            ..Held::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ctx = Ctx::new(
+            loader.warehouse(),
+            loader.config(),
+            &route.table,
+            "me",
+            deadline,
+        );
+        let out = loader
+            .add_new_columns(&ctx, &route, "b", &partition, lease, &listed)
+            .await;
+        let sent = loader.warehouse().sent.lock().unwrap().clone();
+        (out, sent)
+    }
+
+    #[tokio::test]
+    async fn a_column_another_loader_added_first_is_read_again_and_other_failures_are_named() {
+        let (held, sent) = add_with(Ok("added".into())).await;
+        assert_eq!(
+            sent,
+            ["ALTER TABLE \"s\".\"t\" ADD COLUMN \"extra\" DOUBLE PRECISION"]
+        );
+        assert_eq!(held.unwrap().columns, ["id", "extra"]);
+
+        let lost_race = LoaderError::StatementFailed {
+            statement_id: "x".into(),
+            message: "ERROR: column \"extra\" of relation \"t\" already exists".into(),
+        };
+        let (held, _) = add_with(Err(lost_race)).await;
+        assert_eq!(held.unwrap().columns, ["id", "extra"]);
+
+        let denied = LoaderError::StatementFailed {
+            statement_id: "x".into(),
+            message: "ERROR: permission denied for relation t".into(),
+        };
+        let e = add_with(Err(denied)).await.0.unwrap_err();
+        assert_eq!(e.error_type(), "Permanent.TableMismatch");
+        assert!(e.to_string().contains("GRANT ALTER"), "{e}");
+
+        // A transient failure stays transient (the retry adds the column).
+        let (out, _) = add_with(Err(LoaderError::Timeout {
+            statement_id: "x".into(),
+            status: "STARTED".into(),
+        }))
+        .await;
+        assert_eq!(out.unwrap_err().kind(), crate::error::ErrorKind::Retryable);
+    }
+}
