@@ -209,7 +209,7 @@ async fn run(
                     json!({"granted_to": user.as_str(), "schema": loader.config().loader_schema.as_str(), "statement_id": id})
                 );
                 for route in &loader.config().routes {
-                    let grants = sql::route_grants(
+                    let mut grants = sql::route_grants(
                         &route.table,
                         !route.partition_columns.is_empty() || route.file_columns.is_some(),
                         route.mode == Mode::Replace,
@@ -217,6 +217,9 @@ async fn run(
                         &loader.config().database,
                         &user,
                     );
+                    if route.add_new_columns {
+                        grants.push(sql::alter_grant(&route.table, &user));
+                    }
                     println!(
                         "{}",
                         json!({"table": route.table.to_string(), "run_as_table_owner": grants})

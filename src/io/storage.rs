@@ -37,6 +37,27 @@ pub trait Storage: Send + Sync {
         }
     }
 
+    /// The first `len` bytes of object `key` (all of it when shorter), of the version
+    /// with ETag `etag` only: a CSV header line is read without the file
+    /// ([`crate::lake::csv_header`]). Implementations that cannot read objects keep the
+    /// default, which refuses.
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, LoaderError>> + Send {
+        let _ = (etag, len);
+        let message = format!("reading s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
+
     /// The last `len` bytes of object `key` (all of it when shorter), of the version
     /// with ETag `etag` only: a Parquet footer is read without the file
     /// ([`crate::lake::schema_match`]). Implementations that cannot read objects keep the
@@ -105,6 +126,42 @@ pub struct S3 {
 impl S3 {
     pub fn new(client: Client) -> S3 {
         S3 { client }
+    }
+
+    /// One ranged GET of the version `etag` only: a rewrite since the listing fails it
+    /// as retryable (the retry lists again).
+    async fn ranged(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        range: String,
+        what: String,
+    ) -> Result<Vec<u8>, LoaderError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(range)
+            .if_match(format!("\"{etag}\""))
+            .send()
+            .await
+            .map_err(|e| {
+                let changed = e.code() == Some("PreconditionFailed");
+                let mut err = storage_error(what.clone(), e);
+                if changed {
+                    if let LoaderError::Storage { retryable, .. } = &mut err {
+                        *retryable = true;
+                    }
+                }
+                err
+            })?;
+        let body = out.body.collect().await.map_err(|e| LoaderError::Storage {
+            message: format!("{what}: {e}"),
+            retryable: true,
+        })?;
+        Ok(body.into_bytes().to_vec())
     }
 }
 
@@ -295,29 +352,21 @@ impl Storage for S3 {
         len: u64,
     ) -> Result<Vec<u8>, LoaderError> {
         let what = format!("reading the end of s3://{bucket}/{key}");
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .range(format!("bytes=-{len}"))
-            .if_match(format!("\"{etag}\""))
-            .send()
+        self.ranged(bucket, key, etag, format!("bytes=-{len}"), what)
             .await
-            .map_err(|e| {
-                let changed = e.code() == Some("PreconditionFailed");
-                let mut err = storage_error(what.clone(), e);
-                if changed {
-                    if let LoaderError::Storage { retryable, .. } = &mut err {
-                        *retryable = true;
-                    }
-                }
-                err
-            })?;
-        let body = out.body.collect().await.map_err(|e| LoaderError::Storage {
-            message: format!("{what}: {e}"),
-            retryable: true,
-        })?;
-        Ok(body.into_bytes().to_vec())
+    }
+
+    /// A range GET of the first bytes with `If-Match`, as [`S3::tail`].
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        len: u64,
+    ) -> Result<Vec<u8>, LoaderError> {
+        let what = format!("reading the start of s3://{bucket}/{key}");
+        let last = len.saturating_sub(1);
+        self.ranged(bucket, key, etag, format!("bytes=0-{last}"), what)
+            .await
     }
 }

@@ -59,6 +59,10 @@ pub struct Route {
     /// the table's owner (or a superuser) update statistics, so the loader's user must
     /// own the table.
     pub statupdate: bool,
+    /// Parquet only, columns read from footers: a file column the table lacks is added
+    /// (`ALTER TABLE … ADD COLUMN`, [`crate::lake::schema_match::added_type`]) instead of
+    /// refused.
+    pub add_new_columns: bool,
     /// ANALYZE/VACUUM after loads (`analyze`, `vacuum` and their thresholds).
     pub upkeep: crate::ops::upkeep::Options,
 }
@@ -351,6 +355,8 @@ struct RawRoute {
     #[serde(default)]
     statupdate: bool,
     #[serde(default)]
+    add_new_columns: bool,
+    #[serde(default)]
     analyze: crate::ops::upkeep::Setting,
     #[serde(default)]
     vacuum: crate::ops::upkeep::Setting,
@@ -451,6 +457,20 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
                 ));
             }
         }
+        // The type of a new column comes from the Parquet footer: CSV and JSON have none,
+        // and `file_columns` means the loader reads no footer.
+        if raw.add_new_columns && format != FileFormat::Parquet {
+            return Err(bad(
+                "add_new_columns",
+                "only applies to format = \"parquet\" (a CSV header or JSON has no types)".into(),
+            ));
+        }
+        if raw.add_new_columns && file_columns.is_some() {
+            return Err(bad(
+                "add_new_columns",
+                "does not go with file_columns (the loader then reads no footer)".into(),
+            ));
+        }
         let copy_options = copy_options::parse_for(format, &raw.copy_options)
             .map_err(|e| bad("copy_options", e))?;
         let defaults = crate::ops::upkeep::Options::default();
@@ -499,6 +519,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
             null_value: raw.null_value,
             copy_options,
             statupdate: raw.statupdate,
+            add_new_columns: raw.add_new_columns,
             upkeep,
         });
     }
@@ -781,6 +802,14 @@ mod tests {
             format!("[[routes]]\nprefix = \"p/\"\ntable = \"s.t\"\nformat = \"parquet\"\n{extra}")
         };
         assert!(route_err(&base("mode = \"upsert\"")).contains("mode"));
+        assert!(
+            route_err(&base("add_new_columns = true\nfile_columns = [\"a\"]"))
+                .contains("routes[0].add_new_columns")
+        );
+        assert!(parse_routes(&base("add_new_columns = true")).unwrap()[0].add_new_columns);
+        let csv = "[[routes]]\nprefix = \"p/\"\ntable = \"s.t\"\nformat = \"csv\"\n";
+        assert!(route_err(&format!("{csv}add_new_columns = true"))
+            .contains("routes[0].add_new_columns"));
         assert!(route_err(&base("partition_columns = [\"a-b\"]"))
             .contains("routes[0].partition_columns"));
         assert!(route_err(&base("partition_columns = [\"a\", \"A\"]")).contains("twice"));

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod copy_options;
+pub mod csv_header;
 pub mod event;
 pub mod file_sizes;
 pub mod manifest;

@@ -10,6 +10,7 @@ use crate::error::{ErrorKind, LoaderError};
 use crate::io::storage::{Storage, S3};
 use crate::io::warehouse::{DataApi, Warehouse};
 use crate::lake::config::{Config, Mode, Route};
+use crate::lake::csv_header;
 use crate::lake::event::ObjectCreated;
 use crate::lake::partition::{self, Partition};
 use crate::lake::route::{self, Routed};
@@ -45,6 +46,8 @@ pub struct Loader<W, S> {
     limits: BatchLimits,
     /// Parquet schemas read from footers, kept for the container's life.
     footers: FooterCache,
+    /// CSV header lines read, likewise ([`crate::lake::csv_header`]).
+    headers: FooterCache<Vec<String>>,
 }
 
 impl Loader<DataApi, S3> {
@@ -75,6 +78,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             storage,
             limits: BatchLimits::default(),
             footers: FooterCache::default(),
+            headers: FooterCache::default(),
         }
     }
 
@@ -402,9 +406,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
             Plan::Load(files) => files,
         };
+        let lease = if route.add_new_columns && reads_footers(route) {
+            let ctx = Ctx::new(&self.warehouse, &self.config, table, holder, deadline);
+            self.add_new_columns(&ctx, route, bucket, partition, lease, &files)
+                .await?
+        } else {
+            lease
+        };
         // One layout per distinct file column order; files reordered so that each layout's
         // files are contiguous (the ledger rows follow the same order).
-        let (layouts, files) = if reads_footers(route) {
+        let (layouts, files) = if maps_by_name(route) {
             self.layouts(route, bucket, partition, &lease, files)
                 .await?
         } else {
@@ -548,10 +559,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 }
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
-    /// The files' column layouts read from their Parquet footers: each distinct
-    /// column order with its COPY target and its number of files, the files regrouped
-    /// to match. Refuses, before any COPY, a file Redshift would load wrong or reject
-    /// ([`schema_match::file_columns`]).
+    /// The files' column layouts read from their Parquet footers or CSV header lines:
+    /// each distinct column order with its COPY target and its number of files, the
+    /// files regrouped to match. Refuses, before any COPY, a file Redshift would load
+    /// wrong or reject ([`schema_match::file_columns`], [`csv_header::file_columns`]).
     async fn layouts(
         &self,
         route: &Route,
@@ -580,8 +591,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let mut grouped: Vec<Vec<ListedObject>> = Vec::new();
         for f in files {
             let url = plan::s3_url(bucket, &f.key);
-            let schema = self.file_schema(route, bucket, &f).await?;
-            let cols = schema_match::file_columns(&url, &schema, &table).map_err(mismatch)?;
+            let cols = if let FileFormat::Csv { .. } = route.format {
+                let names = self.csv_header(route, bucket, &f).await?;
+                csv_header::file_columns(&url, &names, &lease.columns).map_err(mismatch)?
+            } else {
+                let schema = self.file_schema(route, bucket, &f).await?;
+                schema_match::file_columns(&url, &schema, &table).map_err(mismatch)?
+            };
             // A table column the file lacks loads its DEFAULT or NULL (partition
             // columns from the path); NOT NULL without a DEFAULT would fail the INSERT.
             if let Some(c) = lease.required_columns.iter().find(|c| {
@@ -614,7 +630,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 
     /// One file's schema: from the cache (same URL and ETag), else from a ranged GET of
     /// its end (a second one when the footer is longer than the first read).
-    async fn file_schema(
+    pub(crate) async fn file_schema(
         &self,
         route: &Route,
         bucket: &str,
@@ -649,6 +665,40 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         Err(unreadable("its footer could not be read".into()))
     }
 
+    /// One CSV file's header names: from the cache (same URL and ETag), else from a
+    /// ranged GET of its first bytes.
+    async fn csv_header(
+        &self,
+        route: &Route,
+        bucket: &str,
+        f: &ListedObject,
+    ) -> Result<std::sync::Arc<Vec<String>>, LoaderError> {
+        let url = plan::s3_url(bucket, &f.key);
+        if let Some(h) = self.headers.get(&url, &f.etag) {
+            return Ok(h);
+        }
+        let size = u64::try_from(f.size).unwrap_or(0);
+        let len = csv_header::FIRST_HEAD_BYTES.min(size);
+        let head = self.storage.head(bucket, &f.key, &f.etag, len).await?;
+        let delimiter = route
+            .copy_options
+            .iter()
+            .find_map(|o| match o {
+                crate::lake::copy_options::CopyOption::Delimiter(c) => Some(*c),
+                _ => None,
+            })
+            .unwrap_or(',');
+        let names = csv_header::header(&head, len == size, delimiter).map_err(|reason| {
+            LoaderError::TableMismatch {
+                table: route.table.to_string(),
+                reason: format!("file {url} has no CSV header the loader can read: {reason}"),
+            }
+        })?;
+        let names = std::sync::Arc::new(names);
+        self.headers.put(&url, &f.etag, names.clone());
+        Ok(names)
+    }
+
     /// Footers read and kept (tests check that a second load reads none).
     pub fn cached_footers(&self) -> usize {
         self.footers.len()
@@ -659,6 +709,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 /// Parquet routes that do not fix `file_columns` themselves.
 fn reads_footers(route: &Route) -> bool {
     route.format == FileFormat::Parquet && route.file_columns.is_none()
+}
+
+/// Whether the loader maps each file's columns by name: Parquet from footers, CSV with
+/// `header = true` from the header line; not when the route fixes `file_columns` (the
+/// loader then trusts it and reads nothing).
+fn maps_by_name(route: &Route) -> bool {
+    reads_footers(route)
+        || (route.format == (FileFormat::Csv { header: true }) && route.file_columns.is_none())
 }
 
 /// Picks the reading of an event's key that names an object in S3.

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod handler;
 pub mod invocation;
 pub mod metrics;
+mod new_columns;
 pub mod outcome;
 pub mod redrive;
 pub mod sweep;

@@ -19,11 +19,13 @@ use std::fmt;
 use crate::error::LoaderError;
 
 mod bootstrap;
+mod columns;
 mod lease;
 mod load;
 mod status;
 
 pub use bootstrap::*;
+pub use columns::*;
 pub use lease::*;
 pub use load::*;
 pub use status::*;

@@ -608,6 +608,9 @@ impl Executor {
                 result: None,
             });
         }
+        if let Some(refusal) = translate::alter_table_add_column(sql) {
+            return Err(refusal);
+        }
         // ANALYZE, VACUUM and the views of their state: see `crate::upkeep`.
         if let Some(command) = crate::upkeep::parse(sql) {
             let command = command?;
