@@ -14,7 +14,7 @@ pub mod sql;
 // no edits.
 pub use io::{storage, warehouse};
 pub use lake::{
-    config, copy_options, event, file_sizes, manifest, partition, route, routes_source,
+    config, copy_options, event, file_sizes, manifest, markers, partition, route, routes_source,
     schema_match,
 };
 pub use ops::{admin, doctor, upkeep};

@@ -61,6 +61,10 @@ pub struct Route {
     pub statupdate: bool,
     /// ANALYZE/VACUUM after loads (`analyze`, `vacuum` and their thresholds).
     pub upkeep: crate::upkeep::Options,
+    /// `ready_marker = "_SUCCESS"`: a partition's files load only once this file exists
+    /// in the partition, or at the route's root and newer than them
+    /// ([`crate::markers`]). `None`: files load on their own events.
+    pub ready_marker: Option<String>,
 }
 
 impl Route {
@@ -339,6 +343,7 @@ struct RawRoute {
     vacuum_unsorted_threshold: Option<f64>,
     vacuum_deleted_threshold: Option<f64>,
     vacuum_to_percent: Option<u32>,
+    ready_marker: Option<String>,
 }
 
 fn default_mode() -> Mode {
@@ -469,6 +474,9 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
                 }
             },
         };
+        if let Some(m) = &raw.ready_marker {
+            crate::markers::check_name(m).map_err(|e| bad("ready_marker", e))?;
+        }
         routes.push(Route {
             bucket: raw.bucket,
             prefix: normalise_prefix(&raw.prefix),
@@ -481,6 +489,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
             copy_options,
             statupdate: raw.statupdate,
             upkeep,
+            ready_marker: raw.ready_marker,
         });
     }
     check_overlaps(&routes)?;

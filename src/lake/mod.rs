@@ -9,6 +9,7 @@ pub mod copy_options;
 pub mod event;
 pub mod file_sizes;
 pub mod manifest;
+pub mod markers;
 pub mod partition;
 pub mod route;
 pub mod routes_source;

@@ -18,7 +18,7 @@ use crate::schema_match::{self, FileSchema, FooterCache, TableColumn};
 use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
 use crate::storage::{Storage, S3};
 use crate::warehouse::{DataApi, Warehouse};
-use crate::{event, manifest};
+use crate::{event, manifest, markers};
 
 /// Size limits of one load batch.
 #[derive(Debug, Clone, Copy)]
@@ -323,6 +323,24 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         lease: Held,
         deadline: Instant,
     ) -> Result<Loaded, LoaderError> {
+        match self.prepare(route, bucket, partition, lease).await? {
+            Planned::Nothing(outcome) => Ok(Loaded::Nothing(outcome)),
+            Planned::Load(prepared) => self
+                .commit(route, bucket, holder, &prepared, deadline)
+                .await
+                .map(Loaded::Committed),
+        }
+    }
+
+    /// Plans one partition's load under the lease: lists it, keeps the files its ready
+    /// marker covers ([`markers`]), diffs them against the ledger, reads the layouts.
+    async fn prepare(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        lease: Held,
+    ) -> Result<Planned, LoaderError> {
         let table = &route.table;
         if lease.columns.is_empty() {
             return Err(LoaderError::TableMissing(table.to_string()));
@@ -334,11 +352,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     table: table.to_string(),
                     reason,
                 })?;
-        let partition = &Partition {
+        let partition = Partition {
             literals,
             ..partition.clone()
         };
-        let target = copy_target(route, partition, &lease.columns)?;
+        let target = copy_target(route, &partition, &lease.columns)?;
         if route.mode == Mode::Replace {
             if let Some(reason) =
                 sql::blank_in_char_column(&partition.literals, &lease.char_columns)
@@ -352,10 +370,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // Listed only now, under the lease: a file written before the lease was taken
         // is seen by this holder or a later one, never missed.
         let prefix = partition.list_prefix(route);
-        let listed: Vec<ListedObject> = self
-            .storage
-            .list(bucket, &prefix)
-            .await?
+        let all = self.storage.list(bucket, &prefix).await?;
+        let marked = markers::partition_marked(route, &prefix, &all);
+        let listed: Vec<ListedObject> = all
             .into_iter()
             .filter(|o| {
                 let directly_inside = o
@@ -365,16 +382,48 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 directly_inside && route::marker_reason(&o.key, Some(o.size)).is_none()
             })
             .collect();
+        // Without its own marker, a partition of a route with one loads only the files
+        // the root marker covers; the others wait for a marker's event or the sweep.
+        let (listed, waiting) = if marked {
+            (listed, Vec::new())
+        } else {
+            let root = self.root_marker_time(route, bucket).await?;
+            markers::split_ready(listed, root)
+        };
+        let waiting_outcome = |waiting: &[ListedObject]| {
+            Planned::Nothing(Outcome::Waiting {
+                table: table.to_string(),
+                partition: partition_values(&partition),
+                files: waiting.len(),
+                marker: plan::s3_url(
+                    bucket,
+                    &format!("{prefix}{}", route.ready_marker.as_deref().unwrap_or("")),
+                ),
+                waiting_seconds: markers::oldest_wait(waiting, std::time::SystemTime::now())
+                    .as_secs(),
+            })
+        };
         if listed.is_empty() {
+            if !waiting.is_empty() {
+                return Ok(waiting_outcome(&waiting));
+            }
+            if route.ready_marker.is_some() && marked {
+                // A marker in a partition without data files: nothing to load.
+                return Ok(Planned::Nothing(Outcome::UpToDate {
+                    table: table.to_string(),
+                    partition: partition_values(&partition),
+                }));
+            }
             return Err(LoaderError::NothingListed {
                 url: plan::s3_url(bucket, &prefix),
             });
         }
         let files = match plan::plan(route.mode, bucket, listed, &lease.ledger)? {
+            Plan::UpToDate if !waiting.is_empty() => return Ok(waiting_outcome(&waiting)),
             Plan::UpToDate => {
-                return Ok(Loaded::Nothing(Outcome::UpToDate {
+                return Ok(Planned::Nothing(Outcome::UpToDate {
                     table: table.to_string(),
-                    partition: partition_values(partition),
+                    partition: partition_values(&partition),
                 }))
             }
             Plan::Load(files) => files,
@@ -382,7 +431,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // One layout per distinct file column order; files reordered so that each layout's
         // files are contiguous (the ledger rows follow the same order).
         let (layouts, files) = if reads_footers(route) {
-            self.layouts(route, bucket, partition, &lease, files)
+            self.layouts(route, bucket, &partition, &lease, files)
                 .await?
         } else {
             let n = files.len();
@@ -394,11 +443,48 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .enumerate()
             .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
             .collect();
+        Ok(Planned::Load(Prepared {
+            partition,
+            files,
+            targets,
+            layout_of,
+        }))
+    }
 
-        let schema = &self.config.loader_schema;
-        let tables = LeaseTables::for_target(table);
-        let load_id = uuid::Uuid::new_v4().to_string();
-        let tuples = files
+    /// The root marker's `LastModified`, if it exists (one listing of its exact key).
+    async fn root_marker_time(
+        &self,
+        route: &Route,
+        bucket: &str,
+    ) -> Result<Option<std::time::SystemTime>, LoaderError> {
+        let Some(key) = markers::root_marker_key(route) else {
+            return Ok(None);
+        };
+        if route.partition_columns.is_empty() {
+            // The root is the only partition: its marker is the partition's own.
+            return Ok(None);
+        }
+        Ok(self
+            .storage
+            .list(bucket, &key)
+            .await?
+            .into_iter()
+            .find(|o| o.key == key)
+            .and_then(|o| o.last_modified))
+    }
+
+    /// The ledger INSERTs of a prepared load under `load_id`, each with its file count.
+    fn ledger_inserts_of(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        load_id: &str,
+    ) -> Result<Vec<(String, usize)>, LoaderError> {
+        let tables = LeaseTables::for_target(&route.table);
+        let tuples = prepared
+            .files
             .iter()
             .map(|f| {
                 let row = LedgerRow {
@@ -406,19 +492,35 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     etag: f.etag.clone(),
                     size_bytes: f.size,
                 };
-                sql::ledger_tuple(&partition.path, holder, &load_id, &row)
+                sql::ledger_tuple(&prepared.partition.path, holder, load_id, &row)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let inserts = sql::ledger_inserts(
-            &sql::table_ledger_insert_head(schema, &tables),
+        Ok(sql::ledger_inserts(
+            &sql::table_ledger_insert_head(&self.config.loader_schema, &tables),
             &tuples,
             self.limits.max_statement_bytes,
-        );
+        ))
+    }
+
+    /// Commits a prepared load: one load batch, or several when its ledger INSERTs do
+    /// not fit one (append mode only).
+    async fn commit(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<Outcome, LoaderError> {
+        let table = &route.table;
+        let (files, targets) = (&prepared.files, &prepared.targets);
+        let load_id = uuid::Uuid::new_v4().to_string();
+        let inserts = self.ledger_inserts_of(route, bucket, holder, prepared, &load_id)?;
         let replace = route.mode == Mode::Replace;
         let room = self
             .limits
             .max_statements
-            .saturating_sub(sql::fixed_statements(&targets, replace));
+            .saturating_sub(sql::fixed_statements(targets, replace));
         // One layout keeps the old rule (one ledger INSERT per batch at least); more
         // layouts than a batch can COPY are refused rather than split across transactions.
         if room == 0 && targets.len() > 1 {
@@ -438,91 +540,138 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 batches: batches.len(),
             });
         }
-
         let mut offset = 0;
         let mut manifests = 0;
         let mut statement_id = String::new();
         for (n, (inserts, count)) in batches.iter().enumerate() {
-            let chunk = &files[offset..offset + count];
-            let chunk_layouts = &layout_of[offset..offset + count];
+            let range = offset..offset + count;
             offset += count;
-            // One manifest per layout present in the chunk (contiguous, see above).
-            let mut parts: Vec<(usize, String)> = Vec::new();
-            let mut start = 0;
-            while start < chunk.len() {
-                let layout = chunk_layouts[start];
-                let end = start
-                    + chunk_layouts[start..]
-                        .iter()
-                        .take_while(|l| **l == layout)
-                        .count();
-                let manifest_key = manifest::manifest_key(
-                    &self.config.manifest,
-                    table,
-                    &partition.path,
+            let sqls = self
+                .partition_statements(
+                    route,
+                    bucket,
+                    holder,
+                    prepared,
+                    range.clone(),
+                    inserts,
                     &load_id,
-                    manifests,
-                );
-                manifests += 1;
-                self.storage
-                    .put(
-                        &self.config.manifest.bucket,
-                        &manifest_key,
-                        manifest::manifest_json(bucket, &chunk[start..end]),
-                    )
-                    .await?;
-                parts.push((
-                    layout,
-                    plan::s3_url(&self.config.manifest.bucket, &manifest_key),
-                ));
-                start = end;
-            }
-            let copies: Vec<sql::CopyStep<'_>> = parts
-                .iter()
-                .map(|(layout, url)| sql::CopyStep {
-                    manifest_url: url,
-                    target: &targets[*layout],
-                })
-                .collect();
-            let sqls = sql::load_batch(&sql::LoadBatch {
-                schema,
-                tables: &tables,
-                table,
-                partition_path: &partition.path,
-                holder,
-                iam_role: &self.config.copy_iam_role,
-                format: route.format,
-                copy_options: &route.copy_options,
-                copies: &copies,
-                replace: replace.then_some(partition.literals.as_slice()),
-                ledger_inserts: inserts,
-                load_id: &load_id,
-                ttl_seconds: self.config.lease_ttl.as_secs(),
-                stage_suffix: n,
-                statupdate: route.statupdate,
-            })?;
-            let copy_started = Instant::now();
-            let batch = self.warehouse.run_batch(sqls, deadline).await;
-            crate::metrics::add(|m| m.copy_time += copy_started.elapsed());
-            statement_id = batch.map_err(|e| load_error(table, e))?;
-            let committed = std::time::SystemTime::now();
-            crate::metrics::add(|m| {
-                m.files += chunk.len() as u64;
-                m.bytes += chunk.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
-                m.committed_at = Some(committed);
-                m.freshness_lags.extend(
-                    chunk
-                        .iter()
-                        .filter_map(|f| crate::metrics::freshness_lag(f.last_modified, committed)),
-                );
-            });
+                    n,
+                    &mut manifests,
+                )
+                .await?;
+            statement_id = self
+                .run_load_batch(table, sqls, &files[range], deadline)
+                .await?;
         }
-        Ok(Loaded::Committed(Outcome::Loaded {
+        Ok(Outcome::Loaded {
             table: table.to_string(),
-            partition: partition_values(partition),
+            partition: partition_values(&prepared.partition),
             files: files.len(),
             statement_id,
-        }))
+        })
+    }
+
+    /// The statements of one partition's part of a load batch (its files `range`), the
+    /// fence last; writes their manifests.
+    #[allow(clippy::too_many_arguments)]
+    async fn partition_statements(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        range: std::ops::Range<usize>,
+        inserts: &[String],
+        load_id: &str,
+        stage_suffix: usize,
+        manifests: &mut usize,
+    ) -> Result<Vec<String>, LoaderError> {
+        let table = &route.table;
+        let partition = &prepared.partition;
+        let chunk = &prepared.files[range.clone()];
+        let chunk_layouts = &prepared.layout_of[range];
+        // One manifest per layout present in the chunk (contiguous, see above).
+        let mut parts: Vec<(usize, String)> = Vec::new();
+        let mut start = 0;
+        while start < chunk.len() {
+            let layout = chunk_layouts[start];
+            let end = start
+                + chunk_layouts[start..]
+                    .iter()
+                    .take_while(|l| **l == layout)
+                    .count();
+            let manifest_key = manifest::manifest_key(
+                &self.config.manifest,
+                table,
+                &partition.path,
+                load_id,
+                *manifests,
+            );
+            *manifests += 1;
+            self.storage
+                .put(
+                    &self.config.manifest.bucket,
+                    &manifest_key,
+                    manifest::manifest_json(bucket, &chunk[start..end]),
+                )
+                .await?;
+            parts.push((
+                layout,
+                plan::s3_url(&self.config.manifest.bucket, &manifest_key),
+            ));
+            start = end;
+        }
+        let copies: Vec<sql::CopyStep<'_>> = parts
+            .iter()
+            .map(|(layout, url)| sql::CopyStep {
+                manifest_url: url,
+                target: &prepared.targets[*layout],
+            })
+            .collect();
+        let replace = route.mode == Mode::Replace;
+        sql::load_batch(&sql::LoadBatch {
+            schema: &self.config.loader_schema,
+            tables: &LeaseTables::for_target(table),
+            table,
+            partition_path: &partition.path,
+            holder,
+            iam_role: &self.config.copy_iam_role,
+            format: route.format,
+            copy_options: &route.copy_options,
+            copies: &copies,
+            replace: replace.then_some(partition.literals.as_slice()),
+            ledger_inserts: inserts,
+            load_id,
+            ttl_seconds: self.config.lease_ttl.as_secs(),
+            stage_suffix,
+            statupdate: route.statupdate,
+        })
+    }
+
+    /// Runs one load batch (one transaction) and counts what it loaded.
+    async fn run_load_batch(
+        &self,
+        table: &TableName,
+        sqls: Vec<String>,
+        chunk: &[ListedObject],
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        let copy_started = Instant::now();
+        let batch = self.warehouse.run_batch(sqls, deadline).await;
+        crate::metrics::add(|m| m.copy_time += copy_started.elapsed());
+        let statement_id = batch.map_err(|e| load_error(table, e))?;
+        let committed = std::time::SystemTime::now();
+        crate::metrics::add(|m| {
+            m.files += chunk.len() as u64;
+            m.bytes += chunk.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
+            m.committed_at = Some(committed);
+            m.freshness_lags.extend(
+                chunk
+                    .iter()
+                    .filter_map(|f| crate::metrics::freshness_lag(f.last_modified, committed)),
+            );
+        });
+        Ok(statement_id)
     }
 }
 
@@ -677,6 +826,24 @@ pub async fn settle_key(
     } else {
         object
     })
+}
+
+/// A partition's load planned under the lease ([`Loader::prepare`]).
+enum Planned {
+    /// Nothing to load (up to date, or waiting for its marker).
+    Nothing(Outcome),
+    Load(Prepared),
+}
+
+/// What one partition loads: its files grouped by layout, the partition's literals
+/// rendered for the table.
+struct Prepared {
+    partition: Partition,
+    files: Vec<ListedObject>,
+    /// One COPY target per layout.
+    targets: Vec<CopyTarget>,
+    /// The layout of each of `files`.
+    layout_of: Vec<usize>,
 }
 
 enum Loaded {

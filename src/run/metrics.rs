@@ -41,7 +41,7 @@ pub const DEFAULT_NAMESPACE: &str = "PartitionLoader";
 /// Outcomes that every record counts (0 or 1), so that sums over time are right even for
 /// outcomes that did not happen. An outcome not listed (a newer one) is counted too,
 /// under its CamelCase name.
-pub const OUTCOMES: [&str; 4] = ["loaded", "up_to_date", "queued", "skipped"];
+pub const OUTCOMES: [&str; 5] = ["loaded", "up_to_date", "queued", "skipped", "waiting"];
 
 /// A dimension the user can choose in `METRICS_DIMENSIONS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
