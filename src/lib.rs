@@ -19,7 +19,7 @@ pub use lake::{
 };
 pub use ops::{admin, doctor, upkeep};
 pub use protocol::{backoff, failure, lease, plan};
-pub use run::{backfill, batch, handler, invocation, metrics, outcome, redrive, sweep};
+pub use run::{backfill, batch, handler, invocation, job, metrics, outcome, redrive, sweep};
 
 pub use config::Config;
 pub use error::{ErrorKind, LoaderError};

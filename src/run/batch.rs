@@ -145,7 +145,10 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
                 continue;
             }
         };
-        let route = match route::route(config, &object.bucket, &object.key, object.size) {
+        let marker = crate::markers::marker_of(config, &object.bucket, &object.key);
+        let route = match marker.map(|(route, _)| Routed::Load(route)).unwrap_or_else(|| {
+            route::route(config, &object.bucket, &object.key, object.size)
+        }) {
             Routed::Skip(reason) => {
                 plan.skipped.push((
                     id,
@@ -159,7 +162,13 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
             }
             Routed::Load(route) => route,
         };
-        let partition = match partition::parse(route, &object.key) {
+        let root = matches!(marker, Some((_, crate::markers::MarkerAt::Root)));
+        let parsed = if root {
+            Ok(crate::job::job_partition())
+        } else {
+            partition::parse(route, &object.key)
+        };
+        let partition = match parsed {
             Ok(p) => p,
             Err(e) => {
                 plan.failed.push((id, Some(route.table.to_string()), e));
@@ -241,7 +250,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             // Measured per group, so each table's record has its own figures; added to
             // the caller's figures too, when the caller measures.
             let (loaded, figures) = metrics::measure(async {
-                if group.objects.len() == 1 {
+                // A root marker's group (its event delivered twice) is one job.
+                let root = crate::markers::marker_of(
+                    self.config(),
+                    &group.bucket,
+                    &group.objects[0].key,
+                )
+                .is_some_and(|(_, at)| at == crate::markers::MarkerAt::Root);
+                if group.objects.len() == 1 || root {
                     self.handle(&group.first_event, holder, deadline).await
                 } else {
                     let route = &self.config().routes[group.route];

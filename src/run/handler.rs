@@ -93,6 +93,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         &self.storage
     }
 
+    /// The load batch's limits (a root marker's job packs partitions by them).
+    pub(crate) fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
     /// The Redshift side (the sweep's lease steps).
     pub(crate) fn warehouse(&self) -> &W {
         &self.warehouse
@@ -108,6 +113,26 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     ) -> Result<Outcome, LoaderError> {
         let object = event::parse(event)?;
         let object = self.settle_key(object).await?;
+        // A route's ready marker is a trigger, not a file to skip.
+        match markers::marker_of(&self.config, &object.bucket, &object.key) {
+            Some((route, markers::MarkerAt::Root)) => {
+                return self.load_job(route, &object, holder, deadline).await
+            }
+            Some((route, markers::MarkerAt::Partition)) => {
+                let partition = partition::parse(route, &object.key)?;
+                return self
+                    .load_partition(
+                        route,
+                        &object.bucket,
+                        &partition,
+                        Some(&object),
+                        holder,
+                        deadline,
+                    )
+                    .await;
+            }
+            None => {}
+        }
         match route::route(&self.config, &object.bucket, &object.key, object.size) {
             Routed::Skip(reason) => Ok(Outcome::Skipped {
                 reason: reason.to_string(),
@@ -272,6 +297,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 "wake-up for a route that is no longer configured dropped");
             return Ok(());
         };
+        if crate::job::is_job_wakeup(route, path) {
+            // A root marker queued while another invocation held the lease.
+            let result = self.load_job_holding_lease(ctx, route, bucket).await;
+            return self.after_claimed(route, path, result.map(Some));
+        }
         let partition = match partition::parse(route, &format!("{}{path}_", route.prefix)) {
             Ok(p) => p,
             Err(e) => {
@@ -281,15 +311,31 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
         };
         let held = lease::read_partition(ctx, path).await?;
-        match self
+        let result = self
             .load_holding_lease(route, bucket, &partition, ctx.holder, held, ctx.deadline)
             .await
-        {
-            Ok(Loaded::Committed(outcome)) => {
+            .map(|loaded| match loaded {
+                Loaded::Committed(outcome) => Some(outcome),
+                // Nothing to load (up to date, or waiting for its marker, whose own
+                // event loads it): the wake-up is done.
+                Loaded::Nothing(_) => None,
+            });
+        self.after_claimed(route, path, result)
+    }
+
+    /// What a claimed partition's result means for the drain: see [`Self::load_claimed`].
+    fn after_claimed(
+        &self,
+        route: &Route,
+        path: &str,
+        result: Result<Option<Outcome>, LoaderError>,
+    ) -> Result<(), LoaderError> {
+        match result {
+            Ok(Some(outcome)) => {
                 outcome.log();
                 Ok(())
             }
-            Ok(Loaded::Nothing(_)) => Ok(()),
+            Ok(None) => Ok(()),
             Err(e @ (LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })) => Err(e),
             Err(e) if e.kind() == crate::error::ErrorKind::Retryable => Err(e),
             Err(e) => {
@@ -334,7 +380,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 
     /// Plans one partition's load under the lease: lists it, keeps the files its ready
     /// marker covers ([`markers`]), diffs them against the ledger, reads the layouts.
-    async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         route: &Route,
         bucket: &str,
@@ -391,6 +437,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             markers::split_ready(listed, root)
         };
         let waiting_outcome = |waiting: &[ListedObject]| {
+            let waited = markers::oldest_wait(waiting, std::time::SystemTime::now());
+            crate::metrics::add(|m| {
+                m.oldest_marker_wait = m.oldest_marker_wait.max(Some(waited));
+            });
             Planned::Nothing(Outcome::Waiting {
                 table: table.to_string(),
                 partition: partition_values(&partition),
@@ -399,8 +449,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     bucket,
                     &format!("{prefix}{}", route.ready_marker.as_deref().unwrap_or("")),
                 ),
-                waiting_seconds: markers::oldest_wait(waiting, std::time::SystemTime::now())
-                    .as_secs(),
+                waiting_seconds: waited.as_secs(),
             })
         };
         if listed.is_empty() {
@@ -452,7 +501,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     /// The root marker's `LastModified`, if it exists (one listing of its exact key).
-    async fn root_marker_time(
+    pub(crate) async fn root_marker_time(
         &self,
         route: &Route,
         bucket: &str,
@@ -474,7 +523,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     /// The ledger INSERTs of a prepared load under `load_id`, each with its file count.
-    fn ledger_inserts_of(
+    pub(crate) fn ledger_inserts_of(
         &self,
         route: &Route,
         bucket: &str,
@@ -504,7 +553,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 
     /// Commits a prepared load: one load batch, or several when its ledger INSERTs do
     /// not fit one (append mode only).
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         route: &Route,
         bucket: &str,
@@ -574,7 +623,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// The statements of one partition's part of a load batch (its files `range`), the
     /// fence last; writes their manifests.
     #[allow(clippy::too_many_arguments)]
-    async fn partition_statements(
+    pub(crate) async fn partition_statements(
         &self,
         route: &Route,
         bucket: &str,
@@ -649,7 +698,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     /// Runs one load batch (one transaction) and counts what it loaded.
-    async fn run_load_batch(
+    pub(crate) async fn run_load_batch(
         &self,
         table: &TableName,
         sqls: Vec<String>,
@@ -829,7 +878,7 @@ pub async fn settle_key(
 }
 
 /// A partition's load planned under the lease ([`Loader::prepare`]).
-enum Planned {
+pub(crate) enum Planned {
     /// Nothing to load (up to date, or waiting for its marker).
     Nothing(Outcome),
     Load(Prepared),
@@ -837,13 +886,13 @@ enum Planned {
 
 /// What one partition loads: its files grouped by layout, the partition's literals
 /// rendered for the table.
-struct Prepared {
-    partition: Partition,
-    files: Vec<ListedObject>,
+pub(crate) struct Prepared {
+    pub(crate) partition: Partition,
+    pub(crate) files: Vec<ListedObject>,
     /// One COPY target per layout.
-    targets: Vec<CopyTarget>,
+    pub(crate) targets: Vec<CopyTarget>,
     /// The layout of each of `files`.
-    layout_of: Vec<usize>,
+    pub(crate) layout_of: Vec<usize>,
 }
 
 enum Loaded {

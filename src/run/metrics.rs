@@ -169,6 +169,10 @@ pub struct Figures {
     pub committed_at: Option<SystemTime>,
     /// Seconds from each committed file's S3 LastModified to its load's commit.
     pub freshness_lags: Vec<f64>,
+    /// The longest a partition seen here has waited for its ready marker (since its
+    /// oldest waiting file was written); `Some(0)` when a sweep of a route with a
+    /// marker found none waiting, `None` when no such route was looked at.
+    pub oldest_marker_wait: Option<Duration>,
 }
 
 tokio::task_local! {
@@ -277,6 +281,7 @@ impl Figures {
         self.copy_query_ids.extend(&other.copy_query_ids);
         self.committed_at = self.committed_at.max(other.committed_at);
         self.freshness_lags.extend(&other.freshness_lags);
+        self.oldest_marker_wait = self.oldest_marker_wait.max(other.oldest_marker_wait);
     }
 }
 
@@ -451,6 +456,11 @@ fn share_records(
             lags.truncate(MAX_VALUES);
             metric("FreshnessLag", "Seconds", json!(lags));
         }
+    }
+
+    // Alarm on it: a job that never writes its marker leaves its partitions unloaded.
+    if let Some(wait) = f.oldest_marker_wait {
+        metric("OldestMarkerWaitSeconds", "Seconds", json!(wait.as_secs()));
     }
 
     // Dimension values: a configured dimension without a value (no table for a skip)
