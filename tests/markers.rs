@@ -82,9 +82,7 @@ async fn files_wait_for_their_partition_marker_which_loads_them_once() {
 #[tokio::test]
 async fn a_late_file_after_the_marker_reloads_the_partition_in_replace_mode() {
     let stack = Stack::new().await;
-    let (loader, table) = stack
-        .orders(&format!("{MARKER}\nmode = \"replace\""))
-        .await;
+    let (loader, table) = stack.orders(&format!("{MARKER}\nmode = \"replace\"")).await;
     let first = stack.orders_file("part-0.parquet", 0..3).await;
     assert_eq!(waiting_files(&handle(&loader, &first).await), 1);
     let done = marker(&stack, &format!("{ORDERS_DAY}/_SUCCESS")).await;
@@ -159,13 +157,18 @@ async fn a_spark_jobs_root_marker_loads_all_its_partitions_in_one_transaction() 
             other => panic!("{key}: {other:?}"),
         }
         if name != "_SUCCESS" {
-            assert_eq!(stack.rows(&table).await, 0, "loaded before the marker: {key}");
+            assert_eq!(
+                stack.rows(&table).await,
+                0,
+                "loaded before the marker: {key}"
+            );
         }
     }
     let success = success.expect("the root marker loaded the job");
     let expected: Value = serde_json::from_str(
         &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/writers/fixtures/spark.expected.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/writers/fixtures/spark.expected.json"),
         )
         .unwrap(),
     )
@@ -212,7 +215,10 @@ async fn a_root_marker_whose_partitions_do_not_fit_one_batch_loads_them_in_chunk
     let table = stack.orders_table().await;
     for (day, ids) in [("01", 0..2), ("02", 2..4), ("03", 4..5)] {
         stack
-            .put_parquet(&format!("orders/order_date=2024-06-{day}/part-0.parquet"), ids)
+            .put_parquet(
+                &format!("orders/order_date=2024-06-{day}/part-0.parquet"),
+                ids,
+            )
             .await;
     }
     let done = marker(&stack, "orders/_SUCCESS").await;
@@ -310,11 +316,17 @@ async fn the_sweep_loads_only_marked_partitions_and_status_shows_the_wait() {
     let yesterday = today.pred_opt().unwrap();
     // No events at all: the sweep finds both partitions.
     let marked = format!("orders/order_date={today}/");
-    stack.put_parquet(&format!("{marked}part-0.parquet"), 0..2).await;
+    stack
+        .put_parquet(&format!("{marked}part-0.parquet"), 0..2)
+        .await;
     stack.put(&format!("{marked}_SUCCESS"), Vec::new()).await;
     let unmarked = format!("orders/order_date={yesterday}/");
-    stack.put_parquet(&format!("{unmarked}part-0.parquet"), 2..5).await;
-    stack.put_parquet(&format!("{unmarked}part-1.parquet"), 5..6).await;
+    stack
+        .put_parquet(&format!("{unmarked}part-0.parquet"), 2..5)
+        .await;
+    stack
+        .put_parquet(&format!("{unmarked}part-1.parquet"), 5..6)
+        .await;
 
     let measured = partition_loader::invocation::sweep_measured(
         &loader,
@@ -334,7 +346,10 @@ async fn the_sweep_loads_only_marked_partitions_and_status_shows_the_wait() {
         .iter()
         .find(|r| r["Waiting"] == 1)
         .expect("the table's record counts the waiting partition");
-    assert!(record["OldestMarkerWaitSeconds"].as_u64().is_some(), "{record}");
+    assert!(
+        record["OldestMarkerWaitSeconds"].as_u64().is_some(),
+        "{record}"
+    );
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_loaderctl"))
         .args(["status", "--json"])

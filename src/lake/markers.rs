@@ -203,7 +203,7 @@ pub fn waiting_partitions(
             })
         })
         .collect();
-    out.sort_by(|a, b| b.waited.cmp(&a.waited));
+    out.sort_by_key(|w| std::cmp::Reverse(w.waited));
     out
 }
 
@@ -260,9 +260,15 @@ mod tests {
             of("orders/d=2024-01-01/_SUCCESS"),
             Some(("orders/".into(), MarkerAt::Partition))
         );
-        assert_eq!(of("orders/_SUCCESS"), Some(("orders/".into(), MarkerAt::Root)));
+        assert_eq!(
+            of("orders/_SUCCESS"),
+            Some(("orders/".into(), MarkerAt::Root))
+        );
         // A route without partition columns: its root is its only partition.
-        assert_eq!(of("flat/_DONE"), Some(("flat/".into(), MarkerAt::Partition)));
+        assert_eq!(
+            of("flat/_DONE"),
+            Some(("flat/".into(), MarkerAt::Partition))
+        );
         // Another route's marker name, a route without the option, a data file.
         assert_eq!(of("flat/_SUCCESS"), None);
         assert_eq!(of("plain/d=1/_SUCCESS"), None);
@@ -298,7 +304,10 @@ mod tests {
     fn a_partition_is_marked_by_its_own_marker_only() {
         let c = config();
         let r = &c.routes[0];
-        let listing = [obj("orders/d=1/_SUCCESS", 1), obj("orders/d=1/p.parquet", 1)];
+        let listing = [
+            obj("orders/d=1/_SUCCESS", 1),
+            obj("orders/d=1/p.parquet", 1),
+        ];
         assert!(partition_marked(r, "orders/d=1/", &listing));
         assert!(!partition_marked(r, "orders/d=2/", &listing));
         assert!(partition_marked(&c.routes[2], "plain/d=2/", &[]));

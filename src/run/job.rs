@@ -82,7 +82,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 })
             }
         }
-        let result = self.load_job_holding_lease(&ctx, route, &marker.bucket).await;
+        let result = self
+            .load_job_holding_lease(&ctx, route, &marker.bucket)
+            .await;
         self.finish_holding(&ctx, route, result).await
     }
 

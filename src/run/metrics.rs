@@ -581,6 +581,7 @@ mod tests {
             copy_query_ids: vec![7],
             committed_at: Some(now()),
             freshness_lags: vec![60.0],
+            oldest_marker_wait: Some(Duration::from_secs(90)),
         }
     }
 
@@ -672,6 +673,9 @@ mod tests {
         assert_eq!(r["UpToDate"], 0);
         assert_eq!(r["Queued"], 0);
         assert_eq!(r["Skipped"], 0);
+        assert_eq!(r["Waiting"], 0);
+        assert_eq!(r["OldestMarkerWaitSeconds"], 90);
+        assert_eq!(unit(&metrics, "OldestMarkerWaitSeconds"), Some("Seconds"));
         assert_eq!(r["Errors"], 0);
         assert_eq!(r["PermanentErrors"], 0);
         assert_eq!(r["FilesLoaded"], 3);

@@ -321,7 +321,7 @@ async fn marker_waits(loader: &Ctl, table: &TableName) -> Result<Vec<MarkerWait>
             });
         }
     }
-    out.sort_by(|a, b| b.waiting_seconds.cmp(&a.waiting_seconds));
+    out.sort_by_key(|w| std::cmp::Reverse(w.waiting_seconds));
     Ok(out)
 }
 
@@ -386,7 +386,10 @@ fn render(statuses: &[TableStatus]) -> String {
         }
     }
     for s in statuses.iter().filter(|s| !s.waiting_for_marker.is_empty()) {
-        out.push_str(&format!("\npartitions of {} waiting for their marker:\n", s.table));
+        out.push_str(&format!(
+            "\npartitions of {} waiting for their marker:\n",
+            s.table
+        ));
         for w in &s.waiting_for_marker {
             out.push_str(&format!(
                 "  {}  {} file(s) waiting {} for {}\n",
