@@ -7,7 +7,14 @@
 //! one for the whole job) is not older than them. Files newer than the root marker
 //! belong to a job still running (its next `_SUCCESS` will cover them), so they wait.
 //! S3 lists `LastModified` to the second: a file written in the same second as the root
-//! marker counts as covered (Spark moves every file before it writes `_SUCCESS`).
+//! marker counts as covered (Spark moves every file before it writes `_SUCCESS`). For a
+//! multipart upload S3's `LastModified` is the upload's *initiation* (the S3 user
+//! guide's system-defined metadata table,
+//! <https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingMetadata.html>; not found
+//! in this project's search corpus, quoted from that page): a file whose multipart
+//! upload began before the root marker but completed after it counts as covered. With
+//! Spark's default committer every file is complete before `_SUCCESS` is written; a
+//! writer whose next run overlaps the marker should write partition markers instead.
 //!
 //! Invariant: no file of a route with a marker is loaded unless [`split_ready`] put it
 //! on the ready side; the handler applies it to every load (event, wake-up, sweep,
