@@ -271,13 +271,27 @@ async fn a_root_marker_covers_only_files_not_newer_than_itself() {
 async fn a_wake_up_loads_a_partition_only_once_its_marker_exists() {
     let stack = Stack::new().await;
     let (loader, table) = stack.orders(MARKER).await;
-    // Another invocation holds the lease: the events are queued as wake-ups.
-    stack.insert_lease(&table, "other~1", 300).await;
+    // A data file's event waits without touching Redshift (decided from S3 alone).
     let unmarked = stack.orders_file("part-0.parquet", 0..3).await;
-    assert!(matches!(
-        handle(&loader, &unmarked).await,
-        Ok(Outcome::Queued { .. })
-    ));
+    assert_eq!(waiting_files(&handle(&loader, &unmarked).await), 1);
+    // Another invocation holds the lease: a whole-partition load (a backfill's, an SQS
+    // group's, the sweep's) is queued as a wake-up.
+    stack.insert_lease(&table, "other~1", 300).await;
+    let route = &loader.config().routes[0];
+    let partition =
+        partition_loader::partition::parse(route, &format!("{ORDERS_DAY}/part-0.parquet")).unwrap();
+    let queued = loader
+        .load_partition(
+            route,
+            &stack.bucket,
+            &partition,
+            None,
+            &holder(),
+            deadline(),
+        )
+        .await;
+    assert!(matches!(queued, Ok(Outcome::Queued { .. })), "{queued:?}");
+    assert_eq!(stack.wakeup_rows(&table).await, 1);
     stack.insert_lease(&table, "other~1", -10).await;
     // The next holder loads its own (marked) partition and drains the wake-up of the
     // unmarked one without loading it.
@@ -372,4 +386,34 @@ async fn the_sweep_loads_only_marked_partitions_and_status_shows_the_wait() {
     assert_eq!(waits[0]["files"], 2);
     assert_eq!(waits[0]["marker"], "_SUCCESS");
     assert!(waits[0]["waiting_seconds"].as_u64().is_some());
+}
+
+/// What a root marker saves: the Spark job's files loaded as their events arrive
+/// (no marker: one load per event) against the same events on a route with the marker
+/// (data files wait, the root marker loads the job in one batch). Prints the figures.
+#[tokio::test]
+async fn a_root_marker_loads_a_job_in_fewer_data_api_calls_than_file_by_file() {
+    let mut figures = Vec::new();
+    for extra in ["", MARKER] {
+        let stack = Stack::new().await;
+        let (loader, table) = stack.orders(extra).await;
+        let (_, measured) = partition_loader::metrics::measure(async {
+            for (key, bytes) in spark_job("orders/") {
+                let (size, etag) = stack.put_object(&key, bytes).await;
+                let event = object_created(&stack.bucket, &key, size, Some(&etag));
+                handle(&loader, &event).await.expect(&key);
+            }
+        })
+        .await;
+        assert_eq!(stack.rows(&table).await, 6);
+        figures.push((
+            load_ids(&stack, &table).await,
+            measured.data_api_calls,
+            measured.copy_time,
+        ));
+    }
+    println!("file by file: load batches, Data API calls, time in load batches {:?}; with the root marker {:?}", figures[0], figures[1]);
+    assert_eq!(figures[0].0, 4, "one load per data file's event");
+    assert_eq!(figures[1].0, 1, "one load for the job");
+    assert!(figures[1].1 < figures[0].1, "{figures:?}");
 }

@@ -141,6 +141,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }),
             Routed::Load(route) => {
                 let partition = partition::parse(route, &object.key)?;
+                if let Some(waiting) = self
+                    .waits_for_marker(route, &object.bucket, &partition)
+                    .await?
+                {
+                    return Ok(waiting);
+                }
                 self.load_partition(
                     route,
                     &object.bucket,
@@ -416,41 +422,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // Listed only now, under the lease: a file written before the lease was taken
         // is seen by this holder or a later one, never missed.
         let prefix = partition.list_prefix(route);
-        let all = self.storage.list(bucket, &prefix).await?;
-        let marked = markers::partition_marked(route, &prefix, &all);
-        let listed: Vec<ListedObject> = all
-            .into_iter()
-            .filter(|o| {
-                let directly_inside = o
-                    .key
-                    .strip_prefix(&prefix)
-                    .is_some_and(|name| !name.contains('/'));
-                directly_inside && route::marker_reason(&o.key, Some(o.size)).is_none()
-            })
-            .collect();
-        // Without its own marker, a partition of a route with one loads only the files
-        // the root marker covers; the others wait for a marker's event or the sweep.
-        let (listed, waiting) = if marked {
-            (listed, Vec::new())
-        } else {
-            let root = self.root_marker_time(route, bucket).await?;
-            markers::split_ready(listed, root)
-        };
+        let (marked, listed, waiting) = self.list_ready(route, bucket, &prefix).await?;
         let waiting_outcome = |waiting: &[ListedObject]| {
-            let waited = markers::oldest_wait(waiting, std::time::SystemTime::now());
-            crate::metrics::add(|m| {
-                m.oldest_marker_wait = m.oldest_marker_wait.max(Some(waited));
-            });
-            Planned::Nothing(Outcome::Waiting {
-                table: table.to_string(),
-                partition: partition_values(&partition),
-                files: waiting.len(),
-                marker: plan::s3_url(
-                    bucket,
-                    &format!("{prefix}{}", route.ready_marker.as_deref().unwrap_or("")),
-                ),
-                waiting_seconds: waited.as_secs(),
-            })
+            Planned::Nothing(waiting_for_marker(route, bucket, &partition, waiting))
         };
         if listed.is_empty() {
             if !waiting.is_empty() {
@@ -498,6 +472,58 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             targets,
             layout_of,
         }))
+    }
+
+    /// Lists a partition's data files: whether it holds its ready marker, the files
+    /// ready to load, those waiting for a marker. Without its own marker, a partition of
+    /// a route with one loads only the files the root marker covers; the others wait for
+    /// a marker's event or the sweep.
+    async fn list_ready(
+        &self,
+        route: &Route,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(bool, Vec<ListedObject>, Vec<ListedObject>), LoaderError> {
+        let all = self.storage.list(bucket, prefix).await?;
+        let marked = markers::partition_marked(route, prefix, &all);
+        let listed: Vec<ListedObject> = all
+            .into_iter()
+            .filter(|o| {
+                let directly_inside = o
+                    .key
+                    .strip_prefix(prefix)
+                    .is_some_and(|name| !name.contains('/'));
+                directly_inside && route::marker_reason(&o.key, Some(o.size)).is_none()
+            })
+            .collect();
+        if marked {
+            return Ok((true, listed, Vec::new()));
+        }
+        let root = self.root_marker_time(route, bucket).await?;
+        let (ready, waiting) = markers::split_ready(listed, root);
+        Ok((false, ready, waiting))
+    }
+
+    /// A data file's event on a route with a ready marker, decided from S3 alone before
+    /// the lease: `waiting` when no marker covers any file of the partition (no Data API
+    /// call; the marker's event, or the sweep once the marker exists, loads them). A
+    /// marker written just after this listing has an event of its own that loads the
+    /// partition under the lease, so deciding here loses nothing that deciding under the
+    /// lease would keep.
+    async fn waits_for_marker(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+    ) -> Result<Option<Outcome>, LoaderError> {
+        if route.ready_marker.is_none() {
+            return Ok(None);
+        }
+        let (_, ready, waiting) = self
+            .list_ready(route, bucket, &partition.list_prefix(route))
+            .await?;
+        Ok((ready.is_empty() && !waiting.is_empty())
+            .then(|| waiting_for_marker(route, bucket, partition, &waiting)))
     }
 
     /// The root marker's `LastModified`, if it exists (one listing of its exact key).
@@ -900,6 +926,28 @@ enum Loaded {
     Committed(Outcome),
     /// Nothing to load.
     Nothing(Outcome),
+}
+
+/// The `waiting` outcome of a partition whose `waiting` files no marker covers; counts
+/// the wait for `OldestMarkerWaitSeconds`.
+fn waiting_for_marker(
+    route: &Route,
+    bucket: &str,
+    partition: &Partition,
+    waiting: &[ListedObject],
+) -> Outcome {
+    let waited = markers::oldest_wait(waiting, std::time::SystemTime::now());
+    crate::metrics::add(|m| {
+        m.oldest_marker_wait = m.oldest_marker_wait.max(Some(waited));
+    });
+    let marker = route.ready_marker.as_deref().unwrap_or("");
+    Outcome::Waiting {
+        table: route.table.to_string(),
+        partition: partition_values(partition),
+        files: waiting.len(),
+        marker: plan::s3_url(bucket, &format!("{}{marker}", partition.list_prefix(route))),
+        waiting_seconds: waited.as_secs(),
+    }
 }
 
 fn partition_values(partition: &Partition) -> PartitionValues {
