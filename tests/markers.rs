@@ -417,3 +417,21 @@ async fn a_root_marker_loads_a_job_in_fewer_data_api_calls_than_file_by_file() {
     assert_eq!(figures[1].0, 1, "one load for the job");
     assert!(figures[1].1 < figures[0].1, "{figures:?}");
 }
+
+/// A marker with content and a name without `_` (`READY` holding the job's summary, as
+/// some writers leave it) triggers the load and is never loaded as data.
+#[tokio::test]
+async fn a_marker_with_content_is_never_loaded_as_data() {
+    let stack = Stack::new().await;
+    let (loader, table) = stack.orders("ready_marker = \"READY\"").await;
+    let file = stack.orders_file("part-0.parquet", 0..3).await;
+    assert_eq!(waiting_files(&handle(&loader, &file).await), 1);
+    let key = format!("{ORDERS_DAY}/READY");
+    let (size, etag) = stack
+        .put_object(&key, br#"{"job": "daily", "files": 1}"#.to_vec())
+        .await;
+    let ready = object_created(&stack.bucket, &key, size, Some(&etag));
+    let loaded = handle(&loader, &ready).await;
+    assert_eq!(loaded_files(&loaded), 1, "{loaded:?}");
+    assert_eq!(stack.rows(&table).await, 3);
+}

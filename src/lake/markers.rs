@@ -67,6 +67,14 @@ pub fn marker_of<'a>(config: &'a Config, bucket: &str, key: &str) -> Option<(&'a
     Some((route, at))
 }
 
+/// Whether a listed key is a data file of the route: not skipped by
+/// [`route::marker_reason`] and not the route's marker (a marker with content and a
+/// name without `_`, such as `READY`, would otherwise pass as data).
+pub fn is_data_file(route: &Route, key: &str, size: i64) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    route::marker_reason(key, Some(size)).is_none() && route.ready_marker.as_deref() != Some(name)
+}
+
 /// Whether the listing of a partition (under `prefix`, the partition's own) holds the
 /// route's marker. A route without the option has every partition marked.
 pub fn partition_marked(route: &Route, prefix: &str, listing: &[ListedObject]) -> bool {
@@ -122,7 +130,7 @@ pub fn root_partitions(
 ) -> Vec<Partition> {
     let mut found: Vec<Partition> = Vec::new();
     for o in listing {
-        if route::marker_reason(&o.key, Some(o.size)).is_some() {
+        if !is_data_file(route, &o.key, o.size) {
             continue;
         }
         let Some(modified) = o.last_modified else {
@@ -281,6 +289,33 @@ mod tests {
         assert_eq!(of("plain/d=1/_SUCCESS"), None);
         assert_eq!(of("orders/d=2024-01-01/part-0.parquet"), None);
         assert!(marker_of(&c, "other", "orders/_SUCCESS").is_none());
+    }
+
+    #[test]
+    fn a_marker_with_content_is_no_data_file() {
+        let c = Config::for_tests(
+            r#"
+            [[routes]]
+            prefix = "o/"
+            table = "s.o"
+            format = "csv"
+            partition_columns = ["d"]
+            ready_marker = "READY"
+        "#,
+        );
+        let r = &c.routes[0];
+        assert!(!is_data_file(r, "o/d=1/READY", 40));
+        assert!(is_data_file(r, "o/d=1/part-0.csv", 40));
+        assert!(!is_data_file(r, "o/d=1/part-0.csv.crc", 40));
+        let listing = [obj("o/READY", 500), obj("o/d=1/part-0.csv", 400)];
+        let found = root_partitions(r, &listing, at(500), at(0));
+        assert_eq!(found.len(), 1);
+        assert!(crate::config::parse_routes(
+            "[[routes]]\nprefix = \"o/\"\ntable = \"s.o\"\nformat = \"csv\"\nready_marker = \"a/b\"\n"
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("routes[0].ready_marker"));
     }
 
     #[test]

@@ -493,7 +493,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     .key
                     .strip_prefix(prefix)
                     .is_some_and(|name| !name.contains('/'));
-                directly_inside && route::marker_reason(&o.key, Some(o.size)).is_none()
+                directly_inside && markers::is_data_file(route, &o.key, o.size)
             })
             .collect();
         if marked {
