@@ -65,6 +65,10 @@ pub struct Route {
     pub add_new_columns: bool,
     /// ANALYZE/VACUUM after loads (`analyze`, `vacuum` and their thresholds).
     pub upkeep: crate::ops::upkeep::Options,
+    /// `ready_marker = "_SUCCESS"`: a partition's files load only once this file exists
+    /// in the partition, or at the route's root and newer than them
+    /// ([`crate::lake::markers`]). `None`: files load on their own events.
+    pub ready_marker: Option<String>,
 }
 
 impl Route {
@@ -364,6 +368,7 @@ struct RawRoute {
     vacuum_unsorted_threshold: Option<f64>,
     vacuum_deleted_threshold: Option<f64>,
     vacuum_to_percent: Option<u32>,
+    ready_marker: Option<String>,
 }
 
 fn default_mode() -> Mode {
@@ -508,6 +513,9 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
                 }
             },
         };
+        if let Some(m) = &raw.ready_marker {
+            crate::lake::markers::check_name(m).map_err(|e| bad("ready_marker", e))?;
+        }
         routes.push(Route {
             bucket: raw.bucket,
             prefix: normalise_prefix(&raw.prefix),
@@ -521,6 +529,7 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
             statupdate: raw.statupdate,
             add_new_columns: raw.add_new_columns,
             upkeep,
+            ready_marker: raw.ready_marker,
         });
     }
     check_overlaps(&routes)?;

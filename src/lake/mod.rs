@@ -10,6 +10,7 @@ pub mod csv_header;
 pub mod event;
 pub mod file_sizes;
 pub mod manifest;
+pub mod markers;
 pub mod partition;
 pub mod route;
 pub mod routes_source;

@@ -145,7 +145,11 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
                 continue;
             }
         };
-        let route = match route::route(config, &object.bucket, &object.key, object.size) {
+        let marker = crate::lake::markers::marker_of(config, &object.bucket, &object.key);
+        let route = match marker
+            .map(|(route, _)| Routed::Load(route))
+            .unwrap_or_else(|| route::route(config, &object.bucket, &object.key, object.size))
+        {
             Routed::Skip(reason) => {
                 plan.skipped.push((
                     id,
@@ -159,7 +163,13 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
             }
             Routed::Load(route) => route,
         };
-        let partition = match partition::parse(route, &object.key) {
+        let root = matches!(marker, Some((_, crate::lake::markers::MarkerAt::Root)));
+        let parsed = if root {
+            Ok(crate::run::job::job_partition())
+        } else {
+            partition::parse(route, &object.key)
+        };
+        let partition = match parsed {
             Ok(p) => p,
             Err(e) => {
                 plan.failed.push((id, Some(route.table.to_string()), e));
@@ -241,7 +251,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             // Measured per group, so each table's record has its own figures; added to
             // the caller's figures too, when the caller measures.
             let (loaded, figures) = metrics::measure(async {
-                if group.objects.len() == 1 {
+                // A root marker's group (its event delivered twice) is one job.
+                let root = crate::lake::markers::marker_of(
+                    self.config(),
+                    &group.bucket,
+                    &group.objects[0].key,
+                )
+                .is_some_and(|(_, at)| at == crate::lake::markers::MarkerAt::Root);
+                if group.objects.len() == 1 || root {
                     self.handle(&group.first_event, holder, deadline).await
                 } else {
                     let route = &self.config().routes[group.route];
@@ -383,6 +400,38 @@ mod tests {
             classify(json!({"Records": [{"eventSource": "aws:sqs", "body": 5}]})),
             Err(LoaderError::BadEvent(_))
         ));
+    }
+
+    #[test]
+    fn ready_markers_join_their_partition_and_a_root_marker_is_one_job() {
+        let config = Config::for_tests(
+            r#"
+            [[routes]]
+            bucket = "lake"
+            prefix = "orders/"
+            table = "s.orders"
+            format = "parquet"
+            partition_columns = [{ name = "order_date", type = "date" }]
+            ready_marker = "_SUCCESS"
+        "#,
+        );
+        let e = |k: &str| event(k).to_string();
+        let b = batch(vec![
+            record("m1", &e("orders/order_date=2024-05-28/a.parquet")),
+            record("m2", &e("orders/order_date=2024-05-28/_SUCCESS")),
+            record("m3", &e("orders/_SUCCESS")),
+            record("m4", &e("orders/_SUCCESS")),
+            record("m5", &e("orders/._SUCCESS.crc")),
+        ]);
+        let plan = plan(&config, &b);
+        let groups: Vec<(&str, usize)> = plan
+            .groups
+            .iter()
+            .map(|((_, _, path), g)| (path.as_str(), g.message_ids.len()))
+            .collect();
+        assert_eq!(groups, [("", 2), ("order_date=2024-05-28/", 2)]);
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(plan.failed.is_empty(), "{:?}", plan.failed);
     }
 
     #[test]

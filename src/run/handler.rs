@@ -12,6 +12,7 @@ use crate::io::warehouse::{DataApi, Warehouse};
 use crate::lake::config::{Config, Mode, Route};
 use crate::lake::csv_header;
 use crate::lake::event::ObjectCreated;
+use crate::lake::markers;
 use crate::lake::partition::{self, Partition};
 use crate::lake::route::{self, Routed};
 use crate::lake::schema_match::{self, FileSchema, FooterCache, TableColumn};
@@ -97,6 +98,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         &self.storage
     }
 
+    /// The load batch's limits (a root marker's job packs partitions by them).
+    pub(crate) fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
     /// The Redshift side (the sweep's lease steps).
     pub(crate) fn warehouse(&self) -> &W {
         &self.warehouse
@@ -112,6 +118,26 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     ) -> Result<Outcome, LoaderError> {
         let object = event::parse(event)?;
         let object = self.settle_key(object).await?;
+        // A route's ready marker is a trigger, not a file to skip.
+        match markers::marker_of(&self.config, &object.bucket, &object.key) {
+            Some((route, markers::MarkerAt::Root)) => {
+                return self.load_job(route, &object, holder, deadline).await
+            }
+            Some((route, markers::MarkerAt::Partition)) => {
+                let partition = partition::parse(route, &object.key)?;
+                return self
+                    .load_partition(
+                        route,
+                        &object.bucket,
+                        &partition,
+                        Some(&object),
+                        holder,
+                        deadline,
+                    )
+                    .await;
+            }
+            None => {}
+        }
         match route::route(&self.config, &object.bucket, &object.key, object.size) {
             Routed::Skip(reason) => Ok(Outcome::Skipped {
                 reason: reason.to_string(),
@@ -120,6 +146,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }),
             Routed::Load(route) => {
                 let partition = partition::parse(route, &object.key)?;
+                if let Some(waiting) = self
+                    .waits_for_marker(route, &object.bucket, &partition)
+                    .await?
+                {
+                    return Ok(waiting);
+                }
                 self.load_partition(
                     route,
                     &object.bucket,
@@ -197,10 +229,15 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let result = self.finish_holding(&ctx, route, result).await;
         if !matches!(
             result,
-            Ok(Outcome::Loaded { .. } | Outcome::UpToDate { .. } | Outcome::Skipped { .. })
+            Ok(Outcome::Loaded { .. }
+                | Outcome::LoadedJob { .. }
+                | Outcome::UpToDate { .. }
+                | Outcome::Skipped { .. }
+                | Outcome::Waiting { .. })
         ) {
             // A failed load (or any outcome that leaves work running) is work the next
-            // sweep must see even if S3 shows nothing new.
+            // sweep must see even if S3 shows nothing new. A partition `waiting` for its
+            // marker is not: the marker is a new object the next listing shows.
             self.mark_dirty("a load failed or left work behind", holder)
                 .await;
         }
@@ -297,6 +334,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 "wake-up for a route that is no longer configured dropped");
             return Ok(());
         };
+        if crate::run::job::is_job_wakeup(route, path) {
+            // A root marker queued while another invocation held the lease.
+            let result = self.load_job_holding_lease(ctx, route, bucket).await;
+            return self.after_claimed(ctx, route, path, result.map(Some)).await;
+        }
         let partition = match partition::parse(route, &format!("{}{path}_", route.prefix)) {
             Ok(p) => p,
             Err(e) => {
@@ -306,15 +348,32 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
         };
         let held = lease::read_partition(ctx, path).await?;
-        match self
+        let result = self
             .load_holding_lease(route, bucket, &partition, ctx.holder, held, ctx.deadline)
             .await
-        {
-            Ok(Loaded::Committed(outcome)) => {
+            .map(|loaded| match loaded {
+                Loaded::Committed(outcome) => Some(outcome),
+                // Nothing to load (up to date, or waiting for its marker, whose own
+                // event loads it): the wake-up is done.
+                Loaded::Nothing(_) => None,
+            });
+        self.after_claimed(ctx, route, path, result).await
+    }
+
+    /// What a claimed partition's result means for the drain: see [`Self::load_claimed`].
+    async fn after_claimed(
+        &self,
+        ctx: &Ctx<'_, W>,
+        route: &Route,
+        path: &str,
+        result: Result<Option<Outcome>, LoaderError>,
+    ) -> Result<(), LoaderError> {
+        match result {
+            Ok(Some(outcome)) => {
                 outcome.log();
                 Ok(())
             }
-            Ok(Loaded::Nothing(_)) => Ok(()),
+            Ok(None) => Ok(()),
             Err(e @ (LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })) => Err(e),
             Err(e) if e.kind() == crate::error::ErrorKind::Retryable => Err(e),
             Err(e) => {
@@ -350,6 +409,29 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         lease: Held,
         deadline: Instant,
     ) -> Result<Loaded, LoaderError> {
+        match self
+            .prepare(route, bucket, partition, holder, lease, deadline)
+            .await?
+        {
+            Planned::Nothing(outcome) => Ok(Loaded::Nothing(outcome)),
+            Planned::Load(prepared) => self
+                .commit(route, bucket, holder, &prepared, deadline)
+                .await
+                .map(Loaded::Committed),
+        }
+    }
+
+    /// Plans one partition's load under the lease: lists it, keeps the files its ready
+    /// marker covers ([`markers`]), diffs them against the ledger, reads the layouts.
+    pub(crate) async fn prepare(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        lease: Held,
+        deadline: Instant,
+    ) -> Result<Planned, LoaderError> {
         let table = &route.table;
         if lease.columns.is_empty() {
             return Err(LoaderError::TableMissing(table.to_string()));
@@ -361,11 +443,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     table: table.to_string(),
                     reason,
                 })?;
-        let partition = &Partition {
+        let partition = Partition {
             literals,
             ..partition.clone()
         };
-        let target = copy_target(route, partition, &lease.columns)?;
+        let target = copy_target(route, &partition, &lease.columns)?;
         if route.mode == Mode::Replace {
             if let Some(reason) =
                 sql::blank_in_char_column(&partition.literals, &lease.char_columns)
@@ -379,36 +461,38 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // Listed only now, under the lease: a file written before the lease was taken
         // is seen by this holder or a later one, never missed.
         let prefix = partition.list_prefix(route);
-        let listed: Vec<ListedObject> = self
-            .storage
-            .list(bucket, &prefix)
-            .await?
-            .into_iter()
-            .filter(|o| {
-                let directly_inside = o
-                    .key
-                    .strip_prefix(&prefix)
-                    .is_some_and(|name| !name.contains('/'));
-                directly_inside && route::marker_reason(&o.key, Some(o.size)).is_none()
-            })
-            .collect();
+        let (marked, listed, waiting) = self.list_ready(route, bucket, &prefix).await?;
+        let waiting_outcome = |waiting: &[ListedObject]| {
+            Planned::Nothing(waiting_for_marker(route, bucket, &partition, waiting))
+        };
         if listed.is_empty() {
+            if !waiting.is_empty() {
+                return Ok(waiting_outcome(&waiting));
+            }
+            if route.ready_marker.is_some() && marked {
+                // A marker in a partition without data files: nothing to load.
+                return Ok(Planned::Nothing(Outcome::UpToDate {
+                    table: table.to_string(),
+                    partition: partition_values(&partition),
+                }));
+            }
             return Err(LoaderError::NothingListed {
                 url: plan::s3_url(bucket, &prefix),
             });
         }
         let files = match plan::plan(route.mode, bucket, listed, &lease.ledger)? {
+            Plan::UpToDate if !waiting.is_empty() => return Ok(waiting_outcome(&waiting)),
             Plan::UpToDate => {
-                return Ok(Loaded::Nothing(Outcome::UpToDate {
+                return Ok(Planned::Nothing(Outcome::UpToDate {
                     table: table.to_string(),
-                    partition: partition_values(partition),
+                    partition: partition_values(&partition),
                 }))
             }
             Plan::Load(files) => files,
         };
         let lease = if route.add_new_columns && reads_footers(route) {
             let ctx = Ctx::new(&self.warehouse, &self.config, table, holder, deadline);
-            self.add_new_columns(&ctx, route, bucket, partition, lease, &files)
+            self.add_new_columns(&ctx, route, bucket, &partition, lease, &files)
                 .await?
         } else {
             lease
@@ -416,7 +500,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // One layout per distinct file column order; files reordered so that each layout's
         // files are contiguous (the ledger rows follow the same order).
         let (layouts, files) = if maps_by_name(route) {
-            self.layouts(route, bucket, partition, &lease, files)
+            self.layouts(route, bucket, &partition, &lease, files)
                 .await?
         } else {
             let n = files.len();
@@ -428,11 +512,100 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .enumerate()
             .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
             .collect();
+        Ok(Planned::Load(Prepared {
+            partition,
+            files,
+            targets,
+            layout_of,
+        }))
+    }
 
-        let schema = &self.config.loader_schema;
-        let tables = LeaseTables::for_target(table);
-        let load_id = uuid::Uuid::new_v4().to_string();
-        let tuples = files
+    /// Lists a partition's data files: whether it holds its ready marker, the files
+    /// ready to load, those waiting for a marker. Without its own marker, a partition of
+    /// a route with one loads only the files the root marker covers; the others wait for
+    /// a marker's event or the sweep.
+    async fn list_ready(
+        &self,
+        route: &Route,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(bool, Vec<ListedObject>, Vec<ListedObject>), LoaderError> {
+        let all = self.storage.list(bucket, prefix).await?;
+        let marked = markers::partition_marked(route, prefix, &all);
+        let listed: Vec<ListedObject> = all
+            .into_iter()
+            .filter(|o| {
+                let directly_inside = o
+                    .key
+                    .strip_prefix(prefix)
+                    .is_some_and(|name| !name.contains('/'));
+                directly_inside && markers::is_data_file(route, &o.key, o.size)
+            })
+            .collect();
+        if marked {
+            return Ok((true, listed, Vec::new()));
+        }
+        let root = self.root_marker_time(route, bucket).await?;
+        let (ready, waiting) = markers::split_ready(listed, root);
+        Ok((false, ready, waiting))
+    }
+
+    /// A data file's event on a route with a ready marker, decided from S3 alone before
+    /// the lease: `waiting` when no marker covers any file of the partition (no Data API
+    /// call; the marker's event, or the sweep once the marker exists, loads them). A
+    /// marker written just after this listing has an event of its own that loads the
+    /// partition under the lease, so deciding here loses nothing that deciding under the
+    /// lease would keep.
+    async fn waits_for_marker(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+    ) -> Result<Option<Outcome>, LoaderError> {
+        if route.ready_marker.is_none() {
+            return Ok(None);
+        }
+        let (_, ready, waiting) = self
+            .list_ready(route, bucket, &partition.list_prefix(route))
+            .await?;
+        Ok((ready.is_empty() && !waiting.is_empty())
+            .then(|| waiting_for_marker(route, bucket, partition, &waiting)))
+    }
+
+    /// The root marker's `LastModified`, if it exists (one listing of its exact key).
+    pub(crate) async fn root_marker_time(
+        &self,
+        route: &Route,
+        bucket: &str,
+    ) -> Result<Option<std::time::SystemTime>, LoaderError> {
+        let Some(key) = markers::root_marker_key(route) else {
+            return Ok(None);
+        };
+        if route.partition_columns.is_empty() {
+            // The root is the only partition: its marker is the partition's own.
+            return Ok(None);
+        }
+        Ok(self
+            .storage
+            .list(bucket, &key)
+            .await?
+            .into_iter()
+            .find(|o| o.key == key)
+            .and_then(|o| o.last_modified))
+    }
+
+    /// The ledger INSERTs of a prepared load under `load_id`, each with its file count.
+    pub(crate) fn ledger_inserts_of(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        load_id: &str,
+    ) -> Result<Vec<(String, usize)>, LoaderError> {
+        let tables = LeaseTables::for_target(&route.table);
+        let tuples = prepared
+            .files
             .iter()
             .map(|f| {
                 let row = LedgerRow {
@@ -440,19 +613,35 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     etag: f.etag.clone(),
                     size_bytes: f.size,
                 };
-                sql::ledger_tuple(&partition.path, holder, &load_id, &row)
+                sql::ledger_tuple(&prepared.partition.path, holder, load_id, &row)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let inserts = sql::ledger_inserts(
-            &sql::table_ledger_insert_head(schema, &tables),
+        Ok(sql::ledger_inserts(
+            &sql::table_ledger_insert_head(&self.config.loader_schema, &tables),
             &tuples,
             self.limits.max_statement_bytes,
-        );
+        ))
+    }
+
+    /// Commits a prepared load: one load batch, or several when its ledger INSERTs do
+    /// not fit one (append mode only).
+    pub(crate) async fn commit(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<Outcome, LoaderError> {
+        let table = &route.table;
+        let (files, targets) = (&prepared.files, &prepared.targets);
+        let load_id = uuid::Uuid::new_v4().to_string();
+        let inserts = self.ledger_inserts_of(route, bucket, holder, prepared, &load_id)?;
         let replace = route.mode == Mode::Replace;
         let room = self
             .limits
             .max_statements
-            .saturating_sub(sql::fixed_statements(&targets, replace));
+            .saturating_sub(sql::fixed_statements(targets, replace));
         // One layout keeps the old rule (one ledger INSERT per batch at least); more
         // layouts than a batch can COPY are refused rather than split across transactions.
         if room == 0 && targets.len() > 1 {
@@ -472,89 +661,138 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 batches: batches.len(),
             });
         }
-
         let mut offset = 0;
         let mut manifests = 0;
         let mut statement_id = String::new();
         for (n, (inserts, count)) in batches.iter().enumerate() {
-            let chunk = &files[offset..offset + count];
-            let chunk_layouts = &layout_of[offset..offset + count];
+            let range = offset..offset + count;
             offset += count;
-            // One manifest per layout present in the chunk (contiguous, see above).
-            let mut parts: Vec<(usize, String)> = Vec::new();
-            let mut start = 0;
-            while start < chunk.len() {
-                let layout = chunk_layouts[start];
-                let end = start
-                    + chunk_layouts[start..]
-                        .iter()
-                        .take_while(|l| **l == layout)
-                        .count();
-                let manifest_key = manifest::manifest_key(
-                    &self.config.manifest,
-                    table,
-                    &partition.path,
+            let sqls = self
+                .partition_statements(
+                    route,
+                    bucket,
+                    holder,
+                    prepared,
+                    range.clone(),
+                    inserts,
                     &load_id,
-                    manifests,
-                );
-                manifests += 1;
-                self.storage
-                    .put(
-                        &self.config.manifest.bucket,
-                        &manifest_key,
-                        manifest::manifest_json(bucket, &chunk[start..end]),
-                    )
-                    .await?;
-                parts.push((
-                    layout,
-                    plan::s3_url(&self.config.manifest.bucket, &manifest_key),
-                ));
-                start = end;
-            }
-            let copies: Vec<sql::CopyStep<'_>> = parts
-                .iter()
-                .map(|(layout, url)| sql::CopyStep {
-                    manifest_url: url,
-                    target: &targets[*layout],
-                })
-                .collect();
-            let sqls = sql::load_batch(&sql::LoadBatch {
-                schema,
-                tables: &tables,
-                table,
-                partition_path: &partition.path,
-                holder,
-                iam_role: &self.config.copy_iam_role,
-                format: route.format,
-                copy_options: &route.copy_options,
-                copies: &copies,
-                replace: replace.then_some(partition.literals.as_slice()),
-                ledger_inserts: inserts,
-                load_id: &load_id,
-                ttl_seconds: self.config.lease_ttl.as_secs(),
-                stage_suffix: n,
-                statupdate: route.statupdate,
-            })?;
-            let copy_started = Instant::now();
-            let batch = self.warehouse.run_batch(sqls, deadline).await;
-            crate::run::metrics::add(|m| m.copy_time += copy_started.elapsed());
-            statement_id = batch.map_err(|e| load_error(table, e))?;
-            let committed = std::time::SystemTime::now();
-            crate::run::metrics::add(|m| {
-                m.files += chunk.len() as u64;
-                m.bytes += chunk.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
-                m.committed_at = Some(committed);
-                m.freshness_lags.extend(chunk.iter().filter_map(|f| {
-                    crate::run::metrics::freshness_lag(f.last_modified, committed)
-                }));
-            });
+                    n,
+                    &mut manifests,
+                )
+                .await?;
+            statement_id = self
+                .run_load_batch(table, sqls, &files[range], deadline)
+                .await?;
         }
-        Ok(Loaded::Committed(Outcome::Loaded {
+        Ok(Outcome::Loaded {
             table: table.to_string(),
-            partition: partition_values(partition),
+            partition: partition_values(&prepared.partition),
             files: files.len(),
             statement_id,
-        }))
+        })
+    }
+
+    /// The statements of one partition's part of a load batch (its files `range`), the
+    /// fence last; writes their manifests.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn partition_statements(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        range: std::ops::Range<usize>,
+        inserts: &[String],
+        load_id: &str,
+        stage_suffix: usize,
+        manifests: &mut usize,
+    ) -> Result<Vec<String>, LoaderError> {
+        let table = &route.table;
+        let partition = &prepared.partition;
+        let chunk = &prepared.files[range.clone()];
+        let chunk_layouts = &prepared.layout_of[range];
+        // One manifest per layout present in the chunk (contiguous, see above).
+        let mut parts: Vec<(usize, String)> = Vec::new();
+        let mut start = 0;
+        while start < chunk.len() {
+            let layout = chunk_layouts[start];
+            let end = start
+                + chunk_layouts[start..]
+                    .iter()
+                    .take_while(|l| **l == layout)
+                    .count();
+            let manifest_key = manifest::manifest_key(
+                &self.config.manifest,
+                table,
+                &partition.path,
+                load_id,
+                *manifests,
+            );
+            *manifests += 1;
+            self.storage
+                .put(
+                    &self.config.manifest.bucket,
+                    &manifest_key,
+                    manifest::manifest_json(bucket, &chunk[start..end]),
+                )
+                .await?;
+            parts.push((
+                layout,
+                plan::s3_url(&self.config.manifest.bucket, &manifest_key),
+            ));
+            start = end;
+        }
+        let copies: Vec<sql::CopyStep<'_>> = parts
+            .iter()
+            .map(|(layout, url)| sql::CopyStep {
+                manifest_url: url,
+                target: &prepared.targets[*layout],
+            })
+            .collect();
+        let replace = route.mode == Mode::Replace;
+        sql::load_batch(&sql::LoadBatch {
+            schema: &self.config.loader_schema,
+            tables: &LeaseTables::for_target(table),
+            table,
+            partition_path: &partition.path,
+            holder,
+            iam_role: &self.config.copy_iam_role,
+            format: route.format,
+            copy_options: &route.copy_options,
+            copies: &copies,
+            replace: replace.then_some(partition.literals.as_slice()),
+            ledger_inserts: inserts,
+            load_id,
+            ttl_seconds: self.config.lease_ttl.as_secs(),
+            stage_suffix,
+            statupdate: route.statupdate,
+        })
+    }
+
+    /// Runs one load batch (one transaction) and counts what it loaded.
+    pub(crate) async fn run_load_batch(
+        &self,
+        table: &TableName,
+        sqls: Vec<String>,
+        chunk: &[ListedObject],
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        let copy_started = Instant::now();
+        let batch = self.warehouse.run_batch(sqls, deadline).await;
+        crate::run::metrics::add(|m| m.copy_time += copy_started.elapsed());
+        let statement_id = batch.map_err(|e| load_error(table, e))?;
+        let committed = std::time::SystemTime::now();
+        crate::run::metrics::add(|m| {
+            m.files += chunk.len() as u64;
+            m.bytes += chunk.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
+            m.committed_at = Some(committed);
+            m.freshness_lags.extend(
+                chunk
+                    .iter()
+                    .filter_map(|f| crate::run::metrics::freshness_lag(f.last_modified, committed)),
+            );
+        });
+        Ok(statement_id)
     }
 }
 
@@ -758,11 +996,51 @@ pub async fn settle_key(
     })
 }
 
+/// A partition's load planned under the lease ([`Loader::prepare`]).
+pub(crate) enum Planned {
+    /// Nothing to load (up to date, or waiting for its marker).
+    Nothing(Outcome),
+    Load(Prepared),
+}
+
+/// What one partition loads: its files grouped by layout, the partition's literals
+/// rendered for the table.
+pub(crate) struct Prepared {
+    pub(crate) partition: Partition,
+    pub(crate) files: Vec<ListedObject>,
+    /// One COPY target per layout.
+    pub(crate) targets: Vec<CopyTarget>,
+    /// The layout of each of `files`.
+    pub(crate) layout_of: Vec<usize>,
+}
+
 enum Loaded {
     /// Loaded; every load batch renewed the lease, which is still ours.
     Committed(Outcome),
     /// Nothing to load.
     Nothing(Outcome),
+}
+
+/// The `waiting` outcome of a partition whose `waiting` files no marker covers; counts
+/// the wait for `OldestMarkerWaitSeconds`.
+fn waiting_for_marker(
+    route: &Route,
+    bucket: &str,
+    partition: &Partition,
+    waiting: &[ListedObject],
+) -> Outcome {
+    let waited = markers::oldest_wait(waiting, std::time::SystemTime::now());
+    crate::run::metrics::add(|m| {
+        m.oldest_marker_wait = m.oldest_marker_wait.max(Some(waited));
+    });
+    let marker = route.ready_marker.as_deref().unwrap_or("");
+    Outcome::Waiting {
+        table: route.table.to_string(),
+        partition: partition_values(partition),
+        files: waiting.len(),
+        marker: plan::s3_url(bucket, &format!("{}{marker}", partition.list_prefix(route))),
+        waiting_seconds: waited.as_secs(),
+    }
 }
 
 fn partition_values(partition: &Partition) -> PartitionValues {

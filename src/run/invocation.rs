@@ -248,6 +248,11 @@ async fn add_rows<W: Warehouse, S: Storage>(
 /// The route's table for the event, when it has one.
 fn table_of<W: Warehouse, S: Storage>(loader: &Loader<W, S>, event: &Value) -> Option<String> {
     let object = event::parse(event).ok()?;
+    if let Some((route, _)) =
+        crate::lake::markers::marker_of(loader.config(), &object.bucket, &object.key)
+    {
+        return Some(route.table.to_string());
+    }
     match route::route(loader.config(), &object.bucket, &object.key, object.size) {
         Routed::Load(route) => Some(route.table.to_string()),
         Routed::Skip(_) => None,

@@ -41,7 +41,7 @@ pub const DEFAULT_NAMESPACE: &str = "PartitionLoader";
 /// Outcomes that every record counts (0 or 1), so that sums over time are right even for
 /// outcomes that did not happen. An outcome not listed (a newer one) is counted too,
 /// under its CamelCase name.
-pub const OUTCOMES: [&str; 4] = ["loaded", "up_to_date", "queued", "skipped"];
+pub const OUTCOMES: [&str; 5] = ["loaded", "up_to_date", "queued", "skipped", "waiting"];
 
 /// A dimension the user can choose in `METRICS_DIMENSIONS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +169,10 @@ pub struct Figures {
     pub committed_at: Option<SystemTime>,
     /// Seconds from each committed file's S3 LastModified to its load's commit.
     pub freshness_lags: Vec<f64>,
+    /// The longest a partition seen here has waited for its ready marker (since its
+    /// oldest waiting file was written); `Some(0)` when a sweep of a route with a
+    /// marker found none waiting, `None` when no such route was looked at.
+    pub oldest_marker_wait: Option<Duration>,
 }
 
 tokio::task_local! {
@@ -277,6 +281,7 @@ impl Figures {
         self.copy_query_ids.extend(&other.copy_query_ids);
         self.committed_at = self.committed_at.max(other.committed_at);
         self.freshness_lags.extend(&other.freshness_lags);
+        self.oldest_marker_wait = self.oldest_marker_wait.max(other.oldest_marker_wait);
     }
 }
 
@@ -453,6 +458,11 @@ fn share_records(
         }
     }
 
+    // Alarm on it: a job that never writes its marker leaves its partitions unloaded.
+    if let Some(wait) = f.oldest_marker_wait {
+        metric("OldestMarkerWaitSeconds", "Seconds", json!(wait.as_secs()));
+    }
+
     // Dimension values: a configured dimension without a value (no table for a skip)
     // drops the whole configured set, keeping the aggregate one.
     let values: Option<Vec<(&str, String)>> = settings
@@ -571,6 +581,7 @@ mod tests {
             copy_query_ids: vec![7],
             committed_at: Some(now()),
             freshness_lags: vec![60.0],
+            oldest_marker_wait: Some(Duration::from_secs(90)),
         }
     }
 
@@ -662,6 +673,9 @@ mod tests {
         assert_eq!(r["UpToDate"], 0);
         assert_eq!(r["Queued"], 0);
         assert_eq!(r["Skipped"], 0);
+        assert_eq!(r["Waiting"], 0);
+        assert_eq!(r["OldestMarkerWaitSeconds"], 90);
+        assert_eq!(unit(&metrics, "OldestMarkerWaitSeconds"), Some("Seconds"));
         assert_eq!(r["Errors"], 0);
         assert_eq!(r["PermanentErrors"], 0);
         assert_eq!(r["FilesLoaded"], 3);

@@ -7,6 +7,7 @@ pub mod backfill;
 pub mod batch;
 pub mod handler;
 pub mod invocation;
+pub mod job;
 pub mod metrics;
 mod new_columns;
 pub mod outcome;

@@ -134,6 +134,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         if late() {
             return results;
         }
+        if routes.iter().any(|r| r.ready_marker.is_some()) {
+            // The sweep's record says 0 rather than nothing when none waits.
+            crate::run::metrics::add(|m| {
+                m.oldest_marker_wait.get_or_insert(Duration::ZERO);
+            });
+        }
         let mut candidates = Vec::new();
         for r in routes {
             match self.sweep_candidates(r, look_back_days, deadline).await {

@@ -26,6 +26,9 @@ pub const NO_LEASE_PAST_TTL: &str = "no_lease_held_by_a_dead_holder_past_its_ttl
 /// An invocation that returns success did not release its lease while wake-ups queued
 /// during its tenure were still waiting.
 pub const HOLDER_DRAINS: &str = "holder_returns_success_only_after_draining";
+/// With ready markers: nothing of a partition is loaded before its marker exists (and,
+/// by [`EXACTLY_ONCE`] at the end, every file of a marked partition is loaded once).
+pub const LOADED_AFTER_MARKER: &str = "nothing_loaded_before_its_marker";
 /// The model understands every statement the loader sends.
 pub const MODEL: &str = "model_understands_every_statement";
 
@@ -42,6 +45,24 @@ pub fn no_file_loaded_twice(state: &State, new_loads: &[String]) -> Option<Viola
             "{url} is now in its table {} times",
             state.loaded_count(url)
         ),
+    )
+}
+
+/// Ready markers (issue 20 item 1): a file is loaded only when its partition's marker
+/// exists (checked at the commit that loads it; objects are never deleted, so it existed
+/// when the loader listed).
+pub fn loaded_only_after_marker(
+    s3: &super::storage::Objects,
+    new_loads: &[String],
+    marker: &str,
+) -> Option<Violation> {
+    let url = new_loads.iter().find(|u| {
+        let dir = &u[..u.rfind('/').unwrap_or(0) + 1];
+        s3.object(&format!("{dir}{marker}")).is_none()
+    })?;
+    violation(
+        LOADED_AFTER_MARKER,
+        format!("{url} was loaded before its partition's {marker} existed"),
     )
 }
 

@@ -50,6 +50,8 @@ const ASYNC_ATTEMPTS: u32 = 3;
 /// The SQS queue's maxReceiveCount before its dead-letter queue.
 const SQS_RECEIVES: u32 = 3;
 const SWEEP_LOOK_BACK_DAYS: u32 = 3;
+/// The ready marker of [`Workload::ready_markers`].
+const MARKER: &str = "_SUCCESS";
 
 /// What one run contains: its size and which faults the scheduler may inject.
 #[derive(Debug, Clone)]
@@ -82,6 +84,9 @@ pub struct Workload {
     pub cancels_may_fail: bool,
     /// Scheduler steps before the workload stops injecting (then the final phase).
     pub max_steps: usize,
+    /// Routes have `ready_marker = "_SUCCESS"`; every partition with files gets its
+    /// marker written at a random point among them (files before and after it).
+    pub ready_markers: bool,
 }
 
 impl Workload {
@@ -106,6 +111,7 @@ impl Workload {
             clock_jumps: 1,
             cancels_may_fail: true,
             max_steps: 400,
+            ready_markers: false,
         }
     }
 
@@ -146,6 +152,7 @@ impl Workload {
             clock_jumps: 0,
             cancels_may_fail: false,
             max_steps: 200,
+            ready_markers: false,
         }
     }
 }
@@ -442,6 +449,8 @@ struct FileSpec {
     corrupt: bool,
     events: usize,
     via_sqs: bool,
+    /// A ready marker (zero bytes), not a data file.
+    marker: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -617,7 +626,12 @@ impl<'a> Runner<'a> {
                 toml.push_str(&format!(
                     "[[routes]]\nbucket = \"{BUCKET}\"\nprefix = \"{p}\"\ntable = \"s.t{t}\"\n\
                      format = \"parquet\"\nfile_columns = [\"id\", \"amount\"]\n\
-                     partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n\n"
+                     partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n{}\n",
+                    if work.ready_markers {
+                        format!("ready_marker = \"{MARKER}\"\n")
+                    } else {
+                        String::new()
+                    }
                 ));
                 routes.push((BUCKET.to_string(), p.clone()));
                 route_prefixes.push(p);
@@ -654,6 +668,7 @@ impl<'a> Runner<'a> {
                 corrupt: false,
                 events,
                 via_sqs: work.sqs && rng.u32(0..3) == 0,
+                marker: false,
             });
         }
         if work.corrupt {
@@ -665,11 +680,43 @@ impl<'a> Runner<'a> {
                     corrupt: true,
                     events: 1,
                     via_sqs: false,
+                    marker: false,
                 },
             );
         }
+        if work.ready_markers {
+            let mut partitions: Vec<String> = Vec::new();
+            for f in &files {
+                let dir = f.key[..f.key.rfind('/').unwrap_or(0) + 1].to_string();
+                if !partitions.contains(&dir) {
+                    partitions.push(dir);
+                }
+            }
+            for dir in partitions {
+                let at = rng.usize(0..=files.len());
+                let events = match (work.lose_events, work.duplicate_events, rng.u32(0..10)) {
+                    (true, _, 0) => 0,
+                    (_, true, 1 | 2) => 2,
+                    _ => 1,
+                };
+                files.insert(
+                    at,
+                    FileSpec {
+                        key: format!("{dir}{MARKER}"),
+                        corrupt: false,
+                        events,
+                        via_sqs: work.sqs && rng.u32(0..3) == 0,
+                        marker: true,
+                    },
+                );
+            }
+        }
         let world = World {
-            db: Db::new(work.isolation, targets),
+            db: {
+                let mut db = Db::new(work.isolation, targets);
+                db.ready_marker = work.ready_markers.then_some(MARKER);
+                db
+            },
             s3: Objects::default(),
             invs: Vec::new(),
             t0: Instant::now(),
@@ -744,8 +791,19 @@ impl<'a> Runner<'a> {
         }
         let mut w = lock(&self.world);
         let now = w.now_ms();
-        let files: Vec<(String, bool)> = self.files[..self.next_file]
+        // With ready markers, nothing is lost once the marker exists: the files of a
+        // partition whose marker was never written are not expected (the commit check
+        // says none of them was loaded).
+        let written = &self.files[..self.next_file];
+        let marked = |key: &str| {
+            let dir = &key[..key.rfind('/').unwrap_or(0) + 1];
+            written
+                .iter()
+                .any(|m| m.marker && m.key == format!("{dir}{MARKER}"))
+        };
+        let files: Vec<(String, bool)> = written
             .iter()
+            .filter(|f| !f.marker && (!self.work.ready_markers || marked(&f.key)))
             .map(|f| (format!("s3://{BUCKET}/{}", f.key), f.corrupt))
             .collect();
         w.violation =
@@ -945,7 +1003,7 @@ impl<'a> Runner<'a> {
                     BUCKET,
                     &f.key,
                     Object {
-                        size: 100,
+                        size: if f.marker { 0 } else { 100 },
                         etag: format!("etag{k}"),
                         corrupt: f.corrupt,
                         body: None,
@@ -1054,13 +1112,20 @@ impl<'a> Runner<'a> {
         };
         w.commits += 1;
         let now = w.now_ms();
-        let mut found = invariants::no_file_loaded_twice(&w.db.state, &c.new_loads).or_else(|| {
-            invariants::wakeups_deleted_only_when_done(
-                &w.db.state,
-                &w.db.failed_permanently,
-                &c.deleted_wakeups,
-            )
-        });
+        let mut found = invariants::no_file_loaded_twice(&w.db.state, &c.new_loads)
+            .or_else(|| {
+                self.work
+                    .ready_markers
+                    .then(|| invariants::loaded_only_after_marker(&w.s3, &c.new_loads, MARKER))
+                    .flatten()
+            })
+            .or_else(|| {
+                invariants::wakeups_deleted_only_when_done(
+                    &w.db.state,
+                    &w.db.failed_permanently,
+                    &c.deleted_wakeups,
+                )
+            });
         for (_, lease) in &c.lease_writes {
             found = found.or_else(|| {
                 invariants::lease_write_within_ttl(now, TTL_SECONDS * 1000, lease.expires_ms)

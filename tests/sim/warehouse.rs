@@ -259,6 +259,8 @@ pub struct Db {
     /// SQL the recogniser did not know, or a rule the model does not have.
     pub fatal: Option<String>,
     pub conflicts: u64,
+    /// The routes' ready marker (issue 20 item 1), for what a wake-up stands for.
+    pub ready_marker: Option<&'static str>,
 }
 
 impl Db {
@@ -282,6 +284,7 @@ impl Db {
             failed_permanently: BTreeSet::new(),
             fatal: None,
             conflicts: 0,
+            ready_marker: None,
         }
     }
 
@@ -929,8 +932,21 @@ impl Db {
                     .filter(|(b, p)| {
                         *b == bucket && route.as_deref().is_none_or(|r| r.is_empty() || r == p)
                     })
-                    .flat_map(|(b, prefix)| s3.data_files(b, &format!("{prefix}{partition}")))
+                    .flat_map(|(b, prefix)| {
+                        let dir = format!("{prefix}{partition}");
+                        // A partition waiting for its marker: the marker's event loads it.
+                        let waits = self
+                            .ready_marker
+                            .is_some_and(|m| s3.object(&format!("s3://{b}/{dir}{m}")).is_none());
+                        if waits {
+                            BTreeSet::new()
+                        } else {
+                            s3.data_files(b, &dir)
+                        }
+                    })
                     .collect()
+            } else if let Some(marker) = self.ready_marker {
+                stands_for_with_marker(s3, &url, marker)
             } else {
                 BTreeSet::from([url.clone()])
             };
@@ -1074,4 +1090,24 @@ pub fn timestamp(ms: i64) -> String {
     (base + chrono::Duration::milliseconds(ms))
         .format("%Y-%m-%d %H:%M:%S%.3f")
         .to_string()
+}
+
+/// What an object's wake-up stands for on a route with a ready marker: the marker's,
+/// every data file of its partition that exists (its event makes them ready); a data
+/// file's, itself once its partition's marker exists, else nothing (the file waits: the
+/// marker's event, or the sweep once it exists, loads it; the final check asks for it).
+fn stands_for_with_marker(s3: &Objects, url: &str, marker: &str) -> BTreeSet<String> {
+    let dir = &url[..url.rfind('/').map_or(0, |i| i + 1)];
+    if url[dir.len()..] == *marker {
+        let Some((bucket, prefix)) = dir.strip_prefix("s3://").and_then(|d| d.split_once('/'))
+        else {
+            return BTreeSet::new();
+        };
+        return s3.data_files(bucket, prefix);
+    }
+    if s3.object(&format!("{dir}{marker}")).is_some() {
+        BTreeSet::from([url.to_string()])
+    } else {
+        BTreeSet::new()
+    }
 }
