@@ -18,7 +18,7 @@ pub use lake::{
     schema_match,
 };
 pub use ops::{admin, doctor, upkeep};
-pub use protocol::{backoff, failure, lease, plan};
+pub use protocol::{backoff, failure, isolate, lease, plan};
 pub use run::{backfill, batch, handler, invocation, metrics, outcome, redrive, sweep};
 
 pub use config::Config;

@@ -370,6 +370,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 url: plan::s3_url(bucket, &prefix),
             });
         }
+        // A quarantined file stays out while its ETag is the one Redshift refused: a
+        // rewrite (new ETag) is a new file, and `loaderctl quarantine release` forgets it.
+        let listed = if route.mode == Mode::Append {
+            crate::isolate::without_quarantined(bucket, listed, &lease.quarantined)
+        } else {
+            listed
+        };
         let files = match plan::plan(route.mode, bucket, listed, &lease.ledger)? {
             Plan::UpToDate => {
                 return Ok(Loaded::Nothing(Outcome::UpToDate {
@@ -379,10 +386,50 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
             Plan::Load(files) => files,
         };
+        let n = files.len();
+        let (statement_id, loaded, quarantined) = match self
+            .load_files(route, bucket, partition, holder, &lease, &target, &files, deadline)
+            .await
+        {
+            Ok(statement_id) => (statement_id, n, Vec::new()),
+            Err(e) => {
+                self.isolate_bad_files(
+                    route, bucket, partition, holder, &lease, &target, files, e, deadline,
+                )
+                .await?
+            }
+        };
+        Ok(Loaded::Committed(Outcome::Loaded {
+            table: table.to_string(),
+            partition: partition_values(partition),
+            files: loaded,
+            statement_id,
+            quarantined,
+        }))
+    }
+
+    /// Loads `files` of the partition in as many load batches as they need (one in
+    /// replace mode), each committing with its ledger rows and the fence last; the
+    /// statement id of the last batch.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn load_files(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        lease: &Held,
+        target: &CopyTarget,
+        files: &[ListedObject],
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        let table = &route.table;
+        let files = files.to_vec();
+        let target = target.clone();
         // One layout per distinct file column order; files reordered so that each layout's
         // files are contiguous (the ledger rows follow the same order).
         let (layouts, files) = if reads_footers(route) {
-            self.layouts(route, bucket, partition, &lease, files)
+            self.layouts(route, bucket, partition, lease, files)
                 .await?
         } else {
             let n = files.len();
@@ -517,12 +564,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 );
             });
         }
-        Ok(Loaded::Committed(Outcome::Loaded {
-            table: table.to_string(),
-            partition: partition_values(partition),
-            files: files.len(),
-            statement_id,
-        }))
+        Ok(statement_id)
     }
 }
 
@@ -604,9 +646,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             return Ok(s);
         }
         let size = u64::try_from(f.size).unwrap_or(0);
-        let unreadable = |reason: String| LoaderError::TableMismatch {
+        let unreadable = |reason: String| LoaderError::UnreadableFile {
             table: route.table.to_string(),
-            reason: format!("file {url} is not a Parquet file Redshift can read: {reason}"),
+            url: url.clone(),
+            reason,
         };
         let mut len = schema_match::FIRST_TAIL_BYTES.min(size);
         for _ in 0..2 {
@@ -686,7 +729,7 @@ enum Loaded {
     Nothing(Outcome),
 }
 
-fn partition_values(partition: &Partition) -> PartitionValues {
+pub(crate) fn partition_values(partition: &Partition) -> PartitionValues {
     PartitionValues(
         partition
             .values
@@ -697,7 +740,7 @@ fn partition_values(partition: &Partition) -> PartitionValues {
 }
 
 /// Names what a failed load batch means for the caller.
-fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
+pub(crate) fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
     match e {
         LoaderError::StatementFailed {
             message,

@@ -169,6 +169,8 @@ pub struct Figures {
     pub committed_at: Option<SystemTime>,
     /// Seconds from each committed file's S3 LastModified to its load's commit.
     pub freshness_lags: Vec<f64>,
+    /// Files Redshift refused that this invocation quarantined (`QuarantinedFiles`).
+    pub quarantined: u64,
 }
 
 tokio::task_local! {
@@ -277,6 +279,7 @@ impl Figures {
         self.copy_query_ids.extend(&other.copy_query_ids);
         self.committed_at = self.committed_at.max(other.committed_at);
         self.freshness_lags.extend(&other.freshness_lags);
+        self.quarantined += other.quarantined;
     }
 }
 
@@ -420,6 +423,8 @@ fn share_records(
     );
     metric("FilesLoaded", "Count", json!(f.files));
     metric("BytesLoaded", "Bytes", json!(f.bytes));
+    // Every record has it (0 when nothing was refused): the alarm on it never lacks data.
+    metric("QuarantinedFiles", "Count", json!(f.quarantined));
     // Files far from COPY's liking (loaderctl status advises) show here first.
     if let Some(mean) = f.bytes.checked_div(f.files) {
         metric("MeanFileSize", "Bytes", json!(mean));
@@ -571,6 +576,7 @@ mod tests {
             copy_query_ids: vec![7],
             committed_at: Some(now()),
             freshness_lags: vec![60.0],
+            quarantined: 1,
         }
     }
 
@@ -640,6 +646,7 @@ mod tests {
             partition: PartitionValues(vec![("order_date".into(), Some("2024-05-28".into()))]),
             files: 3,
             statement_id: "stmt-1".into(),
+            quarantined: Vec::new(),
         };
         let figures = figures();
         let r = record(
@@ -666,6 +673,7 @@ mod tests {
         assert_eq!(r["PermanentErrors"], 0);
         assert_eq!(r["FilesLoaded"], 3);
         assert_eq!(r["BytesLoaded"], 4096);
+        assert_eq!(r["QuarantinedFiles"], 1);
         assert_eq!(r["RowsLoaded"], 120);
         assert_eq!(r["LeaseWait"], 250.0);
         assert_eq!(r["CopyTime"], 1500.0);
@@ -792,6 +800,7 @@ mod tests {
             partition: PartitionValues::default(),
             files: 2,
             statement_id: "x".into(),
+            quarantined: Vec::new(),
         };
         let mut share = Share::new(Some("s.t".into()));
         share.count(Ok(&loaded), 3);
@@ -987,6 +996,7 @@ mod tests {
             partition: PartitionValues::default(),
             files: 1,
             statement_id: "x".into(),
+            quarantined: Vec::new(),
         };
         let figures = Figures {
             rows: Some(1),

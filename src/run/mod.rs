@@ -9,5 +9,6 @@ pub mod handler;
 pub mod invocation;
 pub mod metrics;
 pub mod outcome;
+pub mod quarantine;
 pub mod redrive;
 pub mod sweep;
