@@ -196,7 +196,8 @@ pub async fn isolate<L: Loads>(
                 stack.push((group, None));
             }
             Verdict::Unnamed { error } if group.len() == 1 => {
-                out.bad.extend(group.into_iter().map(|f| (f, error.clone())));
+                out.bad
+                    .extend(group.into_iter().map(|f| (f, error.clone())));
             }
             Verdict::Unnamed { .. } => {
                 let right = group.split_off(group.len() / 2);
@@ -314,10 +315,16 @@ mod tests {
         let refs: Vec<&str> = keys8.iter().map(String::as_str).collect();
         let script = Script::new(&["p/f5"], false);
         let found = run(&script, &refs).await.unwrap();
-        assert_eq!(keys(&found.bad.iter().map(|b| b.0.clone()).collect::<Vec<_>>()), ["p/f5"]);
+        assert_eq!(
+            keys(&found.bad.iter().map(|b| b.0.clone()).collect::<Vec<_>>()),
+            ["p/f5"]
+        );
         let mut loaded = keys(&found.loaded);
         loaded.sort();
-        assert_eq!(loaded, ["p/f0", "p/f1", "p/f2", "p/f3", "p/f4", "p/f6", "p/f7"]);
+        assert_eq!(
+            loaded,
+            ["p/f0", "p/f1", "p/f2", "p/f3", "p/f4", "p/f6", "p/f7"]
+        );
         // 8 → [0..4) passes, [4..8) fails → [4,5] fails → [4] passes, [5] fails; [6,7] passes.
         assert_eq!(found.probes, 6);
         assert_eq!(found.statement_id, "stmt-7");
@@ -326,7 +333,9 @@ mod tests {
     #[tokio::test]
     async fn two_bad_files_among_good_ones_are_both_found() {
         let script = Script::new(&["p/b", "p/e"], false);
-        let found = run(&script, &["p/a", "p/b", "p/c", "p/d", "p/e"]).await.unwrap();
+        let found = run(&script, &["p/a", "p/b", "p/c", "p/d", "p/e"])
+            .await
+            .unwrap();
         let mut bad: Vec<&str> = found.bad.iter().map(|b| b.0.key.as_str()).collect();
         bad.sort();
         assert_eq!(bad, ["p/b", "p/e"]);
@@ -348,7 +357,9 @@ mod tests {
     async fn a_transient_failure_ends_the_search_and_quarantines_nothing() {
         let mut script = Script::new(&["p/d"], false);
         script.throttle_after = Some(2);
-        let e = run(&script, &["p/a", "p/b", "p/c", "p/d"]).await.unwrap_err();
+        let e = run(&script, &["p/a", "p/b", "p/c", "p/d"])
+            .await
+            .unwrap_err();
         assert_eq!(verdict(&e, "b", &[]), Verdict::NotAFile);
         assert!(e.to_string().contains("SlowDown"));
         // The first half [a, b] committed before the throttled probe.
@@ -374,12 +385,24 @@ mod tests {
         let files = [obj("o/d=1/part-1.parquet"), obj("o/d=1/part-10.parquet")];
         for (m, want) in [
             ("File 's3://b/o/d=1/part-1.parquet' is bad", Some(0)),
-            ("File 'https://s3.us-east-1.amazonaws.com/b/o/d=1/part-10.parquet' x", Some(1)),
-            ("File 'https://s3.us-east-1.amazonaws.com/b/o/d%3D1/part-1.parquet' x", Some(0)),
-            ("File 'https://b.s3.us-east-1.amazonaws.com/o/d=1/part-10.parquet'", Some(1)),
+            (
+                "File 'https://s3.us-east-1.amazonaws.com/b/o/d=1/part-10.parquet' x",
+                Some(1),
+            ),
+            (
+                "File 'https://s3.us-east-1.amazonaws.com/b/o/d%3D1/part-1.parquet' x",
+                Some(0),
+            ),
+            (
+                "File 'https://b.s3.us-east-1.amazonaws.com/o/d=1/part-10.parquet'",
+                Some(1),
+            ),
             ("File name: s3://b/o/d=1/part-1.parquet", Some(0)),
             // Cut short: names neither.
-            ("File 'https://s3.us-east-1.amazonaws.com/b/o/d=1/part-1", None),
+            (
+                "File 'https://s3.us-east-1.amazonaws.com/b/o/d=1/part-1",
+                None,
+            ),
             ("File 's3://other/o/d=1/part-1.parquet'", None),
             ("invalid Parquet file", None),
         ] {

@@ -388,7 +388,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         };
         let n = files.len();
         let (statement_id, loaded, quarantined) = match self
-            .load_files(route, bucket, partition, holder, &lease, &target, &files, deadline)
+            .load_files(
+                route, bucket, partition, holder, &lease, &target, &files, deadline,
+            )
             .await
         {
             Ok(statement_id) => (statement_id, n, Vec::new()),
@@ -429,8 +431,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // One layout per distinct file column order; files reordered so that each layout's
         // files are contiguous (the ledger rows follow the same order).
         let (layouts, files) = if reads_footers(route) {
-            self.layouts(route, bucket, partition, lease, files)
-                .await?
+            self.layouts(route, bucket, partition, lease, files).await?
         } else {
             let n = files.len();
             (vec![(target, n)], files)

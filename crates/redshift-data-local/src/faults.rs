@@ -415,7 +415,9 @@ mod tests {
         let count = "Spectrum Scan Error. Unmatched number of columns between table and file. \
                      Table columns: 2, Data columns: 3, File name: s3://b/k.parquet";
         assert!(!FileNames::Hidden.rewrite(count).contains("s3://"));
-        assert!(FileNames::Hidden.rewrite(count).ends_with("Data columns: 3"));
+        assert!(FileNames::Hidden
+            .rewrite(count)
+            .ends_with("Data columns: 3"));
     }
 
     #[test]
