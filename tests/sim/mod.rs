@@ -667,6 +667,20 @@ impl<'a> Runner<'a> {
                     via_sqs: false,
                 },
             );
+            // A good file beside it: the bad one must not hold it hostage.
+            files.insert(
+                at,
+                FileSpec {
+                    key: format!(
+                        "{}order_date={}/beside-bad.parquet",
+                        route_prefixes[0],
+                        day(2)
+                    ),
+                    corrupt: false,
+                    events: 1,
+                    via_sqs: false,
+                },
+            );
         }
         let world = World {
             db: Db::new(work.isolation, targets),
@@ -750,6 +764,7 @@ impl<'a> Runner<'a> {
             .collect();
         w.violation =
             invariants::every_file_loaded_once(&w.db.state, &files, &w.db.failed_permanently)
+                .or_else(|| invariants::bad_files_quarantined(&w.db.state, &files))
                 .or_else(|| invariants::no_wakeup_left(&w.db.state))
                 .or_else(|| invariants::no_lease_held(&w.db.state, now));
         if w.violation.is_some() {
