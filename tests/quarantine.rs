@@ -342,3 +342,22 @@ async fn redshifts_https_file_names_are_read() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_table_bootstrapped_before_the_quarantine_is_told_to_bootstrap() {
+    let stack = Stack::new().await;
+    let (loader, t) = stack.orders("").await;
+    let q = partition_loader::sql::LeaseTables::for_target(
+        &partition_loader::sql::TableName::parse(&t).expect("schema.table"),
+    );
+    stack
+        .sql(&format!("DROP TABLE {}.{}", stack.loader_schema, q.quarantine.quoted()))
+        .await;
+    let event = stack.orders_file("part-0.parquet", 0..3).await;
+    let e = handle(&loader, &event).await.unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.NotBootstrapped", "{e}");
+    stack.bootstrap_as_admin(&stack.orders_route("")).await;
+    let o = handle(&loader, &event).await.unwrap();
+    assert_eq!(quarantined(&o), (1, vec![]));
+    assert_eq!(stack.rows(&t).await, 3);
+}

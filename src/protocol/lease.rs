@@ -419,6 +419,7 @@ pub(crate) fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError
                 && (message.contains(ctx.tables.lease.as_str())
                     || message.contains(ctx.tables.take.as_str())
                     || message.contains(ctx.tables.ledger.as_str())
+                    || message.contains(ctx.tables.quarantine.as_str())
                     || message.contains(ctx.schema.as_str())) =>
         {
             LoaderError::NotBootstrapped {
