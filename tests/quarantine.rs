@@ -351,7 +351,11 @@ async fn a_table_bootstrapped_before_the_quarantine_is_told_to_bootstrap() {
         &partition_loader::sql::TableName::parse(&t).expect("schema.table"),
     );
     stack
-        .sql(&format!("DROP TABLE {}.{}", stack.loader_schema, q.quarantine.quoted()))
+        .sql(&format!(
+            "DROP TABLE {}.{}",
+            stack.loader_schema,
+            q.quarantine.quoted()
+        ))
         .await;
     let event = stack.orders_file("part-0.parquet", 0..3).await;
     let e = handle(&loader, &event).await.unwrap_err();

@@ -92,16 +92,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .collect();
         let tables = LeaseTables::for_target(&route.table);
         let load_id = uuid::Uuid::new_v4().to_string();
-        let sqls = sql::quarantine_batch(
-            &self.config().loader_schema,
-            &tables,
+        let sqls = sql::quarantine_batch(&sql::QuarantineBatch {
+            schema: &self.config().loader_schema,
+            tables: &tables,
             bucket,
-            &partition.path,
+            partition_path: &partition.path,
             holder,
-            &load_id,
-            self.config().lease_ttl.as_secs(),
-            &rows,
-        )?;
+            load_id: &load_id,
+            ttl_seconds: self.config().lease_ttl.as_secs(),
+            rows: &rows,
+        })?;
         let statement_id = self
             .warehouse()
             .run_batch(sqls, deadline)

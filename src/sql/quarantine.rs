@@ -45,40 +45,49 @@ pub struct QuarantineRow {
     pub error: String,
 }
 
+/// Everything one quarantine batch needs.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantineBatch<'a> {
+    pub schema: &'a Ident,
+    pub tables: &'a LeaseTables,
+    pub bucket: &'a str,
+    pub partition_path: &'a str,
+    pub holder: &'a str,
+    /// A load id of its own: the fence checks that no file of it is in the ledger
+    /// under another load (none is: it writes no ledger row).
+    pub load_id: &'a str,
+    /// The fence renews the lease for this long, as a load batch's does.
+    pub ttl_seconds: u64,
+    pub rows: &'a [QuarantineRow],
+}
+
 /// The quarantine batch: the rows, then the fence (as in every load batch: a holder
 /// that lost its lease writes nothing).
-pub fn quarantine_batch(
-    schema: &Ident,
-    t: &LeaseTables,
-    bucket: &str,
-    partition_path: &str,
-    holder: &str,
-    load_id: &str,
-    ttl_seconds: u64,
-    rows: &[QuarantineRow],
-) -> Result<Vec<String>, LoaderError> {
-    let mut out = Vec::with_capacity(rows.len() + 1);
-    for r in rows {
+pub fn quarantine_batch(b: &QuarantineBatch<'_>) -> Result<Vec<String>, LoaderError> {
+    let t = b.tables;
+    let mut out = Vec::with_capacity(b.rows.len() + 1);
+    for r in b.rows {
         out.push(format!(
             "INSERT INTO {} (bucket, partition_path, s3_url, etag, error, quarantined_at, \
              holder, load_id) VALUES ({}, {}, {}, {}, {}, GETDATE(), {}, {})",
-            t.q(schema, &t.quarantine),
-            literal(bucket)?,
-            literal(partition_path)?,
+            t.q(b.schema, &t.quarantine),
+            literal(b.bucket)?,
+            literal(b.partition_path)?,
             literal(&r.s3_url)?,
             literal(&r.etag)?,
             literal(&printable(&r.error, QUARANTINE_ERROR_CHARS))?,
-            literal(holder)?,
-            literal(load_id)?
+            literal(b.holder)?,
+            literal(b.load_id)?
         ));
     }
     out.push(format!(
-        "CALL {}.{}({}, {ttl_seconds}, {}, {})",
-        schema.quoted(),
+        "CALL {}.{}({}, {}, {}, {})",
+        b.schema.quoted(),
         t.fence.quoted(),
-        literal(holder)?,
-        literal(partition_path)?,
-        literal(load_id)?
+        literal(b.holder)?,
+        b.ttl_seconds,
+        literal(b.partition_path)?,
+        literal(b.load_id)?
     ));
     Ok(out)
 }
@@ -155,7 +164,17 @@ mod tests {
             etag: "e1".into(),
             error: "ERROR: Spectrum Scan Error\n  context: File 'x'\\y".into(),
         }];
-        let sqls = quarantine_batch(&s, &t, "b", "d=1/", "h", "load-1", 900, &rows).unwrap();
+        let sqls = quarantine_batch(&QuarantineBatch {
+            schema: &s,
+            tables: &t,
+            bucket: "b",
+            partition_path: "d=1/",
+            holder: "h",
+            load_id: "load-1",
+            ttl_seconds: 900,
+            rows: &rows,
+        })
+        .unwrap();
         assert_eq!(sqls.len(), 2);
         assert!(sqls[0].starts_with(
             "INSERT INTO \"pl\".\"quarantine_5_sales_orders\" (bucket, partition_path, s3_url"
@@ -179,7 +198,17 @@ mod tests {
             etag: "e".into(),
             error: "e".into(),
         }];
-        let sqls = quarantine_batch(&s, &t, "b", "d=1/", "h", "l", 1, &rows).unwrap();
+        let sqls = quarantine_batch(&QuarantineBatch {
+            schema: &s,
+            tables: &t,
+            bucket: "b",
+            partition_path: "d=1/",
+            holder: "h",
+            load_id: "l",
+            ttl_seconds: 1,
+            rows: &rows,
+        })
+        .unwrap();
         assert!(sqls[0].contains("'s3://b/o/d=1/x''; DROP TABLE y; --'"));
         let read = quarantine_read(&s, &t, "d='/").unwrap();
         assert!(read.ends_with("WHERE partition_path = 'd=''/'"), "{read}");
