@@ -365,3 +365,30 @@ async fn a_table_bootstrapped_before_the_quarantine_is_told_to_bootstrap() {
     assert_eq!(quarantined(&o), (1, vec![]));
     assert_eq!(stack.rows(&t).await, 3);
 }
+
+#[tokio::test]
+async fn replace_mode_names_a_bad_file_the_error_does_not_name_and_loads_nothing() {
+    let stack = Stack::new().await;
+    let (loader, t) = stack.orders("mode = \"replace\"").await;
+    stack.fault(json!({"file_names": "hidden"})).await;
+    for i in 0..4i64 {
+        let key = format!("{ORDERS_DAY}/part-{i}.parquet");
+        if i == 2 {
+            stack.put_object(&key, corrupt_pages(20..23)).await;
+        } else {
+            stack.put_parquet(&key, i * 10..i * 10 + 3).await;
+        }
+    }
+    let event = stack.orders_file("part-4.parquet", 40..43).await;
+    let e = handle(&loader, &event).await.unwrap_err();
+    assert_eq!(e.error_type(), "Permanent.LoadRejected", "{e}");
+    assert!(
+        e.to_string().contains(&url(&stack, "part-2.parquet")),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("part-1.parquet"), "{e}");
+    assert_eq!(stack.rows(&t).await, 0);
+    assert_eq!(stack.ledger_rows(&t).await, 0);
+    assert_eq!(stack.lease_rows(&t).await, 0);
+    assert!(quarantine_rows(&stack, &t).await.is_empty());
+}

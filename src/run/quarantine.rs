@@ -2,7 +2,9 @@
 //! refuses a file's data, find the bad file(s) ([`crate::isolate`]), load the rest in
 //! the same lease, and quarantine the bad ones in a batch of their own (the fence
 //! last). Append mode only: replace mode reloads a partition all or nothing, so its
-//! failure stands, naming the file where Redshift's error (or the footer) does.
+//! failure stands, naming the file: Redshift's error (or the footer) names it, or
+//! probes that roll back (the load batch of half the files under [`PROBE_HOLDER`],
+//! whose fence always raises) find it, and nothing of the partition changes.
 
 use tokio::time::Instant;
 
@@ -46,10 +48,96 @@ impl<W: Warehouse, S: Storage> Loads for HolderLoads<'_, W, S> {
     }
 }
 
+/// The holder a replace-mode probe's fence names: never a lease's holder, so the fence
+/// raises and the probe's transaction (DELETE, COPY, ledger rows) rolls back.
+pub const PROBE_HOLDER: &str = "partition-loader probe (rolled back)";
+
+/// Replace mode's probes: the same load batch under [`PROBE_HOLDER`], rolled back by
+/// its own fence. Passing means the fence was reached (every COPY passed).
+struct RolledBackProbes<'a, W, S>(HolderLoads<'a, W, S>);
+
+impl<W: Warehouse, S: Storage> Loads for RolledBackProbes<'_, W, S> {
+    async fn load(&self, files: &[ListedObject]) -> Result<String, LoaderError> {
+        let l = &self.0;
+        match l
+            .loader
+            .load_files(
+                l.route,
+                l.bucket,
+                l.partition,
+                PROBE_HOLDER,
+                l.lease,
+                l.target,
+                files,
+                l.deadline,
+            )
+            .await
+        {
+            Err(LoaderError::LeaseLost { message, .. }) if message.contains(PROBE_HOLDER) => {
+                Ok(String::new())
+            }
+            Ok(_) => Err(LoaderError::LoadRejected {
+                table: l.route.table.to_string(),
+                statement_id: String::new(),
+                message: "a replace-mode probe committed; its fence should have refused it".into(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl<W: Warehouse, S: Storage> Loader<W, S> {
+    /// Replace mode's failure about a file's data that does not name the file: finds
+    /// the bad file(s) with probes that roll back (nothing of the partition changes:
+    /// all or nothing), and returns the failure naming them. Any other failure is
+    /// returned as it is.
+    async fn name_bad_files_of_replace(
+        &self,
+        loads: HolderLoads<'_, W, S>,
+        files: Vec<ListedObject>,
+        failure: LoaderError,
+    ) -> LoaderError {
+        if !matches!(
+            isolate::verdict(&failure, loads.bucket, &files),
+            Verdict::Unnamed { .. }
+        ) {
+            return failure;
+        }
+        let (table, bucket) = (loads.route.table.to_string(), loads.bucket);
+        let probes = RolledBackProbes(loads);
+        match isolate::isolate(&probes, bucket, files, failure).await {
+            Ok(found) if !found.bad.is_empty() => {
+                let urls: Vec<String> = found
+                    .bad
+                    .iter()
+                    .map(|(f, _)| plan::s3_url(bucket, &f.key))
+                    .collect();
+                LoaderError::LoadRejected {
+                    table,
+                    statement_id: String::new(),
+                    message: format!(
+                        "replace mode loads a partition all or nothing, and Redshift refused \
+                         {} (found by probes that were rolled back; nothing loaded): {}",
+                        urls.join(", "),
+                        found.bad[0].1
+                    ),
+                }
+            }
+            Ok(_) => LoaderError::LoadRejected {
+                table,
+                statement_id: String::new(),
+                message: "replace load failed about the data, but every probe of its files \
+                          passed"
+                    .into(),
+            },
+            Err(e) => e,
+        }
+    }
+
     /// After `files`' load failed with `failure`: in append mode, when the failure is
     /// about a file's data, the statement id of the last committed batch, the files
-    /// loaded and the URLs quarantined; otherwise `failure` itself.
+    /// loaded and the URLs quarantined; otherwise `failure` itself (in replace mode
+    /// naming the bad file when Redshift's error did not).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn isolate_bad_files(
         &self,
@@ -63,10 +151,21 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         failure: LoaderError,
         deadline: Instant,
     ) -> Result<(String, usize, Vec<String>), LoaderError> {
-        if route.mode != Mode::Append
-            || isolate::verdict(&failure, bucket, &files) == Verdict::NotAFile
-        {
+        if isolate::verdict(&failure, bucket, &files) == Verdict::NotAFile {
             return Err(failure);
+        }
+        if route.mode != Mode::Append {
+            let loads = HolderLoads {
+                loader: self,
+                route,
+                bucket,
+                partition,
+                holder,
+                lease,
+                target,
+                deadline,
+            };
+            return Err(self.name_bad_files_of_replace(loads, files, failure).await);
         }
         tracing::warn!(table = %route.table, partition = %partition.path, files = files.len(),
             error = %failure, "a file of the load was refused; finding it and loading the rest");
