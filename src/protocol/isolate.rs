@@ -28,9 +28,19 @@
 
 use std::future::Future;
 
+use crate::copy_options::FileFormat;
 use crate::error::LoaderError;
 use crate::failure;
 use crate::plan::{s3_url, ListedObject, LoadedFile};
+
+/// Whether bad files of this format are isolated: columnar (Parquet) only. Columnar
+/// COPY has no MAXERROR, so one file fails the statement whatever the route says; text
+/// formats (CSV, JSON) have MAXERROR for bad rows, and their refusals are mostly the
+/// route's settings (DATEFORMAT, quoting, a delimiter) that hold for every file:
+/// quarantining files one by one would hide that; the load fails, named, as before.
+pub fn isolates(format: FileFormat) -> bool {
+    matches!(format, FileFormat::Parquet)
+}
 
 /// Loads a group of files the way the holder loads a partition (one or more committing
 /// load batches); the statement id of the last.
@@ -408,6 +418,13 @@ mod tests {
         ] {
             assert_eq!(named_file(m, "b", &files), want, "{m}");
         }
+    }
+
+    #[test]
+    fn only_columnar_routes_isolate() {
+        assert!(isolates(FileFormat::Parquet));
+        assert!(!isolates(FileFormat::Csv { header: true }));
+        assert!(!isolates(FileFormat::Json));
     }
 
     #[test]

@@ -151,7 +151,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         failure: LoaderError,
         deadline: Instant,
     ) -> Result<(String, usize, Vec<String>), LoaderError> {
-        if isolate::verdict(&failure, bucket, &files) == Verdict::NotAFile {
+        if !isolate::isolates(route.format)
+            || isolate::verdict(&failure, bucket, &files) == Verdict::NotAFile
+        {
             return Err(failure);
         }
         if route.mode != Mode::Append {
