@@ -392,3 +392,52 @@ async fn replace_mode_names_a_bad_file_the_error_does_not_name_and_loads_nothing
     assert_eq!(stack.lease_rows(&t).await, 0);
     assert!(quarantine_rows(&stack, &t).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_handed_off_partition_keeps_its_wake_up_on_a_transient_failure_then_quarantines() {
+    let stack = Stack::new().await;
+    let (loader, t) = stack.orders("").await;
+    let other_day = "orders/order_date=2024-05-29";
+    let b = stack
+        .parquet_event(&format!("{other_day}/part-0.parquet"), 100..103)
+        .await;
+    assert_eq!(
+        quarantined(&handle(&loader, &b).await.unwrap()),
+        (1, vec![])
+    );
+    // Another holder loads the table: our partition's event is handed to it.
+    stack.insert_lease(&t, "other-holder", 600).await;
+    stack
+        .put_object(
+            &format!("{ORDERS_DAY}/part-1.parquet"),
+            corrupt_pages(10..13),
+        )
+        .await;
+    let a = stack.orders_file("part-0.parquet", 0..3).await;
+    let o = handle(&loader, &a).await.unwrap();
+    assert!(matches!(o, Outcome::Queued { .. }), "{o:?}");
+    assert_eq!(stack.wakeup_rows(&t).await, 1);
+    // That holder died; the next holder (an event of the other day) drains the wake-up,
+    // and S3 throttles the drained partition's COPY.
+    stack.insert_lease(&t, "other-holder", -1).await;
+    let named = url(&stack, "part-1.parquet");
+    stack
+        .fault(
+            json!({"fail_copies": [{"table": "partition_loader_stage_0", "count": 1,
+            "message": format!("ERROR: Spectrum Scan Error DETAIL: context: File '{named}' \
+                S3ServiceException:Slow Down,Status 503,Error SlowDown")}]}),
+        )
+        .await;
+    let e = handle(&loader, &b).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Retryable, "{e}");
+    assert_eq!(stack.wakeup_rows(&t).await, 1, "the wake-up is kept");
+    assert!(quarantine_rows(&stack, &t).await.is_empty());
+    assert_eq!(stack.rows(&t).await, 3);
+    // The retry drains it: the corrupt file is quarantined, its neighbour loads.
+    let o = handle(&loader, &b).await.unwrap();
+    assert!(matches!(o, Outcome::UpToDate { .. }), "{o:?}");
+    assert_eq!(stack.wakeup_rows(&t).await, 0);
+    assert_eq!(quarantine_rows(&stack, &t).await.len(), 1);
+    assert_eq!(stack.rows(&t).await, 6);
+    assert_eq!(stack.ledger_rows(&t).await, 2);
+}
