@@ -61,6 +61,15 @@ pub enum LoaderError {
         "lease on {table} was lost before the load committed; the load was rolled back: {message}"
     )]
     LeaseLost { table: String, message: String },
+    /// A Parquet file whose footer the loader could not read (truncated, not Parquet,
+    /// bad magic): Redshift's COPY would refuse it too. Append mode quarantines it
+    /// ([`crate::protocol::isolate`]); replace mode fails with it.
+    #[error("load into {table}: file {url} is not a Parquet file Redshift can read: {reason}")]
+    UnreadableFile {
+        table: String,
+        url: String,
+        reason: String,
+    },
     #[error("load into {table} rejected by Redshift (statement {statement_id}): {message}")]
     LoadRejected {
         table: String,
@@ -152,6 +161,7 @@ impl LoaderError {
             | NothingListed { .. }
             | NotBootstrapped { .. }
             | LeaseRows { .. }
+            | UnreadableFile { .. }
             | LoadRejected { .. } => ErrorKind::Permanent,
         }
     }
@@ -172,6 +182,7 @@ impl LoaderError {
             NotBootstrapped { .. } => "NotBootstrapped",
             LeaseRows { .. } => "LeaseRows",
             LeaseLost { .. } => "LeaseLost",
+            UnreadableFile { .. } => "UnreadableFile",
             LoadRejected { .. } => "LoadRejected",
             LoadInterrupted { .. } => "LoadInterrupted",
             LoadedElsewhere { .. } => "LoadedElsewhere",

@@ -25,7 +25,9 @@ async fn one_file_is_loaded_once_and_a_replay_changes_nothing() {
             partition,
             files,
             statement_id,
+            quarantined,
         } => {
+            assert!(quarantined.is_empty());
             assert_eq!(table, &t);
             assert_eq!(
                 partition.0,

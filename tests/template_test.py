@@ -204,6 +204,14 @@ def main():
           "template: no alarm on AWS/Lambda Errors (a busy lease would page)")
     check(any(a["Properties"].get("MetricName") == "PermanentErrors" for a in alarms.values()),
           "template: an alarm on PermanentErrors (the loader's metric of Permanent.* errors)")
+    quarantined = [a for a in alarms.values() if a["Properties"].get("MetricName") == "QuarantinedFiles"]
+    check(len(quarantined) == 1
+          and quarantined[0]["Properties"].get("Namespace") == {"Ref": "MetricsNamespace"}
+          and quarantined[0]["Properties"].get("Statistic") == "Sum"
+          and quarantined[0]["Properties"].get("Threshold") == 1
+          and "Dimensions" not in quarantined[0]["Properties"]
+          and "AlarmActions" in quarantined[0]["Properties"],
+          "template: an alarm on QuarantinedFiles (any table, a file Redshift refused)")
     for q in ("FailureQueue", "RuleDeadLetterQueue", "EventDeadLetterQueue"):
         check(any(a["Properties"].get("Dimensions", [{}])[0].get("Value") == {"Fn::GetAtt": [q, "QueueName"]}
                   for a in alarms.values()), f"template: an alarm watches {q}")

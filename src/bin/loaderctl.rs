@@ -10,6 +10,8 @@ mod backfill;
 mod history;
 #[path = "loaderctl/progress.rs"]
 mod progress;
+#[path = "loaderctl/quarantine.rs"]
+mod quarantine;
 #[path = "loaderctl/redrive.rs"]
 mod redrive;
 #[path = "loaderctl/report.rs"]
@@ -88,7 +90,8 @@ enum Command {
         partition: Option<String>,
     },
     /// Per table: last load, lag, lease, files in the last hour and day, recent load
-    /// failures. Exits 1 when a table failed since its last load.
+    /// failures, quarantined files. Exits 1 when a table failed since its last load or
+    /// has quarantined files.
     Status(status::Args),
     /// The loads of a table with Redshift's load history (rows, COPY time, query ids).
     History(history::Args),
@@ -101,6 +104,9 @@ enum Command {
     /// VACUUM and what would run; runs it (ANALYZE waited for, VACUUM left to run)
     /// unless --dry-run. One JSON line per table; progress on stderr.
     Upkeep(upkeep::Args),
+    /// Files Redshift refused to load, kept out of their partition's loads until
+    /// rewritten: `list` them, or `release` one so that the next load tries it again.
+    Quarantine(quarantine::Args),
 }
 
 #[tokio::main]
@@ -317,6 +323,7 @@ async fn run(
         Command::History(args) => history::run(loader, args, deadline()).await,
         Command::Redrive(args) => redrive::run(loader, args, holder, budget).await,
         Command::Upkeep(args) => upkeep::run(loader, args, deadline()).await,
+        Command::Quarantine(args) => quarantine::run(loader, args, deadline()).await,
         Command::Ledger { table, partition } => {
             let table = table_arg(&table)?;
             let t = LeaseTables::for_target(&table);

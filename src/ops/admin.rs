@@ -35,20 +35,25 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .into_iter()
             .map(|r| &r.table)
             .collect();
-        // A batch holds at most 40 statements: four tables (10 statements each) a batch.
         for table in &tables {
             let t = LeaseTables::for_target(table);
             self.migrate_wakeup_table(&t, deadline).await?;
             self.drop_old_procedures(&t, deadline).await?;
         }
-        for chunk in tables.chunks(4) {
-            let mut sqls = Vec::new();
-            for table in chunk {
-                sqls.extend(sql::bootstrap_table(
-                    schema,
-                    &LeaseTables::for_target(table),
-                )?);
+        // A batch holds at most 40 statements: as many whole tables as fit (11
+        // statements each, with the quarantine table).
+        let mut sqls: Vec<String> = Vec::new();
+        for table in &tables {
+            let more = sql::bootstrap_table(schema, &LeaseTables::for_target(table))?;
+            if !sqls.is_empty() && sqls.len() + more.len() > 40 {
+                id = self
+                    .warehouse()
+                    .run_batch(std::mem::take(&mut sqls), deadline)
+                    .await?;
             }
+            sqls.extend(more);
+        }
+        if !sqls.is_empty() {
             id = self.warehouse().run_batch(sqls, deadline).await?;
         }
         Ok(id)

@@ -336,7 +336,7 @@ fn route_lease_tables(routes: &[Route]) -> Vec<LeaseTables> {
 }
 
 /// Rows of [`sql::doctor_loader_tables`]: `(table, select, insert, update, delete)`;
-/// every route's lease, ledger and wake-up table ([`sql::bootstrap_table`]) must be
+/// every route's lease, ledger, wake-up and quarantine table ([`sql::bootstrap_table`]) must be
 /// there with all four.
 fn loader_table_checks(
     schema: &Ident,
@@ -904,8 +904,8 @@ mod tests {
         let checks = loader_table_checks(&s, &rows, "\"u\"", std::slice::from_ref(&t));
         assert_eq!(
             checks.len(),
-            3,
-            "lease, ledger and wake-up table of the route"
+            4,
+            "lease, ledger, wake-up and quarantine table of the route"
         );
         let lease = checks
             .iter()

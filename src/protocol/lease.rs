@@ -103,6 +103,9 @@ pub enum Acquired {
 pub struct Held {
     /// Ledger rows of the partition.
     pub ledger: Vec<LoadedFile>,
+    /// The partition's quarantined files (`sql::quarantine_read`): kept out of its
+    /// loads while their ETag is the one quarantined.
+    pub quarantined: Vec<LoadedFile>,
     /// The target's columns in table order (empty: the table does not exist).
     pub columns: Vec<String>,
     /// Those of them that are CHAR (blank-padded): replace mode refuses a partition value
@@ -234,8 +237,10 @@ pub async fn read_partition<W: Warehouse>(
         .map_err(|e| missing_tables(ctx, e))?;
     let ledger = ledger_rows(ctx.warehouse.rows(format!("{id}:1"), ctx.deadline).await?);
     let columns = ctx.warehouse.rows(format!("{id}:2"), ctx.deadline).await?;
+    let quarantined = ledger_rows(ctx.warehouse.rows(format!("{id}:3"), ctx.deadline).await?);
     Ok(Held {
         ledger,
+        quarantined,
         char_columns: char_columns(&columns),
         column_types: second_column(&columns),
         required_columns: required_columns(&columns),
@@ -364,7 +369,7 @@ fn lease_row<W>(ctx: &Ctx<'_, W>, rows: &[Row]) -> Result<(Option<String>, Strin
 fn ledger_rows(rows: Vec<Row>) -> Vec<LoadedFile> {
     rows.into_iter()
         .filter_map(|r| match r.as_slice() {
-            [Some(url), Some(etag), _] => Some(LoadedFile {
+            [Some(url), Some(etag), ..] => Some(LoadedFile {
                 s3_url: url.clone(),
                 etag: etag.clone(),
             }),
@@ -414,6 +419,7 @@ pub(crate) fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError
                 && (message.contains(ctx.tables.lease.as_str())
                     || message.contains(ctx.tables.take.as_str())
                     || message.contains(ctx.tables.ledger.as_str())
+                    || message.contains(ctx.tables.quarantine.as_str())
                     || message.contains(ctx.schema.as_str())) =>
         {
             LoaderError::NotBootstrapped {

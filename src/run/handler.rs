@@ -414,10 +414,38 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .await?
         {
             Planned::Nothing(outcome) => Ok(Loaded::Nothing(outcome)),
-            Planned::Load(prepared) => self
-                .commit(route, bucket, holder, &prepared, deadline)
-                .await
-                .map(Loaded::Committed),
+            Planned::Load(prepared, basis) => {
+                match self
+                    .commit(route, bucket, holder, &prepared, deadline)
+                    .await
+                {
+                    Ok(outcome) => Ok(Loaded::Committed(outcome)),
+                    Err(e) => {
+                        // One bad file is not a hostage: find it, load the rest,
+                        // quarantine it (append mode; see `run/quarantine.rs`).
+                        let (statement_id, files, quarantined) = self
+                            .isolate_bad_files(
+                                route,
+                                bucket,
+                                &prepared.partition,
+                                holder,
+                                &basis.lease,
+                                &basis.target,
+                                prepared.files.clone(),
+                                e,
+                                deadline,
+                            )
+                            .await?;
+                        Ok(Loaded::Committed(Outcome::Loaded {
+                            table: route.table.to_string(),
+                            partition: partition_values(&prepared.partition),
+                            files,
+                            statement_id,
+                            quarantined,
+                        }))
+                    }
+                }
+            }
         }
     }
 
@@ -462,6 +490,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // is seen by this holder or a later one, never missed.
         let prefix = partition.list_prefix(route);
         let (marked, listed, waiting) = self.list_ready(route, bucket, &prefix).await?;
+        // A quarantined file stays out while its ETag is the one Redshift refused: a
+        // rewrite (new ETag) is a new file, and `loaderctl quarantine release` forgets it.
+        let listed = if route.mode == Mode::Append {
+            crate::protocol::isolate::without_quarantined(bucket, listed, &lease.quarantined)
+        } else {
+            listed
+        };
         let waiting_outcome = |waiting: &[ListedObject]| {
             Planned::Nothing(waiting_for_marker(route, bucket, &partition, waiting))
         };
@@ -480,6 +515,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 url: plan::s3_url(bucket, &prefix),
             });
         }
+        // A quarantined file stays out while its ETag is the one Redshift refused: a
+        // rewrite (new ETag) is a new file, and `loaderctl quarantine release` forgets it.
+        let listed = if route.mode == Mode::Append {
+            crate::protocol::isolate::without_quarantined(bucket, listed, &lease.quarantined)
+        } else {
+            listed
+        };
         let files = match plan::plan(route.mode, bucket, listed, &lease.ledger)? {
             Plan::UpToDate if !waiting.is_empty() => return Ok(waiting_outcome(&waiting)),
             Plan::UpToDate => {
@@ -497,14 +539,29 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         } else {
             lease
         };
-        // One layout per distinct file column order; files reordered so that each layout's
-        // files are contiguous (the ledger rows follow the same order).
+        let prepared = self
+            .arrange(route, bucket, &partition, &lease, &target, files)
+            .await?;
+        Ok(Planned::Load(prepared, Box::new(Basis { lease, target })))
+    }
+
+    /// One layout per distinct file column order (Parquet footers, CSV headers), the
+    /// files reordered so that each layout's files are contiguous (the ledger rows
+    /// follow the same order).
+    async fn arrange(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        lease: &Held,
+        target: &CopyTarget,
+        files: Vec<ListedObject>,
+    ) -> Result<Prepared, LoaderError> {
         let (layouts, files) = if maps_by_name(route) {
-            self.layouts(route, bucket, &partition, &lease, files)
-                .await?
+            self.layouts(route, bucket, partition, lease, files).await?
         } else {
             let n = files.len();
-            (vec![(target, n)], files)
+            (vec![(target.clone(), n)], files)
         };
         let targets: Vec<CopyTarget> = layouts.iter().map(|(t, _)| t.clone()).collect();
         let layout_of: Vec<usize> = layouts
@@ -512,12 +569,34 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .enumerate()
             .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
             .collect();
-        Ok(Planned::Load(Prepared {
-            partition,
+        Ok(Prepared {
+            partition: partition.clone(),
             files,
             targets,
             layout_of,
-        }))
+        })
+    }
+
+    /// Loads `files` of the partition (a part of a prepared load: the search for a bad
+    /// file, `run/quarantine.rs`) in as many load batches as they need, each committing
+    /// with its ledger rows and the fence last; the statement id of the last batch.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn load_files(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        lease: &Held,
+        target: &CopyTarget,
+        files: &[ListedObject],
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        let prepared = self
+            .arrange(route, bucket, partition, lease, target, files.to_vec())
+            .await?;
+        self.commit_batches(route, bucket, holder, &prepared, deadline)
+            .await
     }
 
     /// Lists a partition's data files: whether it holds its ready marker, the files
@@ -633,6 +712,27 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         prepared: &Prepared,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
+        let statement_id = self
+            .commit_batches(route, bucket, holder, prepared, deadline)
+            .await?;
+        Ok(Outcome::Loaded {
+            table: route.table.to_string(),
+            partition: partition_values(&prepared.partition),
+            files: prepared.files.len(),
+            statement_id,
+            quarantined: Vec::new(),
+        })
+    }
+
+    /// [`Self::commit`]'s load batches; the statement id of the last.
+    async fn commit_batches(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
         let table = &route.table;
         let (files, targets) = (&prepared.files, &prepared.targets);
         let load_id = uuid::Uuid::new_v4().to_string();
@@ -684,12 +784,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 .run_load_batch(table, sqls, &files[range], deadline)
                 .await?;
         }
-        Ok(Outcome::Loaded {
-            table: table.to_string(),
-            partition: partition_values(&prepared.partition),
-            files: files.len(),
-            statement_id,
-        })
+        Ok(statement_id)
     }
 
     /// The statements of one partition's part of a load batch (its files `range`), the
@@ -879,9 +974,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             return Ok(s);
         }
         let size = u64::try_from(f.size).unwrap_or(0);
-        let unreadable = |reason: String| LoaderError::TableMismatch {
+        let unreadable = |reason: String| LoaderError::UnreadableFile {
             table: route.table.to_string(),
-            reason: format!("file {url} is not a Parquet file Redshift can read: {reason}"),
+            url: url.clone(),
+            reason,
         };
         let mut len = schema_match::FIRST_TAIL_BYTES.min(size);
         for _ in 0..2 {
@@ -1000,7 +1096,14 @@ pub async fn settle_key(
 pub(crate) enum Planned {
     /// Nothing to load (up to date, or waiting for its marker).
     Nothing(Outcome),
-    Load(Prepared),
+    Load(Prepared, Box<Basis>),
+}
+
+/// What a prepared load was planned from: the search for a bad file plans its parts
+/// from the same.
+pub(crate) struct Basis {
+    pub(crate) lease: Held,
+    pub(crate) target: CopyTarget,
 }
 
 /// What one partition loads: its files grouped by layout, the partition's literals
@@ -1043,7 +1146,7 @@ fn waiting_for_marker(
     }
 }
 
-fn partition_values(partition: &Partition) -> PartitionValues {
+pub(crate) fn partition_values(partition: &Partition) -> PartitionValues {
     PartitionValues(
         partition
             .values
@@ -1054,7 +1157,7 @@ fn partition_values(partition: &Partition) -> PartitionValues {
 }
 
 /// Names what a failed load batch means for the caller.
-fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
+pub(crate) fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
     match e {
         LoaderError::StatementFailed {
             message,

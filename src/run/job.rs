@@ -131,7 +131,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 .await?
             {
                 Planned::Nothing(_) => up_to_date += 1,
-                Planned::Load(x) => prepared.push(x),
+                Planned::Load(x, _) => prepared.push(x),
             }
         }
         if prepared.is_empty() {

@@ -173,6 +173,8 @@ pub struct Figures {
     /// oldest waiting file was written); `Some(0)` when a sweep of a route with a
     /// marker found none waiting, `None` when no such route was looked at.
     pub oldest_marker_wait: Option<Duration>,
+    /// Files Redshift refused that this invocation quarantined (`QuarantinedFiles`).
+    pub quarantined: u64,
 }
 
 tokio::task_local! {
@@ -282,6 +284,7 @@ impl Figures {
         self.committed_at = self.committed_at.max(other.committed_at);
         self.freshness_lags.extend(&other.freshness_lags);
         self.oldest_marker_wait = self.oldest_marker_wait.max(other.oldest_marker_wait);
+        self.quarantined += other.quarantined;
     }
 }
 
@@ -425,6 +428,8 @@ fn share_records(
     );
     metric("FilesLoaded", "Count", json!(f.files));
     metric("BytesLoaded", "Bytes", json!(f.bytes));
+    // Every record has it (0 when nothing was refused): the alarm on it never lacks data.
+    metric("QuarantinedFiles", "Count", json!(f.quarantined));
     // Files far from COPY's liking (loaderctl status advises) show here first.
     if let Some(mean) = f.bytes.checked_div(f.files) {
         metric("MeanFileSize", "Bytes", json!(mean));
@@ -582,6 +587,7 @@ mod tests {
             committed_at: Some(now()),
             freshness_lags: vec![60.0],
             oldest_marker_wait: Some(Duration::from_secs(90)),
+            quarantined: 1,
         }
     }
 
@@ -651,6 +657,7 @@ mod tests {
             partition: PartitionValues(vec![("order_date".into(), Some("2024-05-28".into()))]),
             files: 3,
             statement_id: "stmt-1".into(),
+            quarantined: Vec::new(),
         };
         let figures = figures();
         let r = record(
@@ -680,6 +687,7 @@ mod tests {
         assert_eq!(r["PermanentErrors"], 0);
         assert_eq!(r["FilesLoaded"], 3);
         assert_eq!(r["BytesLoaded"], 4096);
+        assert_eq!(r["QuarantinedFiles"], 1);
         assert_eq!(r["RowsLoaded"], 120);
         assert_eq!(r["LeaseWait"], 250.0);
         assert_eq!(r["CopyTime"], 1500.0);
@@ -806,6 +814,7 @@ mod tests {
             partition: PartitionValues::default(),
             files: 2,
             statement_id: "x".into(),
+            quarantined: Vec::new(),
         };
         let mut share = Share::new(Some("s.t".into()));
         share.count(Ok(&loaded), 3);
@@ -1001,6 +1010,7 @@ mod tests {
             partition: PartitionValues::default(),
             files: 1,
             statement_id: "x".into(),
+            quarantined: Vec::new(),
         };
         let figures = Figures {
             rows: Some(1),

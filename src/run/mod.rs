@@ -11,6 +11,7 @@ pub mod job;
 pub mod metrics;
 mod new_columns;
 pub mod outcome;
+pub mod quarantine;
 pub mod redrive;
 pub mod sweep;
 pub mod sweep_gate;

@@ -27,6 +27,10 @@ pub enum Outcome {
         files: usize,
         /// The Data API id of the (last) load batch.
         statement_id: String,
+        /// Files Redshift refused, quarantined by this load (append mode; their
+        /// partition's other files loaded): `s3://` URLs. Left out of the JSON when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        quarantined: Vec<String>,
     },
     UpToDate {
         table: String,
@@ -96,13 +100,29 @@ impl Outcome {
                 partition,
                 files,
                 statement_id,
-            } => tracing::info!(
+                quarantined,
+            } if quarantined.is_empty() => tracing::info!(
                 outcome = "loaded",
                 table,
                 partition = %json(partition),
                 files,
                 statement_id,
                 "loaded"
+            ),
+            Outcome::Loaded {
+                table,
+                partition,
+                files,
+                statement_id,
+                quarantined,
+            } => tracing::warn!(
+                outcome = "loaded",
+                table,
+                partition = %json(partition),
+                files,
+                statement_id,
+                quarantined = %serde_json::to_string(quarantined).unwrap_or_default(),
+                "loaded; files Redshift refused were quarantined"
             ),
             Outcome::UpToDate { table, partition } => tracing::info!(
                 outcome = "up_to_date",
@@ -185,6 +205,7 @@ mod tests {
             ]),
             files: 3,
             statement_id: "abc".into(),
+            quarantined: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&o).unwrap(),

@@ -139,7 +139,7 @@ pub fn route_grants(
 /// ledger and wake-up tables ([`bootstrap_table`]). The shared `loaded_files` of
 /// earlier versions is only read by `bootstrap`, never by the function.
 pub fn loader_tables(t: &LeaseTables) -> Vec<String> {
-    [&t.lease, &t.ledger, &t.wakeup]
+    [&t.lease, &t.ledger, &t.wakeup, &t.quarantine]
         .into_iter()
         .map(|id| id.as_str().to_string())
         .collect()
@@ -251,6 +251,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              LANGUAGE plpgsql {UTC_PROCEDURE}",
             fence = t.fence.quoted()
         ),
+        create_quarantine(schema, t),
     ])
 }
 

@@ -22,12 +22,14 @@ mod bootstrap;
 mod columns;
 mod lease;
 mod load;
+mod quarantine;
 mod status;
 
 pub use bootstrap::*;
 pub use columns::*;
 pub use lease::*;
 pub use load::*;
+pub use quarantine::*;
 pub use status::*;
 
 /// A Redshift identifier that passed the strict rule `[A-Za-z_][A-Za-z0-9_$]*` (at most
@@ -380,6 +382,9 @@ pub struct LeaseTables {
     pub take: Ident,
     /// Procedure: renew the lease, raising when it is not ours (the fence).
     pub fence: Ident,
+    /// Files Redshift refused to load, kept out of later loads until rewritten or
+    /// released ([`create_quarantine`]).
+    pub quarantine: Ident,
 }
 
 impl LeaseTables {
@@ -412,10 +417,11 @@ impl LeaseTables {
             wakeup: name("wakeup"),
             take: name("take"),
             fence: name("fence"),
+            quarantine: name("quarantine"),
         }
     }
 
-    fn q(&self, schema: &Ident, object: &Ident) -> String {
+    pub(crate) fn q(&self, schema: &Ident, object: &Ident) -> String {
         format!("{}.{}", schema.quoted(), object.quoted())
     }
 }
@@ -717,7 +723,8 @@ mod tests {
             vec![
                 "lease_5_sales_orders".to_string(),
                 "ledger_5_sales_orders".to_string(),
-                "wakeup_5_sales_orders".to_string()
+                "wakeup_5_sales_orders".to_string(),
+                "quarantine_5_sales_orders".to_string()
             ]
         );
         let probes = doctor_procedure_probes(&schema, &t);

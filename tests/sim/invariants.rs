@@ -17,6 +17,10 @@ pub struct Violation {
 /// Every existing non-corrupt file is loaded exactly once (never twice at any commit;
 /// once at the end); a corrupt one never, and Redshift reported its failure.
 pub const EXACTLY_ONCE: &str = "exactly_once";
+/// A corrupt file (its COPY fails permanently) is quarantined by the end, never loaded,
+/// and never costs the good files of its partition their load (those are
+/// [`EXACTLY_ONCE`]'s: loaded once).
+pub const BAD_FILE_QUARANTINED: &str = "bad_file_quarantined_not_hostage";
 /// A wake-up row is deleted only once every file it stands for is in the ledger or its
 /// COPY failed permanently; none is left at the end.
 pub const NO_WAKEUP_LOST: &str = "no_wakeup_lost";
@@ -167,6 +171,24 @@ pub fn every_file_loaded_once(
             }
         } else if n != 1 {
             return violation(EXACTLY_ONCE, format!("{url} loaded {n} times"));
+        }
+    }
+    None
+}
+
+/// Final check of [`BAD_FILE_QUARANTINED`]: every corrupt file is in its table's
+/// quarantine and loaded nowhere; no good file is.
+pub fn bad_files_quarantined(state: &State, files: &[(String, bool)]) -> Option<Violation> {
+    for (url, corrupt) in files {
+        let (q, n) = (state.quarantined(url), state.loaded_count(url));
+        if *corrupt && (!q || n != 0) {
+            return violation(
+                BAD_FILE_QUARANTINED,
+                format!("corrupt {url}: quarantined {q}, loaded {n} times"),
+            );
+        }
+        if !*corrupt && q {
+            return violation(BAD_FILE_QUARANTINED, format!("good {url} quarantined"));
         }
     }
     None

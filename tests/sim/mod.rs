@@ -683,6 +683,21 @@ impl<'a> Runner<'a> {
                     marker: false,
                 },
             );
+            // A good file beside it: the bad one must not hold it hostage.
+            files.insert(
+                at,
+                FileSpec {
+                    key: format!(
+                        "{}order_date={}/beside-bad.parquet",
+                        route_prefixes[0],
+                        day(2)
+                    ),
+                    corrupt: false,
+                    events: 1,
+                    via_sqs: false,
+                    marker: false,
+                },
+            );
         }
         if work.ready_markers {
             let mut partitions: Vec<String> = Vec::new();
@@ -808,6 +823,7 @@ impl<'a> Runner<'a> {
             .collect();
         w.violation =
             invariants::every_file_loaded_once(&w.db.state, &files, &w.db.failed_permanently)
+                .or_else(|| invariants::bad_files_quarantined(&w.db.state, &files))
                 .or_else(|| invariants::no_wakeup_left(&w.db.state))
                 .or_else(|| invariants::no_lease_held(&w.db.state, now));
         if w.violation.is_some() {

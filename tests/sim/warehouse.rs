@@ -47,6 +47,8 @@ pub enum Kind {
     Ledger,
     WakeUp,
     Target,
+    /// Files Redshift refused (`sql::create_quarantine`), read beside the ledger.
+    Quarantine,
 }
 
 /// A table: (target index, kind).
@@ -70,6 +72,7 @@ pub struct Target {
     pub lease: String,
     pub ledger: String,
     pub wakeup: String,
+    pub quarantine: String,
     pub take: String,
     pub fence: String,
     /// `(bucket, prefix)` of every route into it: what a wake-up's partition covers.
@@ -84,6 +87,7 @@ impl Target {
             lease: q(&t.lease),
             ledger: q(&t.ledger),
             wakeup: q(&t.wakeup),
+            quarantine: q(&t.quarantine),
             take: q(&t.take),
             fence: q(&t.fence),
             name,
@@ -145,6 +149,8 @@ pub struct State {
     pub leases: BTreeMap<usize, Lease>,
     pub wakeups: BTreeMap<u64, WakeUp>,
     pub ledger: BTreeMap<u64, LedgerRow>,
+    /// Quarantine rows (the ledger's shape: target, partition, URL, ETag, holder, load).
+    pub quarantine: BTreeMap<u64, LedgerRow>,
     pub loads: BTreeMap<u64, Load>,
     /// Commit sequence number of the last write of each row (deletes included).
     pub versions: BTreeMap<RowKey, u64>,
@@ -158,6 +164,10 @@ impl State {
     pub fn in_ledger(&self, url: &str) -> bool {
         self.ledger.values().any(|r| r.s3_url == url)
     }
+
+    pub fn quarantined(&self, url: &str) -> bool {
+        self.quarantine.values().any(|r| r.s3_url == url)
+    }
 }
 
 /// A write, applied to the committed state at commit.
@@ -168,6 +178,7 @@ enum Op {
     DeleteWakeUp(u64),
     Claim(u64, String),
     InsertLedger(u64, LedgerRow),
+    InsertQuarantine(u64, LedgerRow),
     DeleteLedger(u64),
     InsertLoad(u64, Load),
 }
@@ -436,6 +447,12 @@ impl Db {
                 Op::InsertLedger(id, r) => {
                     self.state.ledger.insert(id, r);
                 }
+                Op::InsertQuarantine(id, r) => {
+                    self.state
+                        .versions
+                        .insert(((r.target, Kind::Quarantine), id), seq);
+                    self.state.quarantine.insert(id, r);
+                }
                 Op::DeleteLedger(id) => {
                     if let Some(r) = self.state.ledger.remove(&id) {
                         self.state
@@ -552,6 +569,8 @@ impl Db {
                 Some((i, Kind::Ledger))
             } else if name == t.wakeup {
                 Some((i, Kind::WakeUp))
+            } else if name == t.quarantine {
+                Some((i, Kind::Quarantine))
             } else if name == t.name.to_string() {
                 Some((i, Kind::Target))
             } else {
@@ -597,6 +616,18 @@ impl Db {
                 txn.reads.insert((t, Kind::Lease));
                 let l = &txn.snap.leases[&t];
                 vec![vec![l.holder.clone(), l.expires_ms.map(timestamp)]]
+            }
+            Stmt::SelectLedger { ledger, partition }
+                if self.resolve(&ledger).map(|k| k.1) == Some(Kind::Quarantine) =>
+            {
+                let t = self.table(&ledger, Kind::Quarantine)?;
+                txn.reads.insert((t, Kind::Quarantine));
+                txn.snap
+                    .quarantine
+                    .values()
+                    .filter(|r| r.target == t && r.partition == partition)
+                    .map(|r| vec![Some(r.s3_url.clone()), Some(r.etag.clone())])
+                    .collect()
             }
             Stmt::SelectLedger { ledger, partition } => {
                 let t = self.table(&ledger, Kind::Ledger)?;
@@ -799,8 +830,12 @@ impl Db {
                 columns,
                 rows,
             } => {
-                let t = self.table(&ledger, Kind::Ledger)?;
-                txn.writes.insert((t, Kind::Ledger));
+                let kind = match self.resolve(&ledger) {
+                    Some((_, Kind::Quarantine)) => Kind::Quarantine,
+                    _ => Kind::Ledger,
+                };
+                let t = self.table(&ledger, kind)?;
+                txn.writes.insert((t, kind));
                 let col = |row: &[Value], name: &str| {
                     columns
                         .iter()
@@ -820,8 +855,13 @@ impl Db {
                         load_id: col(&row, "load_id"),
                     };
                     let id = self.row_id();
-                    txn.snap.ledger.insert(id, r.clone());
-                    txn.ops.push(Op::InsertLedger(id, r));
+                    if kind == Kind::Quarantine {
+                        txn.snap.quarantine.insert(id, r.clone());
+                        txn.ops.push(Op::InsertQuarantine(id, r));
+                    } else {
+                        txn.snap.ledger.insert(id, r.clone());
+                        txn.ops.push(Op::InsertLedger(id, r));
+                    }
                 }
                 Vec::new()
             }

@@ -50,6 +50,10 @@ struct TableStatus {
     /// Partitions of routes with a `ready_marker` whose files wait for it (within the
     /// look-back window), the longest wait first.
     waiting_for_marker: Vec<MarkerWait>,
+    /// Files Redshift refused, kept out of loads (`loaderctl quarantine`): any makes the
+    /// status fail.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    quarantined: Vec<crate::quarantine::Quarantined>,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +138,8 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         .query(sql::pending_wakeups(schema, &names), vec![], deadline)
         .await?;
 
+    let quarantined = crate::quarantine::read(loader, &names, deadline).await?;
+
     let mut tables: BTreeSet<String> = BTreeSet::new();
     match &one {
         Some(t) => {
@@ -165,7 +171,15 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
             recent_failures: Vec::new(),
             file_sizes: None,
             waiting_for_marker: Vec::new(),
+            quarantined: quarantined
+                .iter()
+                .filter(|q| q.table == table)
+                .cloned()
+                .collect(),
         };
+        if !status.quarantined.is_empty() {
+            all_ok = false;
+        }
         let Ok(name) = TableName::parse(&table) else {
             statuses.push(status);
             continue;
@@ -408,6 +422,19 @@ fn render(statuses: &[TableStatus]) -> String {
             out.push_str(&format!("  {}  {}\n    {}\n", f.at, f.file, f.reason));
         }
     }
+    for s in statuses.iter().filter(|s| !s.quarantined.is_empty()) {
+        out.push_str(&format!(
+            "\nquarantined files of {} (loaded again when rewritten, or after `loaderctl \
+             quarantine release URL`):\n",
+            s.table
+        ));
+        for q in &s.quarantined {
+            out.push_str(&format!(
+                "  {}  {}\n    {}\n",
+                q.quarantined_at, q.url, q.error
+            ));
+        }
+    }
     out
 }
 
@@ -478,6 +505,7 @@ mod tests {
                 files: 2,
                 waiting_seconds: 600,
             }],
+            quarantined: Vec::new(),
         };
         let idle = TableStatus {
             table: "sales.refunds".into(),
@@ -491,8 +519,21 @@ mod tests {
             recent_failures: Vec::new(),
             file_sizes: None,
             waiting_for_marker: Vec::new(),
+            quarantined: vec![crate::quarantine::Quarantined {
+                table: "sales.refunds".into(),
+                partition: "d=1/".into(),
+                url: "s3://lake/refunds/d=1/bad.parquet".into(),
+                etag: "e".into(),
+                error: "Spectrum Scan Error".into(),
+                quarantined_at: "2024-05-28 10:07:00".into(),
+            }],
         };
         let text = render(&[stuck, idle]);
+        assert!(
+            text.contains("quarantined files of sales.refunds")
+                && text.contains("  2024-05-28 10:07:00  s3://lake/refunds/d=1/bad.parquet\n    Spectrum Scan Error"),
+            "{text}"
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("TABLE"));
         assert!(
