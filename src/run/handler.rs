@@ -421,32 +421,61 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 {
                     Ok(outcome) => Ok(Loaded::Committed(outcome)),
                     Err(e) => {
-                        // One bad file is not a hostage: find it, load the rest,
-                        // quarantine it (append mode; see `run/quarantine.rs`).
-                        let (statement_id, files, quarantined) = self
-                            .isolate_bad_files(
-                                route,
-                                bucket,
-                                &prepared.partition,
-                                holder,
-                                &basis.lease,
-                                &basis.target,
-                                prepared.files.clone(),
-                                e,
-                                deadline,
-                            )
-                            .await?;
-                        Ok(Loaded::Committed(Outcome::Loaded {
-                            table: route.table.to_string(),
-                            partition: partition_values(&prepared.partition),
-                            files,
-                            statement_id,
-                            quarantined,
-                        }))
+                        let (partition, files) = (&prepared.partition, prepared.files.clone());
+                        self.isolate(route, bucket, partition, holder, &basis, files, e, deadline)
+                            .await
                     }
                 }
             }
+            Planned::Unreadable {
+                failure,
+                partition,
+                files,
+                basis,
+            } => {
+                self.isolate(
+                    route, bucket, &partition, holder, &basis, files, failure, deadline,
+                )
+                .await
+            }
         }
+    }
+
+    /// One bad file is not a hostage: after `failure`, finds the bad file(s), loads the
+    /// rest and quarantines them (append mode; see `run/quarantine.rs`), or returns the
+    /// failure.
+    #[allow(clippy::too_many_arguments)]
+    async fn isolate(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        basis: &Basis,
+        files: Vec<ListedObject>,
+        failure: LoaderError,
+        deadline: Instant,
+    ) -> Result<Loaded, LoaderError> {
+        let (statement_id, loaded, quarantined) = self
+            .isolate_bad_files(
+                route,
+                bucket,
+                partition,
+                holder,
+                &basis.lease,
+                &basis.target,
+                files,
+                failure,
+                deadline,
+            )
+            .await?;
+        Ok(Loaded::Committed(Outcome::Loaded {
+            table: route.table.to_string(),
+            partition: partition_values(partition),
+            files: loaded,
+            statement_id,
+            quarantined,
+        }))
     }
 
     /// Plans one partition's load under the lease: lists it, keeps the files its ready
@@ -539,10 +568,21 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         } else {
             lease
         };
-        let prepared = self
-            .arrange(route, bucket, &partition, &lease, &target, files)
-            .await?;
-        Ok(Planned::Load(prepared, Box::new(Basis { lease, target })))
+        match self
+            .arrange(route, bucket, &partition, &lease, &target, files.clone())
+            .await
+        {
+            Ok(prepared) => Ok(Planned::Load(prepared, Box::new(Basis { lease, target }))),
+            // A file whose footer cannot be read: the search for bad files takes it
+            // out (see `load_holding_lease`), as it would a file COPY refused.
+            Err(e @ LoaderError::UnreadableFile { .. }) => Ok(Planned::Unreadable {
+                failure: e,
+                partition: Box::new(partition),
+                files,
+                basis: Box::new(Basis { lease, target }),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// One layout per distinct file column order (Parquet footers, CSV headers), the
@@ -1097,6 +1137,14 @@ pub(crate) enum Planned {
     /// Nothing to load (up to date, or waiting for its marker).
     Nothing(Outcome),
     Load(Prepared, Box<Basis>),
+    /// A file's footer could not be read while arranging the load: the search for bad
+    /// files starts from this failure.
+    Unreadable {
+        failure: LoaderError,
+        partition: Box<Partition>,
+        files: Vec<ListedObject>,
+        basis: Box<Basis>,
+    },
 }
 
 /// What a prepared load was planned from: the search for a bad file plans its parts

@@ -132,6 +132,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             {
                 Planned::Nothing(_) => up_to_date += 1,
                 Planned::Load(x, _) => prepared.push(x),
+                // A root marker's job loads whole partitions: a partition with an
+                // unreadable file fails it (its own marker or the sweep isolates it).
+                Planned::Unreadable { failure, .. } => return Err(failure),
             }
         }
         if prepared.is_empty() {
