@@ -35,11 +35,11 @@ use aws_sdk_redshiftdata::config::{ConfigBag, Intercept, RuntimeComponents};
 
 use aws_lambda_events::sqs::SqsEvent;
 use clap::Parser;
-use partition_loader::batch::{self, Invocation};
-use partition_loader::handler::Loader;
+use partition_loader::io::storage::S3;
+use partition_loader::io::warehouse::DataApi;
+use partition_loader::run::batch::{self, Invocation};
+use partition_loader::run::handler::Loader;
 use partition_loader::sql::{LeaseTables, TableName};
-use partition_loader::storage::S3;
-use partition_loader::warehouse::DataApi;
 use partition_loader::{Config, Outcome};
 use serde_json::{json, Value};
 use tokio::time::Instant;

@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use partition_loader::config::Mode;
-use partition_loader::handler::Loader;
-use partition_loader::plan::{self, ListedObject, LoadedFile, Plan};
+use partition_loader::io::storage::{Storage, S3};
+use partition_loader::io::warehouse::{DataApi, Row, Warehouse};
+use partition_loader::lake::config::Mode;
+use partition_loader::protocol::plan::{self, ListedObject, LoadedFile, Plan};
+use partition_loader::run::handler::Loader;
 use partition_loader::sql::{self, CopyTarget, FileFormat, Ident, LedgerRow, TableName};
-use partition_loader::storage::{Storage, S3};
-use partition_loader::warehouse::{DataApi, Row, Warehouse};
-use partition_loader::{manifest, LoaderError, Outcome};
+use partition_loader::{lake::manifest, LoaderError, Outcome};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -117,7 +117,7 @@ fn load_statements(files: &[ListedObject]) -> Result<(usize, usize, usize), Load
             sql::ledger_tuple(PARTITION, holder, load_id, &row)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let limits = partition_loader::handler::BatchLimits::default();
+    let limits = partition_loader::run::handler::BatchLimits::default();
     let inserts = sql::ledger_inserts(
         &sql::table_ledger_insert_head(&schema, &tables),
         &tuples,

@@ -61,6 +61,15 @@ pub enum LoaderError {
         "lease on {table} was lost before the load committed; the load was rolled back: {message}"
     )]
     LeaseLost { table: String, message: String },
+    /// A Parquet file whose footer the loader could not read (truncated, not Parquet,
+    /// bad magic): Redshift's COPY would refuse it too. Append mode quarantines it
+    /// ([`crate::protocol::isolate`]); replace mode fails with it.
+    #[error("load into {table}: file {url} is not a Parquet file Redshift can read: {reason}")]
+    UnreadableFile {
+        table: String,
+        url: String,
+        reason: String,
+    },
     #[error("load into {table} rejected by Redshift (statement {statement_id}): {message}")]
     LoadRejected {
         table: String,
@@ -68,7 +77,7 @@ pub enum LoaderError {
         message: String,
     },
     /// A load batch failed for a transient cause (S3 throttled inside the COPY, a WLM
-    /// abort, a restart, a write conflict: [`crate::failure`]); everything rolled
+    /// abort, a restart, a write conflict: [`crate::protocol::failure`]); everything rolled
     /// back, and a retry loads the files.
     #[error(
         "load into {table} interrupted ({cause}; statement {statement_id}), rolled back; a \
@@ -94,7 +103,7 @@ pub enum LoaderError {
         statement_id: String,
         message: String,
     },
-    /// A statement failed; its class follows its words ([`crate::failure::classify`]).
+    /// A statement failed; its class follows its words ([`crate::protocol::failure::classify`]).
     #[error("statement {statement_id} failed: {message}")]
     StatementFailed {
         statement_id: String,
@@ -134,7 +143,7 @@ impl LoaderError {
             | LoadedElsewhere { .. }
             | StatementAborted { .. }
             | NotStarted => ErrorKind::Retryable,
-            StatementFailed { message, .. } => crate::failure::classify(message).kind,
+            StatementFailed { message, .. } => crate::protocol::failure::classify(message).kind,
             Warehouse { retryable, .. } | Storage { retryable, .. } | Queue { retryable, .. }
                 if *retryable =>
             {
@@ -152,6 +161,7 @@ impl LoaderError {
             | NothingListed { .. }
             | NotBootstrapped { .. }
             | LeaseRows { .. }
+            | UnreadableFile { .. }
             | LoadRejected { .. } => ErrorKind::Permanent,
         }
     }
@@ -172,6 +182,7 @@ impl LoaderError {
             NotBootstrapped { .. } => "NotBootstrapped",
             LeaseRows { .. } => "LeaseRows",
             LeaseLost { .. } => "LeaseLost",
+            UnreadableFile { .. } => "UnreadableFile",
             LoadRejected { .. } => "LoadRejected",
             LoadInterrupted { .. } => "LoadInterrupted",
             LoadedElsewhere { .. } => "LoadedElsewhere",

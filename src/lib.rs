@@ -9,22 +9,10 @@ pub mod protocol;
 pub mod run;
 pub mod sql;
 
-// The flat paths every caller used before the folders (`partition_loader::lease`,
-// `crate::handler`, ...) keep working: tests, examples, bins and the simulation need
-// no edits.
-pub use io::{storage, warehouse};
-pub use lake::{
-    config, copy_options, event, file_sizes, manifest, partition, route, routes_source,
-    schema_match,
-};
-pub use ops::{admin, doctor, upkeep};
-pub use protocol::{backoff, failure, lease, plan};
-pub use run::{backfill, batch, completion, handler, invocation, metrics, outcome, redrive, sweep};
-
-pub use config::Config;
 pub use error::{ErrorKind, LoaderError};
-pub use handler::Loader;
-pub use outcome::Outcome;
+pub use lake::config::Config;
+pub use run::handler::Loader;
+pub use run::outcome::Outcome;
 
 /// JSON logs on stderr (Lambda sends both streams to CloudWatch; stdout stays free for
 /// loaderctl's JSON lines); `RUST_LOG` filters, default `info`.

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use partition_loader::batch::{self, Invocation};
 use partition_loader::error::LoaderError;
-use partition_loader::invocation::{handle_batch_measured, handle_measured, sweep_measured};
-use partition_loader::metrics::{self, Settings};
+use partition_loader::run::batch::{self, Invocation};
+use partition_loader::run::invocation::{handle_batch_measured, handle_measured, sweep_measured};
+use partition_loader::run::metrics::{self, Settings};
 use partition_loader::{init_logging, Loader};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -26,7 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // The routes may come from SSM or S3: read once per container, here.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let metrics = Settings::from_env().map_err(startup_failed);
-    let config = partition_loader::routes_source::config_from_env(&sdk)
+    let config = partition_loader::lake::routes_source::config_from_env(&sdk)
         .await
         .map_err(|e| match &metrics {
             Ok(settings) => startup_failed_with(settings, e),
@@ -51,13 +51,13 @@ async fn invoke<W, S>(
     event: LambdaEvent<Value>,
 ) -> Result<Value, Diagnostic>
 where
-    W: partition_loader::warehouse::Warehouse,
-    S: partition_loader::storage::Storage,
+    W: partition_loader::io::warehouse::Warehouse,
+    S: partition_loader::io::storage::Storage,
 {
     let remaining = remaining_time(event.context.deadline, SystemTime::now());
     let deadline = Instant::now() + remaining - DEADLINE_MARGIN.min(remaining / 5);
     // Each attempt its own token: Lambda's retries keep the request id.
-    let holder = partition_loader::lease::attempt_token(&event.context.request_id);
+    let holder = partition_loader::protocol::lease::attempt_token(&event.context.request_id);
     tracing::debug!(
         remaining_ms = remaining.as_millis() as u64,
         holder,

@@ -6,9 +6,9 @@ mod common;
 
 use aws_lambda_events::sqs::SqsEvent;
 use common::*;
-use partition_loader::batch::{self, Invocation};
-use partition_loader::redrive;
-use partition_loader::routes_source;
+use partition_loader::lake::routes_source;
+use partition_loader::run::batch::{self, Invocation};
+use partition_loader::run::redrive;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -421,9 +421,9 @@ async fn a_sweep_before_bootstrap_says_so_without_an_error() {
     let stack = Stack::new().await;
     let loader = partition_loader::Loader::connect(stack.config(&stack.orders_route(""))).await;
     stack.orders_table().await;
-    let measured = partition_loader::invocation::sweep_measured(
+    let measured = partition_loader::run::invocation::sweep_measured(
         &loader,
-        &partition_loader::metrics::Settings::default(),
+        &partition_loader::run::metrics::Settings::default(),
         3,
         &holder(),
         deadline(),

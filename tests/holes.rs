@@ -27,7 +27,7 @@ const SLOW_DOWN: &str = "ERROR: Spectrum Scan Error DETAIL: S3ServiceException:P
 
 /// The lease token of one attempt of a Lambda request, as the entry points make it.
 fn attempt(request_id: &str) -> String {
-    partition_loader::lease::attempt_token(request_id)
+    partition_loader::protocol::lease::attempt_token(request_id)
 }
 
 #[tokio::test]

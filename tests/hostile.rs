@@ -534,7 +534,7 @@ fn route_toml_with_each_field_wrong_names_the_field() {
     let mut failures = Vec::new();
     for (change, field) in cases {
         let text = good(change);
-        match partition_loader::config::parse_routes(&text) {
+        match partition_loader::lake::config::parse_routes(&text) {
             Err(e @ LoaderError::Config(_)) if e.to_string().contains(field) => {}
             other => failures.push(format!(
                 "{change}: expected a Config error naming {field}, got {other:?}"
@@ -546,7 +546,7 @@ fn route_toml_with_each_field_wrong_names_the_field() {
         ("[[routes]]\nprefix = \"a/\"\ntable = \"s.a\"\nformat = \"csv\"\n[[routes]]\nprefix = \"a/b/\"\ntable = \"s.b\"\nformat = \"csv\"\n", "prefix"),
         ("not toml at all [", "routes TOML"),
     ] {
-        match partition_loader::config::parse_routes(text) {
+        match partition_loader::lake::config::parse_routes(text) {
             Err(e @ LoaderError::Config(_)) if e.to_string().contains(field) => {}
             other => failures.push(format!("{text:?}: expected a Config error naming {field}, got {other:?}")),
         }

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use partition_loader::config::{ClusterAuth, RedshiftTarget};
-use partition_loader::handler::BatchLimits;
+use partition_loader::lake::config::{ClusterAuth, RedshiftTarget};
+use partition_loader::run::handler::BatchLimits;
 use partition_loader::sql::{LeaseTables, TableName};
 use partition_loader::{ErrorKind, Loader, LoaderError, Outcome};
 use serde_json::json;
@@ -25,7 +25,9 @@ async fn one_file_is_loaded_once_and_a_replay_changes_nothing() {
             partition,
             files,
             statement_id,
+            quarantined,
         } => {
+            assert!(quarantined.is_empty());
             assert_eq!(table, &t);
             assert_eq!(
                 partition.0,

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use partition_loader::invocation::handle_measured;
-use partition_loader::metrics::Settings;
+use partition_loader::run::invocation::handle_measured;
+use partition_loader::run::metrics::Settings;
 use serde_json::{json, Value};
 
 /// Every metric a directive names is a number at the top level, every dimension key a
@@ -171,8 +171,8 @@ fn sqs_record(id: &str, body: &str) -> Value {
 }
 
 fn sqs_batch(records: Vec<Value>) -> aws_lambda_events::sqs::SqsEvent {
-    match partition_loader::batch::classify(json!({ "Records": records })) {
-        Ok(partition_loader::batch::Invocation::SqsBatch(b)) => b,
+    match partition_loader::run::batch::classify(json!({ "Records": records })) {
+        Ok(partition_loader::run::batch::Invocation::SqsBatch(b)) => b,
         other => panic!("not an SQS batch: {other:?}"),
     }
 }
@@ -198,7 +198,7 @@ async fn an_sqs_batch_records_each_table_it_touched() {
         sqs_record("m-b", &b.to_string()),
         sqs_record("m-garbage", "{not json"),
     ]);
-    let m = partition_loader::invocation::handle_batch_measured(
+    let m = partition_loader::run::invocation::handle_batch_measured(
         &loader,
         &Settings::default(),
         &batch,
@@ -293,7 +293,7 @@ async fn a_sweep_records_each_table() {
     stack
         .put_parquet(&format!("orders/order_date={today}/lost.parquet"), 0..6)
         .await;
-    let m = partition_loader::invocation::sweep_measured(
+    let m = partition_loader::run::invocation::sweep_measured(
         &loader,
         &Settings::default(),
         1,
@@ -336,7 +336,7 @@ async fn a_handed_off_file_is_measured_by_whoever_commits_it() {
     // The holder dies: its lease expires; the sweep takes the free lease and drains.
     stack.insert_lease(&t, "dead-holder", -1).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let m = partition_loader::invocation::sweep_measured(
+    let m = partition_loader::run::invocation::sweep_measured(
         &loader,
         &Settings::default(),
         1,

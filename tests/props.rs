@@ -8,9 +8,9 @@
 
 mod common;
 
-use partition_loader::config::{parse_routes, Route};
-use partition_loader::event;
-use partition_loader::partition;
+use partition_loader::lake::config::{parse_routes, Route};
+use partition_loader::lake::event;
+use partition_loader::lake::partition;
 use partition_loader::sql::{self, literal, partition_literal, PartitionType};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunConfig, TestRunner};

@@ -9,9 +9,9 @@ use aws_sdk_redshiftdata::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_redshiftdata::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_redshiftdata::operation::describe_statement::DescribeStatementOutput;
 use common::*;
-use partition_loader::handler::Loader;
-use partition_loader::storage::S3;
-use partition_loader::warehouse::DataApi;
+use partition_loader::io::storage::S3;
+use partition_loader::io::warehouse::DataApi;
+use partition_loader::run::handler::Loader;
 use partition_loader::{Config, Outcome};
 use serde_json::json;
 
@@ -257,7 +257,7 @@ async fn killed_holders_and_lost_events_then_one_sweep_load_everything_once() {
     // Let every killed holder's lease expire, and statements it left running end.
     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     let mut config = stack.config(&routes);
-    config.redshift = partition_loader::config::RedshiftTarget::Serverless {
+    config.redshift = partition_loader::lake::config::RedshiftTarget::Serverless {
         workgroup: format!("{}-sweep", stack.workgroup),
     };
     let sweeper = Loader::connect(config).await;

@@ -50,6 +50,12 @@ fn workload(name: &str, isolation: Isolation) -> Workload {
             cancels_may_fail: true,
             ..today
         },
+        // Issue 20 item 1: routes with ready markers, files and markers in any order.
+        "markers" => Workload {
+            name: "markers",
+            ready_markers: true,
+            ..Workload::full(isolation)
+        },
         other => panic!("no workload {other:?}"),
     }
 }
@@ -205,6 +211,25 @@ fn full_workload() {
             "today's code has known bugs (issue 18 items 2-5); no seed found one"
         );
         println!("{isolation:?}: violating seeds {violating:?}");
+    }
+}
+
+/// Ready markers (issue 20 item 1) on the full workload: files and their partitions'
+/// markers written in any order, events lost, duplicated, late, by SQS, with sweeps,
+/// a backfill, kills and transient failures: nothing is loaded before its marker, and
+/// every file of a partition whose marker exists is loaded once.
+#[test]
+fn markers_workload_holds_every_invariant() {
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let work = workload("markers", isolation);
+        for seed in 0..env_u64("SIM_CI_MARKER_SEEDS", 50) {
+            let report = run_seed(&work, seed);
+            assert!(
+                report.violation.is_none(),
+                "{}",
+                failure(seed, isolation, &report)
+            );
+        }
     }
 }
 

@@ -15,7 +15,10 @@
 //! adapter (moto cannot inject faults); invocations are killed by dropping the handler's
 //! future after a random time, which lands before the acquire commits, after it, during
 //! the COPY and after the load batch was submitted. Every seventh file is written with
-//! its columns in another order (a reordered writer), which loads by name.
+//! its columns in another order (a reordered writer), which loads by name. File
+//! [`CORRUPT`] (in the append table `staged`, beside good files of its partition) has a
+//! sound footer and garbage pages: Redshift refuses it, the loader quarantines it (issue
+//! 20 item 2), and the checker counts it as quarantined, not missing.
 
 mod common;
 
@@ -25,10 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use partition_loader::handler::Loader;
-use partition_loader::plan::ListedObject;
-use partition_loader::storage::{Storage, S3};
-use partition_loader::warehouse::DataApi;
+use partition_loader::io::storage::{Storage, S3};
+use partition_loader::io::warehouse::DataApi;
+use partition_loader::protocol::plan::ListedObject;
+use partition_loader::run::handler::Loader;
 use partition_loader::LoaderError;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -39,6 +42,9 @@ const TABLES: [(&str, &str); 3] = [
     ("replaced", "mode = \"replace\""),
 ];
 const DAYS: [&str; 4] = ["2024-05-01", "2024-05-02", "2024-05-03", "2024-05-04"];
+/// The file whose pages are garbage (table `staged`, append mode): quarantined, never
+/// loaded; its partition's other files load.
+const CORRUPT: usize = 1;
 /// Lambda retries a failed asynchronous invocation twice.
 const ATTEMPTS: u32 = 3;
 
@@ -285,7 +291,11 @@ async fn soak_exactly_once_under_faults() {
             for (j, key, ids) in keys {
                 // Every seventh file comes from a writer that reordered its columns
                 // (issue 20): loaded by name, its rows count like any other's.
-                let body = if j % 7 == 3 {
+                let body = if j == CORRUPT {
+                    let mut bytes = parquet_bytes(ids);
+                    bytes[4..24].fill(0xFF);
+                    bytes
+                } else if j % 7 == 3 {
                     parquet_bytes_name_first(ids)
                 } else {
                     parquet_bytes(ids)
@@ -423,6 +433,26 @@ async fn soak_exactly_once_under_faults() {
     // Exactly once: rows per file, ledger rows per file.
     let mut duplicates = 0;
     let mut missing = 0;
+    // The quarantine tables: exactly the corrupt file, with no rows loaded.
+    let mut quarantine: Vec<String> = Vec::new();
+    for table in &tables {
+        let t = partition_loader::sql::LeaseTables::for_target(
+            &partition_loader::sql::TableName::parse(table).expect("schema.table"),
+        );
+        for r in stack
+            .select(&format!(
+                "SELECT DISTINCT s3_url FROM {}.{}",
+                stack.loader_schema,
+                t.quarantine.quoted()
+            ))
+            .await
+        {
+            quarantine.push(r[0].clone().unwrap_or_default());
+        }
+    }
+    let corrupt_url =
+        (n > CORRUPT).then(|| format!("s3://{}/{}", stack.bucket, files[CORRUPT].key));
+    let mut quarantined = 0;
     let mut strays = 0;
     for (t, table) in tables.iter().enumerate() {
         let counts: HashMap<i64, i64> = stack
@@ -443,7 +473,12 @@ async fn soak_exactly_once_under_faults() {
         for (j, f) in files.iter().enumerate().filter(|(_, f)| f.table == t) {
             let want = f.ids.end - f.ids.start;
             match counts.get(&(j as i64)).copied().unwrap_or(0) {
-                got if got == want => {}
+                0 if j == CORRUPT
+                    && corrupt_url.as_ref().is_some_and(|u| quarantine.contains(u)) =>
+                {
+                    quarantined += 1
+                }
+                got if got == want && j != CORRUPT => {}
                 0 => missing += 1,
                 got => {
                     eprintln!("{}: {got} rows, expected {want}", f.key);
@@ -477,8 +512,12 @@ async fn soak_exactly_once_under_faults() {
     let ledger_twice = ledger.values().filter(|&&c| c != 1).count();
     let ledger_missing = files
         .iter()
-        .filter(|f| !ledger.contains_key(&format!("s3://{}/{}", stack.bucket, f.key)))
+        .enumerate()
+        .filter(|(j, f)| {
+            *j != CORRUPT && !ledger.contains_key(&format!("s3://{}/{}", stack.bucket, f.key))
+        })
         .count();
+    let corrupt_in_ledger = corrupt_url.as_ref().is_some_and(|u| ledger.contains_key(u));
 
     // COPYs from the load history: the manifest URL names the target table.
     let history = stack
@@ -551,6 +590,9 @@ async fn soak_exactly_once_under_faults() {
         "copy_overlaps_across_tables": cross_table_overlaps,
         "duplicates": duplicates,
         "missing": missing,
+        "quarantined": quarantined,
+        "quarantine_rows": quarantine,
+        "corrupt_in_ledger": corrupt_in_ledger,
         "stray_rows_files": strays,
         "ledger_not_once": ledger_twice,
         "ledger_missing": ledger_missing,
@@ -570,10 +612,14 @@ async fn soak_exactly_once_under_faults() {
     }
     assert_eq!(duplicates, 0, "{report}");
     assert_eq!(missing, 0, "{report}");
+    // The corrupt file is quarantined (not missing), and nothing else is.
+    assert_eq!(quarantined, usize::from(n > CORRUPT), "{report}");
+    assert_eq!(quarantine.len(), usize::from(n > CORRUPT), "{report}");
+    assert!(!corrupt_in_ledger, "{report}");
     assert_eq!(strays, 0, "{report}");
     assert_eq!(ledger_twice, 0, "{report}");
     assert_eq!(ledger_missing, 0, "{report}");
-    assert_eq!(ledger.len(), n, "{report}");
+    assert_eq!(ledger.len(), n - usize::from(n > CORRUPT), "{report}");
     assert_eq!(leases, 0, "{report}");
     assert_eq!(wakeups, 0, "{report}");
     assert_eq!(same_table_overlaps, 0, "{report}");

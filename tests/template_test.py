@@ -139,12 +139,25 @@ def main():
             by_action.setdefault(a, []).append((c, st))
     check([c for c, _ in by_action.get("ssm:GetParameter", [])] == ["RoutesFromSsm"],
           "template: ssm:GetParameter only under RoutesFromSsm")
-    check(sorted([str(c) for c, _ in by_action.get("s3:GetObject", [])]) == ["None", "RoutesFromS3"],
-          "template: s3:GetObject under RoutesFromS3 and, for Parquet footers, on the watched prefix")
-    footers = [st for c, st in by_action.get("s3:GetObject", []) if c is None]
+    check(sorted([str(c) for c, _ in by_action.get("s3:GetObject", [])]) == ["None", "None", "RoutesFromS3"],
+          "template: s3:GetObject under RoutesFromS3 and, for Parquet footers and the sweep watermark, unconditionally")
+    footers = [st for c, st in by_action.get("s3:GetObject", [])
+               if c is None and st.get("Sid") != "ReadSweepWatermark"]
     check(len(footers) == 1 and footers[0].get("Sid") == "ReadParquetFooters"
           and "${WatchedPrefix}*" in json.dumps(footers[0].get("Resource")),
           "template: the footer reads are limited to the watched prefix")
+    # Issue 21 item 6: the sweep's watermark, GetObject on that one key only (its
+    # PutObject is WriteManifests', under the manifest prefix).
+    marks = [st for c, st in by_action.get("s3:GetObject", [])
+             if c is None and st.get("Sid") == "ReadSweepWatermark"]
+    mark_res = json.dumps(marks[0].get("Resource")) if marks else ""
+    check(len(marks) == 1 and actions(marks[0]) == ["s3:GetObject"]
+          and "${ManifestKeyPrefix}sweep-watermark.json" in mark_res
+          and "*" not in mark_res.replace("${", ""),
+          "template: s3:GetObject on the sweep watermark's key only")
+    puts = [st for c, st in by_action.get("s3:PutObject", []) if c is None]
+    check(any("${ManifestKeyPrefix}*" in json.dumps(st.get("Resource")) for st in puts),
+          "template: the watermark's PutObject is the manifest prefix's")
 
     # Item 4: loaderctl doctor reads the buckets' Region with the function's role:
     # s3:GetBucketLocation on the data and manifest buckets only, always granted.
@@ -197,6 +210,14 @@ def main():
           "template: no alarm on AWS/Lambda Errors (a busy lease would page)")
     check(any(a["Properties"].get("MetricName") == "PermanentErrors" for a in alarms.values()),
           "template: an alarm on PermanentErrors (the loader's metric of Permanent.* errors)")
+    quarantined = [a for a in alarms.values() if a["Properties"].get("MetricName") == "QuarantinedFiles"]
+    check(len(quarantined) == 1
+          and quarantined[0]["Properties"].get("Namespace") == {"Ref": "MetricsNamespace"}
+          and quarantined[0]["Properties"].get("Statistic") == "Sum"
+          and quarantined[0]["Properties"].get("Threshold") == 1
+          and "Dimensions" not in quarantined[0]["Properties"]
+          and "AlarmActions" in quarantined[0]["Properties"],
+          "template: an alarm on QuarantinedFiles (any table, a file Redshift refused)")
     for q in ("FailureQueue", "RuleDeadLetterQueue", "EventDeadLetterQueue"):
         check(any(a["Properties"].get("Dimensions", [{}])[0].get("Value") == {"Fn::GetAtt": [q, "QueueName"]}
                   for a in alarms.values()), f"template: an alarm watches {q}")

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use partition_loader::config::Config;
+use partition_loader::lake::config::Config;
 use partition_loader::sql::{DbUser, LeaseTables, TableName};
 use partition_loader::{Loader, Outcome};
 

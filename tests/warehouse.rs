@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use partition_loader::config::RedshiftTarget;
-use partition_loader::warehouse::DataApi;
+use partition_loader::io::warehouse::DataApi;
+use partition_loader::lake::config::RedshiftTarget;
 
 #[tokio::test]
 async fn a_submit_repeated_with_its_client_token_runs_once() {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use partition_loader::outcome::PartitionValues;
+use partition_loader::run::outcome::PartitionValues;
 use partition_loader::{LoaderError, Outcome};
 use serde_json::Value;
 
@@ -131,7 +131,7 @@ async fn pyarrow_duckdb_and_polars_datasets_load_value_by_value() {
                         None => "__HIVE_DEFAULT_PARTITION__".to_string(),
                         Some(c) => c.clone(),
                     };
-                    partition_loader::partition::hive_unescape(&segment["city=".len()..])
+                    partition_loader::lake::partition::hive_unescape(&segment["city=".len()..])
                         .map(|v| v == enc)
                         .unwrap_or(false)
                 })

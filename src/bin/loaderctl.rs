@@ -10,6 +10,8 @@ mod backfill;
 mod history;
 #[path = "loaderctl/progress.rs"]
 mod progress;
+#[path = "loaderctl/quarantine.rs"]
+mod quarantine;
 #[path = "loaderctl/redrive.rs"]
 mod redrive;
 #[path = "loaderctl/report.rs"]
@@ -26,9 +28,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use partition_loader::config::Mode;
+use partition_loader::lake::config::Mode;
 use partition_loader::sql::{self, DbUser, LeaseTables, TableName};
-use partition_loader::{doctor, init_logging, Loader, LoaderError};
+use partition_loader::{init_logging, ops::doctor, Loader, LoaderError};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -88,7 +90,8 @@ enum Command {
         partition: Option<String>,
     },
     /// Per table: last load, lag, lease, files in the last hour and day, recent load
-    /// failures. Exits 1 when a table failed since its last load.
+    /// failures, quarantined files. Exits 1 when a table failed since its last load or
+    /// has quarantined files.
     Status(status::Args),
     /// The loads of a table with Redshift's load history (rows, COPY time, query ids).
     History(history::Args),
@@ -101,6 +104,9 @@ enum Command {
     /// VACUUM and what would run; runs it (ANALYZE waited for, VACUUM left to run)
     /// unless --dry-run. One JSON line per table; progress on stderr.
     Upkeep(upkeep::Args),
+    /// Files Redshift refused to load, kept out of their partition's loads until
+    /// rewritten: `list` them, or `release` one so that the next load tries it again.
+    Quarantine(quarantine::Args),
 }
 
 #[tokio::main]
@@ -108,7 +114,7 @@ async fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let config = match partition_loader::routes_source::config_from_env(&sdk).await {
+    let config = match partition_loader::lake::routes_source::config_from_env(&sdk).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("loaderctl: {e}");
@@ -147,7 +153,8 @@ async fn main() -> ExitCode {
     }
 }
 
-pub(crate) type Ctl = Loader<partition_loader::warehouse::DataApi, partition_loader::storage::S3>;
+pub(crate) type Ctl =
+    Loader<partition_loader::io::warehouse::DataApi, partition_loader::io::storage::S3>;
 
 pub(crate) fn print_result(
     result: Result<partition_loader::Outcome, LoaderError>,
@@ -208,7 +215,7 @@ async fn run(
                     json!({"granted_to": user.as_str(), "schema": loader.config().loader_schema.as_str(), "statement_id": id})
                 );
                 for route in &loader.config().routes {
-                    let grants = sql::route_grants(
+                    let mut grants = sql::route_grants(
                         &route.table,
                         !route.partition_columns.is_empty() || route.file_columns.is_some(),
                         route.mode == Mode::Replace,
@@ -216,6 +223,9 @@ async fn run(
                         &loader.config().database,
                         &user,
                     );
+                    if route.add_new_columns {
+                        grants.push(sql::alter_grant(&route.table, &user));
+                    }
                     println!(
                         "{}",
                         json!({"table": route.table.to_string(), "run_as_table_owner": grants})
@@ -313,6 +323,7 @@ async fn run(
         Command::History(args) => history::run(loader, args, deadline()).await,
         Command::Redrive(args) => redrive::run(loader, args, holder, budget).await,
         Command::Upkeep(args) => upkeep::run(loader, args, deadline()).await,
+        Command::Quarantine(args) => quarantine::run(loader, args, deadline()).await,
         Command::Ledger { table, partition } => {
             let table = table_arg(&table)?;
             let t = LeaseTables::for_target(&table);

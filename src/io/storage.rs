@@ -7,7 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
 use crate::error::LoaderError;
-use crate::plan::{normalise_etag, ListedObject};
+use crate::protocol::plan::{normalise_etag, ListedObject};
 
 pub trait Storage: Send + Sync {
     /// Every object under `prefix` (all pages).
@@ -37,9 +37,30 @@ pub trait Storage: Send + Sync {
         }
     }
 
+    /// The first `len` bytes of object `key` (all of it when shorter), of the version
+    /// with ETag `etag` only: a CSV header line is read without the file
+    /// ([`crate::lake::csv_header`]). Implementations that cannot read objects keep the
+    /// default, which refuses.
+    fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        len: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, LoaderError>> + Send {
+        let _ = (etag, len);
+        let message = format!("reading s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
+
     /// The last `len` bytes of object `key` (all of it when shorter), of the version
     /// with ETag `etag` only: a Parquet footer is read without the file
-    /// ([`crate::schema_match`]). Implementations that cannot read objects keep the
+    /// ([`crate::lake::schema_match`]). Implementations that cannot read objects keep the
     /// default, which refuses.
     fn tail(
         &self,
@@ -57,6 +78,45 @@ pub trait Storage: Send + Sync {
             })
         }
     }
+
+    /// Object `key`'s text and ETag (normalised), `None` when there is none: the sweep
+    /// reads its watermark ([`crate::lake::watermark`]). Implementations that cannot read
+    /// objects keep the default, which refuses (the sweep then queries Redshift).
+    fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(String, String)>, LoaderError>> + Send {
+        let message = format!("reading s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
+
+    /// PutObject only if the object is still `expected` (its ETag, or `None`: there is
+    /// none): `Ok(false)` when S3 refused because it changed (412 Precondition Failed,
+    /// or 409 ConditionalRequestConflict for a concurrent write). The sweep writes its
+    /// clean watermark so, never over a dirty mark written after its start. The default
+    /// refuses.
+    fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: String,
+        expected: Option<&str>,
+    ) -> impl Future<Output = Result<bool, LoaderError>> + Send {
+        let _ = (body, expected);
+        let message = format!("writing s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
 }
 
 pub struct S3 {
@@ -66,6 +126,42 @@ pub struct S3 {
 impl S3 {
     pub fn new(client: Client) -> S3 {
         S3 { client }
+    }
+
+    /// One ranged GET of the version `etag` only: a rewrite since the listing fails it
+    /// as retryable (the retry lists again).
+    async fn ranged(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        range: String,
+        what: String,
+    ) -> Result<Vec<u8>, LoaderError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(range)
+            .if_match(format!("\"{etag}\""))
+            .send()
+            .await
+            .map_err(|e| {
+                let changed = e.code() == Some("PreconditionFailed");
+                let mut err = storage_error(what.clone(), e);
+                if changed {
+                    if let LoaderError::Storage { retryable, .. } = &mut err {
+                        *retryable = true;
+                    }
+                }
+                err
+            })?;
+        let body = out.body.collect().await.map_err(|e| LoaderError::Storage {
+            message: format!("{what}: {e}"),
+            retryable: true,
+        })?;
+        Ok(body.into_bytes().to_vec())
     }
 }
 
@@ -99,7 +195,7 @@ impl S3 {
     }
 
     /// The bucket's LocationConstraint as GetBucketLocation returns it (`None` or empty
-    /// for us-east-1; see [`crate::doctor::bucket_region`]). For loaderctl doctor.
+    /// for us-east-1; see [`crate::ops::doctor::bucket_region`]). For loaderctl doctor.
     pub async fn bucket_location(&self, bucket: &str) -> Result<Option<String>, LoaderError> {
         let out = self
             .client
@@ -183,6 +279,68 @@ impl Storage for S3 {
         Ok(())
     }
 
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<(String, String)>, LoaderError> {
+        let what = format!("reading s3://{bucket}/{key}");
+        let out = match self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchKey") => return Ok(None),
+            // Without s3:ListBucket on the prefix (the function has GetObject on this
+            // one key only) S3 answers a missing key with 403. Read as "none": the
+            // caller then only queries more, never less (the sweep skips only on a
+            // clean watermark it read).
+            Err(e) if e.code() == Some("AccessDenied") => return Ok(None),
+            Err(e) => return Err(storage_error(what, e)),
+        };
+        let etag = normalise_etag(out.e_tag().unwrap_or_default());
+        let body = out.body.collect().await.map_err(|e| LoaderError::Storage {
+            message: format!("{what}: {e}"),
+            retryable: true,
+        })?;
+        let text = String::from_utf8_lossy(&body.into_bytes()).into_owned();
+        Ok(Some((text, etag)))
+    }
+
+    /// S3's conditional writes: `If-Match` (the ETag read) or `If-None-Match: *`
+    /// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>).
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: String,
+        expected: Option<&str>,
+    ) -> Result<bool, LoaderError> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body.into_bytes()));
+        let request = match expected {
+            Some(etag) => request.if_match(format!("\"{etag}\"")),
+            None => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(storage_error(format!("writing s3://{bucket}/{key}"), e)),
+        }
+    }
+
     /// A suffix-range GET with `If-Match`: the footer read is the listed version's, or
     /// the read fails as retryable (the object was rewritten since the listing; the
     /// retry lists it again).
@@ -194,29 +352,21 @@ impl Storage for S3 {
         len: u64,
     ) -> Result<Vec<u8>, LoaderError> {
         let what = format!("reading the end of s3://{bucket}/{key}");
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .range(format!("bytes=-{len}"))
-            .if_match(format!("\"{etag}\""))
-            .send()
+        self.ranged(bucket, key, etag, format!("bytes=-{len}"), what)
             .await
-            .map_err(|e| {
-                let changed = e.code() == Some("PreconditionFailed");
-                let mut err = storage_error(what.clone(), e);
-                if changed {
-                    if let LoaderError::Storage { retryable, .. } = &mut err {
-                        *retryable = true;
-                    }
-                }
-                err
-            })?;
-        let body = out.body.collect().await.map_err(|e| LoaderError::Storage {
-            message: format!("{what}: {e}"),
-            retryable: true,
-        })?;
-        Ok(body.into_bytes().to_vec())
+    }
+
+    /// A range GET of the first bytes with `If-Match`, as [`S3::tail`].
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        len: u64,
+    ) -> Result<Vec<u8>, LoaderError> {
+        let what = format!("reading the start of s3://{bucket}/{key}");
+        let last = len.saturating_sub(1);
+        self.ranged(bucket, key, etag, format!("bytes=0-{last}"), what)
+            .await
     }
 }

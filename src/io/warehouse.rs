@@ -8,9 +8,9 @@ use aws_sdk_redshiftdata::types::{Field, SqlParameter, StatusString};
 use aws_sdk_redshiftdata::Client;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
-use crate::config::{ClusterAuth, RedshiftTarget};
 use crate::error::LoaderError;
+use crate::lake::config::{ClusterAuth, RedshiftTarget};
+use crate::protocol::backoff::Backoff;
 
 /// One result row; `None` is SQL NULL. Numbers come back as their decimal text.
 pub type Row = Vec<Option<String>>;
@@ -41,7 +41,7 @@ pub trait Warehouse: Send + Sync {
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Row>, LoaderError>> + Send;
 
-    /// Runs a load batch under `name` (the Data API's StatementName, [`crate::lease::
+    /// Runs a load batch under `name` (the Data API's StatementName, [`crate::protocol::lease::
     /// statement_name`]) with a completion event, and waits for its end until
     /// `leave_at`; then leaves it running (never cancels: the statement holds the lease,
     /// issue 21.1). Conflicts are resubmitted as by [`Warehouse::run_batch`]. The
@@ -314,7 +314,7 @@ impl DataApi {
                     })
                 }
                 // Not our cancel (that one ends below, as Timeout): someone else's, WLM's
-                // or a restart's. Transient whatever its words (`crate::failure`).
+                // or a restart's. Transient whatever its words (`crate::protocol::failure`).
                 StatusString::Aborted => {
                     return Err(LoaderError::StatementAborted {
                         statement_id: id.to_string(),
@@ -404,7 +404,7 @@ fn record_copy_query_ids(
         .filter(|id| *id > 0)
         .collect();
     if !ids.is_empty() {
-        crate::metrics::add(|m| m.copy_query_ids.extend(ids));
+        crate::run::metrics::add(|m| m.copy_query_ids.extend(ids));
     }
 }
 
@@ -583,7 +583,7 @@ where
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
     let mut attempt = 1;
     loop {
-        crate::metrics::add(|m| m.data_api_calls += 1);
+        crate::run::metrics::add(|m| m.data_api_calls += 1);
         let err = match f().await {
             Ok(v) => return Ok(v),
             Err(e) => e,
@@ -609,10 +609,10 @@ where
                 Some("InternalServerException" | "InternalError")
             )
             // "An SQL statement encountered an environmental error while running" (the
-            // API's description of both): transient, `crate::failure`.
+            // API's description of both): transient, `crate::protocol::failure`.
             || err
                 .code()
-                .is_some_and(|c| crate::failure::classify(c).kind == crate::ErrorKind::Retryable);
+                .is_some_and(|c| crate::protocol::failure::classify(c).kind == crate::ErrorKind::Retryable);
         let message = match (err.code(), err.message()) {
             (Some(code), Some(text)) => format!("{code}: {text}"),
             _ => DisplayErrorContext(&err).to_string(),

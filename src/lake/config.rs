@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::copy_options::{self, CopyOption};
 use crate::error::LoaderError;
+use crate::lake::copy_options::{self, CopyOption};
 use crate::sql::{FileFormat, Ident, PartitionType, TableName};
 
 /// Where the Data API runs statements.
@@ -59,8 +59,16 @@ pub struct Route {
     /// the table's owner (or a superuser) update statistics, so the loader's user must
     /// own the table.
     pub statupdate: bool,
+    /// Parquet only, columns read from footers: a file column the table lacks is added
+    /// (`ALTER TABLE … ADD COLUMN`, [`crate::lake::schema_match::added_type`]) instead of
+    /// refused.
+    pub add_new_columns: bool,
     /// ANALYZE/VACUUM after loads (`analyze`, `vacuum` and their thresholds).
-    pub upkeep: crate::upkeep::Options,
+    pub upkeep: crate::ops::upkeep::Options,
+    /// `ready_marker = "_SUCCESS"`: a partition's files load only once this file exists
+    /// in the partition, or at the route's root and newer than them
+    /// ([`crate::lake::markers`]). `None`: files load on their own events.
+    pub ready_marker: Option<String>,
 }
 
 impl Route {
@@ -107,6 +115,10 @@ pub struct Config {
     /// template sets it to the stack's data bucket). Events still match any bucket for
     /// such a route: the EventBridge rule already passes only that bucket's events.
     pub sweep_bucket: Option<String>,
+    /// How long a clean sweep watermark is trusted (`SWEEP_WATERMARK_MAX_AGE_HOURS`,
+    /// default 6; 0 turns the idle gate off): the bound on how long work whose dirty
+    /// mark could not be written waits ([`crate::lake::watermark`]).
+    pub sweep_watermark_max_age: Duration,
     pub routes: Vec<Route>,
 }
 
@@ -142,7 +154,7 @@ impl Config {
         out
     }
 
-    /// The position of `route` (a reference into `routes`, as [`crate::route::route`]
+    /// The position of `route` (a reference into `routes`, as [`crate::lake::route::route`]
     /// returns it) in the configuration: a stable, ordered key for work by route.
     pub fn route_index(&self, route: &Route) -> usize {
         self.routes
@@ -229,13 +241,27 @@ impl Config {
                 .parse::<u32>()
                 .map_err(|_| bad("SWEEP_LOOK_BACK_DAYS", "must be a whole number of days"))?,
         };
-        if sweep_look_back_days > crate::sweep::MAX_LOOK_BACK_DAYS {
+        if sweep_look_back_days > crate::run::sweep::MAX_LOOK_BACK_DAYS {
             return Err(bad(
                 "SWEEP_LOOK_BACK_DAYS",
                 "must be at most 31 days (the sweep's cap, sweep::MAX_LOOK_BACK_DAYS)",
             ));
         }
         let sweep_bucket = lookup("SWEEP_BUCKET");
+        let sweep_watermark_max_age = match lookup("SWEEP_WATERMARK_MAX_AGE_HOURS") {
+            None => crate::lake::watermark::DEFAULT_MAX_AGE,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|h| *h <= 24 * 7)
+                .map(|h| Duration::from_secs(h * 3600))
+                .ok_or_else(|| {
+                    bad(
+                        "SWEEP_WATERMARK_MAX_AGE_HOURS",
+                        "must be a whole number of hours, 0 to 168 (0: every sweep queries)",
+                    )
+                })?,
+        };
         if let Some(b) = &sweep_bucket {
             if b.contains('/') {
                 return Err(bad("SWEEP_BUCKET", &format!("{b:?} is not a bucket name")));
@@ -270,6 +296,7 @@ impl Config {
             lease_ttl,
             sweep_look_back_days,
             sweep_bucket,
+            sweep_watermark_max_age,
             routes,
         })
     }
@@ -332,13 +359,16 @@ struct RawRoute {
     #[serde(default)]
     statupdate: bool,
     #[serde(default)]
-    analyze: crate::upkeep::Setting,
+    add_new_columns: bool,
     #[serde(default)]
-    vacuum: crate::upkeep::Setting,
+    analyze: crate::ops::upkeep::Setting,
+    #[serde(default)]
+    vacuum: crate::ops::upkeep::Setting,
     analyze_threshold: Option<f64>,
     vacuum_unsorted_threshold: Option<f64>,
     vacuum_deleted_threshold: Option<f64>,
     vacuum_to_percent: Option<u32>,
+    ready_marker: Option<String>,
 }
 
 fn default_mode() -> Mode {
@@ -432,15 +462,29 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
                 ));
             }
         }
+        // The type of a new column comes from the Parquet footer: CSV and JSON have none,
+        // and `file_columns` means the loader reads no footer.
+        if raw.add_new_columns && format != FileFormat::Parquet {
+            return Err(bad(
+                "add_new_columns",
+                "only applies to format = \"parquet\" (a CSV header or JSON has no types)".into(),
+            ));
+        }
+        if raw.add_new_columns && file_columns.is_some() {
+            return Err(bad(
+                "add_new_columns",
+                "does not go with file_columns (the loader then reads no footer)".into(),
+            ));
+        }
         let copy_options = copy_options::parse_for(format, &raw.copy_options)
             .map_err(|e| bad("copy_options", e))?;
-        let defaults = crate::upkeep::Options::default();
+        let defaults = crate::ops::upkeep::Options::default();
         let percent = |key: &str, v: Option<f64>, default: f64| match v {
             None => Ok(default),
             Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
             Some(p) => Err(bad(key, format!("{p} is not a percentage (0 to 100)"))),
         };
-        let upkeep = crate::upkeep::Options {
+        let upkeep = crate::ops::upkeep::Options {
             analyze: raw.analyze,
             vacuum: raw.vacuum,
             analyze_threshold: percent(
@@ -469,6 +513,9 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
                 }
             },
         };
+        if let Some(m) = &raw.ready_marker {
+            crate::lake::markers::check_name(m).map_err(|e| bad("ready_marker", e))?;
+        }
         routes.push(Route {
             bucket: raw.bucket,
             prefix: normalise_prefix(&raw.prefix),
@@ -480,7 +527,9 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, LoaderError> {
             null_value: raw.null_value,
             copy_options,
             statupdate: raw.statupdate,
+            add_new_columns: raw.add_new_columns,
             upkeep,
+            ready_marker: raw.ready_marker,
         });
     }
     check_overlaps(&routes)?;
@@ -704,6 +753,18 @@ mod tests {
     }
 
     #[test]
+    fn the_watermark_age_is_hours_with_zero_turning_the_gate_off() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.sweep_watermark_max_age, Duration::from_secs(6 * 3600));
+        let c = load(&[("SWEEP_WATERMARK_MAX_AGE_HOURS", "0")]).unwrap();
+        assert_eq!(c.sweep_watermark_max_age, Duration::ZERO);
+        assert!(err(&[("SWEEP_WATERMARK_MAX_AGE_HOURS", "6h")])
+            .contains("SWEEP_WATERMARK_MAX_AGE_HOURS"));
+        assert!(err(&[("SWEEP_WATERMARK_MAX_AGE_HOURS", "1000")])
+            .contains("SWEEP_WATERMARK_MAX_AGE_HOURS"));
+    }
+
+    #[test]
     fn each_bad_variable_is_named() {
         assert!(err(&[("REDSHIFT_DATABASE", "")]).contains("REDSHIFT_DATABASE"));
         assert!(err(&[("COPY_IAM_ROLE", "role")]).contains("COPY_IAM_ROLE"));
@@ -750,6 +811,14 @@ mod tests {
             format!("[[routes]]\nprefix = \"p/\"\ntable = \"s.t\"\nformat = \"parquet\"\n{extra}")
         };
         assert!(route_err(&base("mode = \"upsert\"")).contains("mode"));
+        assert!(
+            route_err(&base("add_new_columns = true\nfile_columns = [\"a\"]"))
+                .contains("routes[0].add_new_columns")
+        );
+        assert!(parse_routes(&base("add_new_columns = true")).unwrap()[0].add_new_columns);
+        let csv = "[[routes]]\nprefix = \"p/\"\ntable = \"s.t\"\nformat = \"csv\"\n";
+        assert!(route_err(&format!("{csv}add_new_columns = true"))
+            .contains("routes[0].add_new_columns"));
         assert!(route_err(&base("partition_columns = [\"a-b\"]"))
             .contains("routes[0].partition_columns"));
         assert!(route_err(&base("partition_columns = [\"a\", \"A\"]")).contains("twice"));

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::LoaderError;
-use crate::plan::normalise_etag;
+use crate::protocol::plan::normalise_etag;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ObjectCreatedDetail {
@@ -39,7 +39,7 @@ pub struct ObjectCreated {
     pub bucket: String,
     /// The form-decoded reading of the key (the raw one when it does not decode). When
     /// it differs from `raw_key`, the handler asks S3 which one exists
-    /// ([`crate::handler::Loader::settle_key`]).
+    /// ([`crate::run::handler::Loader::settle_key`]).
     pub key: String,
     /// The key exactly as the event carried it.
     pub raw_key: String,

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::config::S3Location;
-use crate::plan::ListedObject;
+use crate::lake::config::S3Location;
+use crate::protocol::plan::ListedObject;
 use crate::sql::TableName;
 
 #[derive(Serialize)]
@@ -30,7 +30,7 @@ pub fn manifest_json(bucket: &str, files: &[ListedObject]) -> String {
         entries: files
             .iter()
             .map(|f| Entry {
-                url: crate::plan::s3_url(bucket, &f.key),
+                url: crate::protocol::plan::s3_url(bucket, &f.key),
                 mandatory: true,
                 meta: Meta {
                     content_length: f.size,

@@ -6,10 +6,13 @@
 
 pub mod config;
 pub mod copy_options;
+pub mod csv_header;
 pub mod event;
 pub mod file_sizes;
 pub mod manifest;
+pub mod markers;
 pub mod partition;
 pub mod route;
 pub mod routes_source;
 pub mod schema_match;
+pub mod watermark;

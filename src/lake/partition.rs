@@ -1,7 +1,7 @@
 //! The Hive partition of a key: `prefix/col1=v1/col2=v2/file`.
 
-use crate::config::Route;
 use crate::error::LoaderError;
+use crate::lake::config::Route;
 use crate::sql::{null_partition_literal, partition_literal, Ident, PartitionValue};
 
 /// Hive's marker for a NULL partition value (Spark, Hive and Glue write it).
@@ -158,7 +158,7 @@ pub fn hive_unescape(raw: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::lake::config::parse_routes;
 
     fn route(cols: &str) -> Route {
         parse_routes(&format!(

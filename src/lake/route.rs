@@ -1,6 +1,6 @@
 //! Which route claims an object, or why it is skipped.
 
-use crate::config::{Config, Route};
+use crate::lake::config::{Config, Route};
 
 #[derive(Debug)]
 pub enum Routed<'a> {
@@ -20,6 +20,8 @@ pub fn marker_reason(key: &str, size: Option<i64>) -> Option<&'static str> {
         Some("marker file (_SUCCESS)")
     } else if name.ends_with("_$folder$") {
         Some("folder marker (_$folder$)")
+    } else if name.starts_with("_started_") || name.starts_with("_committed_") {
+        Some("commit protocol file (_started_/_committed_)")
     } else if name.ends_with(".crc") {
         Some("checksum file (.crc)")
     } else if name.starts_with('_') || name.starts_with('.') {
@@ -93,6 +95,13 @@ mod tests {
             .unwrap()
             .contains(".crc"));
         assert!(reason("orders/d=1_$folder$", 0).unwrap().contains("folder"));
+        assert!(reason("orders/_committed_8512", 10)
+            .unwrap()
+            .contains("commit protocol"));
+        assert!(reason("orders/_started_8512", 10)
+            .unwrap()
+            .contains("commit protocol"));
+        assert!(reason("orders/._SUCCESS.crc", 8).unwrap().contains(".crc"));
         assert!(reason("orders/d=1/_common_metadata", 10)
             .unwrap()
             .contains("hidden"));

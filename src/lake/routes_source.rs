@@ -6,8 +6,8 @@
 
 use aws_config::SdkConfig;
 
-use crate::config::{Config, S3Location};
 use crate::error::LoaderError;
+use crate::lake::config::{Config, S3Location};
 
 /// The four variables that can carry the routes; exactly one may be set.
 pub const VARIABLES: [&str; 4] = [

@@ -11,7 +11,7 @@
 //! [`crate::sql::CopyTarget::Staged`]). Whether a COPY column list alone would map a
 //! Parquet file by name is not documented; the stricter reading (it does not) is taken.
 //!
-//! Pure: the bytes come from [`crate::storage::Storage::tail`], the table's columns from
+//! Pure: the bytes come from [`crate::io::storage::Storage::tail`], the table's columns from
 //! the holder's reads.
 
 use std::collections::HashMap;
@@ -66,6 +66,9 @@ pub struct FileColumn {
     /// case-insensitive, as Spectrum's is).
     pub name: String,
     pub kind: ParquetKind,
+    /// The Redshift type the loader gives this column when it adds it to the table
+    /// (route option `add_new_columns`), or why it does not add one ([`added_type`]).
+    pub added_type: Result<String, String>,
 }
 
 /// A file's top-level columns in the file's order.
@@ -107,6 +110,7 @@ pub fn footer(tail: &[u8]) -> Result<Footer, String> {
         .map(|f| FileColumn {
             name: f.name().to_string(),
             kind: kind(f),
+            added_type: added_type(f),
         })
         .collect();
     Ok(Footer::Schema(FileSchema { columns }))
@@ -151,6 +155,108 @@ fn kind(t: &Type) -> ParquetKind {
         PhysicalType::FLOAT | PhysicalType::DOUBLE => ParquetKind::Float,
         PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY => ParquetKind::Binary,
     }
+}
+
+/// The Redshift type a new table column gets for a Parquet column `t` (route option
+/// `add_new_columns`), from its physical and logical type; `Err` says why the loader
+/// does not add it. Chosen so that the column holds every value the Parquet type can
+/// hold (Redshift's types: <https://docs.aws.amazon.com/redshift/latest/dg/c_Supported_data_types.html>),
+/// and refused where no Redshift type does or where whether COPY converts is not
+/// documented (the stricter reading): unsigned 64-bit, decimals of precision above 38
+/// (Redshift's maximum), half floats, UUIDs, binary (the local stack has no VARBYTE to
+/// prove it), intervals, nested types (struct, list, map: Redshift loads them only into
+/// SUPER with `SERIALIZETOJSON`), and a column of nulls only (no type at all).
+pub fn added_type(t: &Type) -> Result<String, String> {
+    const STRING: &str = "VARCHAR(65535)";
+    if !t.is_primitive() {
+        return Err(
+            "a nested type (struct, list or map) loads only into a SUPER column \
+                    with SERIALIZETOJSON"
+                .into(),
+        );
+    }
+    let info = t.get_basic_info();
+    let physical = t.get_physical_type();
+    if let Some(l) = info.logical_type_ref() {
+        return match l {
+            LogicalType::String | LogicalType::Enum | LogicalType::Json => Ok(STRING.into()),
+            LogicalType::Decimal(d) => decimal(d.precision, d.scale),
+            LogicalType::Date => Ok("DATE".into()),
+            LogicalType::Time(t) => Ok(if t.is_adjusted_to_u_t_c {
+                "TIMETZ"
+            } else {
+                "TIME"
+            }
+            .into()),
+            LogicalType::Timestamp(t) => Ok(if t.is_adjusted_to_u_t_c {
+                "TIMESTAMPTZ"
+            } else {
+                "TIMESTAMP"
+            }
+            .into()),
+            LogicalType::Integer(i) => match (i.bit_width, i.is_signed) {
+                (8 | 16, true) => Ok("SMALLINT".into()),
+                (32, true) | (8 | 16, false) => Ok("INTEGER".into()),
+                (64, true) | (32, false) => Ok("BIGINT".into()),
+                (64, false) => Err("unsigned 64-bit integers do not fit BIGINT, and whether \
+                                    COPY converts them into DECIMAL(20,0) is not documented"
+                    .into()),
+                (w, _) => Err(format!("an integer of {w} bits")),
+            },
+            LogicalType::Float16 => Err("half-precision floats: whether COPY converts them \
+                                         is not documented"
+                .into()),
+            LogicalType::Uuid => Err("Redshift has no UUID type".into()),
+            LogicalType::Unknown => Err("a column of nulls only has no type".into()),
+            other => Err(format!("Parquet logical type {other:?}")),
+        };
+    }
+    match info.converted_type() {
+        ConvertedType::UTF8 | ConvertedType::ENUM | ConvertedType::JSON => return Ok(STRING.into()),
+        ConvertedType::DECIMAL => {
+            return decimal(t.get_precision(), t.get_scale());
+        }
+        ConvertedType::DATE => return Ok("DATE".into()),
+        ConvertedType::TIME_MILLIS | ConvertedType::TIME_MICROS => return Ok("TIME".into()),
+        ConvertedType::TIMESTAMP_MILLIS | ConvertedType::TIMESTAMP_MICROS => {
+            return Ok("TIMESTAMP".into())
+        }
+        ConvertedType::INT_8 | ConvertedType::INT_16 => return Ok("SMALLINT".into()),
+        ConvertedType::INT_32 | ConvertedType::UINT_8 | ConvertedType::UINT_16 => {
+            return Ok("INTEGER".into())
+        }
+        ConvertedType::INT_64 | ConvertedType::UINT_32 => return Ok("BIGINT".into()),
+        ConvertedType::UINT_64 => {
+            return Err("unsigned 64-bit integers do not fit BIGINT".into());
+        }
+        ConvertedType::NONE => {}
+        other => return Err(format!("Parquet converted type {other:?}")),
+    }
+    match physical {
+        PhysicalType::BOOLEAN => Ok("BOOLEAN".into()),
+        PhysicalType::INT32 => Ok("INTEGER".into()),
+        PhysicalType::INT64 => Ok("BIGINT".into()),
+        // Spark's default timestamps: instants without a zone, read as TIMESTAMP.
+        PhysicalType::INT96 => Ok("TIMESTAMP".into()),
+        PhysicalType::FLOAT => Ok("REAL".into()),
+        PhysicalType::DOUBLE => Ok("DOUBLE PRECISION".into()),
+        PhysicalType::BYTE_ARRAY | PhysicalType::FIXED_LEN_BYTE_ARRAY => Err(
+            "binary without a string annotation: add a VARBYTE column yourself if that is \
+             what it holds"
+                .into(),
+        ),
+    }
+}
+
+/// `DECIMAL(p,s)` within Redshift's limit of 38 digits
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_Numeric_types201.html>).
+fn decimal(precision: i32, scale: i32) -> Result<String, String> {
+    if !(1..=38).contains(&precision) || !(0..=precision).contains(&scale) {
+        return Err(format!(
+            "DECIMAL({precision},{scale}): Redshift's DECIMAL holds at most 38 digits"
+        ));
+    }
+    Ok(format!("DECIMAL({precision},{scale})"))
 }
 
 /// Whether a column of `kind` may load into a table column whose
@@ -236,23 +342,31 @@ pub fn file_columns(
     Ok(out)
 }
 
-/// Schemas already read, by S3 URL and ETag (a rewrite changes the ETag, so a stale
-/// entry is never used). Bounded: emptied when full.
-#[derive(Default)]
-pub struct FooterCache {
-    entries: Mutex<HashMap<(String, String), Arc<FileSchema>>>,
+/// Schemas already read (Parquet footers; CSV headers: `FooterCache<Vec<String>>`), by
+/// S3 URL and ETag (a rewrite changes the ETag, so a stale entry is never used).
+/// Bounded: emptied when full.
+pub struct FooterCache<T = FileSchema> {
+    entries: Mutex<HashMap<(String, String), Arc<T>>>,
+}
+
+impl<T> Default for FooterCache<T> {
+    fn default() -> Self {
+        FooterCache {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 /// Entries kept before the cache starts over (a few hundred bytes each).
 const CACHE_ENTRIES: usize = 10_000;
 
-impl FooterCache {
-    pub fn get(&self, url: &str, etag: &str) -> Option<Arc<FileSchema>> {
+impl<T> FooterCache<T> {
+    pub fn get(&self, url: &str, etag: &str) -> Option<Arc<T>> {
         let entries = self.entries.lock().ok()?;
         entries.get(&(url.to_string(), etag.to_string())).cloned()
     }
 
-    pub fn put(&self, url: &str, etag: &str, schema: Arc<FileSchema>) {
+    pub fn put(&self, url: &str, etag: &str, schema: Arc<T>) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_ENTRIES {
                 entries.clear();
@@ -281,6 +395,7 @@ mod tests {
                 .map(|(n, k)| FileColumn {
                     name: n.to_string(),
                     kind: *k,
+                    added_type: Err("not in these tests".into()),
                 })
                 .collect(),
         }
@@ -345,5 +460,64 @@ mod tests {
         let mut tail = 1000u32.to_le_bytes().to_vec();
         tail.extend_from_slice(b"PAR1");
         assert_eq!(footer(&tail).unwrap(), Footer::NeedTail(1008));
+    }
+
+    /// The map of README "Columns by name", on schemas as writers declare them.
+    #[test]
+    fn added_types_follow_the_parquet_type_and_refuse_what_redshift_cannot_hold() {
+        let message = "message m {
+            required boolean b;
+            required int32 i32;
+            required int32 i8 (INTEGER(8,true));
+            required int32 u16 (INTEGER(16,false));
+            required int32 u32 (INTEGER(32,false));
+            required int64 i64;
+            required int64 u64 (INTEGER(64,false));
+            required float f;
+            required double d;
+            required int64 dec (DECIMAL(18,4));
+            required fixed_len_byte_array(20) wide (DECIMAL(40,2));
+            required binary s (STRING);
+            required binary raw;
+            required int32 day (DATE);
+            required int64 ts (TIMESTAMP(MICROS,false));
+            required int64 tsz (TIMESTAMP(MILLIS,true));
+            required int96 spark;
+            required int64 t (TIME(MICROS,false));
+            optional group nested { required int32 x; }
+        }";
+        let root = parquet::schema::parser::parse_message_type(message).unwrap();
+        let got: Vec<(String, Result<String, String>)> = root
+            .get_fields()
+            .iter()
+            .map(|f| (f.name().to_string(), added_type(f)))
+            .collect();
+        let ok = |name: &str, ty: &str| (name.to_string(), Ok(ty.to_string()));
+        let expected_ok = [
+            ok("b", "BOOLEAN"),
+            ok("i32", "INTEGER"),
+            ok("i8", "SMALLINT"),
+            ok("u16", "INTEGER"),
+            ok("u32", "BIGINT"),
+            ok("i64", "BIGINT"),
+            ok("f", "REAL"),
+            ok("d", "DOUBLE PRECISION"),
+            ok("dec", "DECIMAL(18,4)"),
+            ok("s", "VARCHAR(65535)"),
+            ok("day", "DATE"),
+            ok("ts", "TIMESTAMP"),
+            ok("tsz", "TIMESTAMPTZ"),
+            ok("spark", "TIMESTAMP"),
+            ok("t", "TIME"),
+        ];
+        for e in &expected_ok {
+            assert!(got.contains(e), "{e:?} in {got:?}");
+        }
+        for refused in ["u64", "wide", "raw", "nested"] {
+            let (_, r) = got.iter().find(|(n, _)| n == refused).unwrap();
+            assert!(r.is_err(), "{refused}: {r:?}");
+        }
+        let (_, wide) = got.iter().find(|(n, _)| n == "wide").unwrap();
+        assert!(wide.as_ref().unwrap_err().contains("38"), "{wide:?}");
     }
 }

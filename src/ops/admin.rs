@@ -6,10 +6,10 @@
 use tokio::time::Instant;
 
 use crate::error::LoaderError;
-use crate::handler::Loader;
+use crate::io::storage::Storage;
+use crate::io::warehouse::{Row, Warehouse};
+use crate::run::handler::Loader;
 use crate::sql::{self, LeaseTables, TableName};
-use crate::storage::Storage;
-use crate::warehouse::{Row, Warehouse};
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// Creates the loader schema and, for every configured route's table, its lease
@@ -24,7 +24,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // Upkeep's per-table watermark (see `upkeep.rs`).
         self.warehouse()
             .run(
-                crate::upkeep::watermark_table_sql(schema),
+                crate::ops::upkeep::watermark_table_sql(schema),
                 Vec::new(),
                 deadline,
             )
@@ -35,21 +35,25 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .into_iter()
             .map(|r| &r.table)
             .collect();
-        // A batch holds at most 40 statements: as many tables as fit (11 statements
-        // each since the take of issue 21.1 drops its former signature: three a batch).
-        let per_batch = (40 / sql::BOOTSTRAP_TABLE_STATEMENTS).max(1);
         for table in &tables {
-            self.migrate_wakeup_table(&LeaseTables::for_target(table), deadline)
-                .await?;
+            let t = LeaseTables::for_target(table);
+            self.migrate_wakeup_table(&t, deadline).await?;
+            self.drop_old_procedures(&t, deadline).await?;
         }
-        for chunk in tables.chunks(per_batch) {
-            let mut sqls = Vec::new();
-            for table in chunk {
-                sqls.extend(sql::bootstrap_table(
-                    schema,
-                    &LeaseTables::for_target(table),
-                )?);
+        // A batch holds at most 40 statements: as many whole tables as fit (11
+        // statements each, with the quarantine table).
+        let mut sqls: Vec<String> = Vec::new();
+        for table in &tables {
+            let more = sql::bootstrap_table(schema, &LeaseTables::for_target(table))?;
+            if !sqls.is_empty() && sqls.len() + more.len() > 40 {
+                id = self
+                    .warehouse()
+                    .run_batch(std::mem::take(&mut sqls), deadline)
+                    .await?;
             }
+            sqls.extend(more);
+        }
+        if !sqls.is_empty() {
             id = self.warehouse().run_batch(sqls, deadline).await?;
         }
         Ok(id)
@@ -85,6 +89,30 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             tracing::info!(table = %t.target, "adding route_prefix to the wake-up table");
             self.execute(sql::add_wakeup_route_column(schema, t), vec![], deadline)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the procedures of earlier versions that the catalog shows (Redshift's
+    /// DROP PROCEDURE has no `IF EXISTS`: see [`sql::drop_old_procedures`]).
+    async fn drop_old_procedures(
+        &self,
+        t: &LeaseTables,
+        deadline: Instant,
+    ) -> Result<(), LoaderError> {
+        let schema = &self.config().loader_schema;
+        let arities: Vec<(String, String)> = self
+            .query(sql::procedure_arities(schema, t)?, vec![], deadline)
+            .await?
+            .into_iter()
+            .filter_map(|r| match (r.first(), r.get(1)) {
+                (Some(Some(name)), Some(Some(n))) => Some((name.clone(), n.clone())),
+                _ => None,
+            })
+            .collect();
+        for drop in sql::drop_old_procedures(schema, t, &arities) {
+            tracing::info!(table = %t.target, statement = %drop, "dropping an earlier version's procedure");
+            self.execute(drop, vec![], deadline).await?;
         }
         Ok(())
     }

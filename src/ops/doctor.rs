@@ -10,12 +10,12 @@
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::config::{Mode, Route};
 use crate::error::LoaderError;
-use crate::handler::Loader;
-use crate::sql::{self, DbUser, Ident, LeaseTables};
-use crate::storage::{Storage, S3};
-use crate::warehouse::{DataApi, Row};
+use crate::io::storage::{Storage, S3};
+use crate::io::warehouse::{DataApi, Row};
+use crate::lake::config::{Mode, Route};
+use crate::run::handler::Loader;
+use crate::sql::{self, DbUser, Ident, LeaseTables, TableName};
 
 /// How one check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +171,7 @@ pub async fn run(
     // Upkeep after loads (upkeep.rs) decides from SVV_TABLE_INFO, superusers' only
     // unless granted. Loads do not need it: info, not a finding.
     if config.routes.iter().any(|r| !r.upkeep.is_off()) {
-        let probe = crate::upkeep::SVV_PROBE_SQL.to_string();
+        let probe = crate::ops::upkeep::SVV_PROBE_SQL.to_string();
         checks.push(match loader.query(probe, vec![], deadline).await {
             Ok(_) => Check::ok("upkeep: svv_table_info", "readable"),
             Err(e) => Check::info(
@@ -183,6 +183,7 @@ pub async fn run(
             ),
         });
     }
+    checks.extend(upkeep_rights_checks(loader, &grantee, deadline).await);
     for route in config.table_routes() {
         checks.push(sweep_check(route, config.sweep_bucket_of(route)));
     }
@@ -232,6 +233,78 @@ fn isolation_check(rows: &[Row]) -> Check {
 }
 
 /// Rows of [`sql::doctor_schema`]: `(exists, usage)`.
+/// Whether the loader's user may ANALYZE and VACUUM each upkept table (owner, superuser,
+/// or a role with the system permission): info, not a finding (loads do not need it;
+/// upkeep skips such a table and says so), naming the grant.
+async fn upkeep_rights_checks(
+    loader: &Loader<DataApi, S3>,
+    grantee: &str,
+    deadline: Instant,
+) -> Vec<Check> {
+    let routes: Vec<&Route> = loader
+        .config()
+        .table_routes()
+        .into_iter()
+        .filter(|r| !r.upkeep.is_off())
+        .collect();
+    if routes.is_empty() {
+        return Vec::new();
+    }
+    let tables: Vec<&TableName> = routes.iter().map(|r| &r.table).collect();
+    let rows = match crate::ops::upkeep::rights_sql(&tables) {
+        Ok(sql) => loader.query(sql, vec![], deadline).await,
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) => upkeep_rights_of(&tables, &rows, grantee),
+        Err(e) => vec![Check::info(
+            "upkeep: rights",
+            format!("cannot tell whether {grantee} may ANALYZE/VACUUM the route tables: {e}"),
+        )],
+    }
+}
+
+/// Rows of [`crate::ops::upkeep::rights_sql`] → one check per table (pure).
+fn upkeep_rights_of(tables: &[&TableName], rows: &[Row], grantee: &str) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for table in tables {
+        let name = format!("upkeep: {table}");
+        let row = rows.iter().find(|r| {
+            r.first().cloned().flatten().as_deref() == Some(table.schema.as_str())
+                && r.get(1).cloned().flatten().as_deref() == Some(table.name.as_str())
+        });
+        let Some(row) = row else {
+            // A missing table is the route check's finding.
+            continue;
+        };
+        let yes = |i: usize| row.get(i).cloned().flatten().as_deref().map(str::trim) == Some("1");
+        let mut missing = Vec::new();
+        if !yes(2) {
+            missing.push("ANALYZE");
+        }
+        if !yes(3) {
+            missing.push("VACUUM");
+        }
+        checks.push(if missing.is_empty() {
+            Check::ok(name, "may ANALYZE and VACUUM")
+        } else {
+            let user = grantee.trim_matches('"');
+            let perms = missing.join(", ");
+            Check {
+                fix: Some(format!(
+                    "as a superuser: CREATE ROLE loader_upkeep; GRANT {perms} TO ROLE \
+                     loader_upkeep; GRANT ROLE loader_upkeep TO {grantee}"
+                )),
+                ..Check::info(
+                    name,
+                    crate::ops::upkeep::missing_right(table, user, &missing),
+                )
+            }
+        });
+    }
+    checks
+}
+
 fn schema_check(schema: &Ident, rows: &[Row], grantee: &str) -> Check {
     let name = "loader schema";
     if !is_true(cell(rows, 0, 0)) {
@@ -263,7 +336,7 @@ fn route_lease_tables(routes: &[Route]) -> Vec<LeaseTables> {
 }
 
 /// Rows of [`sql::doctor_loader_tables`]: `(table, select, insert, update, delete)`;
-/// every route's lease, ledger and wake-up table ([`sql::bootstrap_table`]) must be
+/// every route's lease, ledger, wake-up and quarantine table ([`sql::bootstrap_table`]) must be
 /// there with all four.
 fn loader_table_checks(
     schema: &Ident,
@@ -774,7 +847,33 @@ fn copy_role_check(role: &str) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::lake::config::parse_routes;
+
+    #[test]
+    fn upkeep_rights_name_the_system_permission_grant() {
+        let a = crate::sql::TableName::parse("sales.orders").unwrap();
+        let b = crate::sql::TableName::parse("sales.items").unwrap();
+        let rows = vec![
+            row(&["sales", "orders", "1", "0", "u"]),
+            row(&["sales", "items", "1", "1", "u"]),
+        ];
+        let checks = upkeep_rights_of(&[&a, &b], &rows, "\"u\"");
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks[0].status, Status::Info);
+        assert!(
+            checks[0].detail.contains("u may not vacuum sales.orders"),
+            "{:?}",
+            checks[0]
+        );
+        assert_eq!(
+            checks[0].fix.as_deref(),
+            Some(
+                "as a superuser: CREATE ROLE loader_upkeep; GRANT VACUUM TO ROLE loader_upkeep; \
+                 GRANT ROLE loader_upkeep TO \"u\""
+            )
+        );
+        assert_eq!(checks[1].status, Status::Ok);
+    }
 
     fn row(cells: &[&str]) -> Row {
         cells.iter().map(|c| Some(c.to_string())).collect()
@@ -805,8 +904,8 @@ mod tests {
         let checks = loader_table_checks(&s, &rows, "\"u\"", std::slice::from_ref(&t));
         assert_eq!(
             checks.len(),
-            3,
-            "lease, ledger and wake-up table of the route"
+            4,
+            "lease, ledger, wake-up and quarantine table of the route"
         );
         let lease = checks
             .iter()
@@ -940,7 +1039,7 @@ mod tests {
 
     #[test]
     fn region_buckets_are_each_route_bucket_and_the_manifest_bucket_once() {
-        let config = crate::config::Config::from_lookup(|k| {
+        let config = crate::lake::config::Config::from_lookup(|k| {
             match k {
                 "REDSHIFT_WORKGROUP" => Some("wg"),
                 "REDSHIFT_DATABASE" => Some("dev"),
@@ -967,7 +1066,7 @@ mod tests {
 
     #[test]
     fn a_route_the_sweep_cannot_list_is_a_finding() {
-        let config = crate::config::Config::for_tests(
+        let config = crate::lake::config::Config::for_tests(
             "[[routes]]\nprefix = \"o/\"\ntable = \"s.o\"\nformat = \"parquet\"\n\
              partition_columns = [{ name = \"d\", type = \"date\" }]\n\
              [[routes]]\nbucket = \"b\"\nprefix = \"e/\"\ntable = \"s.e\"\nformat = \"csv\"\n\

@@ -25,11 +25,13 @@
 //! and none while one of ours runs (our rows of SYS_VACUUM_HISTORY without an end); a
 //! VACUUM is submitted and left to run; one refused (another VACUUM runs) leaves the
 //! watermark where it was, so the next sweep tries again. Without the right (owner,
-//! superuser, or the VACUUM/ANALYZE system permission) Redshift's current page says the
-//! command "completes successfully but has no effect"; older pages said it fails. Upkeep
-//! checks ownership first and skips the table, saying why, so it is right under both
-//! readings (stricter: a role with the system permission is not detected and is skipped
-//! too: run `loaderctl upkeep` as the owner, or make the loader's user the owner).
+//! superuser, or a role with the VACUUM/ANALYZE system permission,
+//! <https://docs.aws.amazon.com/redshift/latest/dg/r_roles-system-privileges.html>)
+//! Redshift's current page says the command "completes successfully but has no effect";
+//! older pages said it fails. Upkeep checks the right first, each of ANALYZE and VACUUM
+//! on its own (ownership, superuser, or SVV_SYSTEM_PRIVILEGES rows of a role the user
+//! is a member of, by USER_IS_MEMBER_OF), and skips what it may not run, saying why, so
+//! it is right under both readings.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -38,12 +40,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::config::Route;
 use crate::error::LoaderError;
-use crate::handler::Loader;
+use crate::io::storage::Storage;
+use crate::io::warehouse::{Row, Warehouse};
+use crate::lake::config::Route;
+use crate::run::handler::Loader;
 use crate::sql::{self, Ident, LeaseTables, TableName};
-use crate::storage::Storage;
-use crate::warehouse::{Row, Warehouse};
 
 /// A route's `analyze` / `vacuum`: whether upkeep may run it for the route's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -94,8 +96,11 @@ impl Options {
 /// A table as SVV_TABLE_INFO and the catalog show it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TableState {
-    /// The loader's user owns the table or is a superuser.
-    pub may: bool,
+    /// The loader's user may ANALYZE the table: its owner, a superuser, or a member of
+    /// a role with the ANALYZE system permission.
+    pub may_analyze: bool,
+    /// Likewise for VACUUM (the VACUUM system permission).
+    pub may_vacuum: bool,
     /// `false`: no SVV_TABLE_INFO row (an empty table).
     pub has_rows: bool,
     pub stats_off: Option<f64>,
@@ -164,14 +169,35 @@ pub fn decide(table: &TableName, options: &Options, state: &TableState, user: &s
     if !analyze && vacuum.is_none() {
         return Plan::Nothing;
     }
-    if !state.may {
-        return Plan::Skip(format!(
-            "{user} may not analyze or vacuum {table}: only its owner, a superuser or a role \
-             with the ANALYZE/VACUUM permission may (Redshift would run it to no effect); \
-             make {user} the owner, or run `loaderctl upkeep` as the owner"
-        ));
+    let mut missing = Vec::new();
+    if analyze && !state.may_analyze {
+        missing.push("ANALYZE");
+    }
+    if vacuum.is_some() && !state.may_vacuum {
+        missing.push("VACUUM");
+    }
+    let analyze = analyze && state.may_analyze;
+    let vacuum = vacuum.filter(|_| state.may_vacuum);
+    if !analyze && vacuum.is_none() {
+        return Plan::Skip(missing_right(table, user, &missing));
+    }
+    if !missing.is_empty() {
+        // Run what it may; the rest is named once.
+        say_once(&missing_right(table, user, &missing));
     }
     Plan::Run { analyze, vacuum }
+}
+
+/// Why upkeep may not run `missing` (ANALYZE, VACUUM) on `table`, and the grant.
+pub fn missing_right(table: &TableName, user: &str, missing: &[&str]) -> String {
+    let what = missing.join(" or ").to_ascii_lowercase();
+    let perms = missing.join(", ");
+    format!(
+        "{user} may not {what} {table}: only its owner, a superuser or a member of a role \
+         with the {perms} system permission may (Redshift would run it to no effect); \
+         as a superuser: CREATE ROLE loader_upkeep; GRANT {perms} TO ROLE loader_upkeep; \
+         GRANT ROLE loader_upkeep TO {user} (or make {user} the owner)"
+    )
 }
 
 /// `ANALYZE <table> PREDICATE COLUMNS`: the columns queries filter, join and group by.
@@ -223,7 +249,50 @@ fn pending_sql(schema: &Ident, tables: &[&TableName]) -> Result<String, LoaderEr
     Ok(parts.join(" UNION ALL "))
 }
 
-/// The catalog's owner check and SVV_TABLE_INFO, per table.
+/// 1 when the current user has system permission `p` (ANALYZE or VACUUM) through a
+/// role it is a member of (system permissions are granted to roles; SVV_SYSTEM_PRIVILEGES
+/// shows a user only the identities it has access to,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_SVV_SYSTEM_PRIVILEGES.html>;
+/// USER_IS_MEMBER_OF follows nested roles,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_USER_IS_MEMBER_OF.html>).
+fn system_permission_sql(p: &str) -> String {
+    format!(
+        "(SELECT COUNT(*) FROM svv_system_privileges s WHERE s.system_privilege = '{p}' \
+         AND ((s.identity_type = 'user' AND s.identity_name = CURRENT_USER) \
+         OR (s.identity_type = 'role' AND user_is_member_of(CURRENT_USER, s.identity_name))))"
+    )
+}
+
+/// Per table: may the user ANALYZE it, may it VACUUM it (owner, superuser or the system
+/// permission), without SVV_TABLE_INFO (`loaderctl doctor` asks this).
+pub fn rights_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
+    let mut filter = Vec::new();
+    for t in tables {
+        filter.push(format!(
+            "(p.schemaname = {} AND p.tablename = {})",
+            sql::literal(t.schema.as_str())?,
+            sql::literal(t.name.as_str())?
+        ));
+    }
+    Ok(format!(
+        "SELECT p.schemaname, p.tablename, {}, {}, CURRENT_USER FROM pg_tables p WHERE {}",
+        may_sql("ANALYZE"),
+        may_sql("VACUUM"),
+        filter.join(" OR ")
+    ))
+}
+
+/// 1 when the current user may run `p` (ANALYZE or VACUUM) on `pg_tables` row `p`.
+fn may_sql(p: &str) -> String {
+    format!(
+        "CASE WHEN p.tableowner = CURRENT_USER \
+         OR (SELECT usesuper FROM pg_user WHERE usename = CURRENT_USER) \
+         OR {} > 0 THEN 1 ELSE 0 END",
+        system_permission_sql(p)
+    )
+}
+
+/// The catalog's rights check and SVV_TABLE_INFO, per table.
 fn state_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
     let mut filter = Vec::new();
     for t in tables {
@@ -234,12 +303,12 @@ fn state_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
         ));
     }
     Ok(format!(
-        "SELECT p.schemaname, p.tablename, \
-         CASE WHEN p.tableowner = CURRENT_USER OR (SELECT usesuper FROM pg_user WHERE usename = CURRENT_USER) \
-         THEN 1 ELSE 0 END, i.stats_off, i.unsorted, i.tbl_rows, i.estimated_visible_rows, \
-         i.vacuum_sort_benefit, CURRENT_USER \
+        "SELECT p.schemaname, p.tablename, {}, i.stats_off, i.unsorted, i.tbl_rows, \
+         i.estimated_visible_rows, i.vacuum_sort_benefit, CURRENT_USER, {} \
          FROM pg_tables p LEFT JOIN svv_table_info i ON i.schema = p.schemaname AND i.\"table\" = p.tablename \
          WHERE {}",
+        may_sql("ANALYZE"),
+        may_sql("VACUUM"),
         filter.join(" OR ")
     ))
 }
@@ -490,7 +559,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 .and_then(|r| r.get(8).cloned().flatten())
                 .unwrap_or_default();
             let state = row.map(|r| TableState {
-                may: number(r, 2) == Some(1.0),
+                may_analyze: number(r, 2) == Some(1.0),
+                may_vacuum: number(r, 9) == Some(1.0),
                 has_rows: number(r, 5).is_some(),
                 stats_off: number(r, 3),
                 unsorted: number(r, 4),
@@ -675,7 +745,8 @@ mod tests {
 
     fn state(stats_off: f64, unsorted: f64, rows: i64, visible: i64) -> TableState {
         TableState {
-            may: true,
+            may_analyze: true,
+            may_vacuum: true,
             has_rows: true,
             stats_off: Some(stats_off),
             unsorted: Some(unsorted),
@@ -743,13 +814,25 @@ mod tests {
     #[test]
     fn a_table_the_user_may_not_touch_is_skipped_with_the_reason() {
         let mut s = state(50.0, 40.0, 100, 100);
-        s.may = false;
+        s.may_analyze = false;
+        s.may_vacuum = false;
         match decide(&table(), &Options::default(), &s, "loader") {
             Plan::Skip(reason) => {
-                assert!(reason.contains("loader may not analyze or vacuum sales.orders"))
+                assert!(reason.contains("loader may not analyze or vacuum sales.orders"));
+                assert!(reason.contains("GRANT ANALYZE, VACUUM TO ROLE"), "{reason}");
             }
             other => panic!("{other:?}"),
         }
+        // The VACUUM permission alone (a role, not ownership): the VACUUM runs, the
+        // ANALYZE is left out.
+        s.may_vacuum = true;
+        assert_eq!(
+            decide(&table(), &Options::default(), &s, "loader"),
+            Plan::Run {
+                analyze: false,
+                vacuum: Some(VacuumMode::SortOnly)
+            }
+        );
     }
 
     #[test]

@@ -100,10 +100,24 @@ pub const ROWS: &[Row] = &[
     retry("deadlock detected", "deadlock"),
     permanent("permission denied", "missing grant"),
     permanent("does not exist", "missing object"),
-    permanent("check 'stl_load_errors'", "the data"),
-    permanent("spectrum scan error", "the data"),
+    permanent("check 'stl_load_errors'", THE_DATA),
+    permanent("spectrum scan error", THE_DATA),
+    permanent("invalid parquet file", THE_DATA),
+    permanent("not a valid parquet file", THE_DATA),
     permanent("", "unrecognised: reported once"),
 ];
+
+/// The cause of the rows about the data itself (a file Redshift cannot read or parse),
+/// as opposed to the table, the grants or the service: only such a failure is about a
+/// file, and only it sends a load to find the file ([`crate::protocol::isolate`]).
+pub const THE_DATA: &str = "the data";
+
+/// Whether a failed load's `message` is Redshift refusing the data (Permanent, cause
+/// [`THE_DATA`]): a transient failure never is, whatever file it names.
+pub fn about_the_data(message: &str) -> bool {
+    let row = classify(message);
+    row.kind == ErrorKind::Permanent && row.cause == THE_DATA
+}
 
 /// The row `message` matches (the last row matches every message).
 pub fn classify(message: &str) -> Row {
@@ -190,6 +204,34 @@ mod tests {
             kind("ERROR: Load into table 't' failed: Unterminated quoted field"),
             ErrorKind::Permanent
         );
+    }
+
+    #[test]
+    fn only_refused_data_is_about_a_file() {
+        for m in [
+            // The context of Redshift's Spectrum errors names the file as an HTTPS URL
+            // (code 15007, https://www.parsnips.net/2025/10/21/redshift-parquet-column-order.html,
+            // rudderlabs/rudder-server#3178); the emulator's as s3://.
+            "ERROR: Spectrum Scan Error DETAIL: error: Spectrum Scan Error code: 15007 \
+             context: File 'https://s3.us-east-1.amazonaws.com/bucket/file.parquet' has an \
+             incompatible Parquet s query: 146667179",
+            "ERROR: Spectrum Scan Error. File 's3://b/k.parquet' is not a valid Parquet file: \
+             EOF: file size of 3 is less than footer",
+            "ERROR: Load into table 'orders' failed. Check 'stl_load_errors' system table \
+             for details.",
+            "Invalid Parquet file s3://b/k",
+        ] {
+            assert!(about_the_data(m), "{m}");
+        }
+        for m in [
+            "ERROR: Spectrum Scan Error DETAIL: S3ServiceException:Please reduce your request \
+             rate.,Status 503,Error SlowDown, File 's3://b/k.parquet'",
+            "ERROR: permission denied for relation orders",
+            "ERROR: relation \"sales.orders\" does not exist",
+            "injected: S3 read failed",
+        ] {
+            assert!(!about_the_data(m), "{m}");
+        }
     }
 
     #[test]

@@ -34,12 +34,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::error::LoaderError;
-use crate::event::ObjectCreated;
-use crate::plan::{self, LoadedFile};
+use crate::io::warehouse::{Row, Warehouse};
+use crate::lake::config::Config;
+use crate::lake::event::ObjectCreated;
+use crate::protocol::plan::{self, LoadedFile};
 use crate::sql::{self, LeaseTables, TableName, WakeUp};
-use crate::warehouse::{Row, Warehouse};
 
 /// Time granted to an explicit release after the work failed near the deadline.
 pub const RELEASE_GRACE: Duration = Duration::from_secs(3);
@@ -75,11 +75,11 @@ pub const STATEMENT_NAME_PREFIX: &str = "partition-loader:";
 
 /// The StatementName of a load batch: `partition-loader:<schema>.<table>:<holder
 /// token>`, which says whose lease the statement holds. Past the Data API's 500
-/// characters ([`crate::warehouse::MAX_STATEMENT_NAME`]) the table is named by its
+/// characters ([`crate::io::warehouse::MAX_STATEMENT_NAME`]) the table is named by its
 /// lease table's name (at most 127 bytes, stable and collision-free, [`LeaseTables`]).
 pub fn statement_name(tables: &LeaseTables, holder: &str) -> String {
     let name = format!("{STATEMENT_NAME_PREFIX}{}:{holder}", tables.target);
-    if name.len() <= crate::warehouse::MAX_STATEMENT_NAME {
+    if name.len() <= crate::io::warehouse::MAX_STATEMENT_NAME {
         name
     } else {
         format!("{STATEMENT_NAME_PREFIX}{}:{holder}", tables.lease.as_str())
@@ -140,6 +140,9 @@ pub enum Acquired {
 pub struct Held {
     /// Ledger rows of the partition.
     pub ledger: Vec<LoadedFile>,
+    /// The partition's quarantined files (`sql::quarantine_read`): kept out of its
+    /// loads while their ETag is the one quarantined.
+    pub quarantined: Vec<LoadedFile>,
     /// The target's columns in table order (empty: the table does not exist).
     pub columns: Vec<String>,
     /// Those of them that are CHAR (blank-padded): replace mode refuses a partition value
@@ -147,7 +150,7 @@ pub struct Held {
     pub char_columns: Vec<String>,
     /// `information_schema.columns.data_type` of each of `columns`, in the same order:
     /// partition values are rendered for them ([`sql::literals_for_table`]) and Parquet
-    /// footers are matched against them ([`crate::schema_match`]).
+    /// footers are matched against them ([`crate::lake::schema_match`]).
     pub column_types: Vec<String>,
     /// Those of `columns` that are NOT NULL without a DEFAULT: a file that lacks one is
     /// refused before COPY. Empty when the warehouse did not say.
@@ -281,8 +284,10 @@ pub async fn read_partition<W: Warehouse>(
         .map_err(|e| missing_tables(ctx, e))?;
     let ledger = ledger_rows(ctx.warehouse.rows(format!("{id}:1"), ctx.deadline).await?);
     let columns = ctx.warehouse.rows(format!("{id}:2"), ctx.deadline).await?;
+    let quarantined = ledger_rows(ctx.warehouse.rows(format!("{id}:3"), ctx.deadline).await?);
     Ok(Held {
         ledger,
+        quarantined,
         char_columns: char_columns(&columns),
         column_types: second_column(&columns),
         required_columns: required_columns(&columns),
@@ -525,7 +530,7 @@ fn lease_row<W>(ctx: &Ctx<'_, W>, rows: &[Row]) -> Result<(Option<String>, Strin
 fn ledger_rows(rows: Vec<Row>) -> Vec<LoadedFile> {
     rows.into_iter()
         .filter_map(|r| match r.as_slice() {
-            [Some(url), Some(etag), _] => Some(LoadedFile {
+            [Some(url), Some(etag), ..] => Some(LoadedFile {
                 s3_url: url.clone(),
                 etag: etag.clone(),
             }),
@@ -575,6 +580,7 @@ pub(crate) fn missing_tables<W>(ctx: &Ctx<'_, W>, e: LoaderError) -> LoaderError
                 && (message.contains(ctx.tables.lease.as_str())
                     || message.contains(ctx.tables.take.as_str())
                     || message.contains(ctx.tables.ledger.as_str())
+                    || message.contains(ctx.tables.quarantine.as_str())
                     || message.contains(ctx.schema.as_str())) =>
         {
             LoaderError::NotBootstrapped {
@@ -766,7 +772,7 @@ mod tests {
         let token = "r".repeat(256);
         let name = statement_name(&t, &token);
         assert!(
-            name.len() <= crate::warehouse::MAX_STATEMENT_NAME,
+            name.len() <= crate::io::warehouse::MAX_STATEMENT_NAME,
             "{}",
             name.len()
         );

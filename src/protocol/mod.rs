@@ -6,5 +6,6 @@
 
 pub mod backoff;
 pub mod failure;
+pub mod isolate;
 pub mod lease;
 pub mod plan;

@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::config::Mode;
 use crate::error::LoaderError;
+use crate::lake::config::Mode;
 
 /// An object found by listing the partition; `etag` without quotes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, Route};
 use crate::error::LoaderError;
-use crate::handler::Loader;
-use crate::outcome::Outcome;
-use crate::partition::{self, Partition};
-use crate::plan::ListedObject;
-use crate::route::{self, Routed};
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::lake::config::{Config, Route};
+use crate::lake::partition::{self, Partition};
+use crate::lake::route::{self, Routed};
+use crate::protocol::plan::ListedObject;
+use crate::run::handler::Loader;
+use crate::run::outcome::Outcome;
 
 /// One partition to load, with its data files as listed (markers and deeper keys left
 /// out, as the load itself leaves them out).

@@ -11,16 +11,16 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::error::LoaderError;
-use crate::event::{self, ObjectCreated};
-use crate::handler::Loader;
-use crate::metrics::{self, Share};
-use crate::outcome::Outcome;
-use crate::partition::{self, Partition};
-use crate::route::{self, Routed};
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::lake::config::Config;
+use crate::lake::event::{self, ObjectCreated};
+use crate::lake::partition::{self, Partition};
+use crate::lake::route::{self, Routed};
+use crate::run::handler::Loader;
+use crate::run::metrics::{self, Share};
+use crate::run::outcome::Outcome;
 
 /// The fixed payload of the template's sweep schedule.
 pub const SWEEP_KEY: &str = "partition-loader";
@@ -56,10 +56,10 @@ pub fn classify(payload: Value) -> Result<Invocation, LoaderError> {
                         ))
                     })?;
                 // Any invoker may send it, and the sweep's cost grows with it.
-                if days > crate::sweep::MAX_LOOK_BACK_DAYS {
+                if days > crate::run::sweep::MAX_LOOK_BACK_DAYS {
                     return Err(LoaderError::BadEvent(format!(
                         "sweep event: look_back_days is {days}, above the cap of {} days",
-                        crate::sweep::MAX_LOOK_BACK_DAYS
+                        crate::run::sweep::MAX_LOOK_BACK_DAYS
                     )));
                 }
                 Some(days)
@@ -108,7 +108,7 @@ pub struct BatchPlan {
     /// Messages that cannot be loaded as they are: message id, the route's table when
     /// one claimed the key, and why.
     pub failed: Vec<(String, Option<String>, LoaderError)>,
-    /// Completion events of load batches ([`crate::completion`]): message id and event,
+    /// Completion events of load batches ([`crate::run::completion`]): message id and event,
     /// each handled on its own after the groups.
     pub completions: Vec<(String, Value)>,
 }
@@ -141,7 +141,7 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
                 continue;
             }
         };
-        if crate::completion::parse(&event).is_some() {
+        if crate::run::completion::parse(&event).is_some() {
             plan.completions.push((id, event));
             continue;
         }
@@ -152,7 +152,11 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
                 continue;
             }
         };
-        let route = match route::route(config, &object.bucket, &object.key, object.size) {
+        let marker = crate::lake::markers::marker_of(config, &object.bucket, &object.key);
+        let route = match marker
+            .map(|(route, _)| Routed::Load(route))
+            .unwrap_or_else(|| route::route(config, &object.bucket, &object.key, object.size))
+        {
             Routed::Skip(reason) => {
                 plan.skipped.push((
                     id,
@@ -166,7 +170,13 @@ pub fn plan(config: &Config, batch: &SqsEvent) -> BatchPlan {
             }
             Routed::Load(route) => route,
         };
-        let partition = match partition::parse(route, &object.key) {
+        let root = matches!(marker, Some((_, crate::lake::markers::MarkerAt::Root)));
+        let parsed = if root {
+            Ok(crate::run::job::job_partition())
+        } else {
+            partition::parse(route, &object.key)
+        };
+        let partition = match parsed {
             Ok(p) => p,
             Err(e) => {
                 plan.failed.push((id, Some(route.table.to_string()), e));
@@ -201,7 +211,7 @@ pub struct BatchResult {
     pub errors: Vec<LoaderError>,
     /// The batch's messages by table (the share of messages no table claims first),
     /// each with what its groups measured: one EMF record each
-    /// ([`crate::invocation::handle_batch_measured`]).
+    /// ([`crate::run::invocation::handle_batch_measured`]).
     pub shares: BTreeMap<Option<String>, Share>,
 }
 
@@ -248,7 +258,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             // Measured per group, so each table's record has its own figures; added to
             // the caller's figures too, when the caller measures.
             let (loaded, figures) = metrics::measure(async {
-                if group.objects.len() == 1 {
+                // A root marker's group (its event delivered twice) is one job.
+                let root = crate::lake::markers::marker_of(
+                    self.config(),
+                    &group.bucket,
+                    &group.objects[0].key,
+                )
+                .is_some_and(|(_, at)| at == crate::lake::markers::MarkerAt::Root);
+                if group.objects.len() == 1 || root {
                     self.handle(&group.first_event, holder, deadline).await
                 } else {
                     let route = &self.config().routes[group.route];
@@ -413,6 +430,38 @@ mod tests {
             classify(json!({"Records": [{"eventSource": "aws:sqs", "body": 5}]})),
             Err(LoaderError::BadEvent(_))
         ));
+    }
+
+    #[test]
+    fn ready_markers_join_their_partition_and_a_root_marker_is_one_job() {
+        let config = Config::for_tests(
+            r#"
+            [[routes]]
+            bucket = "lake"
+            prefix = "orders/"
+            table = "s.orders"
+            format = "parquet"
+            partition_columns = [{ name = "order_date", type = "date" }]
+            ready_marker = "_SUCCESS"
+        "#,
+        );
+        let e = |k: &str| event(k).to_string();
+        let b = batch(vec![
+            record("m1", &e("orders/order_date=2024-05-28/a.parquet")),
+            record("m2", &e("orders/order_date=2024-05-28/_SUCCESS")),
+            record("m3", &e("orders/_SUCCESS")),
+            record("m4", &e("orders/_SUCCESS")),
+            record("m5", &e("orders/._SUCCESS.crc")),
+        ]);
+        let plan = plan(&config, &b);
+        let groups: Vec<(&str, usize)> = plan
+            .groups
+            .iter()
+            .map(|((_, _, path), g)| (path.as_str(), g.message_ids.len()))
+            .collect();
+        assert_eq!(groups, [("", 2), ("order_date=2024-05-28/", 2)]);
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(plan.failed.is_empty(), "{:?}", plan.failed);
     }
 
     #[test]

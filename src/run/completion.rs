@@ -18,14 +18,14 @@
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::Route;
 use crate::error::{ErrorKind, LoaderError};
-use crate::handler::Loader;
-use crate::lease::{self, Acquired, Ctx};
-use crate::outcome::{Outcome, PartitionValues};
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::lake::config::Route;
+use crate::protocol::lease::{self, Acquired, Ctx};
+use crate::run::handler::Loader;
+use crate::run::outcome::{Outcome, PartitionValues};
 use crate::sql::LeaseTables;
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
 
 /// The event's `source` and `detail-type`
 /// (<https://docs.aws.amazon.com/redshift/latest/mgmt/data-api-monitoring-events.html>).
@@ -102,7 +102,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             return Ok(completed(false));
         }
         let failure = (state != "FINISHED").then(|| {
-            crate::handler::load_failure(
+            crate::run::handler::load_failure(
                 &route.table,
                 &change.statement_id,
                 &state,

@@ -6,19 +6,22 @@
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::{Config, Mode, Route};
 use crate::error::{ErrorKind, LoaderError};
-use crate::event::ObjectCreated;
-use crate::lease::{self, Acquired, Claimed, Ctx, Drain, Held, RELEASE_GRACE};
-use crate::outcome::{Outcome, PartitionValues};
-use crate::partition::{self, Partition};
-use crate::plan::{self, ListedObject, Plan};
-use crate::route::{self, Routed};
-use crate::schema_match::{self, FileSchema, FooterCache, TableColumn};
+use crate::io::storage::{Storage, S3};
+use crate::io::warehouse::LoadEnd;
+use crate::io::warehouse::{DataApi, Warehouse};
+use crate::lake::config::{Config, Mode, Route};
+use crate::lake::csv_header;
+use crate::lake::event::ObjectCreated;
+use crate::lake::markers;
+use crate::lake::partition::{self, Partition};
+use crate::lake::route::{self, Routed};
+use crate::lake::schema_match::{self, FileSchema, FooterCache, TableColumn};
+use crate::protocol::lease::{self, Acquired, Claimed, Ctx, Drain, Held, RELEASE_GRACE};
+use crate::protocol::plan::{self, ListedObject, Plan};
+use crate::run::outcome::{Outcome, PartitionValues};
 use crate::sql::{self, CopyTarget, FileFormat, Ident, LeaseTables, LedgerRow, TableName};
-use crate::storage::{Storage, S3};
-use crate::warehouse::{DataApi, LoadEnd, Warehouse};
-use crate::{event, manifest};
+use crate::{lake::event, lake::manifest};
 
 /// Size limits of one load batch.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +48,8 @@ pub struct Loader<W, S> {
     limits: BatchLimits,
     /// Parquet schemas read from footers, kept for the container's life.
     footers: FooterCache,
+    /// CSV header lines read, likewise ([`crate::lake::csv_header`]).
+    headers: FooterCache<Vec<String>>,
     /// Tables whose lease a load statement of this invocation holds since the
     /// invocation left it running: `(holder, table, statement id)`. The invocation must
     /// not touch such a lease again (a take of its own lease rewrites the row, and the
@@ -82,6 +87,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             storage,
             limits: BatchLimits::default(),
             footers: FooterCache::default(),
+            headers: FooterCache::default(),
             left: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -101,6 +107,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         &self.storage
     }
 
+    /// The load batch's limits (a root marker's job packs partitions by them).
+    pub(crate) fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
     /// The Redshift side (the sweep's lease steps).
     pub(crate) fn warehouse(&self) -> &W {
         &self.warehouse
@@ -114,11 +125,31 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
-        if let Some(change) = crate::completion::parse(event) {
+        if let Some(change) = crate::run::completion::parse(event) {
             return self.complete(&change, holder, deadline).await;
         }
         let object = event::parse(event)?;
         let object = self.settle_key(object).await?;
+        // A route's ready marker is a trigger, not a file to skip.
+        match markers::marker_of(&self.config, &object.bucket, &object.key) {
+            Some((route, markers::MarkerAt::Root)) => {
+                return self.load_job(route, &object, holder, deadline).await
+            }
+            Some((route, markers::MarkerAt::Partition)) => {
+                let partition = partition::parse(route, &object.key)?;
+                return self
+                    .load_partition(
+                        route,
+                        &object.bucket,
+                        &partition,
+                        Some(&object),
+                        holder,
+                        deadline,
+                    )
+                    .await;
+            }
+            None => {}
+        }
         match route::route(&self.config, &object.bucket, &object.key, object.size) {
             Routed::Skip(reason) => Ok(Outcome::Skipped {
                 reason: reason.to_string(),
@@ -127,6 +158,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }),
             Routed::Load(route) => {
                 let partition = partition::parse(route, &object.key)?;
+                if let Some(waiting) = self
+                    .waits_for_marker(route, &object.bucket, &partition)
+                    .await?
+                {
+                    return Ok(waiting);
+                }
                 self.load_partition(
                     route,
                     &object.bucket,
@@ -182,15 +219,24 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 lease::acquire_for_partition(&ctx, &route.prefix, bucket, &partition.path).await
             }
         };
-        crate::metrics::add(|m| m.lease_wait += wait_started.elapsed());
+        crate::run::metrics::add(|m| m.lease_wait += wait_started.elapsed());
         let held = match acquired? {
             Acquired::Held(held) => held,
-            Acquired::Queued { holder, .. } => {
+            Acquired::Queued {
+                holder: live_holder,
+                ..
+            } => {
+                // A wake-up now waits in Redshift for a live holder, which marks the
+                // watermark itself if its deadline cuts it short; this mark covers a
+                // holder that crashes, at most once a minute per container, so a burst
+                // of queued events is not a burst of S3 PUTs.
+                self.mark_dirty_at_most_every_minute("a wake-up was queued", holder)
+                    .await;
                 return Ok(Outcome::Queued {
                     table: route.table.to_string(),
                     partition: partition_values(partition),
-                    holder,
-                })
+                    holder: live_holder,
+                });
             }
         };
         let result = match self
@@ -199,11 +245,29 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         {
             Ok(Loaded::Committed(o) | Loaded::Nothing(o)) => Ok(o),
             Ok(Loaded::Running(o)) => {
+                // Left running: work in Redshift the next sweep must look at.
+                self.mark_dirty("a load statement was left running", holder)
+                    .await;
                 return self.leave(&ctx, route, bucket, partition, o).await;
             }
             Err(e) => Err(e),
         };
-        self.finish_holding(&ctx, route, result).await
+        let result = self.finish_holding(&ctx, route, result).await;
+        if !matches!(
+            result,
+            Ok(Outcome::Loaded { .. }
+                | Outcome::LoadedJob { .. }
+                | Outcome::UpToDate { .. }
+                | Outcome::Skipped { .. }
+                | Outcome::Waiting { .. })
+        ) {
+            // A failed load (or any outcome that leaves work running) is work the next
+            // sweep must see even if S3 shows nothing new. A partition `waiting` for its
+            // marker is not: the marker is a new object the next listing shows.
+            self.mark_dirty("a load failed or left work behind", holder)
+                .await;
+        }
+        result
     }
 
     /// Ends the invocation's part in a table whose load statement it leaves running
@@ -300,6 +364,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             if Instant::now() + ctx.reserve >= ctx.deadline {
                 tracing::info!(table = %route.table,
                     "deadline near: releasing the lease with wake-ups left for the next holder");
+                self.mark_dirty("a deadline-forced release left wake-ups", ctx.holder)
+                    .await;
                 return lease::release(ctx, Instant::now() + RELEASE_GRACE).await;
             }
             let claim = format!("{}#{round}", ctx.holder);
@@ -348,6 +414,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 "wake-up for a route that is no longer configured dropped");
             return Ok(None);
         };
+        if crate::run::job::is_job_wakeup(route, path) {
+            // A root marker queued while another invocation held the lease.
+            let result = self.load_job_holding_lease(ctx, route, bucket).await;
+            return self.after_claimed(ctx, route, path, result.map(Some)).await;
+        }
         let partition = match partition::parse(route, &format!("{}{path}_", route.prefix)) {
             Ok(p) => p,
             Err(e) => {
@@ -357,24 +428,41 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
         };
         let held = lease::read_partition(ctx, path).await?;
-        match self
+        let result = self
             .load_holding_lease(route, bucket, &partition, ctx.holder, held, ctx.deadline)
             .await
-        {
-            Ok(Loaded::Committed(outcome)) => {
+            .map(|loaded| match loaded {
+                Loaded::Committed(outcome) | Loaded::Running(outcome) => Some(outcome),
+                // Nothing to load (up to date, or waiting for its marker, whose own
+                // event loads it): the wake-up is done.
+                Loaded::Nothing(_) => None,
+            });
+        self.after_claimed(ctx, route, path, result).await
+    }
+
+    /// What a claimed partition's result means for the drain: see [`Self::load_claimed`].
+    async fn after_claimed(
+        &self,
+        ctx: &Ctx<'_, W>,
+        route: &Route,
+        path: &str,
+        result: Result<Option<Outcome>, LoaderError>,
+    ) -> Result<Option<String>, LoaderError> {
+        match result {
+            // Left running (issue 21.1): the drain notes it and leaves the table.
+            Ok(Some(Outcome::Running { statement_id, .. })) => Ok(Some(statement_id)),
+            Ok(Some(outcome)) => {
                 outcome.log();
                 Ok(None)
             }
-            Ok(Loaded::Nothing(_)) => Ok(None),
-            Ok(Loaded::Running(outcome)) => match outcome {
-                Outcome::Running { statement_id, .. } => Ok(Some(statement_id)),
-                _ => Ok(None),
-            },
+            Ok(None) => Ok(None),
             Err(e @ (LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })) => Err(e),
             Err(e) if e.kind() == crate::error::ErrorKind::Retryable => Err(e),
             Err(e) => {
                 tracing::error!(table = %route.table, partition = path, error = %e,
                     error_type = %e.error_type(), "a handed-off partition failed to load");
+                self.mark_dirty("a handed-off partition failed to load", ctx.holder)
+                    .await;
                 Ok(None)
             }
         }
@@ -403,6 +491,86 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         lease: Held,
         deadline: Instant,
     ) -> Result<Loaded, LoaderError> {
+        match self
+            .prepare(route, bucket, partition, holder, lease, deadline)
+            .await?
+        {
+            Planned::Nothing(outcome) => Ok(Loaded::Nothing(outcome)),
+            Planned::Load(prepared, basis) => {
+                match self
+                    .commit(route, bucket, holder, &prepared, deadline)
+                    .await
+                {
+                    Ok(loaded) => Ok(loaded),
+                    Err(e) => {
+                        let (partition, files) = (&prepared.partition, prepared.files.clone());
+                        self.isolate(route, bucket, partition, holder, &basis, files, e, deadline)
+                            .await
+                    }
+                }
+            }
+            Planned::Unreadable {
+                failure,
+                partition,
+                files,
+                basis,
+            } => {
+                self.isolate(
+                    route, bucket, &partition, holder, &basis, files, failure, deadline,
+                )
+                .await
+            }
+        }
+    }
+
+    /// One bad file is not a hostage: after `failure`, finds the bad file(s), loads the
+    /// rest and quarantines them (append mode; see `run/quarantine.rs`), or returns the
+    /// failure.
+    #[allow(clippy::too_many_arguments)]
+    async fn isolate(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        basis: &Basis,
+        files: Vec<ListedObject>,
+        failure: LoaderError,
+        deadline: Instant,
+    ) -> Result<Loaded, LoaderError> {
+        let (statement_id, loaded, quarantined) = self
+            .isolate_bad_files(
+                route,
+                bucket,
+                partition,
+                holder,
+                &basis.lease,
+                &basis.target,
+                files,
+                failure,
+                deadline,
+            )
+            .await?;
+        Ok(Loaded::Committed(Outcome::Loaded {
+            table: route.table.to_string(),
+            partition: partition_values(partition),
+            files: loaded,
+            statement_id,
+            quarantined,
+        }))
+    }
+
+    /// Plans one partition's load under the lease: lists it, keeps the files its ready
+    /// marker covers ([`markers`]), diffs them against the ledger, reads the layouts.
+    pub(crate) async fn prepare(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        lease: Held,
+        deadline: Instant,
+    ) -> Result<Planned, LoaderError> {
         let table = &route.table;
         if lease.columns.is_empty() {
             return Err(LoaderError::TableMissing(table.to_string()));
@@ -414,11 +582,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     table: table.to_string(),
                     reason,
                 })?;
-        let partition = &Partition {
+        let partition = Partition {
             literals,
             ..partition.clone()
         };
-        let target = copy_target(route, partition, &lease.columns)?;
+        let target = copy_target(route, &partition, &lease.columns)?;
         if route.mode == Mode::Replace {
             if let Some(reason) =
                 sql::blank_in_char_column(&partition.literals, &lease.char_columns)
@@ -432,41 +600,90 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         // Listed only now, under the lease: a file written before the lease was taken
         // is seen by this holder or a later one, never missed.
         let prefix = partition.list_prefix(route);
-        let listed: Vec<ListedObject> = self
-            .storage
-            .list(bucket, &prefix)
-            .await?
-            .into_iter()
-            .filter(|o| {
-                let directly_inside = o
-                    .key
-                    .strip_prefix(&prefix)
-                    .is_some_and(|name| !name.contains('/'));
-                directly_inside && route::marker_reason(&o.key, Some(o.size)).is_none()
-            })
-            .collect();
+        let (marked, listed, waiting) = self.list_ready(route, bucket, &prefix).await?;
+        // A quarantined file stays out while its ETag is the one Redshift refused: a
+        // rewrite (new ETag) is a new file, and `loaderctl quarantine release` forgets it.
+        let listed = if route.mode == Mode::Append {
+            crate::protocol::isolate::without_quarantined(bucket, listed, &lease.quarantined)
+        } else {
+            listed
+        };
+        let waiting_outcome = |waiting: &[ListedObject]| {
+            Planned::Nothing(waiting_for_marker(route, bucket, &partition, waiting))
+        };
         if listed.is_empty() {
+            if !waiting.is_empty() {
+                return Ok(waiting_outcome(&waiting));
+            }
+            if route.ready_marker.is_some() && marked {
+                // A marker in a partition without data files: nothing to load.
+                return Ok(Planned::Nothing(Outcome::UpToDate {
+                    table: table.to_string(),
+                    partition: partition_values(&partition),
+                }));
+            }
             return Err(LoaderError::NothingListed {
                 url: plan::s3_url(bucket, &prefix),
             });
         }
+        // A quarantined file stays out while its ETag is the one Redshift refused: a
+        // rewrite (new ETag) is a new file, and `loaderctl quarantine release` forgets it.
+        let listed = if route.mode == Mode::Append {
+            crate::protocol::isolate::without_quarantined(bucket, listed, &lease.quarantined)
+        } else {
+            listed
+        };
         let files = match plan::plan(route.mode, bucket, listed, &lease.ledger)? {
+            Plan::UpToDate if !waiting.is_empty() => return Ok(waiting_outcome(&waiting)),
             Plan::UpToDate => {
-                return Ok(Loaded::Nothing(Outcome::UpToDate {
+                return Ok(Planned::Nothing(Outcome::UpToDate {
                     table: table.to_string(),
-                    partition: partition_values(partition),
+                    partition: partition_values(&partition),
                 }))
             }
             Plan::Load(files) => files,
         };
-        // One layout per distinct file column order; files reordered so that each layout's
-        // files are contiguous (the ledger rows follow the same order).
-        let (layouts, files) = if reads_footers(route) {
-            self.layouts(route, bucket, partition, &lease, files)
+        let lease = if route.add_new_columns && reads_footers(route) {
+            let ctx = Ctx::new(&self.warehouse, &self.config, table, holder, deadline);
+            self.add_new_columns(&ctx, route, bucket, &partition, lease, &files)
                 .await?
         } else {
+            lease
+        };
+        match self
+            .arrange(route, bucket, &partition, &lease, &target, files.clone())
+            .await
+        {
+            Ok(prepared) => Ok(Planned::Load(prepared, Box::new(Basis { lease, target }))),
+            // A file whose footer cannot be read: the search for bad files takes it
+            // out (see `load_holding_lease`), as it would a file COPY refused.
+            Err(e @ LoaderError::UnreadableFile { .. }) => Ok(Planned::Unreadable {
+                failure: e,
+                partition: Box::new(partition),
+                files,
+                basis: Box::new(Basis { lease, target }),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One layout per distinct file column order (Parquet footers, CSV headers), the
+    /// files reordered so that each layout's files are contiguous (the ledger rows
+    /// follow the same order).
+    async fn arrange(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        lease: &Held,
+        target: &CopyTarget,
+        files: Vec<ListedObject>,
+    ) -> Result<Prepared, LoaderError> {
+        let (layouts, files) = if maps_by_name(route) {
+            self.layouts(route, bucket, partition, lease, files).await?
+        } else {
             let n = files.len();
-            (vec![(target, n)], files)
+            (vec![(target.clone(), n)], files)
         };
         let targets: Vec<CopyTarget> = layouts.iter().map(|(t, _)| t.clone()).collect();
         let layout_of: Vec<usize> = layouts
@@ -474,11 +691,124 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             .enumerate()
             .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
             .collect();
+        Ok(Prepared {
+            partition: partition.clone(),
+            files,
+            targets,
+            layout_of,
+        })
+    }
 
-        let schema = &self.config.loader_schema;
-        let tables = LeaseTables::for_target(table);
-        let load_id = uuid::Uuid::new_v4().to_string();
-        let tuples = files
+    /// Loads `files` of the partition (a part of a prepared load: the search for a bad
+    /// file, `run/quarantine.rs`) in as many load batches as they need, each committing
+    /// with its ledger rows and the fence last; the statement id of the last batch.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn load_files(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+        holder: &str,
+        lease: &Held,
+        target: &CopyTarget,
+        files: &[ListedObject],
+        deadline: Instant,
+    ) -> Result<String, LoaderError> {
+        let prepared = self
+            .arrange(route, bucket, partition, lease, target, files.to_vec())
+            .await?;
+        committed(
+            self.commit_batches(route, bucket, holder, &prepared, deadline)
+                .await?,
+        )
+    }
+
+    /// Lists a partition's data files: whether it holds its ready marker, the files
+    /// ready to load, those waiting for a marker. Without its own marker, a partition of
+    /// a route with one loads only the files the root marker covers; the others wait for
+    /// a marker's event or the sweep.
+    async fn list_ready(
+        &self,
+        route: &Route,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(bool, Vec<ListedObject>, Vec<ListedObject>), LoaderError> {
+        let all = self.storage.list(bucket, prefix).await?;
+        let marked = markers::partition_marked(route, prefix, &all);
+        let listed: Vec<ListedObject> = all
+            .into_iter()
+            .filter(|o| {
+                let directly_inside = o
+                    .key
+                    .strip_prefix(prefix)
+                    .is_some_and(|name| !name.contains('/'));
+                directly_inside && markers::is_data_file(route, &o.key, o.size)
+            })
+            .collect();
+        if marked {
+            return Ok((true, listed, Vec::new()));
+        }
+        let root = self.root_marker_time(route, bucket).await?;
+        let (ready, waiting) = markers::split_ready(listed, root);
+        Ok((false, ready, waiting))
+    }
+
+    /// A data file's event on a route with a ready marker, decided from S3 alone before
+    /// the lease: `waiting` when no marker covers any file of the partition (no Data API
+    /// call; the marker's event, or the sweep once the marker exists, loads them). A
+    /// marker written just after this listing has an event of its own that loads the
+    /// partition under the lease, so deciding here loses nothing that deciding under the
+    /// lease would keep.
+    async fn waits_for_marker(
+        &self,
+        route: &Route,
+        bucket: &str,
+        partition: &Partition,
+    ) -> Result<Option<Outcome>, LoaderError> {
+        if route.ready_marker.is_none() {
+            return Ok(None);
+        }
+        let (_, ready, waiting) = self
+            .list_ready(route, bucket, &partition.list_prefix(route))
+            .await?;
+        Ok((ready.is_empty() && !waiting.is_empty())
+            .then(|| waiting_for_marker(route, bucket, partition, &waiting)))
+    }
+
+    /// The root marker's `LastModified`, if it exists (one listing of its exact key).
+    pub(crate) async fn root_marker_time(
+        &self,
+        route: &Route,
+        bucket: &str,
+    ) -> Result<Option<std::time::SystemTime>, LoaderError> {
+        let Some(key) = markers::root_marker_key(route) else {
+            return Ok(None);
+        };
+        if route.partition_columns.is_empty() {
+            // The root is the only partition: its marker is the partition's own.
+            return Ok(None);
+        }
+        Ok(self
+            .storage
+            .list(bucket, &key)
+            .await?
+            .into_iter()
+            .find(|o| o.key == key)
+            .and_then(|o| o.last_modified))
+    }
+
+    /// The ledger INSERTs of a prepared load under `load_id`, each with its file count.
+    pub(crate) fn ledger_inserts_of(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        load_id: &str,
+    ) -> Result<Vec<(String, usize)>, LoaderError> {
+        let tables = LeaseTables::for_target(&route.table);
+        let tuples = prepared
+            .files
             .iter()
             .map(|f| {
                 let row = LedgerRow {
@@ -486,19 +816,66 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     etag: f.etag.clone(),
                     size_bytes: f.size,
                 };
-                sql::ledger_tuple(&partition.path, holder, &load_id, &row)
+                sql::ledger_tuple(&prepared.partition.path, holder, load_id, &row)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let inserts = sql::ledger_inserts(
-            &sql::table_ledger_insert_head(schema, &tables),
+        Ok(sql::ledger_inserts(
+            &sql::table_ledger_insert_head(&self.config.loader_schema, &tables),
             &tuples,
             self.limits.max_statement_bytes,
-        );
+        ))
+    }
+
+    /// Commits a prepared load: one load batch, or several when its ledger INSERTs do
+    /// not fit one (append mode only).
+    pub(crate) async fn commit(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<Loaded, LoaderError> {
+        let partition = partition_values(&prepared.partition);
+        Ok(
+            match self
+                .commit_batches(route, bucket, holder, prepared, deadline)
+                .await?
+            {
+                LoadEnd::Committed(statement_id) => Loaded::Committed(Outcome::Loaded {
+                    table: route.table.to_string(),
+                    partition,
+                    files: prepared.files.len(),
+                    statement_id,
+                    quarantined: Vec::new(),
+                }),
+                LoadEnd::Running(statement_id) => Loaded::Running(Outcome::Running {
+                    table: route.table.to_string(),
+                    partition,
+                    statement_id,
+                }),
+            },
+        )
+    }
+
+    /// [`Self::commit`]'s load batches; the statement id of the last.
+    async fn commit_batches(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        deadline: Instant,
+    ) -> Result<LoadEnd, LoaderError> {
+        let table = &route.table;
+        let (files, targets) = (&prepared.files, &prepared.targets);
+        let load_id = uuid::Uuid::new_v4().to_string();
+        let inserts = self.ledger_inserts_of(route, bucket, holder, prepared, &load_id)?;
         let replace = route.mode == Mode::Replace;
         let room = self
             .limits
             .max_statements
-            .saturating_sub(sql::fixed_statements(&targets, replace));
+            .saturating_sub(sql::fixed_statements(targets, replace));
         // One layout keeps the old rule (one ledger INSERT per batch at least); more
         // layouts than a batch can COPY are refused rather than split across transactions.
         if room == 0 && targets.len() > 1 {
@@ -518,117 +895,156 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 batches: batches.len(),
             });
         }
-
         let mut offset = 0;
         let mut manifests = 0;
         let mut statement_id = String::new();
         for (n, (inserts, count)) in batches.iter().enumerate() {
-            let chunk = &files[offset..offset + count];
-            let chunk_layouts = &layout_of[offset..offset + count];
+            let range = offset..offset + count;
             offset += count;
-            // One manifest per layout present in the chunk (contiguous, see above).
-            let mut parts: Vec<(usize, String)> = Vec::new();
-            let mut start = 0;
-            while start < chunk.len() {
-                let layout = chunk_layouts[start];
-                let end = start
-                    + chunk_layouts[start..]
-                        .iter()
-                        .take_while(|l| **l == layout)
-                        .count();
-                let manifest_key = manifest::manifest_key(
-                    &self.config.manifest,
-                    table,
-                    &partition.path,
+            let sqls = self
+                .partition_statements(
+                    route,
+                    bucket,
+                    holder,
+                    prepared,
+                    range.clone(),
+                    inserts,
                     &load_id,
-                    manifests,
-                );
-                manifests += 1;
-                self.storage
-                    .put(
-                        &self.config.manifest.bucket,
-                        &manifest_key,
-                        manifest::manifest_json(bucket, &chunk[start..end]),
-                    )
-                    .await?;
-                parts.push((
-                    layout,
-                    plan::s3_url(&self.config.manifest.bucket, &manifest_key),
-                ));
-                start = end;
+                    n,
+                    &mut manifests,
+                )
+                .await?;
+            match self
+                .run_load_batch(table, holder, sqls, &files[range], deadline)
+                .await?
+            {
+                LoadEnd::Committed(id) => statement_id = id,
+                // Later chunks are not submitted: the running batch holds the lease.
+                running @ LoadEnd::Running(_) => return Ok(running),
             }
-            let copies: Vec<sql::CopyStep<'_>> = parts
-                .iter()
-                .map(|(layout, url)| sql::CopyStep {
-                    manifest_url: url,
-                    target: &targets[*layout],
-                })
-                .collect();
-            let sqls = sql::load_batch(&sql::LoadBatch {
-                schema,
-                tables: &tables,
+        }
+        Ok(LoadEnd::Committed(statement_id))
+    }
+
+    /// The statements of one partition's part of a load batch (its files `range`), the
+    /// fence last; writes their manifests.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn partition_statements(
+        &self,
+        route: &Route,
+        bucket: &str,
+        holder: &str,
+        prepared: &Prepared,
+        range: std::ops::Range<usize>,
+        inserts: &[String],
+        load_id: &str,
+        stage_suffix: usize,
+        manifests: &mut usize,
+    ) -> Result<Vec<String>, LoaderError> {
+        let table = &route.table;
+        let partition = &prepared.partition;
+        let chunk = &prepared.files[range.clone()];
+        let chunk_layouts = &prepared.layout_of[range];
+        // One manifest per layout present in the chunk (contiguous, see above).
+        let mut parts: Vec<(usize, String)> = Vec::new();
+        let mut start = 0;
+        while start < chunk.len() {
+            let layout = chunk_layouts[start];
+            let end = start
+                + chunk_layouts[start..]
+                    .iter()
+                    .take_while(|l| **l == layout)
+                    .count();
+            let manifest_key = manifest::manifest_key(
+                &self.config.manifest,
                 table,
-                partition_path: &partition.path,
-                holder,
-                iam_role: &self.config.copy_iam_role,
-                format: route.format,
-                copy_options: &route.copy_options,
-                copies: &copies,
-                replace: replace.then_some(partition.literals.as_slice()),
-                ledger_inserts: inserts,
-                load_id: &load_id,
-                ttl_seconds: self.config.lease_ttl.as_secs(),
-                stage_suffix: n,
-                statupdate: route.statupdate,
-            })?;
-            let copy_started = Instant::now();
-            // Left running at `leave_at`: the leave step ([`Loader::leave`]) still needs
-            // one short batch before the deadline.
-            let leave_at = deadline
-                .checked_sub(RELEASE_GRACE)
-                .unwrap_or(deadline)
-                .max(Instant::now());
-            let batch = self
-                .warehouse
-                .run_load_batch(sqls, lease::statement_name(&tables, holder), leave_at)
-                .await;
-            crate::metrics::add(|m| m.copy_time += copy_started.elapsed());
-            statement_id = match batch.map_err(|e| load_error(table, e))? {
-                LoadEnd::Committed(id) => id,
-                LoadEnd::Running(id) => {
-                    return Ok(Loaded::Running(Outcome::Running {
-                        table: table.to_string(),
-                        partition: partition_values(partition),
-                        statement_id: id,
-                    }))
-                }
-            };
+                &partition.path,
+                load_id,
+                *manifests,
+            );
+            *manifests += 1;
+            self.storage
+                .put(
+                    &self.config.manifest.bucket,
+                    &manifest_key,
+                    manifest::manifest_json(bucket, &chunk[start..end]),
+                )
+                .await?;
+            parts.push((
+                layout,
+                plan::s3_url(&self.config.manifest.bucket, &manifest_key),
+            ));
+            start = end;
+        }
+        let copies: Vec<sql::CopyStep<'_>> = parts
+            .iter()
+            .map(|(layout, url)| sql::CopyStep {
+                manifest_url: url,
+                target: &prepared.targets[*layout],
+            })
+            .collect();
+        let replace = route.mode == Mode::Replace;
+        sql::load_batch(&sql::LoadBatch {
+            schema: &self.config.loader_schema,
+            tables: &LeaseTables::for_target(table),
+            table,
+            partition_path: &partition.path,
+            holder,
+            iam_role: &self.config.copy_iam_role,
+            format: route.format,
+            copy_options: &route.copy_options,
+            copies: &copies,
+            replace: replace.then_some(partition.literals.as_slice()),
+            ledger_inserts: inserts,
+            load_id,
+            ttl_seconds: self.config.lease_ttl.as_secs(),
+            stage_suffix,
+            statupdate: route.statupdate,
+        })
+    }
+
+    /// Runs one load batch (one transaction) and counts what it loaded.
+    pub(crate) async fn run_load_batch(
+        &self,
+        table: &TableName,
+        holder: &str,
+        sqls: Vec<String>,
+        chunk: &[ListedObject],
+        deadline: Instant,
+    ) -> Result<LoadEnd, LoaderError> {
+        let copy_started = Instant::now();
+        // Left running at `leave_at` (issue 21.1): the leave step ([`Loader::leave`])
+        // still needs one short batch before the deadline. Named for its table and
+        // holder, so that an acquirer finds it (ListStatements) and the completion
+        // event names its lease.
+        let leave_at = deadline
+            .checked_sub(lease::RELEASE_GRACE)
+            .unwrap_or(deadline)
+            .max(Instant::now());
+        let name = lease::statement_name(&LeaseTables::for_target(table), holder);
+        let batch = self.warehouse.run_load_batch(sqls, name, leave_at).await;
+        crate::run::metrics::add(|m| m.copy_time += copy_started.elapsed());
+        let end = batch.map_err(|e| load_error(table, e))?;
+        if let LoadEnd::Committed(_) = end {
             let committed = std::time::SystemTime::now();
-            crate::metrics::add(|m| {
+            crate::run::metrics::add(|m| {
                 m.files += chunk.len() as u64;
                 m.bytes += chunk.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
                 m.committed_at = Some(committed);
-                m.freshness_lags.extend(
-                    chunk
-                        .iter()
-                        .filter_map(|f| crate::metrics::freshness_lag(f.last_modified, committed)),
-                );
+                m.freshness_lags.extend(chunk.iter().filter_map(|f| {
+                    crate::run::metrics::freshness_lag(f.last_modified, committed)
+                }));
             });
         }
-        Ok(Loaded::Committed(Outcome::Loaded {
-            table: table.to_string(),
-            partition: partition_values(partition),
-            files: files.len(),
-            statement_id,
-        }))
+        Ok(end)
     }
 }
 
 impl<W: Warehouse, S: Storage> Loader<W, S> {
-    /// The files' column layouts read from their Parquet footers: each distinct
-    /// column order with its COPY target and its number of files, the files regrouped
-    /// to match. Refuses, before any COPY, a file Redshift would load wrong or reject
-    /// ([`schema_match::file_columns`]).
+    /// The files' column layouts read from their Parquet footers or CSV header lines:
+    /// each distinct column order with its COPY target and its number of files, the
+    /// files regrouped to match. Refuses, before any COPY, a file Redshift would load
+    /// wrong or reject ([`schema_match::file_columns`], [`csv_header::file_columns`]).
     async fn layouts(
         &self,
         route: &Route,
@@ -657,8 +1073,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let mut grouped: Vec<Vec<ListedObject>> = Vec::new();
         for f in files {
             let url = plan::s3_url(bucket, &f.key);
-            let schema = self.file_schema(route, bucket, &f).await?;
-            let cols = schema_match::file_columns(&url, &schema, &table).map_err(mismatch)?;
+            let cols = if let FileFormat::Csv { .. } = route.format {
+                let names = self.csv_header(route, bucket, &f).await?;
+                csv_header::file_columns(&url, &names, &lease.columns).map_err(mismatch)?
+            } else {
+                let schema = self.file_schema(route, bucket, &f).await?;
+                schema_match::file_columns(&url, &schema, &table).map_err(mismatch)?
+            };
             // A table column the file lacks loads its DEFAULT or NULL (partition
             // columns from the path); NOT NULL without a DEFAULT would fail the INSERT.
             if let Some(c) = lease.required_columns.iter().find(|c| {
@@ -691,7 +1112,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 
     /// One file's schema: from the cache (same URL and ETag), else from a ranged GET of
     /// its end (a second one when the footer is longer than the first read).
-    async fn file_schema(
+    pub(crate) async fn file_schema(
         &self,
         route: &Route,
         bucket: &str,
@@ -702,9 +1123,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             return Ok(s);
         }
         let size = u64::try_from(f.size).unwrap_or(0);
-        let unreadable = |reason: String| LoaderError::TableMismatch {
+        let unreadable = |reason: String| LoaderError::UnreadableFile {
             table: route.table.to_string(),
-            reason: format!("file {url} is not a Parquet file Redshift can read: {reason}"),
+            url: url.clone(),
+            reason,
         };
         let mut len = schema_match::FIRST_TAIL_BYTES.min(size);
         for _ in 0..2 {
@@ -726,6 +1148,40 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         Err(unreadable("its footer could not be read".into()))
     }
 
+    /// One CSV file's header names: from the cache (same URL and ETag), else from a
+    /// ranged GET of its first bytes.
+    async fn csv_header(
+        &self,
+        route: &Route,
+        bucket: &str,
+        f: &ListedObject,
+    ) -> Result<std::sync::Arc<Vec<String>>, LoaderError> {
+        let url = plan::s3_url(bucket, &f.key);
+        if let Some(h) = self.headers.get(&url, &f.etag) {
+            return Ok(h);
+        }
+        let size = u64::try_from(f.size).unwrap_or(0);
+        let len = csv_header::FIRST_HEAD_BYTES.min(size);
+        let head = self.storage.head(bucket, &f.key, &f.etag, len).await?;
+        let delimiter = route
+            .copy_options
+            .iter()
+            .find_map(|o| match o {
+                crate::lake::copy_options::CopyOption::Delimiter(c) => Some(*c),
+                _ => None,
+            })
+            .unwrap_or(',');
+        let names = csv_header::header(&head, len == size, delimiter).map_err(|reason| {
+            LoaderError::TableMismatch {
+                table: route.table.to_string(),
+                reason: format!("file {url} has no CSV header the loader can read: {reason}"),
+            }
+        })?;
+        let names = std::sync::Arc::new(names);
+        self.headers.put(&url, &f.etag, names.clone());
+        Ok(names)
+    }
+
     /// Footers read and kept (tests check that a second load reads none).
     pub fn cached_footers(&self) -> usize {
         self.footers.len()
@@ -736,6 +1192,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 /// Parquet routes that do not fix `file_columns` themselves.
 fn reads_footers(route: &Route) -> bool {
     route.format == FileFormat::Parquet && route.file_columns.is_none()
+}
+
+/// Whether the loader maps each file's columns by name: Parquet from footers, CSV with
+/// `header = true` from the header line; not when the route fixes `file_columns` (the
+/// loader then trusts it and reads nothing).
+fn maps_by_name(route: &Route) -> bool {
+    reads_footers(route)
+        || (route.format == (FileFormat::Csv { header: true }) && route.file_columns.is_none())
 }
 
 /// Picks the reading of an event's key that names an object in S3.
@@ -777,7 +1241,57 @@ pub async fn settle_key(
     })
 }
 
-enum Loaded {
+/// A partition's load planned under the lease ([`Loader::prepare`]).
+pub(crate) enum Planned {
+    /// Nothing to load (up to date, or waiting for its marker).
+    Nothing(Outcome),
+    Load(Prepared, Box<Basis>),
+    /// A file's footer could not be read while arranging the load: the search for bad
+    /// files starts from this failure.
+    Unreadable {
+        failure: LoaderError,
+        partition: Box<Partition>,
+        files: Vec<ListedObject>,
+        basis: Box<Basis>,
+    },
+}
+
+/// What a prepared load was planned from: the search for a bad file plans its parts
+/// from the same.
+pub(crate) struct Basis {
+    pub(crate) lease: Held,
+    pub(crate) target: CopyTarget,
+}
+
+/// What one partition loads: its files grouped by layout, the partition's literals
+/// rendered for the table.
+pub(crate) struct Prepared {
+    pub(crate) partition: Partition,
+    pub(crate) files: Vec<ListedObject>,
+    /// One COPY target per layout.
+    pub(crate) targets: Vec<CopyTarget>,
+    /// The layout of each of `files`.
+    pub(crate) layout_of: Vec<usize>,
+}
+
+/// A load batch's statement id once committed. One left running where the caller cannot
+/// leave it (a probe of the search for a bad file, a root marker's job) ends the
+/// invocation with `Timeout`: the lease stays with the running statement until it ends
+/// (acquirers find it by name), and the retry plans from the ledger.
+pub(crate) fn committed(end: LoadEnd) -> Result<String, LoaderError> {
+    match end {
+        LoadEnd::Committed(id) => Ok(id),
+        LoadEnd::Running(id) => Err(LoaderError::Timeout {
+            status: format!(
+                "load statement {id} left running at the deadline; it holds the lease until \
+                 it ends"
+            ),
+            statement_id: id,
+        }),
+    }
+}
+
+pub(crate) enum Loaded {
     /// Loaded; the lease is still ours.
     Committed(Outcome),
     /// Nothing to load.
@@ -787,7 +1301,29 @@ enum Loaded {
     Running(Outcome),
 }
 
-fn partition_values(partition: &Partition) -> PartitionValues {
+/// The `waiting` outcome of a partition whose `waiting` files no marker covers; counts
+/// the wait for `OldestMarkerWaitSeconds`.
+fn waiting_for_marker(
+    route: &Route,
+    bucket: &str,
+    partition: &Partition,
+    waiting: &[ListedObject],
+) -> Outcome {
+    let waited = markers::oldest_wait(waiting, std::time::SystemTime::now());
+    crate::run::metrics::add(|m| {
+        m.oldest_marker_wait = m.oldest_marker_wait.max(Some(waited));
+    });
+    let marker = route.ready_marker.as_deref().unwrap_or("");
+    Outcome::Waiting {
+        table: route.table.to_string(),
+        partition: partition_values(partition),
+        files: waiting.len(),
+        marker: plan::s3_url(bucket, &format!("{}{marker}", partition.list_prefix(route))),
+        waiting_seconds: waited.as_secs(),
+    }
+}
+
+pub(crate) fn partition_values(partition: &Partition) -> PartitionValues {
     PartitionValues(
         partition
             .values
@@ -824,7 +1360,7 @@ pub(crate) fn load_failure(
 }
 
 /// Names what a failed load batch means for the caller.
-fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
+pub(crate) fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
     match e {
         LoaderError::StatementFailed {
             message,
@@ -842,7 +1378,7 @@ fn load_error(table: &TableName, e: LoaderError) -> LoaderError {
                     message,
                 };
             }
-            let class = crate::failure::classify(&message);
+            let class = crate::protocol::failure::classify(&message);
             match class.kind {
                 ErrorKind::Retryable => LoaderError::LoadInterrupted {
                     table: table.to_string(),
@@ -945,7 +1481,7 @@ fn copy_target_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::lake::config::parse_routes;
 
     fn route(extra: &str) -> Route {
         parse_routes(&format!(

@@ -11,15 +11,16 @@ use aws_lambda_events::sqs::SqsEvent;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::batch::BatchResult;
 use crate::error::LoaderError;
-use crate::handler::Loader;
-use crate::metrics::{self, Figures, Invocation, Settings, Share};
-use crate::outcome::Outcome;
-use crate::route::{self, Routed};
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
-use crate::{event, sql};
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::lake::route::{self, Routed};
+use crate::lake::watermark::Gate;
+use crate::run::batch::BatchResult;
+use crate::run::handler::Loader;
+use crate::run::metrics::{self, Figures, Invocation, Settings, Share};
+use crate::run::outcome::Outcome;
+use crate::{lake::event, sql};
 
 /// The sweep's outcome for a table whose lease, ledger and wake-up tables do not exist
 /// yet, and what to do.
@@ -58,7 +59,7 @@ pub async fn handle_measured<W: Warehouse, S: Storage>(
         &Invocation {
             result: result.as_ref(),
             table: table_of(loader, event),
-            request_id: crate::lease::request_of(request_id),
+            request_id: crate::protocol::lease::request_of(request_id),
             figures: &figures,
             now: SystemTime::now(),
         },
@@ -96,7 +97,7 @@ pub async fn handle_batch_measured<W: Warehouse, S: Storage>(
         settings,
         &shares,
         "sqs_batch",
-        crate::lease::request_of(request_id),
+        crate::protocol::lease::request_of(request_id),
         SystemTime::now(),
     );
     MeasuredMany { result, records }
@@ -114,11 +115,39 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     request_id: &str,
     deadline: Instant,
 ) -> MeasuredMany<Result<Value, LoaderError>> {
+    // S3 only: nothing new since a clean sweep and nothing left in Redshift means no
+    // Data API call at all (issue 21 item 6; see `lake::watermark`).
+    let (gate, opened) = loader.sweep_gate_open(days).await;
+    let gate_reason = match gate {
+        Gate::Idle => {
+            tracing::info!(
+                outcome = "idle",
+                "sweep: nothing new in S3 since the last clean sweep; Redshift not queried"
+            );
+            let records = metrics::records(
+                settings,
+                &[],
+                "sweep",
+                crate::protocol::lease::request_of(request_id),
+                SystemTime::now(),
+            );
+            let answer = json!({"outcome": "swept", "days": days, "idle": true,
+                "outcomes": [], "upkeep": crate::ops::upkeep::report_json(&[], 0),
+                "data_api_calls": 0});
+            return MeasuredMany {
+                result: Ok(answer),
+                records,
+            };
+        }
+        Gate::Query(reason) => reason,
+    };
     let mut shares = Vec::new();
     let mut outcomes = Vec::new();
     let mut first_error = None;
-    let reserve = crate::sweep::sweep_reserve(deadline);
-    for routes in crate::sweep::sweep_order(&loader.config().routes, SystemTime::now()) {
+    // Whether the sweep left nothing behind (the watermark may then be clean).
+    let mut clean = true;
+    let reserve = crate::run::sweep::sweep_reserve(deadline);
+    for routes in crate::run::sweep::sweep_order(&loader.config().routes, request_id) {
         // As `Loader::sweep`: no table is started within the reserve.
         if Instant::now() + reserve >= deadline {
             tracing::info!(table = %routes[0].table,
@@ -143,8 +172,10 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
                 outcomes.push(
                     json!({"outcome": NOT_BOOTSTRAPPED, "table": table, "fix": BOOTSTRAP_FIX}),
                 );
+                clean = false;
                 continue;
             }
+            clean &= leaves_nothing(&result);
             share.count(result.as_ref(), 1);
             match result {
                 Ok(outcome) => {
@@ -163,21 +194,40 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
     }
     // After the loads, within the same deadline; never turns the sweep into a failure.
     let (upkept, upkeep_figures) = metrics::measure(loader.upkeep_after_loads(deadline)).await;
-    let upkeep = crate::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
+    let upkeep = crate::ops::upkeep::report_json(&upkept, upkeep_figures.data_api_calls);
+    // Cut by its deadline (tables not reached, or a table's rest), or a VACUUM deferred
+    // (another runs): the next sweep must query although S3 may show nothing new. An
+    // upkeep error is not (a missing grant would keep every sweep querying; upkeep is
+    // best effort, and the watermark's expiry retries it).
+    clean &= Instant::now() + reserve < deadline && upkept.iter().all(|t| t.deferred.is_none());
+    loader.sweep_gate_close(opened, clean, request_id).await;
+    let data_api_calls = shares.iter().map(|s| s.figures.data_api_calls).sum::<u64>()
+        + upkeep_figures.data_api_calls;
     let records = metrics::records(
         settings,
         &shares,
         "sweep",
-        crate::lease::request_of(request_id),
+        crate::protocol::lease::request_of(request_id),
         SystemTime::now(),
     );
     let result = match first_error {
         Some(e) => Err(e),
-        None => {
-            Ok(json!({"outcome": "swept", "days": days, "outcomes": outcomes, "upkeep": upkeep}))
-        }
+        None => Ok(
+            json!({"outcome": "swept", "days": days, "idle": false, "queried_because": gate_reason,
+                "outcomes": outcomes, "upkeep": upkeep, "data_api_calls": data_api_calls}),
+        ),
     };
     MeasuredMany { result, records }
+}
+
+/// Whether a sweep result leaves no work in Redshift that S3's listing would not show:
+/// loaded, up to date and skipped do; a table found busy (its holder may be cut by its
+/// deadline), a failure, and any other outcome (say, a statement still running) do not.
+fn leaves_nothing(result: &Result<Outcome, LoaderError>) -> bool {
+    matches!(
+        result,
+        Ok(Outcome::Loaded { .. } | Outcome::UpToDate { .. } | Outcome::Skipped { .. })
+    )
 }
 
 /// Reads the rows a share's COPYs loaded (one Data API round per table that loaded).
@@ -198,6 +248,11 @@ async fn add_rows<W: Warehouse, S: Storage>(
 /// The route's table for the event, when it has one.
 fn table_of<W: Warehouse, S: Storage>(loader: &Loader<W, S>, event: &Value) -> Option<String> {
     let object = event::parse(event).ok()?;
+    if let Some((route, _)) =
+        crate::lake::markers::marker_of(loader.config(), &object.bucket, &object.key)
+    {
+        return Some(route.table.to_string());
+    }
     match route::route(loader.config(), &object.bucket, &object.key, object.size) {
         Routed::Load(route) => Some(route.table.to_string()),
         Routed::Skip(_) => None,
@@ -255,7 +310,7 @@ async fn rows_loaded<W: Warehouse, S: Storage>(
 }
 
 /// The load history's rows of `expected` COPYs, when every one of them is there.
-fn rows_of(row: &crate::warehouse::Row, expected: usize) -> Option<u64> {
+fn rows_of(row: &crate::io::warehouse::Row, expected: usize) -> Option<u64> {
     let found: usize = row.get(1)?.as_deref()?.parse().ok()?;
     if found < expected {
         // Not every COPY is in the history (yet): a partial sum would be a guess.

@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::error::{ErrorKind, LoaderError};
-use crate::outcome::Outcome;
+use crate::run::outcome::Outcome;
 
 /// Namespace when `METRICS_NAMESPACE` is not set.
 pub const DEFAULT_NAMESPACE: &str = "PartitionLoader";
@@ -41,7 +41,7 @@ pub const DEFAULT_NAMESPACE: &str = "PartitionLoader";
 /// Outcomes that every record counts (0 or 1), so that sums over time are right even for
 /// outcomes that did not happen. An outcome not listed (a newer one) is counted too,
 /// under its CamelCase name.
-pub const OUTCOMES: [&str; 4] = ["loaded", "up_to_date", "queued", "skipped"];
+pub const OUTCOMES: [&str; 5] = ["loaded", "up_to_date", "queued", "skipped", "waiting"];
 
 /// A dimension the user can choose in `METRICS_DIMENSIONS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +169,12 @@ pub struct Figures {
     pub committed_at: Option<SystemTime>,
     /// Seconds from each committed file's S3 LastModified to its load's commit.
     pub freshness_lags: Vec<f64>,
+    /// The longest a partition seen here has waited for its ready marker (since its
+    /// oldest waiting file was written); `Some(0)` when a sweep of a route with a
+    /// marker found none waiting, `None` when no such route was looked at.
+    pub oldest_marker_wait: Option<Duration>,
+    /// Files Redshift refused that this invocation quarantined (`QuarantinedFiles`).
+    pub quarantined: u64,
 }
 
 tokio::task_local! {
@@ -277,6 +283,8 @@ impl Figures {
         self.copy_query_ids.extend(&other.copy_query_ids);
         self.committed_at = self.committed_at.max(other.committed_at);
         self.freshness_lags.extend(&other.freshness_lags);
+        self.oldest_marker_wait = self.oldest_marker_wait.max(other.oldest_marker_wait);
+        self.quarantined += other.quarantined;
     }
 }
 
@@ -420,6 +428,8 @@ fn share_records(
     );
     metric("FilesLoaded", "Count", json!(f.files));
     metric("BytesLoaded", "Bytes", json!(f.bytes));
+    // Every record has it (0 when nothing was refused): the alarm on it never lacks data.
+    metric("QuarantinedFiles", "Count", json!(f.quarantined));
     // Files far from COPY's liking (loaderctl status advises) show here first.
     if let Some(mean) = f.bytes.checked_div(f.files) {
         metric("MeanFileSize", "Bytes", json!(mean));
@@ -451,6 +461,11 @@ fn share_records(
             lags.truncate(MAX_VALUES);
             metric("FreshnessLag", "Seconds", json!(lags));
         }
+    }
+
+    // Alarm on it: a job that never writes its marker leaves its partitions unloaded.
+    if let Some(wait) = f.oldest_marker_wait {
+        metric("OldestMarkerWaitSeconds", "Seconds", json!(wait.as_secs()));
     }
 
     // Dimension values: a configured dimension without a value (no table for a skip)
@@ -550,7 +565,7 @@ fn error_directive(settings: &Settings) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::PartitionValues;
+    use crate::run::outcome::PartitionValues;
 
     const NOW_MS: u64 = 1_716_890_460_000; // 2024-05-28T10:01:00Z
 
@@ -571,6 +586,8 @@ mod tests {
             copy_query_ids: vec![7],
             committed_at: Some(now()),
             freshness_lags: vec![60.0],
+            oldest_marker_wait: Some(Duration::from_secs(90)),
+            quarantined: 1,
         }
     }
 
@@ -640,6 +657,7 @@ mod tests {
             partition: PartitionValues(vec![("order_date".into(), Some("2024-05-28".into()))]),
             files: 3,
             statement_id: "stmt-1".into(),
+            quarantined: Vec::new(),
         };
         let figures = figures();
         let r = record(
@@ -662,10 +680,14 @@ mod tests {
         assert_eq!(r["UpToDate"], 0);
         assert_eq!(r["Queued"], 0);
         assert_eq!(r["Skipped"], 0);
+        assert_eq!(r["Waiting"], 0);
+        assert_eq!(r["OldestMarkerWaitSeconds"], 90);
+        assert_eq!(unit(&metrics, "OldestMarkerWaitSeconds"), Some("Seconds"));
         assert_eq!(r["Errors"], 0);
         assert_eq!(r["PermanentErrors"], 0);
         assert_eq!(r["FilesLoaded"], 3);
         assert_eq!(r["BytesLoaded"], 4096);
+        assert_eq!(r["QuarantinedFiles"], 1);
         assert_eq!(r["RowsLoaded"], 120);
         assert_eq!(r["LeaseWait"], 250.0);
         assert_eq!(r["CopyTime"], 1500.0);
@@ -792,6 +814,7 @@ mod tests {
             partition: PartitionValues::default(),
             files: 2,
             statement_id: "x".into(),
+            quarantined: Vec::new(),
         };
         let mut share = Share::new(Some("s.t".into()));
         share.count(Ok(&loaded), 3);
@@ -987,6 +1010,7 @@ mod tests {
             partition: PartitionValues::default(),
             files: 1,
             statement_id: "x".into(),
+            quarantined: Vec::new(),
         };
         let figures = Figures {
             rows: Some(1),

@@ -27,10 +27,44 @@ pub enum Outcome {
         files: usize,
         /// The Data API id of the (last) load batch.
         statement_id: String,
+        /// Files Redshift refused, quarantined by this load (append mode; their
+        /// partition's other files loaded): `s3://` URLs. Left out of the JSON when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        quarantined: Vec<String>,
     },
     UpToDate {
         table: String,
         partition: PartitionValues,
+    },
+    /// The route has a `ready_marker` and the partition's pending files are covered by
+    /// none yet: nothing loaded, not an error; the marker's event (or the sweep once it
+    /// exists) loads them.
+    Waiting {
+        table: String,
+        partition: PartitionValues,
+        /// Data files waiting.
+        files: usize,
+        /// The marker that would load them (`s3://bucket/prefix/d=…/_SUCCESS`).
+        marker: String,
+        /// Seconds since the oldest of them was written.
+        waiting_seconds: u64,
+    },
+    /// A root marker (`<prefix>_SUCCESS`) loaded the partitions of the job it ends.
+    #[serde(rename = "loaded")]
+    LoadedJob {
+        table: String,
+        /// The root marker, `s3://bucket/prefix/_SUCCESS`.
+        marker: String,
+        /// Partitions with files loaded.
+        partitions: usize,
+        files: usize,
+        /// Load transactions: 1 when the job's partitions fit one load batch (its output
+        /// appears at once); more means it was loaded in chunks.
+        transactions: usize,
+        /// Partitions the marker found that waited for nothing (already loaded).
+        up_to_date: usize,
+        /// The Data API id of the (last) load batch; empty when nothing loaded.
+        statement_id: String,
     },
     Skipped {
         reason: String,
@@ -85,7 +119,8 @@ impl Outcome {
                 partition,
                 files,
                 statement_id,
-            } => tracing::info!(
+                quarantined,
+            } if quarantined.is_empty() => tracing::info!(
                 outcome = "loaded",
                 table,
                 partition = %json(partition),
@@ -93,11 +128,61 @@ impl Outcome {
                 statement_id,
                 "loaded"
             ),
+            Outcome::Loaded {
+                table,
+                partition,
+                files,
+                statement_id,
+                quarantined,
+            } => tracing::warn!(
+                outcome = "loaded",
+                table,
+                partition = %json(partition),
+                files,
+                statement_id,
+                quarantined = %serde_json::to_string(quarantined).unwrap_or_default(),
+                "loaded; files Redshift refused were quarantined"
+            ),
             Outcome::UpToDate { table, partition } => tracing::info!(
                 outcome = "up_to_date",
                 table,
                 partition = %json(partition),
                 "up to date"
+            ),
+            Outcome::Waiting {
+                table,
+                partition,
+                files,
+                marker,
+                waiting_seconds,
+            } => tracing::info!(
+                outcome = "waiting",
+                table,
+                partition = %json(partition),
+                files,
+                marker,
+                waiting_seconds,
+                "waiting for the ready marker"
+            ),
+            Outcome::LoadedJob {
+                table,
+                marker,
+                partitions,
+                files,
+                transactions,
+                up_to_date,
+                statement_id,
+            } => tracing::info!(
+                outcome = "loaded",
+                table,
+                marker,
+                partitions,
+                files,
+                transactions,
+                up_to_date,
+                statement_id,
+                chunked = *transactions > 1,
+                "loaded the job a root marker ended"
             ),
             Outcome::Skipped {
                 reason,
@@ -163,6 +248,7 @@ mod tests {
             ]),
             files: 3,
             statement_id: "abc".into(),
+            quarantined: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&o).unwrap(),
@@ -189,6 +275,28 @@ mod tests {
         };
         assert_eq!(s.to_json()["reason"], "no route claims this key");
         assert_eq!(s.to_json()["outcome"], "skipped");
+        let w = Outcome::Waiting {
+            table: "s.t".into(),
+            partition: PartitionValues(vec![("d".into(), Some("2024-05-28".into()))]),
+            files: 2,
+            marker: "s3://b/o/d=2024-05-28/_SUCCESS".into(),
+            waiting_seconds: 7,
+        };
+        assert_eq!(
+            serde_json::to_string(&w).unwrap(),
+            r#"{"outcome":"waiting","table":"s.t","partition":{"d":"2024-05-28"},"files":2,"marker":"s3://b/o/d=2024-05-28/_SUCCESS","waiting_seconds":7}"#
+        );
+        let j = Outcome::LoadedJob {
+            table: "s.t".into(),
+            marker: "s3://b/o/_SUCCESS".into(),
+            partitions: 3,
+            files: 6,
+            transactions: 1,
+            up_to_date: 0,
+            statement_id: "x".into(),
+        };
+        assert_eq!(j.to_json()["outcome"], "loaded");
+        assert_eq!(j.to_json()["transactions"], 1);
         let q = Outcome::Queued {
             table: "s.t".into(),
             partition: PartitionValues(vec![("d".into(), Some("2024-05-28".into()))]),

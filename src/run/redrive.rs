@@ -12,12 +12,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::batch::{self, Invocation};
 use crate::error::LoaderError;
-use crate::handler::Loader;
-use crate::outcome::Outcome;
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::run::batch::{self, Invocation};
+use crate::run::handler::Loader;
+use crate::run::outcome::Outcome;
 
 /// The event inside a failure-queue message body (pure).
 pub fn event_of(body: &str) -> Result<Value, LoaderError> {

@@ -13,25 +13,26 @@
 //! Invariant: the sweep starts no step when less than [`lease::reserve`] of its time is
 //! left: a take it would cancel may commit anyway and leave a dead holder's lease.
 //! Invariant: tables are swept in an order that starts at a table chosen from the
-//! time ([`sweep_order`]), so a sweep cut by its deadline does not always leave the
-//! same tables (those late in the configuration) undone.
+//! sweep's holder (its request id: [`sweep_order`]), so a sweep cut by its deadline does
+//! not always leave the same tables (those late in the configuration) undone, and a
+//! replayed sweep (same request id) sweeps in the same order.
 //! Invariant: a table found busy gets at most one wake-up from one sweep: its live
 //! holder drains it, and the next sweep comes back for the other candidates.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::Route;
 use crate::error::LoaderError;
-use crate::handler::Loader;
-use crate::lease::{self, Acquired, Ctx};
-use crate::outcome::{Outcome, PartitionValues};
-use crate::partition::{self, Partition};
-use crate::route;
+use crate::io::storage::Storage;
+use crate::io::warehouse::Warehouse;
+use crate::lake::config::Route;
+use crate::lake::partition::{self, Partition};
+use crate::lake::route;
+use crate::protocol::lease::{self, Acquired, Ctx};
+use crate::run::handler::Loader;
+use crate::run::outcome::{Outcome, PartitionValues};
 use crate::sql::{self, LeaseTables};
-use crate::storage::Storage;
-use crate::warehouse::Warehouse;
 
 /// The longest look-back a sweep accepts: the sweep event comes from any invoker, and
 /// its cost grows with the window (one listing per day and route, every partition of
@@ -73,7 +74,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     ) -> Vec<Result<Outcome, LoaderError>> {
         let reserve = sweep_reserve(deadline);
         let mut results = Vec::new();
-        for routes in sweep_order(&self.config().routes, SystemTime::now()) {
+        for routes in sweep_order(&self.config().routes, holder) {
             if Instant::now() + reserve >= deadline {
                 tracing::info!(table = %routes[0].table,
                     "sweep deadline near: this table and those after it wait for the next sweep");
@@ -132,6 +133,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         };
         if late() {
             return results;
+        }
+        if routes.iter().any(|r| r.ready_marker.is_some()) {
+            // The sweep's record says 0 rather than nothing when none waits.
+            crate::run::metrics::add(|m| {
+                m.oldest_marker_wait.get_or_insert(Duration::ZERO);
+            });
         }
         let mut candidates = Vec::new();
         for r in routes {
@@ -230,7 +237,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             &self.config().loader_schema,
             &tables,
             look_back_days,
-            &crate::plan::s3_url(bucket, &route.prefix),
+            &crate::protocol::plan::s3_url(bucket, &route.prefix),
         )?;
         for row in self.query(sql, vec![], deadline).await? {
             let path = row.into_iter().next().flatten().unwrap_or_default();
@@ -253,7 +260,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
 /// its deadline leave the same tables undone every time; a start that moves every
 /// minute gives each table its turn first (the schedule's period may be a multiple of
 /// the table count, so the start is a hash of the minute, not the minute itself).
-pub fn sweep_order(routes: &[Route], now: SystemTime) -> Vec<Vec<&Route>> {
+pub fn sweep_order<'r>(routes: &'r [Route], holder: &str) -> Vec<Vec<&'r Route>> {
     let mut tables: Vec<Vec<&Route>> = Vec::new();
     for route in routes {
         match tables.iter_mut().find(|t| t[0].table == route.table) {
@@ -262,12 +269,10 @@ pub fn sweep_order(routes: &[Route], now: SystemTime) -> Vec<Vec<&Route>> {
         }
     }
     if !tables.is_empty() {
-        let minute = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs()
-            / 60;
-        let mixed = minute.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        // FNV-1a: stable across Rust versions and platforms, unlike `DefaultHasher`.
+        let mixed = holder.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         let start = usize::try_from(mixed % tables.len() as u64).unwrap_or(0);
         tables.rotate_left(start);
     }
@@ -277,7 +282,7 @@ pub fn sweep_order(routes: &[Route], now: SystemTime) -> Vec<Vec<&Route>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_routes;
+    use crate::lake::config::parse_routes;
 
     fn routes() -> Vec<Route> {
         parse_routes(
@@ -292,7 +297,7 @@ mod tests {
     #[test]
     fn every_route_of_a_table_is_swept_with_it() {
         let routes = routes();
-        let order = sweep_order(&routes, SystemTime::UNIX_EPOCH);
+        let order = sweep_order(&routes, "request-1");
         assert_eq!(order.len(), 3);
         let a = order
             .iter()
@@ -303,14 +308,15 @@ mod tests {
     }
 
     #[test]
-    fn every_table_comes_first_in_some_minute_whatever_the_schedule() {
+    fn every_table_comes_first_for_some_sweep_and_a_replay_keeps_its_order() {
         let routes = routes();
-        // A schedule every 15 minutes, three tables: the minute itself would always
-        // start at the same table.
         let mut firsts = std::collections::BTreeSet::new();
         for run in 0..40u64 {
-            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(run * 15 * 60);
-            firsts.insert(sweep_order(&routes, now)[0][0].table.to_string());
+            // Lambda request ids, one per scheduled sweep.
+            let holder = format!("7f3a9c2e-{run:04x}-4b1d-9e2f-0c8a6d5b4e31");
+            let first = sweep_order(&routes, &holder)[0][0].table.to_string();
+            assert_eq!(sweep_order(&routes, &holder)[0][0].table.to_string(), first);
+            firsts.insert(first);
         }
         assert_eq!(firsts.len(), 3, "{firsts:?}");
     }

@@ -1,4 +1,4 @@
-//! The statements of `loaderctl bootstrap` ([`crate::admin`]): the loader schema, its
+//! The statements of `loaderctl bootstrap` ([`crate::ops::admin`]): the loader schema, its
 //! user and grants, each target table's lease, ledger and wake-up tables with their
 //! procedures, and the upgrade of a wake-up table of an earlier version.
 
@@ -139,15 +139,11 @@ pub fn route_grants(
 /// ledger and wake-up tables ([`bootstrap_table`]). The shared `loaded_files` of
 /// earlier versions is only read by `bootstrap`, never by the function.
 pub fn loader_tables(t: &LeaseTables) -> Vec<String> {
-    [&t.lease, &t.ledger, &t.wakeup]
+    [&t.lease, &t.ledger, &t.wakeup, &t.quarantine]
         .into_iter()
         .map(|id| id.as_str().to_string())
         .collect()
 }
-
-/// How many statements [`bootstrap_table`] returns (bootstrap packs tables into
-/// batches of at most 40).
-pub const BOOTSTRAP_TABLE_STATEMENTS: usize = 11;
 
 /// Statements that create one target table's lease, ledger and wake-up tables and their
 /// procedures (idempotent), put the lease's single free row in place, and copy the
@@ -215,24 +211,6 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              FROM {s}.loaded_files WHERE table_name = {target} \
              AND NOT EXISTS (SELECT 1 FROM {ledger})"
         ),
-        // The signatures of earlier versions: CREATE OR REPLACE keeps an old overload
-        // beside the new one (a procedure is named by its argument types), and a caller
-        // of the old one would bypass the new checks.
-        format!(
-            "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER, VARCHAR, VARCHAR, VARCHAR, \
-             VARCHAR)",
-            t.take.quoted()
-        ),
-        format!(
-            "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER)",
-            t.fence.quoted()
-        ),
-        // The take before the statement-held lease (issue 21.1) had no `p_checked`.
-        format!(
-            "DROP PROCEDURE IF EXISTS {s}.{}(VARCHAR, INTEGER, VARCHAR, VARCHAR, VARCHAR, \
-             VARCHAR, VARCHAR)",
-            t.take.quoted()
-        ),
         // The acquire: one branch writes only the lease, the other only the wake-ups, so
         // that an invocation finding the lease busy never writes the lease table (which
         // the holder's fence writes at the end of its load). A held lease is taken over
@@ -282,6 +260,7 @@ pub fn bootstrap_table(schema: &Ident, t: &LeaseTables) -> Result<Vec<String>, L
              LANGUAGE plpgsql {UTC_PROCEDURE}",
             fence = t.fence.quoted()
         ),
+        create_quarantine(schema, t),
     ])
 }
 
@@ -294,6 +273,68 @@ pub fn wakeup_has_route_column(schema: &Ident, t: &LeaseTables) -> Result<String
         literal(schema.as_str())?,
         literal(t.wakeup.as_str())?
     ))
+}
+
+/// The loader's procedures of `t` in the catalog, with their number of arguments.
+/// Rows: `proname, pronargs`. (`pg_proc` lists stored procedures: Redshift's
+/// PG_PROC_INFO "is built on the PostgreSQL catalog table PG_PROC",
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_PG_PROC_INFO.html>.)
+pub fn procedure_arities(schema: &Ident, t: &LeaseTables) -> Result<String, LoaderError> {
+    Ok(format!(
+        "SELECT p.proname, p.pronargs FROM pg_proc p JOIN pg_namespace n \
+         ON n.oid = p.pronamespace WHERE n.nspname = {} AND p.proname IN ({}, {})",
+        literal(schema.as_str())?,
+        literal(t.take.as_str())?,
+        literal(t.fence.as_str())?
+    ))
+}
+
+/// The signatures of earlier versions (name, arguments, argument types): CREATE OR
+/// REPLACE keeps an old overload beside the new one (a procedure is named by its
+/// argument types), and a caller of the old one would bypass the new checks.
+fn old_signatures(t: &LeaseTables) -> [(&Ident, usize, &'static str); 3] {
+    [
+        (
+            &t.take,
+            6,
+            "VARCHAR, INTEGER, VARCHAR, VARCHAR, VARCHAR, VARCHAR",
+        ),
+        // The take before the statement-held lease (issue 21.1) had no `p_checked`.
+        (
+            &t.take,
+            7,
+            "VARCHAR, INTEGER, VARCHAR, VARCHAR, VARCHAR, VARCHAR, VARCHAR",
+        ),
+        (&t.fence, 2, "VARCHAR, INTEGER"),
+    ]
+}
+
+/// `DROP PROCEDURE` for each old signature that `arities` (`(proname, pronargs)` read
+/// by [`procedure_arities`]) shows. Redshift's DROP PROCEDURE has no `IF EXISTS`
+/// (syntax: `DROP PROCEDURE sp_name ( [ [ argname ] [ argmode ] argtype [, ...] ] )`,
+/// <https://docs.aws.amazon.com/redshift/latest/dg/r_DROP_PROCEDURE.html>), so the
+/// catalog is asked first and only what exists is dropped.
+pub fn drop_old_procedures(
+    schema: &Ident,
+    t: &LeaseTables,
+    arities: &[(String, String)],
+) -> Vec<String> {
+    let present = |name: &Ident, arity: usize| {
+        arities
+            .iter()
+            .any(|(n, a)| n == name.as_str() && a.trim() == arity.to_string())
+    };
+    old_signatures(t)
+        .into_iter()
+        .filter(|(name, arity, _)| present(name, *arity))
+        .map(|(name, _, types)| {
+            format!(
+                "DROP PROCEDURE {}.{}({types})",
+                schema.quoted(),
+                name.quoted()
+            )
+        })
+        .collect()
 }
 
 /// Whether the wake-up table exists at all. Row: a count.

@@ -1,4 +1,4 @@
-//! The statements of the lease steps ([`crate::lease`]): the take, the holder's reads,
+//! The statements of the lease steps ([`crate::protocol::lease`]): the take, the holder's reads,
 //! the drain, the release, and the texts the fencing procedures raise.
 
 use super::*;
@@ -87,8 +87,8 @@ fn columns_query(table: &TableName) -> Result<String, LoaderError> {
 
 /// The ledger rows of one partition (`:1`) and the target's columns with their types
 /// (`:2`: `column_name, data_type, is_nullable, column_default`; `is_nullable` `NO`
-/// without a default marks a column a Parquet file must hold, [`crate::schema_match`]),
-/// read by the holder.
+/// without a default marks a column a Parquet file must hold, [`crate::lake::schema_match`]),
+/// read by the holder, and the partition's quarantined files (`:3`: `s3_url, etag`).
 pub fn holder_reads(
     schema: &Ident,
     t: &LeaseTables,
@@ -101,6 +101,7 @@ pub fn holder_reads(
             literal(partition_path)?
         ),
         columns_query(&t.target)?,
+        quarantine_read(schema, t, partition_path)?,
     ])
 }
 

@@ -1,4 +1,4 @@
-//! The statements of a load ([`crate::handler`]): the load batch (COPY targets, the
+//! The statements of a load ([`crate::run::handler`]): the load batch (COPY targets, the
 //! partition predicate, the ledger inserts), the COPYs' load history, and the sweep's
 //! read of recently loaded partitions. Arrow: `sql::load` → `lake::copy_options` (the
 //! COPY option text and [`FileFormat`]); never the other way.
@@ -6,7 +6,7 @@
 use super::*;
 
 // Re-exported so that `crate::sql::FileFormat` keeps naming it.
-pub use crate::copy_options::FileFormat;
+pub use crate::lake::copy_options::FileFormat;
 
 /// The start of every ledger INSERT of one target table.
 pub fn table_ledger_insert_head(schema: &Ident, t: &LeaseTables) -> String {
@@ -47,7 +47,7 @@ pub enum CopyTarget {
 
 /// One COPY of a load batch: a manifest of files that share one column layout, and how
 /// they reach the target. A batch holds one per layout (Parquet files whose footers
-/// differ, [`crate::schema_match`]), each rendered as [`CopyTarget`] says, in order, in
+/// differ, [`crate::lake::schema_match`]), each rendered as [`CopyTarget`] says, in order, in
 /// the one transaction; the statement shapes are the same as for a single COPY.
 #[derive(Debug, Clone)]
 pub struct CopyStep<'a> {
@@ -66,8 +66,8 @@ pub struct LoadBatch<'a> {
     pub holder: &'a str,
     pub iam_role: &'a str,
     pub format: FileFormat,
-    /// The route's `copy_options` (rendered with [`crate::copy_options::render`]).
-    pub copy_options: &'a [crate::copy_options::CopyOption],
+    /// The route's `copy_options` (rendered with [`crate::lake::copy_options::render`]).
+    pub copy_options: &'a [crate::lake::copy_options::CopyOption],
     /// At least one.
     pub copies: &'a [CopyStep<'a>],
     /// `Some` in replace mode: the predicate columns of the partition to delete first.
@@ -96,7 +96,7 @@ pub fn load_batch(b: &LoadBatch<'_>) -> Result<Vec<String>, LoaderError> {
             partition_predicate(values)
         ));
     }
-    let options = crate::copy_options::render(b.format, b.copy_options);
+    let options = crate::lake::copy_options::render(b.format, b.copy_options);
     for step in b.copies {
         let copy_tail = format!(
             "FROM {} IAM_ROLE {} MANIFEST {}{}{} STATUPDATE OFF",

@@ -19,13 +19,17 @@ use std::fmt;
 use crate::error::LoaderError;
 
 mod bootstrap;
+mod columns;
 mod lease;
 mod load;
+mod quarantine;
 mod status;
 
 pub use bootstrap::*;
+pub use columns::*;
 pub use lease::*;
 pub use load::*;
+pub use quarantine::*;
 pub use status::*;
 
 /// A Redshift identifier that passed the strict rule `[A-Za-z_][A-Za-z0-9_$]*` (at most
@@ -378,6 +382,9 @@ pub struct LeaseTables {
     pub take: Ident,
     /// Procedure: renew the lease, raising when it is not ours (the fence).
     pub fence: Ident,
+    /// Files Redshift refused to load, kept out of later loads until rewritten or
+    /// released ([`create_quarantine`]).
+    pub quarantine: Ident,
 }
 
 impl LeaseTables {
@@ -410,10 +417,11 @@ impl LeaseTables {
             wakeup: name("wakeup"),
             take: name("take"),
             fence: name("fence"),
+            quarantine: name("quarantine"),
         }
     }
 
-    fn q(&self, schema: &Ident, object: &Ident) -> String {
+    pub(crate) fn q(&self, schema: &Ident, object: &Ident) -> String {
         format!("{}.{}", schema.quoted(), object.quoted())
     }
 }
@@ -568,39 +576,78 @@ mod tests {
         assert!(
             sqls[4].contains("WHERE NOT EXISTS (SELECT 1 FROM \"pl\".\"lease_5_sales_orders\")")
         );
-        assert_eq!(sqls.len(), BOOTSTRAP_TABLE_STATEMENTS);
         assert!(sqls[5].contains("loaded_files WHERE table_name = 'sales.orders'"));
+        let procedure = |name: &str| {
+            sqls.iter()
+                .find(|s| s.starts_with(&format!("CREATE OR REPLACE PROCEDURE \"pl\".\"{name}")))
+                .expect(name)
+        };
+        let (take, fence) = (procedure("take_5"), procedure("fence_5"));
         assert!(
-            sqls[9].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
-                && sqls[10].ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
+            take.ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'")
+                && fence.ends_with("LANGUAGE plpgsql SET timezone TO 'UTC'"),
             "take and fence write and compare lease times in UTC"
         );
         assert!(
-            sqls[9].contains("IF n <> 1 THEN"),
+            take.contains("IF n <> 1 THEN"),
             "more than one lease row is an error"
         );
-        assert!(sqls[9].contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
-        assert!(sqls[9].contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
-        assert!(sqls[10].contains("RAISE EXCEPTION 'partition-loader: lease on %"));
-        assert!(sqls[6].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"take_5_sales_orders\""));
-        assert!(sqls[7].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"fence_5_sales_orders\""));
+        assert!(take.contains("DATEADD(second, p_ttl_seconds, GETDATE())"));
+        assert!(take.contains("INSERT INTO \"pl\".\"wakeup_5_sales_orders\""));
+        assert!(fence.contains("RAISE EXCEPTION 'partition-loader: lease on %"));
         assert!(
-            sqls[8].starts_with("DROP PROCEDURE IF EXISTS \"pl\".\"take_5_sales_orders\"")
-                && sqls[8].ends_with("VARCHAR, VARCHAR)"),
-            "the take of before p_checked is dropped"
+            !sqls.iter().any(|s| s.contains("DROP PROCEDURE")),
+            "Redshift's DROP PROCEDURE has no IF EXISTS: old versions are dropped after a \
+             catalog read (drop_old_procedures)"
         );
+        assert!(fence.contains("AND load_id <> p_load_id"));
+        assert!(fence.contains("RAISE EXCEPTION 'partition-loader: loaded by another load: %"));
         assert!(
-            sqls[9].contains("OR cur = p_checked THEN") && !sqls[9].contains("NOT live"),
+            take.contains("OR cur = p_checked THEN") && !take.contains("NOT live"),
             "an expired lease is taken over only once its statement was checked"
         );
         assert!(
-            sqls[10].contains("WHERE holder = p_holder;\n  IF n = 0")
-                && sqls[10].contains("SET expires_at = expires_at WHERE holder = p_holder"),
+            fence.contains("WHERE holder = p_holder;\n  IF n = 0")
+                && fence.contains("SET expires_at = expires_at WHERE holder = p_holder"),
             "the fence accepts its holder's expired lease and never moves the expiry"
         );
-        assert!(sqls[10].contains("AND load_id <> p_load_id"));
-        assert!(sqls[10].contains("RAISE EXCEPTION 'partition-loader: loaded by another load: %"));
         assert!(!sqls.iter().any(|s| s.contains("INTERVAL")));
+    }
+
+    #[test]
+    fn only_the_old_procedures_the_catalog_shows_are_dropped() {
+        let schema = Ident::parse("pl").unwrap();
+        let t = LeaseTables::for_target(&table());
+        let row = |n: &str, a: &str| (n.to_string(), a.to_string());
+        assert!(drop_old_procedures(&schema, &t, &[]).is_empty());
+        // Today's signatures (take: 8 arguments, fence: 4) stay.
+        let today = [
+            row("take_5_sales_orders", "8"),
+            row("fence_5_sales_orders", "4"),
+        ];
+        assert!(drop_old_procedures(&schema, &t, &today).is_empty());
+        let old = [
+            row("take_5_sales_orders", "6"),
+            row("take_5_sales_orders", "8"),
+            row("fence_5_sales_orders", "2"),
+        ];
+        assert_eq!(
+            drop_old_procedures(&schema, &t, &old),
+            [
+                "DROP PROCEDURE \"pl\".\"take_5_sales_orders\"(VARCHAR, INTEGER, VARCHAR, \
+                 VARCHAR, VARCHAR, VARCHAR)",
+                "DROP PROCEDURE \"pl\".\"fence_5_sales_orders\"(VARCHAR, INTEGER)"
+            ]
+        );
+        // The take of before the statement-held lease (no `p_checked`).
+        let before_21 = [row("take_5_sales_orders", "7")];
+        assert_eq!(
+            drop_old_procedures(&schema, &t, &before_21),
+            [
+                "DROP PROCEDURE \"pl\".\"take_5_sales_orders\"(VARCHAR, INTEGER, VARCHAR, \
+              VARCHAR, VARCHAR, VARCHAR, VARCHAR)"
+            ]
+        );
     }
 
     #[test]
@@ -695,7 +742,8 @@ mod tests {
             vec![
                 "lease_5_sales_orders".to_string(),
                 "ledger_5_sales_orders".to_string(),
-                "wakeup_5_sales_orders".to_string()
+                "wakeup_5_sales_orders".to_string(),
+                "quarantine_5_sales_orders".to_string()
             ]
         );
         let probes = doctor_procedure_probes(&schema, &t);
@@ -886,7 +934,7 @@ mod tests {
         let schema = Ident::parse("pl").unwrap();
         let t = table();
         let target = CopyTarget::Direct(None);
-        let options = crate::copy_options::parse_for(
+        let options = crate::lake::copy_options::parse_for(
             FileFormat::Csv { header: true },
             &["EMPTYASNULL".into(), "NULL AS 'it''s'".into()],
         )

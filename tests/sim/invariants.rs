@@ -17,6 +17,10 @@ pub struct Violation {
 /// Every existing non-corrupt file is loaded exactly once (never twice at any commit;
 /// once at the end); a corrupt one never, and Redshift reported its failure.
 pub const EXACTLY_ONCE: &str = "exactly_once";
+/// A corrupt file (its COPY fails permanently) is quarantined by the end, never loaded,
+/// and never costs the good files of its partition their load (those are
+/// [`EXACTLY_ONCE`]'s: loaded once).
+pub const BAD_FILE_QUARANTINED: &str = "bad_file_quarantined_not_hostage";
 /// A wake-up row is deleted only once every file it stands for is in the ledger or its
 /// COPY failed permanently; none is left at the end.
 pub const NO_WAKEUP_LOST: &str = "no_wakeup_lost";
@@ -30,6 +34,9 @@ pub const HOLDER_DRAINS: &str = "holder_returns_success_only_after_draining";
 /// only while no other load batch of its table has started and not ended, whether or
 /// not the invocation that submitted the other is still alive.
 pub const ONE_LOAD_AT_A_TIME: &str = "one_load_statement_per_table_at_a_time";
+/// With ready markers: nothing of a partition is loaded before its marker exists (and,
+/// by [`EXACTLY_ONCE`] at the end, every file of a marked partition is loaded once).
+pub const LOADED_AFTER_MARKER: &str = "nothing_loaded_before_its_marker";
 /// The model understands every statement the loader sends.
 pub const MODEL: &str = "model_understands_every_statement";
 
@@ -46,6 +53,24 @@ pub fn no_file_loaded_twice(state: &State, new_loads: &[String]) -> Option<Viola
             "{url} is now in its table {} times",
             state.loaded_count(url)
         ),
+    )
+}
+
+/// Ready markers (issue 20 item 1): a file is loaded only when its partition's marker
+/// exists (checked at the commit that loads it; objects are never deleted, so it existed
+/// when the loader listed).
+pub fn loaded_only_after_marker(
+    s3: &super::storage::Objects,
+    new_loads: &[String],
+    marker: &str,
+) -> Option<Violation> {
+    let url = new_loads.iter().find(|u| {
+        let dir = &u[..u.rfind('/').unwrap_or(0) + 1];
+        s3.object(&format!("{dir}{marker}")).is_none()
+    })?;
+    violation(
+        LOADED_AFTER_MARKER,
+        format!("{url} was loaded before its partition's {marker} existed"),
     )
 }
 
@@ -150,6 +175,24 @@ pub fn every_file_loaded_once(
             }
         } else if n != 1 {
             return violation(EXACTLY_ONCE, format!("{url} loaded {n} times"));
+        }
+    }
+    None
+}
+
+/// Final check of [`BAD_FILE_QUARANTINED`]: every corrupt file is in its table's
+/// quarantine and loaded nowhere; no good file is.
+pub fn bad_files_quarantined(state: &State, files: &[(String, bool)]) -> Option<Violation> {
+    for (url, corrupt) in files {
+        let (q, n) = (state.quarantined(url), state.loaded_count(url));
+        if *corrupt && (!q || n != 0) {
+            return violation(
+                BAD_FILE_QUARANTINED,
+                format!("corrupt {url}: quarantined {q}, loaded {n} times"),
+            );
+        }
+        if !*corrupt && q {
+            return violation(BAD_FILE_QUARANTINED, format!("good {url} quarantined"));
         }
     }
     None

@@ -30,10 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use partition_loader::batch::{self, Invocation};
-use partition_loader::plan::ListedObject;
-use partition_loader::storage::Storage;
-use partition_loader::warehouse::{is_serialization_conflict, LoadEnd, Row, Warehouse};
+use partition_loader::io::storage::Storage;
+use partition_loader::io::warehouse::{is_serialization_conflict, LoadEnd, Row, Warehouse};
+use partition_loader::protocol::plan::ListedObject;
+use partition_loader::run::batch::{self, Invocation};
 use partition_loader::{Config, Loader, LoaderError, Outcome};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -54,6 +54,8 @@ const ASYNC_ATTEMPTS: u32 = 3;
 /// The SQS queue's maxReceiveCount before its dead-letter queue.
 const SQS_RECEIVES: u32 = 3;
 const SWEEP_LOOK_BACK_DAYS: u32 = 3;
+/// The ready marker of [`Workload::ready_markers`].
+const MARKER: &str = "_SUCCESS";
 
 /// What one run contains: its size and which faults the scheduler may inject.
 #[derive(Debug, Clone)]
@@ -93,6 +95,9 @@ pub struct Workload {
     /// then the scheduler may let time pass): COPYs longer than 30 s invocations, which
     /// leave them running (issue 21.1).
     pub slow_copies: bool,
+    /// Routes have `ready_marker = "_SUCCESS"`; every partition with files gets its
+    /// marker written at a random point among them (files before and after it).
+    pub ready_markers: bool,
 }
 
 impl Workload {
@@ -117,6 +122,7 @@ impl Workload {
             clock_jumps: 1,
             cancels_may_fail: true,
             max_steps: 400,
+            ready_markers: false,
             completion_events: true,
             slow_copies: false,
         }
@@ -170,6 +176,7 @@ impl Workload {
             clock_jumps: 0,
             cancels_may_fail: false,
             max_steps: 200,
+            ready_markers: false,
             completion_events: false,
             slow_copies: false,
         }
@@ -287,7 +294,7 @@ pub struct Slot {
     /// The function's own timeout: Lambda ends the invocation here.
     pub timeout_at: Instant,
     /// The deadline main.rs gives the loader, and when the invocation started: the
-    /// drain's reserve ([`partition_loader::lease::reserve`]) is a share of the two.
+    /// drain's reserve ([`partition_loader::protocol::lease::reserve`]) is a share of the two.
     pub deadline: Instant,
     pub started: Instant,
     pub job: Job,
@@ -528,6 +535,8 @@ struct FileSpec {
     corrupt: bool,
     events: usize,
     via_sqs: bool,
+    /// A ready marker (zero bytes), not a data file.
+    marker: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -708,7 +717,12 @@ impl<'a> Runner<'a> {
                 toml.push_str(&format!(
                     "[[routes]]\nbucket = \"{BUCKET}\"\nprefix = \"{p}\"\ntable = \"s.t{t}\"\n\
                      format = \"parquet\"\nfile_columns = [\"id\", \"amount\"]\n\
-                     partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n\n"
+                     partition_columns = [{{ name = \"order_date\", type = \"date\" }}]\n{}\n",
+                    if work.ready_markers {
+                        format!("ready_marker = \"{MARKER}\"\n")
+                    } else {
+                        String::new()
+                    }
                 ));
                 routes.push((BUCKET.to_string(), p.clone()));
                 route_prefixes.push(p);
@@ -745,6 +759,7 @@ impl<'a> Runner<'a> {
                 corrupt: false,
                 events,
                 via_sqs: work.sqs && rng.u32(0..3) == 0,
+                marker: false,
             });
         }
         if work.corrupt {
@@ -756,11 +771,58 @@ impl<'a> Runner<'a> {
                     corrupt: true,
                     events: 1,
                     via_sqs: false,
+                    marker: false,
+                },
+            );
+            // A good file beside it: the bad one must not hold it hostage.
+            files.insert(
+                at,
+                FileSpec {
+                    key: format!(
+                        "{}order_date={}/beside-bad.parquet",
+                        route_prefixes[0],
+                        day(2)
+                    ),
+                    corrupt: false,
+                    events: 1,
+                    via_sqs: false,
+                    marker: false,
                 },
             );
         }
+        if work.ready_markers {
+            let mut partitions: Vec<String> = Vec::new();
+            for f in &files {
+                let dir = f.key[..f.key.rfind('/').unwrap_or(0) + 1].to_string();
+                if !partitions.contains(&dir) {
+                    partitions.push(dir);
+                }
+            }
+            for dir in partitions {
+                let at = rng.usize(0..=files.len());
+                let events = match (work.lose_events, work.duplicate_events, rng.u32(0..10)) {
+                    (true, _, 0) => 0,
+                    (_, true, 1 | 2) => 2,
+                    _ => 1,
+                };
+                files.insert(
+                    at,
+                    FileSpec {
+                        key: format!("{dir}{MARKER}"),
+                        corrupt: false,
+                        events,
+                        via_sqs: work.sqs && rng.u32(0..3) == 0,
+                        marker: true,
+                    },
+                );
+            }
+        }
         let world = World {
-            db: Db::new(work.isolation, targets),
+            db: {
+                let mut db = Db::new(work.isolation, targets);
+                db.ready_marker = work.ready_markers.then_some(MARKER);
+                db
+            },
             s3: Objects::default(),
             invs: Vec::new(),
             t0: Instant::now(),
@@ -836,12 +898,24 @@ impl<'a> Runner<'a> {
         }
         let mut w = lock(&self.world);
         let now = w.now_ms();
-        let files: Vec<(String, bool)> = self.files[..self.next_file]
+        // With ready markers, nothing is lost once the marker exists: the files of a
+        // partition whose marker was never written are not expected (the commit check
+        // says none of them was loaded).
+        let written = &self.files[..self.next_file];
+        let marked = |key: &str| {
+            let dir = &key[..key.rfind('/').unwrap_or(0) + 1];
+            written
+                .iter()
+                .any(|m| m.marker && m.key == format!("{dir}{MARKER}"))
+        };
+        let files: Vec<(String, bool)> = written
             .iter()
+            .filter(|f| !f.marker && (!self.work.ready_markers || marked(&f.key)))
             .map(|f| (format!("s3://{BUCKET}/{}", f.key), f.corrupt))
             .collect();
         w.violation =
             invariants::every_file_loaded_once(&w.db.state, &files, &w.db.failed_permanently)
+                .or_else(|| invariants::bad_files_quarantined(&w.db.state, &files))
                 .or_else(|| invariants::no_wakeup_left(&w.db.state))
                 .or_else(|| invariants::no_lease_held(&w.db.state, now));
         if w.violation.is_some() {
@@ -1064,7 +1138,7 @@ impl<'a> Runner<'a> {
                     BUCKET,
                     &f.key,
                     Object {
-                        size: 100,
+                        size: if f.marker { 0 } else { 100 },
                         etag: format!("etag{k}"),
                         corrupt: f.corrupt,
                         body: None,
@@ -1221,13 +1295,20 @@ impl<'a> Runner<'a> {
         };
         w.commits += 1;
         let now = w.now_ms();
-        let mut found = invariants::no_file_loaded_twice(&w.db.state, &c.new_loads).or_else(|| {
-            invariants::wakeups_deleted_only_when_done(
-                &w.db.state,
-                &w.db.failed_permanently,
-                &c.deleted_wakeups,
-            )
-        });
+        let mut found = invariants::no_file_loaded_twice(&w.db.state, &c.new_loads)
+            .or_else(|| {
+                self.work
+                    .ready_markers
+                    .then(|| invariants::loaded_only_after_marker(&w.s3, &c.new_loads, MARKER))
+                    .flatten()
+            })
+            .or_else(|| {
+                invariants::wakeups_deleted_only_when_done(
+                    &w.db.state,
+                    &w.db.failed_permanently,
+                    &c.deleted_wakeups,
+                )
+            });
         for (_, lease) in &c.lease_writes {
             found = found.or_else(|| {
                 invariants::lease_write_within_ttl(now, TTL_SECONDS * 1000, lease.expires_ms)
@@ -1491,14 +1572,14 @@ impl<'a> Runner<'a> {
             let (deadline, started) = (w.invs[inv].deadline, w.invs[inv].started);
             // Less than the drain's reserve left at its end: its release may have been
             // the deadline's, which leaves wake-ups to the next holder by design.
-            let reserve = partition_loader::lease::reserve(deadline - started);
+            let reserve = partition_loader::protocol::lease::reserve(deadline - started);
             // A backfill gives each partition its own deadline (BACKFILL_PER_PARTITION
             // from its start, not the function's): a clock jump past it forces the
             // release as the function's deadline would.
             let per_partition = matches!(w.invs[inv].job, Job::Backfill(_))
                 && Instant::now()
                     >= started + BACKFILL_PER_PARTITION
-                        - partition_loader::lease::reserve(BACKFILL_PER_PARTITION);
+                        - partition_loader::protocol::lease::reserve(BACKFILL_PER_PARTITION);
             (
                 w.invs[inv].job.clone(),
                 w.invs[inv].holder.clone(),

@@ -1,4 +1,4 @@
-//! The recogniser: every statement `src/sql.rs` emits, read back into a [`Stmt`] the
+//! The recogniser: every statement `src/sql/` emits, read back into a [`Stmt`] the
 //! model warehouse executes. One small function per statement shape, each tolerant of
 //! extra arguments and columns (a procedure gaining an argument, a table gaining a
 //! column), so that a change of the SQL is a change of one function here. A statement

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use partition_loader::plan::ListedObject;
+use partition_loader::protocol::plan::ListedObject;
 
 #[derive(Debug, Clone)]
 pub struct Object {
@@ -49,11 +49,12 @@ impl Objects {
         self.object(url)?.body.clone()
     }
 
-    /// URLs of the data files directly under `prefix` (a partition).
+    /// URLs of the data files directly under `prefix` (a partition); zero-byte objects
+    /// (ready markers) are none, as the loader skips them.
     pub fn data_files(&self, bucket: &str, prefix: &str) -> BTreeSet<String> {
         self.list(bucket, prefix)
             .into_iter()
-            .filter(|o| !o.key[prefix.len()..].contains('/'))
+            .filter(|o| !o.key[prefix.len()..].contains('/') && o.size > 0)
             .map(|o| format!("s3://{bucket}/{}", o.key))
             .collect()
     }

@@ -1,5 +1,5 @@
 //! The model warehouse: Redshift as DESIGN.md "Redshift facts" describes it, on
-//! in-memory tables, for the statements `src/sql.rs` emits (read by `sql.rs` here).
+//! in-memory tables, for the statements `src/sql/` emits (read by `sql.rs` here).
 //!
 //! Per target table: the lease row, the ledger, the wake-up table and the target itself,
 //! kept as "one row per loaded file" (`loads`: which file a COPY put in, how often).
@@ -47,6 +47,8 @@ pub enum Kind {
     Ledger,
     WakeUp,
     Target,
+    /// Files Redshift refused (`sql::create_quarantine`), read beside the ledger.
+    Quarantine,
 }
 
 /// A table: (target index, kind).
@@ -70,6 +72,7 @@ pub struct Target {
     pub lease: String,
     pub ledger: String,
     pub wakeup: String,
+    pub quarantine: String,
     pub take: String,
     pub fence: String,
     /// `(bucket, prefix)` of every route into it: what a wake-up's partition covers.
@@ -84,6 +87,7 @@ impl Target {
             lease: q(&t.lease),
             ledger: q(&t.ledger),
             wakeup: q(&t.wakeup),
+            quarantine: q(&t.quarantine),
             take: q(&t.take),
             fence: q(&t.fence),
             name,
@@ -145,6 +149,8 @@ pub struct State {
     pub leases: BTreeMap<usize, Lease>,
     pub wakeups: BTreeMap<u64, WakeUp>,
     pub ledger: BTreeMap<u64, LedgerRow>,
+    /// Quarantine rows (the ledger's shape: target, partition, URL, ETag, holder, load).
+    pub quarantine: BTreeMap<u64, LedgerRow>,
     pub loads: BTreeMap<u64, Load>,
     /// Commit sequence number of the last write of each row (deletes included).
     pub versions: BTreeMap<RowKey, u64>,
@@ -158,6 +164,10 @@ impl State {
     pub fn in_ledger(&self, url: &str) -> bool {
         self.ledger.values().any(|r| r.s3_url == url)
     }
+
+    pub fn quarantined(&self, url: &str) -> bool {
+        self.quarantine.values().any(|r| r.s3_url == url)
+    }
 }
 
 /// A write, applied to the committed state at commit.
@@ -168,6 +178,7 @@ enum Op {
     DeleteWakeUp(u64),
     Claim(u64, String),
     InsertLedger(u64, LedgerRow),
+    InsertQuarantine(u64, LedgerRow),
     DeleteLedger(u64),
     InsertLoad(u64, Load),
 }
@@ -263,6 +274,8 @@ pub struct Db {
     /// SQL the recogniser did not know, or a rule the model does not have.
     pub fatal: Option<String>,
     pub conflicts: u64,
+    /// The routes' ready marker (issue 20 item 1), for what a wake-up stands for.
+    pub ready_marker: Option<&'static str>,
 }
 
 impl Db {
@@ -286,6 +299,7 @@ impl Db {
             failed_permanently: BTreeSet::new(),
             fatal: None,
             conflicts: 0,
+            ready_marker: None,
         }
     }
 
@@ -469,6 +483,12 @@ impl Db {
                 Op::InsertLedger(id, r) => {
                     self.state.ledger.insert(id, r);
                 }
+                Op::InsertQuarantine(id, r) => {
+                    self.state
+                        .versions
+                        .insert(((r.target, Kind::Quarantine), id), seq);
+                    self.state.quarantine.insert(id, r);
+                }
                 Op::DeleteLedger(id) => {
                     if let Some(r) = self.state.ledger.remove(&id) {
                         self.state
@@ -585,6 +605,8 @@ impl Db {
                 Some((i, Kind::Ledger))
             } else if name == t.wakeup {
                 Some((i, Kind::WakeUp))
+            } else if name == t.quarantine {
+                Some((i, Kind::Quarantine))
             } else if name == t.name.to_string() {
                 Some((i, Kind::Target))
             } else {
@@ -641,6 +663,18 @@ impl Db {
                 } else {
                     vec![vec![live]]
                 }
+            }
+            Stmt::SelectLedger { ledger, partition }
+                if self.resolve(&ledger).map(|k| k.1) == Some(Kind::Quarantine) =>
+            {
+                let t = self.table(&ledger, Kind::Quarantine)?;
+                txn.reads.insert((t, Kind::Quarantine));
+                txn.snap
+                    .quarantine
+                    .values()
+                    .filter(|r| r.target == t && r.partition == partition)
+                    .map(|r| vec![Some(r.s3_url.clone()), Some(r.etag.clone())])
+                    .collect()
             }
             Stmt::SelectLedger { ledger, partition } => {
                 let t = self.table(&ledger, Kind::Ledger)?;
@@ -888,8 +922,12 @@ impl Db {
                 columns,
                 rows,
             } => {
-                let t = self.table(&ledger, Kind::Ledger)?;
-                txn.writes.insert((t, Kind::Ledger));
+                let kind = match self.resolve(&ledger) {
+                    Some((_, Kind::Quarantine)) => Kind::Quarantine,
+                    _ => Kind::Ledger,
+                };
+                let t = self.table(&ledger, kind)?;
+                txn.writes.insert((t, kind));
                 let col = |row: &[Value], name: &str| {
                     columns
                         .iter()
@@ -909,8 +947,13 @@ impl Db {
                         load_id: col(&row, "load_id"),
                     };
                     let id = self.row_id();
-                    txn.snap.ledger.insert(id, r.clone());
-                    txn.ops.push(Op::InsertLedger(id, r));
+                    if kind == Kind::Quarantine {
+                        txn.snap.quarantine.insert(id, r.clone());
+                        txn.ops.push(Op::InsertQuarantine(id, r));
+                    } else {
+                        txn.snap.ledger.insert(id, r.clone());
+                        txn.ops.push(Op::InsertLedger(id, r));
+                    }
                 }
                 Vec::new()
             }
@@ -1016,8 +1059,21 @@ impl Db {
                     .filter(|(b, p)| {
                         *b == bucket && route.as_deref().is_none_or(|r| r.is_empty() || r == p)
                     })
-                    .flat_map(|(b, prefix)| s3.data_files(b, &format!("{prefix}{partition}")))
+                    .flat_map(|(b, prefix)| {
+                        let dir = format!("{prefix}{partition}");
+                        // A partition waiting for its marker: the marker's event loads it.
+                        let waits = self
+                            .ready_marker
+                            .is_some_and(|m| s3.object(&format!("s3://{b}/{dir}{m}")).is_none());
+                        if waits {
+                            BTreeSet::new()
+                        } else {
+                            s3.data_files(b, &dir)
+                        }
+                    })
                     .collect()
+            } else if let Some(marker) = self.ready_marker {
+                stands_for_with_marker(s3, &url, marker)
             } else {
                 BTreeSet::from([url.clone()])
             };
@@ -1160,4 +1216,24 @@ pub fn timestamp(ms: i64) -> String {
     (base + chrono::Duration::milliseconds(ms))
         .format("%Y-%m-%d %H:%M:%S%.3f")
         .to_string()
+}
+
+/// What an object's wake-up stands for on a route with a ready marker: the marker's,
+/// every data file of its partition that exists (its event makes them ready); a data
+/// file's, itself once its partition's marker exists, else nothing (the file waits: the
+/// marker's event, or the sweep once it exists, loads it; the final check asks for it).
+fn stands_for_with_marker(s3: &Objects, url: &str, marker: &str) -> BTreeSet<String> {
+    let dir = &url[..url.rfind('/').map_or(0, |i| i + 1)];
+    if url[dir.len()..] == *marker {
+        let Some((bucket, prefix)) = dir.strip_prefix("s3://").and_then(|d| d.split_once('/'))
+        else {
+            return BTreeSet::new();
+        };
+        return s3.data_files(bucket, prefix);
+    }
+    if s3.object(&format!("{dir}{marker}")).is_some() {
+        BTreeSet::from([url.to_string()])
+    } else {
+        BTreeSet::new()
+    }
 }

@@ -783,3 +783,65 @@ async fn resolves_search_path_and_quoted_names() {
         vec![vec![s("7"), s("q")]]
     );
 }
+
+/// The loader's by-name mapping (issue 20 item 3) means something only because COPY maps
+/// by position: "COPY inserts values into the target table's columns in the same order
+/// as fields occur in the data files", and a column list's "order must match the order
+/// of the source data" (COPY column mapping,
+/// https://docs.aws.amazon.com/redshift/latest/dg/copy-parameters-column-mapping.html).
+/// Neither a Parquet file's column names nor a CSV header's are ever read as names.
+#[tokio::test]
+async fn columns_map_by_position_never_by_name() {
+    let st = Stack::new().await;
+    st.sql(&format!(
+        "CREATE TABLE {0}.t (a bigint, b bigint); CREATE TABLE {0}.c (a bigint, b bigint)",
+        st.schema
+    ))
+    .await;
+    // A Parquet file whose columns are named b, a (in that order).
+    let swapped = RecordBatch::try_from_iter(vec![
+        ("b", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
+        ("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+    ])
+    .unwrap();
+    st.put("pos/1.parquet", parquet(&swapped, Compression::SNAPPY))
+        .await;
+    st.copy(&st.copy_sql("t", "pos/", "PARQUET"))
+        .await
+        .expect("same count, same types");
+    // A column list in the table's order changes nothing: the file's first column still
+    // goes to the first listed column.
+    st.copy(&st.copy_sql("t (a, b)", "pos/", "PARQUET"))
+        .await
+        .expect("column list");
+    // Listing the columns in the file's order is what loads them by name.
+    st.copy(&st.copy_sql("t (b, a)", "pos/", "PARQUET"))
+        .await
+        .expect("column list in the file's order");
+    let select = |t: &str| {
+        format!(
+            "SELECT a::text, b::text FROM {}.{t} ORDER BY a, b",
+            st.schema
+        )
+    };
+    assert_eq!(
+        st.rows(&select("t")).await,
+        vec![
+            vec![s("1"), s("2")],
+            vec![s("2"), s("1")],
+            vec![s("2"), s("1")]
+        ]
+    );
+    // CSV: IGNOREHEADER skips the header unread; fields go by position.
+    st.put("csv/1.csv", b"b,a\n2,1\n".to_vec()).await;
+    st.copy(&st.copy_sql("c", "csv/", "CSV IGNOREHEADER 1"))
+        .await
+        .expect("csv");
+    st.copy(&st.copy_sql("c (b, a)", "csv/", "CSV IGNOREHEADER 1"))
+        .await
+        .expect("csv with a column list in the header's order");
+    assert_eq!(
+        st.rows(&select("c")).await,
+        vec![vec![s("1"), s("2")], vec![s("2"), s("1")]]
+    );
+}

@@ -80,6 +80,7 @@ fn database_setup_sql(default: Isolation) -> String {
          {varchar}
          {conflicts}
          {upkeep}
+         {rbac}
          GRANT CREATE, USAGE ON SCHEMA public TO PUBLIC;
          GRANT SELECT ON public.stl_load_commits, public.sys_load_history,
            public.sys_load_error_detail TO PUBLIC;
@@ -112,7 +113,8 @@ fn database_setup_sql(default: Isolation) -> String {
         errors = LOAD_ERRORS_DDL,
         varchar = crate::varchar::VARCHAR_COMPARISON_SQL,
         conflicts = TR_CONFLICT_DDL,
-        upkeep = crate::upkeep::UPKEEP_DDL
+        upkeep = crate::upkeep::UPKEEP_DDL,
+        rbac = crate::rbac::RBAC_DDL
     )
 }
 
@@ -593,6 +595,22 @@ impl Executor {
         if let Some(refusal) = translate::raise_with_expression(sql) {
             return Err(refusal);
         }
+        if let Some(refusal) = translate::drop_procedure_if_exists(sql) {
+            return Err(refusal);
+        }
+        // System permissions (ANALYZE, VACUUM) and role grants: see `crate::rbac`.
+        if let Some(command) = crate::rbac::parse(sql) {
+            let command = command?;
+            let admin = self.connect_admin(database).await?;
+            crate::rbac::run(client, &admin, command, pid).await?;
+            return Ok(Done {
+                rows: 0,
+                result: None,
+            });
+        }
+        if let Some(refusal) = translate::alter_table_add_column(sql) {
+            return Err(refusal);
+        }
         // ANALYZE, VACUUM and the views of their state: see `crate::upkeep`.
         if let Some(command) = crate::upkeep::parse(sql) {
             let command = command?;
@@ -635,10 +653,12 @@ impl Executor {
                 let report = match result {
                     Ok(report) => report,
                     Err(e) => {
+                        // The row names the file the error is about when the error does
+                        // (a corrupt Parquet file of a manifest), else the COPY's source.
                         let message = copy_error_text(&e, pid);
                         self.record_load_error(database, query_id, &command, &message, pid)
                             .await;
-                        return Err(message);
+                        return Err(self.faults.file_names(scope).rewrite(&message));
                     }
                 };
                 Ok(Done {
@@ -700,8 +720,12 @@ impl Executor {
     }
 
     /// Writes the `sys_load_error_detail` row of a failed COPY on a connection of its
-    /// own, so that it outlives the rollback. The file is the COPY's source (the
-    /// manifest or prefix): the emulator does not tell which file of it failed.
+    /// own, so that it outlives the rollback. The file is the one the error names (a
+    /// Spectrum scan error of one file of a manifest), else the COPY's source (the
+    /// manifest or prefix). For columnar COPY AWS says only that "some errors are
+    /// logged in STL_LOAD_ERRORS and STL_ERROR"
+    /// (<https://docs.aws.amazon.com/redshift/latest/dg/copy-usage_notes-copy-from-columnar.html>);
+    /// the loader never relies on this row, it keeps the statement's error text.
     /// Best effort: a failure here is logged, never the statement's error.
     async fn record_load_error(
         &self,
@@ -724,7 +748,7 @@ impl Executor {
                     &query_id,
                     &session,
                     &command.table,
-                    &command.source,
+                    &named_file(message).unwrap_or(command.source.as_str()),
                     &message,
                 ],
             )
@@ -976,6 +1000,19 @@ pub fn redshift_error_text(severity: &str, sqlstate: &str, message: &str, pid: i
     }
 }
 
+/// The `s3://` URL of the file a COPY error is about: the one after `File '` (a
+/// Spectrum scan error) or `File name: ` (a column count mismatch).
+fn named_file(message: &str) -> Option<&str> {
+    let (start, end): (&str, &[char]) = if message.contains("File 's3://") {
+        ("File '", &['\''])
+    } else {
+        ("File name: ", &[' ', ','])
+    };
+    let from = &message[message.find(start)? + start.len()..];
+    let url = &from[..from.find(end).unwrap_or(from.len())];
+    url.starts_with("s3://").then_some(url)
+}
+
 fn copy_error_text(error: &redshift_copy::CopyError, pid: i64) -> String {
     match error {
         redshift_copy::CopyError::Postgres(e) => postgres_error_text(e, pid),
@@ -1032,6 +1069,19 @@ mod tests {
             redshift_error_text("FATAL", "3D000", "database \"x\" does not exist", 1),
             "FATAL: database \"x\" does not exist"
         );
+    }
+
+    #[test]
+    fn the_file_an_error_names_is_found() {
+        assert_eq!(
+            named_file("ERROR: Spectrum Scan Error. File 's3://b/p/f.parquet' is not valid"),
+            Some("s3://b/p/f.parquet")
+        );
+        assert_eq!(
+            named_file("Unmatched number of columns. Data columns: 3, File name: s3://b/k"),
+            Some("s3://b/k")
+        );
+        assert_eq!(named_file("ERROR: Load into table 't' failed."), None);
     }
 
     #[test]

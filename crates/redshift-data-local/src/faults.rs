@@ -33,6 +33,71 @@ pub struct FaultSet {
     /// tests can meet a VACUUM another session runs.
     #[serde(default)]
     pub vacuum_ms: u64,
+    /// How a COPY's error names the file it failed on. Redshift's Spectrum errors name
+    /// it in their context as an HTTPS URL (`File 'https://s3.<region>.amazonaws.com/
+    /// <bucket>/<key>' has an incompatible Parquet schema ...`, code 15007) and may cut
+    /// the context short; whether every error about a file names it is not documented,
+    /// so tests can take the name away and the loader must still find the file.
+    #[serde(default, skip_serializing_if = "FileNames::is_s3")]
+    pub file_names: FileNames,
+}
+
+/// How a COPY error names its file (see [`FaultSet::file_names`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FileNames {
+    /// `s3://bucket/key`, the emulator's default.
+    #[default]
+    S3,
+    /// `https://s3.us-east-1.amazonaws.com/bucket/key`, as Redshift's Spectrum context.
+    Https,
+    /// Not at all.
+    Hidden,
+}
+
+impl FileNames {
+    fn is_s3(&self) -> bool {
+        *self == FileNames::S3
+    }
+
+    /// `message` with every `s3://` URL in it written this way. Hidden drops the URL
+    /// together with the words that introduce it (`File '…' ` → `File `, `, File name:
+    /// …` → ``).
+    pub fn rewrite(self, message: &str) -> String {
+        let mut out = String::with_capacity(message.len());
+        let mut rest = message;
+        while let Some(at) = rest.find("s3://") {
+            let (before, from) = rest.split_at(at);
+            let end = from
+                .find(|c: char| c == '\'' || c.is_whitespace())
+                .unwrap_or(from.len());
+            let (url, after) = from.split_at(end);
+            match self {
+                FileNames::S3 => {
+                    out.push_str(before);
+                    out.push_str(url);
+                }
+                FileNames::Https => {
+                    out.push_str(before);
+                    out.push_str("https://s3.us-east-1.amazonaws.com/");
+                    out.push_str(&url["s3://".len()..]);
+                }
+                FileNames::Hidden => {
+                    let before = before
+                        .strip_suffix(", File name: ")
+                        .or_else(|| before.strip_suffix(" '"))
+                        .unwrap_or(before);
+                    out.push_str(before);
+                }
+            }
+            rest = after;
+            if self == FileNames::Hidden {
+                rest = rest.strip_prefix('\'').unwrap_or(rest);
+            }
+        }
+        out.push_str(rest);
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -183,6 +248,16 @@ impl Faults {
         hit
     }
 
+    /// How COPY errors in `scope` name their file (the last set that says wins).
+    pub fn file_names(&self, scope: Option<&str>) -> FileNames {
+        self.lock()
+            .iter()
+            .filter(|s| s.applies_to(scope) && !s.file_names.is_s3())
+            .map(|s| s.file_names)
+            .next_back()
+            .unwrap_or_default()
+    }
+
     /// Consumes one injected COPY failure for `table`, returning its message.
     pub fn take_copy_failure(&self, scope: Option<&str>, table: &str) -> Option<String> {
         let table = normalize_table(table);
@@ -263,6 +338,7 @@ mod tests {
             conflict_fraction: 0.0,
             hold_statements: Vec::new(),
             vacuum_ms: 0,
+            file_names: FileNames::S3,
         }
     }
 
@@ -320,6 +396,28 @@ mod tests {
         assert_eq!(faults.latency(Some("wg-b")), Duration::ZERO);
         assert_eq!(faults.latency(None), Duration::ZERO);
         assert_eq!(faults.take_copy_failure(Some("wg-b"), "sales.orders"), None);
+    }
+
+    #[test]
+    fn file_names_are_rewritten_or_hidden() {
+        let m = "ERROR: Spectrum Scan Error. File 's3://b/p/f.parquet' is not a valid Parquet \
+                 file: bad magic";
+        assert_eq!(FileNames::S3.rewrite(m), m);
+        assert_eq!(
+            FileNames::Https.rewrite(m),
+            "ERROR: Spectrum Scan Error. File 'https://s3.us-east-1.amazonaws.com/b/p/f.parquet' \
+             is not a valid Parquet file: bad magic"
+        );
+        assert_eq!(
+            FileNames::Hidden.rewrite(m),
+            "ERROR: Spectrum Scan Error. File is not a valid Parquet file: bad magic"
+        );
+        let count = "Spectrum Scan Error. Unmatched number of columns between table and file. \
+                     Table columns: 2, Data columns: 3, File name: s3://b/k.parquet";
+        assert!(!FileNames::Hidden.rewrite(count).contains("s3://"));
+        assert!(FileNames::Hidden
+            .rewrite(count)
+            .ends_with("Data columns: 3"));
     }
 
     #[test]

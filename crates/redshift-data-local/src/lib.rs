@@ -9,6 +9,7 @@ pub mod events;
 pub mod executor;
 pub mod faults;
 pub mod identity;
+pub mod rbac;
 pub mod results;
 pub mod serializable;
 pub mod server;

@@ -28,8 +28,8 @@
 //! - One VACUUM at a time per workgroup (cluster); a second fails at once. Redshift's
 //!   words for it are not documented: the emulator's are
 //!   [`VACUUM_ALREADY_RUNNING`]. The fault `vacuum_ms` holds each VACUUM that long.
-//! - Without the right (owner or superuser here; Redshift also lets a role with the
-//!   VACUUM / ANALYZE system permission), the statement "completes successfully but has
+//! - Without the right (owner, superuser, or a member of a role with the VACUUM /
+//!   ANALYZE system permission: `crate::rbac`), the statement "completes successfully but has
 //!   no effect", AWS's current wording; older pages said a single-table VACUUM fails.
 //!   The stricter reading for a caller is the silent one: nothing changes, nothing is
 //!   recorded, and a PostgreSQL-style WARNING is only logged.
@@ -342,20 +342,27 @@ struct Target {
 }
 
 /// The tables a command covers (one, or every user table the caller may touch), and
-/// whether the caller may analyze/vacuum each: its owner or a superuser.
-async fn targets(client: &Client, table: Option<&str>, pid: i64) -> Result<Vec<Target>, String> {
+/// whether the caller may analyze/vacuum each: its owner, a superuser, or a member of
+/// a role with the `permission` (ANALYZE or VACUUM) system permission (`crate::rbac`).
+async fn targets(
+    client: &Client,
+    table: Option<&str>,
+    permission: &str,
+    pid: i64,
+) -> Result<Vec<Target>, String> {
     let rows = client
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text,
                     pg_has_role(current_user, c.relowner, 'USAGE')
                     OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                    OR public.rdl_has_system_privilege($2::text, current_user)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind = 'r'
                AND CASE WHEN $1::text IS NULL
                         THEN n.nspname NOT IN ('pg_catalog', 'information_schema', 'public')
                              AND n.nspname NOT LIKE 'pg\\_%'
                         ELSE c.oid = to_regclass($1::text) END",
-            &[&table],
+            &[&table, &permission],
         )
         .await
         .map_err(|e| postgres_error_text(&e, pid))?;
@@ -392,7 +399,7 @@ pub async fn run(
     let user = statement.identity.user().map(str::to_string);
     match command {
         Command::Analyze { table } => {
-            for t in targets(client, table.as_deref(), pid).await? {
+            for t in targets(client, table.as_deref(), "ANALYZE", pid).await? {
                 if !t.may {
                     tracing::warn!(table = %t.name, "skipping: only table or database owner can analyze it");
                     continue;
@@ -415,7 +422,7 @@ pub async fn run(
             let Some(_slot) = VacuumSlot::take(&scope) else {
                 return Err(VACUUM_ALREADY_RUNNING.into());
             };
-            for t in targets(client, table.as_deref(), pid).await? {
+            for t in targets(client, table.as_deref(), "VACUUM", pid).await? {
                 if !t.may {
                     tracing::warn!(table = %t.name, "skipping: only table or database owner can vacuum it");
                     continue;

@@ -1064,3 +1064,49 @@ async fn getdate_follows_the_users_default_time_zone() {
         "{inside}: the procedure's SET clause makes it UTC"
     );
 }
+
+/// Redshift's ALTER TABLE page, ADD COLUMN: one column per statement; a NOT NULL column
+/// needs a DEFAULT (refused even on an empty table: the stricter reading, the page does
+/// not say); inside a transaction block it is allowed (only an external table's ALTER
+/// TABLE is refused there), and an existing column fails with PostgreSQL's and
+/// Redshift's `already exists` (there is no `ADD COLUMN IF NOT EXISTS`).
+#[tokio::test]
+async fn add_column_rules() {
+    let h = start().await;
+    let t = h.table("widening");
+    h.ok(&format!("CREATE TABLE {t} (id BIGINT)")).await;
+    for refused in [
+        format!("ALTER TABLE {t} ADD COLUMN a INT, ADD COLUMN b INT"),
+        format!("ALTER TABLE {t} ADD COLUMN a INT NOT NULL"),
+    ] {
+        let d = h.run(&refused).await;
+        assert_eq!(status(&d), "FAILED", "{refused}");
+        assert!(
+            d.error()
+                .is_some_and(|e| e.starts_with("ERROR: ALTER TABLE ADD COLUMN")),
+            "{refused}: {:?}",
+            d.error()
+        );
+    }
+    h.ok(&format!(
+        "ALTER TABLE {t} ADD COLUMN a INT NOT NULL DEFAULT 0"
+    ))
+    .await;
+    let d = h
+        .batch(&[
+            &format!("ALTER TABLE {t} ADD COLUMN b DECIMAL(10,2)"),
+            &format!("INSERT INTO {t} (id, b) VALUES (1, 2.5)"),
+        ])
+        .await;
+    assert_eq!(status(&d), "FINISHED", "{:?}", d.error());
+    let d = h
+        .run(&format!("ALTER TABLE {t} ADD COLUMN b DECIMAL(10,2)"))
+        .await;
+    assert_eq!(status(&d), "FAILED");
+    assert!(
+        d.error()
+            .is_some_and(|e| e.contains("column \"b\"") && e.contains("already exists")),
+        "{:?}",
+        d.error()
+    );
+}

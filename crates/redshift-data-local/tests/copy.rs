@@ -414,7 +414,8 @@ async fn a_failed_copy_is_logged_in_sys_load_error_detail_despite_the_rollback()
         ))
         .await;
     assert_eq!(logged.len(), 1, "one row for the failed COPY");
-    assert_eq!(text(&logged[0][0]), source);
+    // The row names the file the error is about (the Parquet file, not the prefix).
+    assert_eq!(text(&logged[0][0]), format!("{source}part-0.parquet"));
     assert!(
         text(&logged[0][1]).contains("Unmatched number of columns"),
         "{}",

@@ -176,6 +176,63 @@ async fn analyze_and_vacuum_without_the_right_complete_but_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_member_of_a_role_with_the_analyze_and_vacuum_system_permissions_may_upkeep_any_table() {
+    // https://docs.aws.amazon.com/redshift/latest/dg/r_roles-system-privileges.html
+    let (h, user, client) = with_iam_user().await;
+    let t = h.table("t");
+    h.ok(&format!("CREATE TABLE {t} (id int)")).await;
+    h.ok(&format!("INSERT INTO {t} SELECT generate_series(1, 10)"))
+        .await;
+    h.ok(&format!("GRANT USAGE ON SCHEMA {} TO \"{user}\"", h.schema))
+        .await;
+    let role = unique("upkeep_role");
+    h.ok(&format!("CREATE ROLE {role}")).await;
+    // System permissions go to roles; only a superuser grants them here.
+    let (st, err) = run_as(&h, &client, &format!("GRANT VACUUM TO ROLE {role}")).await;
+    assert_eq!(st, "FAILED");
+    assert!(err.contains("permission denied"), "{err}");
+    let (st, err) = run_as(&h, &client, &format!("GRANT VACUUM TO \"{user}\"")).await;
+    assert_eq!(st, "FAILED");
+    assert!(err.contains("roles only"), "{err}");
+    h.ok(&format!("GRANT ANALYZE, VACUUM TO ROLE {role}")).await;
+
+    // Not a member yet: no effect, as without any right.
+    let (st, err) = run_as(&h, &client, &format!("ANALYZE {t}")).await;
+    assert_eq!(st, "FINISHED", "{err}");
+    assert_eq!(info(&h, "t").await, Some((100.0, 100.0, 10, 10)));
+    let (st, err) = run_as(
+        &h,
+        &client,
+        "SELECT COUNT(*) FROM svv_system_privileges WHERE system_privilege = 'VACUUM'",
+    )
+    .await;
+    assert_eq!(st, "FINISHED", "{err}");
+
+    h.ok(&format!("GRANT ROLE {role} TO \"{user}\"")).await;
+    let (st, err) = run_as(
+        &h,
+        &client,
+        "SELECT 1 FROM svv_system_privileges s WHERE s.system_privilege = 'ANALYZE' \
+         AND s.identity_type = 'role' AND user_is_member_of(CURRENT_USER, s.identity_name)",
+    )
+    .await;
+    assert_eq!(st, "FINISHED", "{err}");
+    for sql in [format!("ANALYZE {t}"), format!("VACUUM {t} TO 100 PERCENT")] {
+        let (st, err) = run_as(&h, &client, &sql).await;
+        assert_eq!(st, "FINISHED", "{sql}: {err}");
+    }
+    assert_eq!(info(&h, "t").await, Some((0.0, 0.0, 10, 10)));
+
+    // Revoked: no effect again.
+    h.ok(&format!("REVOKE VACUUM FROM ROLE {role}")).await;
+    h.ok(&format!("INSERT INTO {t} SELECT generate_series(11, 20)"))
+        .await;
+    let (st, err) = run_as(&h, &client, &format!("VACUUM {t} TO 100 PERCENT")).await;
+    assert_eq!(st, "FINISHED", "{err}");
+    assert_eq!(info(&h, "t").await.map(|i| i.1), Some(50.0));
+}
+
+#[tokio::test]
 async fn sys_query_history_has_queue_and_execution_time_each_user_their_own() {
     let (h, _user, client) = with_iam_user().await;
     let marker = unique("admin_marker");

@@ -7,9 +7,9 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use partition_loader::backfill::PartitionWork;
-use partition_loader::config::{Mode, S3Location};
-use partition_loader::plan::{self, LoadedFile, Plan};
+use partition_loader::lake::config::{Mode, S3Location};
+use partition_loader::protocol::plan::{self, LoadedFile, Plan};
+use partition_loader::run::backfill::PartitionWork;
 use partition_loader::{sql, LoaderError};
 use serde_json::json;
 use tokio::time::Instant;
@@ -88,6 +88,11 @@ pub async fn run(
     }
     let last = figures(done, totals, progress.elapsed());
     progress.finish(&last);
+    if !work.is_empty() {
+        // Loads outside the sweep's window leave S3's window listing unchanged: the
+        // next scheduled sweep must query (and run upkeep after these loads).
+        loader.mark_dirty("loaderctl backfill loaded", holder).await;
+    }
     Ok(all_ok)
 }
 

@@ -3,7 +3,7 @@
 //! history (COPY query ids, transaction, rows, COPY duration).
 
 use partition_loader::sql::{self, TableName};
-use partition_loader::{manifest, LoaderError};
+use partition_loader::{lake::manifest, LoaderError};
 use serde::Serialize;
 use tokio::time::Instant;
 

@@ -1,5 +1,5 @@
 //! `loaderctl redrive QUEUE_URL [--max N]`: replays a failure queue through the handler
-//! ([`partition_loader::redrive`]); one JSON line per message on stdout, a summary on
+//! ([`partition_loader::run::redrive`]); one JSON line per message on stdout, a summary on
 //! stderr. Progress on stderr: a bar on a terminal (messages done of the queue's
 //! approximate depth), else one plain line per message (`redrive: 2/3 messages, 1
 //! succeeded, 1 failed, 1 deleted, 0.8/s, ETA 1s: <message id>: loaded`).
@@ -52,7 +52,7 @@ pub async fn run(
         std::io::stderr().is_terminal(),
     );
     let mut counts = Counts::default();
-    let summary = partition_loader::redrive::redrive(
+    let summary = partition_loader::run::redrive::redrive(
         loader,
         &sqs,
         &args.queue_url,
@@ -82,6 +82,11 @@ pub async fn run(
         "loaderctl: redrive {}: {} message(s), {} succeeded and deleted, {} failed and kept",
         args.queue_url, summary.seen, summary.deleted, summary.failed
     );
+    if summary.seen > 0 {
+        // Redriven loads may lie outside the sweep's window: the next scheduled sweep
+        // queries (and runs upkeep after them).
+        loader.mark_dirty("loaderctl redrive loaded", holder).await;
+    }
     Ok(summary.failed == 0)
 }
 

@@ -2,8 +2,8 @@
 //! join of ledger loads with Redshift's load history, and the text table. Pure.
 
 use chrono::NaiveDateTime;
-use partition_loader::warehouse::Row;
-use partition_loader::{manifest, LoaderError};
+use partition_loader::io::warehouse::Row;
+use partition_loader::{lake::manifest, LoaderError};
 use serde::Serialize;
 
 /// Names the fix when the loader schema's tables are missing.

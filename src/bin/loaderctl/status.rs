@@ -7,8 +7,11 @@
 use std::collections::BTreeSet;
 
 use chrono::NaiveDateTime;
+use partition_loader::io::storage::Storage;
 use partition_loader::sql::{self, TableName};
-use partition_loader::{file_sizes, manifest, plan, LoaderError};
+use partition_loader::{
+    lake::file_sizes, lake::manifest, lake::markers, protocol::plan, LoaderError,
+};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -42,8 +45,24 @@ struct TableStatus {
     files_total: i64,
     recent_failures: Vec<Failure>,
     /// Files and bytes per COPY over the newest loads, with advice when they fall
-    /// outside AWS's guidance for COPY (`partition_loader::file_sizes`).
+    /// outside AWS's guidance for COPY (`partition_loader::lake::file_sizes`).
     file_sizes: Option<FileSizes>,
+    /// Partitions of routes with a `ready_marker` whose files wait for it (within the
+    /// look-back window), the longest wait first.
+    waiting_for_marker: Vec<MarkerWait>,
+    /// Files Redshift refused, kept out of loads (`loaderctl quarantine`): any makes the
+    /// status fail.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    quarantined: Vec<crate::quarantine::Quarantined>,
+}
+
+#[derive(Debug, Serialize)]
+struct MarkerWait {
+    /// `s3://bucket/prefix/d=…/`.
+    partition: String,
+    marker: String,
+    files: usize,
+    waiting_seconds: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,6 +138,8 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         .query(sql::pending_wakeups(schema, &names), vec![], deadline)
         .await?;
 
+    let quarantined = crate::quarantine::read(loader, &names, deadline).await?;
+
     let mut tables: BTreeSet<String> = BTreeSet::new();
     match &one {
         Some(t) => {
@@ -149,7 +170,16 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
             files_total: 0,
             recent_failures: Vec::new(),
             file_sizes: None,
+            waiting_for_marker: Vec::new(),
+            quarantined: quarantined
+                .iter()
+                .filter(|q| q.table == table)
+                .cloned()
+                .collect(),
         };
+        if !status.quarantined.is_empty() {
+            all_ok = false;
+        }
         let Ok(name) = TableName::parse(&table) else {
             statuses.push(status);
             continue;
@@ -227,6 +257,7 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
                 }
             }
         }
+        status.waiting_for_marker = marker_waits(loader, &name).await?;
         // Failures under the table's data prefixes (Redshift names the data file) and
         // its manifest prefix (a failure before any file, or the emulator).
         let mut prefixes = vec![manifests];
@@ -280,6 +311,34 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
         print!("{}", render(&statuses));
     }
     Ok(all_ok)
+}
+
+/// The partitions of the table's routes with a ready marker that wait for it: one
+/// listing of each route prefix (in the route's bucket or `SWEEP_BUCKET`), files within
+/// the sweep's look-back window.
+async fn marker_waits(loader: &Ctl, table: &TableName) -> Result<Vec<MarkerWait>, LoaderError> {
+    let config = loader.config();
+    let now = std::time::SystemTime::now();
+    let window = std::time::Duration::from_secs(u64::from(config.sweep_look_back_days) * 86_400);
+    let since = now.checked_sub(window).unwrap_or(std::time::UNIX_EPOCH);
+    let mut out = Vec::new();
+    for route in config.routes.iter().filter(|r| r.table == *table) {
+        let (Some(marker), Some(bucket)) = (&route.ready_marker, config.sweep_bucket_of(route))
+        else {
+            continue;
+        };
+        let listing = loader.storage().list(bucket, &route.prefix).await?;
+        for w in markers::waiting_partitions(route, &listing, since, now) {
+            out.push(MarkerWait {
+                partition: plan::s3_url(bucket, &format!("{}{}", route.prefix, w.partition_path)),
+                marker: marker.clone(),
+                files: w.files,
+                waiting_seconds: w.waited.as_secs(),
+            });
+        }
+    }
+    out.sort_by_key(|w| std::cmp::Reverse(w.waiting_seconds));
+    Ok(out)
 }
 
 /// The text table, then each table's failures indented below it.
@@ -342,10 +401,38 @@ fn render(statuses: &[TableStatus]) -> String {
             out.push_str(&format!("\nfile sizes of {}: {advice}\n", s.table));
         }
     }
+    for s in statuses.iter().filter(|s| !s.waiting_for_marker.is_empty()) {
+        out.push_str(&format!(
+            "\npartitions of {} waiting for their marker:\n",
+            s.table
+        ));
+        for w in &s.waiting_for_marker {
+            out.push_str(&format!(
+                "  {}  {} file(s) waiting {} for {}\n",
+                w.partition,
+                w.files,
+                report::human_seconds(w.waiting_seconds as i64),
+                w.marker
+            ));
+        }
+    }
     for s in statuses.iter().filter(|s| !s.recent_failures.is_empty()) {
         out.push_str(&format!("\nrecent load failures of {}:\n", s.table));
         for f in &s.recent_failures {
             out.push_str(&format!("  {}  {}\n    {}\n", f.at, f.file, f.reason));
+        }
+    }
+    for s in statuses.iter().filter(|s| !s.quarantined.is_empty()) {
+        out.push_str(&format!(
+            "\nquarantined files of {} (loaded again when rewritten, or after `loaderctl \
+             quarantine release URL`):\n",
+            s.table
+        ));
+        for q in &s.quarantined {
+            out.push_str(&format!(
+                "  {}  {}\n    {}\n",
+                q.quarantined_at, q.url, q.error
+            ));
         }
     }
     out
@@ -412,6 +499,13 @@ mod tests {
                 mean_file_bytes: 40,
                 advice: Some("50.0 files of 0 KB on average per COPY: compact them".into()),
             }),
+            waiting_for_marker: vec![MarkerWait {
+                partition: "s3://lake/orders/order_date=2024-05-29/".into(),
+                marker: "_SUCCESS".into(),
+                files: 2,
+                waiting_seconds: 600,
+            }],
+            quarantined: Vec::new(),
         };
         let idle = TableStatus {
             table: "sales.refunds".into(),
@@ -424,8 +518,22 @@ mod tests {
             files_total: 0,
             recent_failures: Vec::new(),
             file_sizes: None,
+            waiting_for_marker: Vec::new(),
+            quarantined: vec![crate::quarantine::Quarantined {
+                table: "sales.refunds".into(),
+                partition: "d=1/".into(),
+                url: "s3://lake/refunds/d=1/bad.parquet".into(),
+                etag: "e".into(),
+                error: "Spectrum Scan Error".into(),
+                quarantined_at: "2024-05-28 10:07:00".into(),
+            }],
         };
         let text = render(&[stuck, idle]);
+        assert!(
+            text.contains("quarantined files of sales.refunds")
+                && text.contains("  2024-05-28 10:07:00  s3://lake/refunds/d=1/bad.parquet\n    Spectrum Scan Error"),
+            "{text}"
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("TABLE"));
         assert!(
@@ -443,7 +551,15 @@ mod tests {
             lines[4],
             "file sizes of sales.orders: 50.0 files of 0 KB on average per COPY: compact them"
         );
-        assert_eq!(lines[6], "recent load failures of sales.orders:");
-        assert!(lines[7].contains("bad.parquet") && lines[8].contains("Unmatched"));
+        assert_eq!(
+            lines[6],
+            "partitions of sales.orders waiting for their marker:"
+        );
+        assert_eq!(
+            lines[7],
+            "  s3://lake/orders/order_date=2024-05-29/  2 file(s) waiting 10m for _SUCCESS"
+        );
+        assert_eq!(lines[9], "recent load failures of sales.orders:");
+        assert!(lines[10].contains("bad.parquet") && lines[11].contains("Unmatched"));
     }
 }

@@ -8,7 +8,7 @@
 
 use std::io::IsTerminal;
 
-use partition_loader::sweep::Step;
+use partition_loader::run::sweep::Step;
 use partition_loader::{LoaderError, Outcome};
 use serde_json::json;
 use tokio::time::Instant;
@@ -33,9 +33,7 @@ pub async fn run(
     let days = args.days.unwrap_or(loader.config().sweep_look_back_days);
     let terminal = std::io::stderr().is_terminal();
     let mut all_ok = true;
-    for routes in
-        partition_loader::sweep::sweep_order(&loader.config().routes, std::time::SystemTime::now())
-    {
+    for routes in partition_loader::run::sweep::sweep_order(&loader.config().routes, holder) {
         let name = format!("sweep {}", routes[0].table);
         let mut table = TableProgress::default();
         let results = loader
@@ -51,6 +49,9 @@ pub async fn run(
             all_ok &= print_result(r, json!({"sweep_days": days}));
         }
     }
+    // A sweep by hand runs no upkeep and writes no clean watermark: the next scheduled
+    // sweep queries (upkeep after what this one loaded).
+    loader.mark_dirty("loaderctl sweep ran", holder).await;
     Ok(all_ok)
 }
 

@@ -5,7 +5,7 @@
 //! per table on stdout, a progress line per table on stderr. Run it as the tables'
 //! owner when the function's user may not analyze or vacuum them.
 
-use partition_loader::upkeep;
+use partition_loader::ops::upkeep;
 use partition_loader::LoaderError;
 use tokio::time::Instant;
 
