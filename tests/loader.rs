@@ -900,3 +900,45 @@ async fn bootstrap_procedures_raise_with_simple_variables_only() {
     let e = stack.try_sql(&take).await.unwrap_err();
     assert!(e.to_string().contains(&format!("of {t} has 2 rows")), "{e}");
 }
+
+/// Issue 21 item 5: a burst over the Data API's request-rate quotas (the emulator's
+/// `rate_limits`, answering `ThrottlingException` "Rate exceeded" as the service does)
+/// slows down and loads every file once, in the per-event mode. Before, a throttled call
+/// gave up after 8 attempts (about 5-9 s of backoff) and the invocation failed with
+/// `Retryable.Throttled`; now throttling is retried until the invocation's deadline.
+#[tokio::test]
+async fn a_burst_over_the_data_api_rate_limits_slows_down_and_loads_every_file_once() {
+    let stack = Stack::new().await;
+    let (loader, t) = stack.orders("").await;
+    const N: i64 = 40;
+    let mut events = Vec::new();
+    for i in 0..N {
+        events.push(
+            stack
+                .orders_file(&format!("part-{i}.parquet"), i * 3..i * 3 + 3)
+                .await,
+        );
+    }
+    // Far below the service's figures, so that 40 events exceed them for many seconds.
+    stack
+        .fault(json!({"rate_limits": {
+            "BatchExecuteStatement": 2, "ExecuteStatement": 2,
+            "DescribeStatement": 10, "GetStatementResult": 10
+        }}))
+        .await;
+    let outcomes = futures::future::join_all(events.iter().map(|e| handle(&loader, e))).await;
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().err().map(|e| e.error_type()))
+        .collect();
+    assert!(failed.is_empty(), "invocations failed: {failed:?}");
+    assert_eq!(stack.rows(&t).await, N * 3, "every row once");
+    assert_eq!(stack.ledger_rows(&t).await, N);
+    assert_eq!(stack.wakeup_rows(&t).await, 0, "no wake-up left");
+    let (_, injected) = admin("GET", "/_admin/faults/injected", "").await;
+    let injected: serde_json::Value = serde_json::from_str(&injected).unwrap_or_default();
+    let throttled = injected[&stack.workgroup]["rate_limited"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(throttled > 0, "the burst was throttled: {injected}");
+}

@@ -430,7 +430,15 @@ async fn a_handed_off_partition_keeps_its_wake_up_on_a_transient_failure_then_qu
         .await;
     let e = handle(&loader, &b).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Retryable, "{e}");
-    assert_eq!(stack.wakeup_rows(&t).await, 1, "the wake-up is kept");
+    // The drained partition's wake-up is kept (the taker of the expired lease also
+    // queued its own first, issue 21.1, kept too after the transient failure).
+    let kept = stack
+        .count(&format!(
+            "SELECT COUNT(*) FROM {} WHERE partition_path = 'order_date=2024-05-28/'",
+            stack.loader_table(&t, "wakeup")
+        ))
+        .await;
+    assert_eq!(kept, 1, "the wake-up is kept");
     assert!(quarantine_rows(&stack, &t).await.is_empty());
     assert_eq!(stack.rows(&t).await, 3);
     // The retry drains it: the corrupt file is quarantined, its neighbour loads.

@@ -618,7 +618,12 @@ where
             _ => DisplayErrorContext(&err).to_string(),
         };
         let pause = backoff.next_pause();
-        if !retryable || attempt >= CALL_ATTEMPTS || Instant::now() + pause >= deadline {
+        // Throttling is retried until the deadline, not for a number of attempts: a
+        // burst over the Data API's request-rate quotas slows down instead of failing
+        // (issue 21 item 5). At the deadline the invocation fails Retryable
+        // (`Throttled`) and its event is retried with its work kept.
+        let out_of_attempts = attempt >= CALL_ATTEMPTS && !throttled;
+        if !retryable || out_of_attempts || Instant::now() + pause >= deadline {
             return Err(if throttled {
                 LoaderError::Throttled(message)
             } else {

@@ -239,9 +239,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 });
             }
         };
-        let result = match self
-            .load_holding_lease(route, bucket, partition, holder, held, deadline)
-            .await
+        // Boxed: the load's future is large (debug builds overflowed a test thread's
+        // 2 MiB stack through the sweep); on the heap it costs one allocation a load.
+        let result = match Box::pin(
+            self.load_holding_lease(route, bucket, partition, holder, held, deadline),
+        )
+        .await
         {
             Ok(Loaded::Committed(o) | Loaded::Nothing(o)) => Ok(o),
             Ok(Loaded::Running(o)) => {
@@ -332,7 +335,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         ) {
             return result;
         }
-        if let Err(e) = self.drain(ctx, route).await {
+        if let Err(e) = Box::pin(self.drain(ctx, route)).await {
             tracing::warn!(table = %route.table, error = %e,
                 "draining wake-ups failed; the next holder, a retry or the sweep drains them");
             if !matches!(
@@ -382,7 +385,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 if Instant::now() + ctx.reserve >= ctx.deadline {
                     break;
                 }
-                if let Some(statement_id) = self.load_claimed(ctx, route, claimed).await? {
+                if let Some(statement_id) = Box::pin(self.load_claimed(ctx, route, claimed)).await?
+                {
                     // Its wake-up stays claimed, never deleted: the next holder claims it
                     // again and finds the partition loaded, or loads it.
                     tracing::info!(table = %route.table, partition = claimed.partition_path,
@@ -428,15 +432,21 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
         };
         let held = lease::read_partition(ctx, path).await?;
-        let result = self
-            .load_holding_lease(route, bucket, &partition, ctx.holder, held, ctx.deadline)
-            .await
-            .map(|loaded| match loaded {
-                Loaded::Committed(outcome) | Loaded::Running(outcome) => Some(outcome),
-                // Nothing to load (up to date, or waiting for its marker, whose own
-                // event loads it): the wake-up is done.
-                Loaded::Nothing(_) => None,
-            });
+        let result = Box::pin(self.load_holding_lease(
+            route,
+            bucket,
+            &partition,
+            ctx.holder,
+            held,
+            ctx.deadline,
+        ))
+        .await
+        .map(|loaded| match loaded {
+            Loaded::Committed(outcome) | Loaded::Running(outcome) => Some(outcome),
+            // Nothing to load (up to date, or waiting for its marker, whose own
+            // event loads it): the wake-up is done.
+            Loaded::Nothing(_) => None,
+        });
         self.after_claimed(ctx, route, path, result).await
     }
 

@@ -154,8 +154,10 @@ pub async fn sweep_measured<W: Warehouse, S: Storage>(
                 "sweep deadline near: this table and those after it wait for the next sweep");
             break;
         }
-        let (results, figures) =
-            metrics::measure(loader.sweep_table(&routes, request_id, days, deadline)).await;
+        let (results, figures) = metrics::measure(Box::pin(
+            loader.sweep_table(&routes, request_id, days, deadline),
+        ))
+        .await;
         let mut share = Share::new(Some(routes[0].table.to_string()));
         share.figures = figures;
         for result in results {

@@ -40,6 +40,13 @@ pub struct FaultSet {
     /// so tests can take the name away and the loader must still find the file.
     #[serde(default, skip_serializing_if = "FileNames::is_s3")]
     pub file_names: FileNames,
+    /// Requests per second allowed per API operation (`{"DescribeStatement": 100,
+    /// "BatchExecuteStatement": 30}`), counted over the calls in the set's scope (the
+    /// Data API counts per account and Region). A request beyond it in the current
+    /// second is answered `ThrottlingException` "Rate exceeded", as the Data API answers
+    /// a request over its request-rate quota; refused requests do not count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, u32>,
 }
 
 /// How a COPY error names its file (see [`FaultSet::file_names`]).
@@ -138,6 +145,9 @@ impl FaultSet {
         {
             return Err("hold_statements[].sql_contains must not be empty".into());
         }
+        if self.rate_limits.values().any(|n| *n == 0) {
+            return Err("rate_limits values must be at least 1 per second".into());
+        }
         if self.fail_copies.iter().any(|f| f.table.trim().is_empty()) {
             return Err("fail_copies[].table must not be empty".into());
         }
@@ -158,6 +168,9 @@ pub struct Faults {
     sets: Mutex<Vec<FaultSet>>,
     /// Injections so far: workgroup (or `""`) → kind → count.
     injected: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    /// Requests accepted in the current second: (scope of the limiting set, operation)
+    /// → (second, count).
+    windows: Mutex<BTreeMap<(String, String), (u64, u32)>>,
 }
 
 impl Faults {
@@ -220,6 +233,41 @@ impl Faults {
             .max()
             .unwrap_or(0);
         Duration::from_millis(ms)
+    }
+
+    /// Whether this call of `operation` is over a `rate_limits` entry in force (the
+    /// strictest applies): it is answered with ThrottlingException and not counted.
+    pub fn rate_limited(&self, scope: Option<&str>, operation: &str) -> bool {
+        let limit = self
+            .lock()
+            .iter()
+            .filter(|s| s.applies_to(scope))
+            .filter_map(|s| {
+                let n = s.rate_limits.get(operation)?;
+                Some((*n, s.workgroup.clone().unwrap_or_default()))
+            })
+            .min();
+        let Some((limit, counted_in)) = limit else {
+            return false;
+        };
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let window = windows
+            .entry((counted_in, operation.to_string()))
+            .or_insert((second, 0));
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        if window.1 >= limit {
+            drop(windows);
+            self.count(scope, "rate_limited");
+            return true;
+        }
+        window.1 += 1;
+        false
     }
 
     /// Whether this call is answered with ThrottlingException.
@@ -339,6 +387,7 @@ mod tests {
             hold_statements: Vec::new(),
             vacuum_ms: 0,
             file_names: FileNames::S3,
+            rate_limits: BTreeMap::new(),
         }
     }
 

@@ -65,7 +65,9 @@ async fn api(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            if state.faults.throttle(scope.as_deref()) {
+            if state.faults.throttle(scope.as_deref())
+                || state.faults.rate_limited(scope.as_deref(), &operation)
+            {
                 Err(ApiError::Throttling)
             } else {
                 let access_key = headers

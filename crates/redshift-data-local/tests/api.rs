@@ -696,6 +696,78 @@ async fn fault_throttling_reaches_the_sdk() {
 }
 
 #[tokio::test]
+async fn rate_limits_throttle_calls_beyond_the_per_second_quota_of_one_operation() {
+    let h = start().await;
+    let (code, _) = h
+        .admin(
+            "POST",
+            &format!(
+                r#"{{"workgroup": "{}", "rate_limits": {{"ExecuteStatement": 3}}}}"#,
+                h.workgroup
+            ),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let no_retry = common::data_api_client(
+        &h.server.endpoint_url(),
+        aws_sdk_redshiftdata::config::retry::RetryConfig::disabled(),
+    );
+    // Wait for the start of a second, so that the calls below fall into one window.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    tokio::time::sleep(Duration::from_nanos(
+        1_000_000_000 - u64::from(now.subsec_nanos()),
+    ))
+    .await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let r = no_retry
+            .execute_statement()
+            .workgroup_name(&h.workgroup)
+            .database("dev")
+            .sql("SELECT 1")
+            .send()
+            .await;
+        codes.push(match r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => {
+                let e = e.into_service_error();
+                assert_eq!(e.message(), Some("Rate exceeded"));
+                e.code().unwrap_or_default().to_string()
+            }
+        });
+    }
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "ok",
+            "ok",
+            "ThrottlingException",
+            "ThrottlingException"
+        ],
+        "3 per second"
+    );
+    // Another operation has its own quota (none here).
+    let describe = no_retry.list_statements().send().await;
+    assert!(describe.is_ok(), "{describe:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let next_second = no_retry
+        .execute_statement()
+        .workgroup_name(&h.workgroup)
+        .database("dev")
+        .sql("SELECT 1")
+        .send()
+        .await;
+    assert!(next_second.is_ok(), "a new second, a new window");
+    let (code, _) = h
+        .admin("POST", r#"{"rate_limits": {"ExecuteStatement": 0}}"#)
+        .await;
+    assert_eq!(code, 400);
+}
+
+#[tokio::test]
 async fn faults_from_environment_at_start() {
     let wg = unique("wg");
     let faults = format!(r#"[{{"workgroup": "{wg}", "throttle_fraction": 1.0}}]"#);
