@@ -24,7 +24,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_logging();
     // The routes may come from SSM or S3: read once per container, here.
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = partition_loader::io::sdk::load_config().await;
     let metrics = Settings::from_env().map_err(startup_failed);
     let config = partition_loader::lake::routes_source::config_from_env(&sdk)
         .await

@@ -113,7 +113,7 @@ enum Command {
 async fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = partition_loader::io::sdk::load_config().await;
     let config = match partition_loader::lake::routes_source::config_from_env(&sdk).await {
         Ok(c) => c,
         Err(e) => {

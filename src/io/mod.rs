@@ -5,5 +5,6 @@
 //! simulation can stand in for them. Arrows: `io` → `protocol::{plan, backoff, failure}`,
 //! `lake::config`, `error`, and `run::metrics` (the task-local figures it adds to).
 
+pub mod sdk;
 pub mod storage;
 pub mod warehouse;

@@ -63,7 +63,7 @@ impl Loader<DataApi, S3> {
     /// Builds the AWS clients from the standard `AWS_*` environment (endpoint overrides
     /// included).
     pub async fn connect(config: Config) -> Self {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sdk = crate::io::sdk::load_config().await;
         let mut s3 = aws_sdk_s3::config::Builder::from(&sdk);
         // A custom endpoint (moto, MinIO) needs path-style addressing; AWS does not.
         if std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {

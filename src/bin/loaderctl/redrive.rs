@@ -38,7 +38,7 @@ pub async fn run(
     holder: &str,
     budget: Duration,
 ) -> Result<bool, LoaderError> {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = partition_loader::io::sdk::load_config().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let depth = approximate_depth(&sqs, &args.queue_url).await;
     let total = match (depth, args.max) {

@@ -440,7 +440,7 @@ fn render(statuses: &[TableStatus]) -> String {
 
 /// An S3 client like the loader's (path-style for a custom endpoint).
 async fn s3_client() -> aws_sdk_s3::Client {
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = partition_loader::io::sdk::load_config().await;
     let mut s3 = aws_sdk_s3::config::Builder::from(&sdk);
     if std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
         s3 = s3.force_path_style(true);
