@@ -142,16 +142,18 @@ async fn a_wake_up_left_by_a_deadline_forced_release_is_drained_although_s3_show
     assert_eq!(stack.rows(&t).await, 3);
     let clean = watermark_text(&stack).await.expect("clean watermark");
 
-    // Holder X loads partition b with a COPY held 7.5 s of its 10 s: after it, less
-    // than its reserve (a quarter: 2.5 s) is left, so it releases with wake-ups left.
+    // Holder X loads partition b with a COPY held 15.5 s of its 20 s: it commits before
+    // X would leave it running (at the deadline less RELEASE_GRACE, 3 s; issue 21.1),
+    // and after it less than X's reserve (a quarter: 5 s) is left, so X releases with
+    // wake-ups left.
     stack
         .fault(serde_json::json!({"hold_statements": [
-            {"sql_contains": "MANIFEST", "count": 1, "hold_ms": 7500}]}))
+            {"sql_contains": "MANIFEST", "count": 1, "hold_ms": 15500}]}))
         .await;
     let x = loader.handle(
         &event_b,
         "holder-x",
-        Instant::now() + Duration::from_secs(10),
+        Instant::now() + Duration::from_secs(20),
     );
     let meanwhile = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
