@@ -93,8 +93,15 @@ class Resolver:
 
 def rule_pattern(overrides):
     template = load_template(ROOT / "template.yaml")
-    rules = [r for r in template["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
-    assert len(rules) == 1, f"expected one AWS::Events::Rule, found {len(rules)}"
+    # The S3 rule; the other (StatementStatusRule, `aws.redshift-data` completion
+    # events of issue 21) never sees an S3 event.
+    rules = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::Events::Rule"
+        and "aws.s3" in r["Properties"]["EventPattern"].get("source", [])
+    ]
+    assert len(rules) == 1, f"expected one AWS::Events::Rule on aws.s3, found {len(rules)}"
     return Resolver(template, overrides).resolve(rules[0]["Properties"]["EventPattern"])
 
 
