@@ -156,21 +156,6 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         {
             return Err(failure);
         }
-        if route.mode != Mode::Append {
-            let loads = HolderLoads {
-                loader: self,
-                route,
-                bucket,
-                partition,
-                holder,
-                lease,
-                target,
-                deadline,
-            };
-            return Err(self.name_bad_files_of_replace(loads, files, failure).await);
-        }
-        tracing::warn!(table = %route.table, partition = %partition.path, files = files.len(),
-            error = %failure, "a file of the load was refused; finding it and loading the rest");
         let loads = HolderLoads {
             loader: self,
             route,
@@ -181,6 +166,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             target,
             deadline,
         };
+        if route.mode != Mode::Append {
+            return Err(self.name_bad_files_of_replace(loads, files, failure).await);
+        }
+        tracing::warn!(table = %route.table, partition = %partition.path, files = files.len(),
+            error = %failure, "a file of the load was refused; finding it and loading the rest");
         let found = isolate::isolate(&loads, bucket, files, failure).await?;
         let rows: Vec<QuarantineRow> = found
             .bad
