@@ -117,6 +117,27 @@ pub trait Storage: Send + Sync {
             })
         }
     }
+    /// Deletes object `key` (a missing one is no error, as S3's DeleteObject): the S3
+    /// gate's objects ([`crate::protocol::gate`]). The default refuses.
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), LoaderError>> + Send {
+        let message = format!("deleting s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
+
+    /// The wall clock a gate's expiry is written and compared in
+    /// ([`crate::protocol::gate::GateDoc`]); the simulation answers its model time.
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
 }
 
 pub struct S3 {
@@ -207,7 +228,8 @@ impl S3 {
         Ok(out.location_constraint().map(|c| c.as_str().to_string()))
     }
 
-    /// Deletes one object (loaderctl doctor's probe; the loader itself never deletes).
+    /// Deletes one object (loaderctl doctor's probe; the S3 gate's objects through
+    /// [`Storage::delete`]).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), LoaderError> {
         self.client
             .delete_object()
@@ -221,6 +243,10 @@ impl S3 {
 }
 
 impl Storage for S3 {
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), LoaderError> {
+        S3::delete(self, bucket, key).await
+    }
+
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, LoaderError> {
         let mut pages = self
             .client

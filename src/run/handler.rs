@@ -57,6 +57,9 @@ pub struct Loader<W, S> {
     /// the table (an SQS batch, a backfill) come back `running` at once. Only the
     /// current holder's entries are kept.
     left: std::sync::Mutex<Vec<(String, String, String)>>,
+    /// Per-object events go through the table's S3 gate first (`run::gate`; on by
+    /// default, off for tests and benches that measure the Redshift path alone).
+    gate: bool,
 }
 
 impl Loader<DataApi, S3> {
@@ -89,7 +92,19 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             footers: FooterCache::default(),
             headers: FooterCache::default(),
             left: std::sync::Mutex::new(Vec::new()),
+            gate: true,
         }
+    }
+
+    /// Turns the S3 gate in front of the Redshift lease on or off (`run::gate`).
+    pub fn with_gate(mut self, on: bool) -> Self {
+        self.gate = on;
+        self
+    }
+
+    /// Whether per-object events go through the S3 gate.
+    pub fn gate_on(&self) -> bool {
+        self.gate
     }
 
     /// Smaller batches than the Data API allows (tests use this to exercise chunking).
@@ -124,6 +139,27 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         event: &Value,
         holder: &str,
         deadline: Instant,
+    ) -> Result<Outcome, LoaderError> {
+        self.handle_with(event, holder, deadline, self.gate).await
+    }
+
+    /// [`Loader::handle`] on the Redshift path only, as before the S3 gate: redrive and
+    /// loaderctl, which report each event's own result.
+    pub async fn handle_direct(
+        &self,
+        event: &Value,
+        holder: &str,
+        deadline: Instant,
+    ) -> Result<Outcome, LoaderError> {
+        self.handle_with(event, holder, deadline, false).await
+    }
+
+    async fn handle_with(
+        &self,
+        event: &Value,
+        holder: &str,
+        deadline: Instant,
+        gate: bool,
     ) -> Result<Outcome, LoaderError> {
         if let Some(change) = crate::run::completion::parse(event) {
             return self.complete(&change, holder, deadline).await;
@@ -163,6 +199,18 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     .await?
                 {
                     return Ok(waiting);
+                }
+                if gate {
+                    // Hook of issue 21 item 4: a burst's queued events cost S3 calls only.
+                    return Box::pin(self.load_event_through_gate(
+                        route,
+                        &object.bucket,
+                        &partition,
+                        &object,
+                        holder,
+                        deadline,
+                    ))
+                    .await;
                 }
                 self.load_partition(
                     route,
@@ -311,7 +359,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         ));
     }
 
-    fn left_running(&self, holder: &str, table: &TableName) -> Option<String> {
+    pub(crate) fn left_running(&self, holder: &str, table: &TableName) -> Option<String> {
         let left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         let table = table.to_string();
         left.iter()
