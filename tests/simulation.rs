@@ -11,7 +11,9 @@ mod sim;
 use std::collections::BTreeMap;
 
 use partition_loader::sql::{self, Ident, LeaseTables, TableName, WakeUp};
-use sim::invariants::{EXACTLY_ONCE, HOLDER_DRAINS, NO_WAKEUP_LOST, ONE_LOAD_AT_A_TIME};
+use sim::invariants::{
+    EXACTLY_ONCE, HOLDER_DRAINS, NO_WAKEUP_LOST, NO_WAKEUP_STRANDED, ONE_LOAD_AT_A_TIME,
+};
 use sim::sql::{recognise, Stmt};
 use sim::warehouse::{Db, Isolation, Phase, Target};
 use sim::{explore, run_seed, Report, Workload};
@@ -24,6 +26,14 @@ fn workload(name: &str, isolation: Isolation) -> Workload {
         "statement" => Workload::statement(isolation),
         "small_statement" => Workload::small_statement(isolation),
         "handled_today" => today,
+        // Issue 21 item 4: a burst behind the S3 gate.
+        "burst" => Workload::burst(isolation),
+        // Its broken variant: the gate read before the wake-up is written.
+        "burst_reads_first" => Workload {
+            name: "burst_reads_first",
+            gate_reads_first: true,
+            ..Workload::burst(isolation)
+        },
         // Item 2: transient statement failures (SlowDown in a COPY, ABORTED).
         "item2" => Workload {
             name: "item2",
@@ -91,6 +101,27 @@ fn regression_seeds() -> Vec<Regression> {
             finds: ONE_LOAD_AT_A_TIME,
             fixed: false,
         },
+        // Issue 21 item 4, the S3 gate's broken variant (`GateMode::ReadsFirst`: the gate
+        // read before the wake-up is written): the holder deletes the gate and lists
+        // between the read and the PUT, and the `queued` event's wake-up waits in S3
+        // with no gate over it (3 of 20,000 seeds of `burst_reads_first`; the correct
+        // order passes 3,000 seeds per level of `burst`).
+        Regression {
+            item: "21.4: the gate read before the wake-up is written (broken variant)",
+            workload: "burst_reads_first",
+            seed: 8894,
+            finds: NO_WAKEUP_STRANDED,
+            fixed: false,
+        },
+        // Issue 21 item 4: a gate holder whose drain of the transferred wake-ups failed
+        // (SlowDown in the COPY) returned success with the wake-up left in Redshift and
+        // no retry; the exit routine now fails the invocation as `finish_holding` does.
+        r(
+            "21.4: a failed drain after a transfer swallowed",
+            "burst",
+            1225,
+            HOLDER_DRAINS,
+        ),
         // Issue 21.1: an acquirer that takes over an expired lease without looking up
         // its holder's load statement (found with the check removed from
         // `lease::try_acquire`): a second COPY into the table starts while the first,
@@ -269,6 +300,32 @@ fn regression_seeds_find_what_they_found() {
                 );
             }
         }
+    }
+}
+
+/// The S3 gate (issue 21 item 4): bursts of one-event invocations, with kills and
+/// transient S3 and statement failures: no S3 wake-up waits without a gate (unless a
+/// crash explains it), the final sweep leaves none, and every file loads once.
+#[test]
+fn burst_workload_holds_every_invariant() {
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let work = workload("burst", isolation);
+        let mut queued = 0;
+        for seed in 0..env_u64("SIM_CI_BURST_SEEDS", 100) {
+            let report = run_seed(&work, seed);
+            assert!(
+                report.violation.is_none(),
+                "{}",
+                failure(seed, isolation, &report)
+            );
+            queued += report
+                .trail
+                .iter()
+                .filter(|l| l.contains("\"outcome\":\"queued\""))
+                .count();
+        }
+        assert!(queued > 0, "{isolation:?}: no event ever queued behind the gate");
+        println!("{isolation:?}: {queued} events queued behind a gate, all loaded");
     }
 }
 

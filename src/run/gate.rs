@@ -48,6 +48,19 @@ const MAX_TRANSFER_ROWS: usize = 200;
 /// Bytes of wake-up values per transfer, well below a statement's ~100 KB.
 const MAX_TRANSFER_BYTES: usize = 60_000;
 
+/// Whether per-object events go through the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateMode {
+    /// The Redshift path only, as before the gate.
+    Off,
+    On,
+    /// BROKEN on purpose, for the simulation's proof that `no_wakeup_stranded` can
+    /// fail: an acquirer reads the gate before it writes its wake-up, so the holder may
+    /// delete and list in between and never see it.
+    #[doc(hidden)]
+    ReadsFirst,
+}
+
 /// What an event found at the gate.
 enum Entered {
     /// This invocation holds the gate: Redshift as without a gate, then the exit.
@@ -109,8 +122,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     Err(LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })
                         | Ok(Outcome::Running { .. })
                 ) && self.left_running(holder, &route.table).is_none();
-                Box::pin(self.leave_gate(&keys, route, holder, deadline, may_take)).await;
-                result
+                let exit = Box::pin(self.leave_gate(&keys, route, holder, deadline, may_take)).await;
+                match (result, exit) {
+                    // As `finish_holding`: a drain that failed fails the invocation, so
+                    // Lambda's retry drains what it left (in Redshift's wake-up table).
+                    (Ok(_), Err(e)) => Err(e),
+                    (result, _) => result,
+                }
             }
         }
     }
@@ -142,7 +160,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             }
             // The wake-up BEFORE the read: a gate read present after it ends later, and
             // whoever ends it lists the wake-ups after that (protocol::gate).
-            if !written {
+            if !written && self.gate_mode() != GateMode::ReadsFirst {
                 let body = WakeUpDoc::of(wake).to_json();
                 if let Err(e) = s3.put(&keys.bucket, &wakeup_key, body).await {
                     // It may exist all the same.
@@ -159,7 +177,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 s3.now(),
             );
             match seen {
-                Seen::Live { holder } => return Entered::Queued { holder },
+                Seen::Live { holder: live } => {
+                    if !written {
+                        // GateMode::ReadsFirst only.
+                        let body = WakeUpDoc::of(wake).to_json();
+                        if let Err(e) = s3.put(&keys.bucket, &wakeup_key, body).await {
+                            return self.bypass(keys, &wakeup_key, true, e).await;
+                        }
+                    }
+                    return Entered::Queued { holder: live };
+                }
                 Seen::Absent => {}
                 Seen::Expired { etag } => {
                     match s3
@@ -215,7 +242,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// (c) create the gate again (refused: done; its holder lists after us), transfer
     /// the wake-ups to Redshift, take the lease if free (`may_take`) and drain; again.
     /// Near the deadline, the gate just created is left to expire over the wake-ups
-    /// found (the next event after it, or the sweep, takes it over).
+    /// found (the next event after it, or the sweep, takes it over). The first error
+    /// of a drain is returned (after the routine went on to its end); S3 failures are
+    /// logged only: what they leave waits behind a gate or for the sweep.
     pub(crate) async fn leave_gate(
         &self,
         keys: &GateKeys,
@@ -223,14 +252,15 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
         may_take: bool,
-    ) {
+    ) -> Result<(), LoaderError> {
         let s3 = self.storage();
         let mut failed_transfers = 0;
+        let mut drained = Ok(());
         loop {
             if let Err(e) = retry(|| s3.delete(&keys.bucket, &keys.gate)).await {
                 tracing::warn!(error = %e, gate = keys.gate,
                     "gate not deleted: it expires, and the next event or the sweep takes it over");
-                return;
+                return drained;
             }
             let listed = match retry(|| s3.list(&keys.bucket, &keys.wakeups)).await {
                 Ok(listed) => listed,
@@ -238,7 +268,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     // No gate now, so nothing new queues on it; what is listed waits for
                     // the next gate holder's exit or the sweep (which lists the gates).
                     tracing::warn!(error = %e, gate = keys.gate, "S3 wake-ups not listed");
-                    return;
+                    return drained;
                 }
             };
             let listed: Vec<(String, String)> = listed
@@ -246,26 +276,28 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 .filter_map(|o| Some((keys.group_of_key(&o.key)?.to_string(), o.key.clone())))
                 .collect();
             if listed.is_empty() {
-                return;
+                return drained;
             }
             match self.create_gate(keys, holder, deadline).await {
                 Ok(true) => {}
-                Ok(false) => return,
+                Ok(false) => return drained,
                 Err(e) => {
                     tracing::warn!(error = %e, gate = keys.gate,
                         "gate not re-created; the S3 wake-ups wait for the next gate holder or the sweep");
-                    return;
+                    return drained;
                 }
             }
             if Instant::now() + EXIT_RESERVE >= deadline || failed_transfers >= 2 {
                 tracing::info!(gate = keys.gate, wakeups = listed.len(),
                     "S3 wake-ups left behind a gate that expires with this invocation");
-                return;
+                return drained;
             }
             match self.transfer(keys, route, holder, listed, deadline).await {
                 Ok(()) => {
                     if may_take {
-                        self.drain_if_free(route, holder, deadline).await;
+                        if let Err(e) = self.drain_if_free(route, holder, deadline).await {
+                            drained = drained.and(Err(e));
+                        }
                     }
                 }
                 Err(e) => {
@@ -384,8 +416,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     /// Takes the Redshift lease if it is free and drains what was transferred; a live
-    /// holder (or a statement holding the lease) drains it otherwise.
-    async fn drain_if_free(&self, route: &Route, holder: &str, deadline: Instant) {
+    /// holder (or a statement holding the lease) drains it otherwise. A failed drain is
+    /// returned; a lease not taken is only logged (its holder or the sweep drains).
+    async fn drain_if_free(
+        &self,
+        route: &Route,
+        holder: &str,
+        deadline: Instant,
+    ) -> Result<(), LoaderError> {
         let ctx = Ctx::new(
             self.warehouse(),
             self.config(),
@@ -399,23 +437,30 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     table: route.table.to_string(),
                     partition: PartitionValues::default(),
                 });
-                if let Err(e) = Box::pin(self.finish_holding(&ctx, route, drained)).await {
-                    tracing::warn!(error = %e, table = %route.table,
-                        "draining transferred wake-ups failed; the next holder or the sweep drains them");
-                }
+                Box::pin(self.finish_holding(&ctx, route, drained))
+                    .await
+                    .map(|_| ())
             }
-            Ok(Acquired::Queued { .. }) => {}
-            Err(e) => tracing::warn!(error = %e, table = %route.table,
-                "lease not taken after a transfer; its holder or the sweep drains"),
+            Ok(Acquired::Queued { .. }) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, table = %route.table,
+                    "lease not taken after a transfer; its holder or the sweep drains");
+                Ok(())
+            }
         }
     }
 
     /// The sweep's part (a crashed gate holder): when the table's gate is absent with
     /// wake-ups behind it, or expired, take it and run the exit routine. A live gate's
     /// holder lists at its own exit.
-    pub(crate) async fn sweep_gate_of(&self, route: &Route, holder: &str, deadline: Instant) {
+    pub(crate) async fn sweep_gate_of(
+        &self,
+        route: &Route,
+        holder: &str,
+        deadline: Instant,
+    ) -> Result<(), LoaderError> {
         if !self.gate_on() {
-            return;
+            return Ok(());
         }
         let s3 = self.storage();
         let keys = self.gate_keys(&route.table);
@@ -423,7 +468,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, gate = keys.gate, "gate unreadable; next sweep");
-                return;
+                return Ok(());
             }
         };
         let seen = gate::decide(
@@ -431,9 +476,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             s3.now(),
         );
         let taken = match seen {
-            Seen::Live { .. } => return,
+            Seen::Live { .. } => return Ok(()),
             Seen::Absent => match s3.list(&keys.bucket, &keys.wakeups).await {
-                Ok(listed) if listed.is_empty() => return,
+                Ok(listed) if listed.is_empty() => return Ok(()),
                 Ok(_) => self.create_gate(&keys, holder, deadline).await,
                 Err(e) => Err(e),
             },
@@ -450,10 +495,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         match taken {
             Ok(true) => {
                 tracing::info!(gate = keys.gate, "the sweep hands on the S3 wake-ups of a gate");
-                Box::pin(self.leave_gate(&keys, route, holder, deadline, true)).await;
+                Box::pin(self.leave_gate(&keys, route, holder, deadline, true)).await
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, gate = keys.gate, "gate not taken; next sweep"),
+            Ok(false) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, gate = keys.gate, "gate not taken; next sweep");
+                Ok(())
+            }
         }
     }
 }

@@ -59,7 +59,7 @@ pub struct Loader<W, S> {
     left: std::sync::Mutex<Vec<(String, String, String)>>,
     /// Per-object events go through the table's S3 gate first (`run::gate`; on by
     /// default, off for tests and benches that measure the Redshift path alone).
-    gate: bool,
+    gate: crate::run::gate::GateMode,
 }
 
 impl Loader<DataApi, S3> {
@@ -92,18 +92,33 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             footers: FooterCache::default(),
             headers: FooterCache::default(),
             left: std::sync::Mutex::new(Vec::new()),
-            gate: true,
+            gate: crate::run::gate::GateMode::On,
         }
     }
 
     /// Turns the S3 gate in front of the Redshift lease on or off (`run::gate`).
     pub fn with_gate(mut self, on: bool) -> Self {
-        self.gate = on;
+        self.gate = if on {
+            crate::run::gate::GateMode::On
+        } else {
+            crate::run::gate::GateMode::Off
+        };
+        self
+    }
+
+    /// The simulation's broken variants of the gate ([`crate::run::gate::GateMode`]).
+    #[doc(hidden)]
+    pub fn with_gate_mode(mut self, mode: crate::run::gate::GateMode) -> Self {
+        self.gate = mode;
         self
     }
 
     /// Whether per-object events go through the S3 gate.
     pub fn gate_on(&self) -> bool {
+        self.gate != crate::run::gate::GateMode::Off
+    }
+
+    pub(crate) fn gate_mode(&self) -> crate::run::gate::GateMode {
         self.gate
     }
 
@@ -140,7 +155,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
-        self.handle_with(event, holder, deadline, self.gate).await
+        self.handle_with(event, holder, deadline, self.gate_on()).await
     }
 
     /// [`Loader::handle`] on the Redshift path only, as before the S3 gate: redrive and
