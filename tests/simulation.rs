@@ -78,6 +78,9 @@ struct Regression {
     seed: u64,
     finds: &'static str,
     fixed: bool,
+    /// Run with the S3 gate (issue 21 item 4); seeds found before it run without, so
+    /// that they keep the schedule they were found with.
+    gate: bool,
 }
 
 fn regression_seeds() -> Vec<Regression> {
@@ -87,6 +90,7 @@ fn regression_seeds() -> Vec<Regression> {
         seed,
         finds,
         fixed: true,
+        gate: false,
     };
     vec![
         // Open (found 2026-12-07 by 8,000 seeds of the merged tree, both isolation
@@ -100,6 +104,7 @@ fn regression_seeds() -> Vec<Regression> {
             seed: 4174,
             finds: ONE_LOAD_AT_A_TIME,
             fixed: false,
+            gate: false,
         },
         // Issue 21 item 4, the S3 gate's broken variant (`GateMode::ReadsFirst`: the gate
         // read before the wake-up is written): the holder deletes the gate and lists
@@ -112,16 +117,19 @@ fn regression_seeds() -> Vec<Regression> {
             seed: 8894,
             finds: NO_WAKEUP_STRANDED,
             fixed: false,
+            gate: true,
         },
         // Issue 21 item 4: a gate holder whose drain of the transferred wake-ups failed
         // (SlowDown in the COPY) returned success with the wake-up left in Redshift and
         // no retry; the exit routine now fails the invocation as `finish_holding` does.
-        r(
-            "21.4: a failed drain after a transfer swallowed",
-            "burst",
-            1225,
-            HOLDER_DRAINS,
-        ),
+        Regression {
+            item: "21.4: a failed drain after a transfer swallowed",
+            workload: "burst",
+            seed: 1225,
+            finds: HOLDER_DRAINS,
+            fixed: true,
+            gate: true,
+        },
         // Issue 21.1: an acquirer that takes over an expired lease without looking up
         // its holder's load statement (found with the check removed from
         // `lease::try_acquire`): a second COPY into the table starts while the first,
@@ -280,7 +288,11 @@ fn markers_workload_holds_every_invariant() {
 fn regression_seeds_find_what_they_found() {
     for isolation in [Isolation::Snapshot, Isolation::Serializable] {
         for r in regression_seeds() {
-            let report = run_seed(&workload(r.workload, isolation), r.seed);
+            let work = Workload {
+                gate: r.gate,
+                ..workload(r.workload, isolation)
+            };
+            let report = run_seed(&work, r.seed);
             if r.fixed {
                 assert!(
                     report.violation.is_none(),
@@ -342,6 +354,26 @@ fn exhaustive_small_bound() {
         assert!(e.exhausted, "{isolation:?}: the bound was not exhausted");
         assert!(schedules > 100, "{isolation:?}: only {schedules} schedules");
         println!("{isolation:?}: {schedules} schedules, all explored");
+    }
+}
+
+/// The small bound through the S3 gate (issue 21 item 4): the first `SIM_GATE_MAX`
+/// schedules (default 2,000) of every interleaving of two events' S3 and Redshift calls.
+#[test]
+fn explore_gate_bound() {
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let e = explore(
+            &Workload::small_gate(isolation),
+            env_u64("SIM_GATE_MAX", 2_000),
+            true,
+        );
+        if let Some(report) = e.first {
+            panic!("{isolation:?}: {}", report.schedule());
+        }
+        println!(
+            "{isolation:?}: {} schedules, exhausted: {}",
+            e.schedules, e.exhausted
+        );
     }
 }
 
