@@ -152,6 +152,10 @@ struct Measured {
     api_peak_per_second: usize,
     /// Invocations that returned `queued` (handed their object to the holder).
     queued: usize,
+    /// S3 requests of the loader (listings, manifests, footers, the S3 gate's calls).
+    s3_calls: usize,
+    /// Most S3 requests within one second.
+    s3_peak_per_second: usize,
 }
 
 /// One line of the table: every run of one (N, latency, mode), and the baseline's
@@ -211,13 +215,16 @@ async fn main() -> Result<(), Error> {
                     eprintln!(
                         "N={n:<4} latency={:>3} ms run {r} {name:<8} copies={:<4} \
                          loading calls={:<4} queued={:<4} api calls={:<6} \
-                         peak/s={:<5} all returned {:.2} s, data in {:.2} s, invocation-seconds {:.2}",
+                         peak/s={:<5} s3 calls={:<6} s3 peak/s={:<5} all returned {:.2} s, \
+                         data in {:.2} s, invocation-seconds {:.2}",
                         latency,
                         m.copies,
                         m.loading_calls,
                         m.queued,
                         m.api_calls,
                         m.api_peak_per_second,
+                        m.s3_calls,
+                        m.s3_peak_per_second,
                         m.seconds,
                         m.data_seconds,
                         m.invocation_seconds
@@ -310,10 +317,12 @@ impl Run {
             .bootstrap(deadline())
             .await?;
         let counter = CallCounter::default();
+        let s3_counter = CallCounter::default();
         let loader = Arc::new(
             counted_loader(
                 config(&workgroup, &self.loader_schema, &bucket, &table)?,
                 counter.clone(),
+                s3_counter.clone(),
             )
             .await,
         );
@@ -478,7 +487,19 @@ impl Run {
         if copies < 1 || copies > n as i64 {
             return Err(format!("{tag}: {copies} COPYs for {n} files").into());
         }
+        // The S3 gate (issue 21 item 4) leaves no gate and no S3 wake-up behind.
+        let gates = self
+            .s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix("_loader/gates/")
+            .send()
+            .await?;
+        if !gates.contents().is_empty() {
+            return Err(format!("{tag}: {} S3 gate objects left", gates.contents().len()).into());
+        }
         let (api_calls, api_peak_per_second) = counter.totals();
+        let (s3_calls, s3_peak_per_second) = s3_counter.totals();
         Ok(Measured {
             copies,
             loading_calls,
@@ -488,6 +509,8 @@ impl Run {
             api_calls,
             api_peak_per_second,
             queued,
+            s3_calls,
+            s3_peak_per_second,
         })
     }
 
@@ -542,11 +565,12 @@ fn sqs_batch(tag: &str, j: usize, events: &[Value]) -> Result<SqsEvent, Error> {
 }
 
 /// `Loader::connect`, with a Data API client that counts its requests.
-async fn counted_loader(config: Config, counter: CallCounter) -> Bench {
+async fn counted_loader(config: Config, counter: CallCounter, s3_counter: CallCounter) -> Bench {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
+            .interceptor(s3_counter)
             .build(),
     );
     let rsd = aws_sdk_redshiftdata::Client::from_conf(

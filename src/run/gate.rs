@@ -133,6 +133,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         }
     }
 
+    /// Two S3 calls for a queued event: its wake-up, then a read of the gate that finds
+    /// it live. Otherwise the gate is created (absent) or taken over (expired), and the
+    /// new holder deletes its own wake-up (it loads its event itself).
     async fn enter_gate(
         &self,
         keys: &GateKeys,
@@ -142,27 +145,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     ) -> Entered {
         let s3 = self.storage();
         let wakeup_key = keys.wakeup_key(holder, wake);
+        let reads_first = self.gate_mode() == GateMode::ReadsFirst;
         let mut written = false;
         for _ in 0..ENTER_ROUNDS {
-            match s3
-                .put_if(&keys.bucket, &keys.gate, self.gate_doc(holder, deadline), None)
-                .await
-            {
-                Ok(true) => {
-                    if written {
-                        // Ours to transfer anyway; gone sooner if deleted now.
-                        let _ = s3.delete(&keys.bucket, &wakeup_key).await;
-                    }
-                    return Entered::Holder;
-                }
-                Ok(false) => {}
-                Err(e) => return self.bypass(keys, &wakeup_key, written, e).await,
-            }
             // The wake-up BEFORE the read: a gate read present after it ends later, and
             // whoever ends it lists the wake-ups after that (protocol::gate).
-            if !written && self.gate_mode() != GateMode::ReadsFirst {
-                let body = WakeUpDoc::of(wake).to_json();
-                if let Err(e) = s3.put(&keys.bucket, &wakeup_key, body).await {
+            if !written && !reads_first {
+                if let Err(e) = self.put_wakeup(keys, &wakeup_key, wake).await {
                     // It may exist all the same.
                     return self.bypass(keys, &wakeup_key, true, e).await;
                 }
@@ -176,36 +165,37 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 read.as_ref().map(|(b, e)| (b.as_str(), e.as_str())),
                 s3.now(),
             );
-            match seen {
+            let expected = match seen {
                 Seen::Live { holder: live } => {
                     if !written {
-                        // GateMode::ReadsFirst only.
-                        let body = WakeUpDoc::of(wake).to_json();
-                        if let Err(e) = s3.put(&keys.bucket, &wakeup_key, body).await {
+                        if let Err(e) = self.put_wakeup(keys, &wakeup_key, wake).await {
                             return self.bypass(keys, &wakeup_key, true, e).await;
                         }
                     }
                     return Entered::Queued { holder: live };
                 }
-                Seen::Absent => {}
-                Seen::Expired { etag } => {
-                    match s3
-                        .put_if(
-                            &keys.bucket,
-                            &keys.gate,
-                            self.gate_doc(holder, deadline),
-                            Some(&etag),
-                        )
-                        .await
-                    {
-                        Ok(true) => {
-                            tracing::info!(table = %keys.gate, "took over an expired gate");
-                            return Entered::Holder;
-                        }
-                        Ok(false) => {}
-                        Err(e) => return self.bypass(keys, &wakeup_key, written, e).await,
+                Seen::Absent => None,
+                Seen::Expired { etag } => Some(etag),
+            };
+            let doc = self.gate_doc(holder, deadline);
+            match s3
+                .put_if(&keys.bucket, &keys.gate, doc, expected.as_deref())
+                .await
+            {
+                Ok(true) => {
+                    if expected.is_some() {
+                        tracing::info!(gate = keys.gate, "took over an expired gate");
                     }
+                    if written {
+                        // Not needed: we load our event ourselves. Left (the delete
+                        // failed), it is transferred at our exit like any other.
+                        let _ = s3.delete(&keys.bucket, &wakeup_key).await;
+                    }
+                    return Entered::Holder;
                 }
+                // Someone else created or took it over first: read it again.
+                Ok(false) => {}
+                Err(e) => return self.bypass(keys, &wakeup_key, written, e).await,
             }
         }
         let e = LoaderError::Storage {
@@ -213,6 +203,16 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             retryable: true,
         };
         self.bypass(keys, &wakeup_key, written, e).await
+    }
+
+    async fn put_wakeup(
+        &self,
+        keys: &GateKeys,
+        wakeup_key: &str,
+        wake: &WakeUp<'_>,
+    ) -> Result<(), LoaderError> {
+        let body = WakeUpDoc::of(wake).to_json();
+        self.storage().put(&keys.bucket, wakeup_key, body).await
     }
 
     /// The Redshift path after an S3 failure at the gate: our wake-up object, which the
