@@ -12,14 +12,16 @@
 //!   wake-up (what [`crate::sql::WakeUp`] carries); `<group>` names its (bucket, route,
 //!   partition), so the gate holder reads one body per partition, not per event.
 //!
-//! An event for a data object: create the gate. Created: this invocation is the *gate
-//! holder* and goes on as without a gate (Redshift acquire, load, drain). Refused: PUT
-//! its wake-up, THEN read the gate: absent → try to create again; expired → take it over
-//! (If-Match); live → answer `queued`, with no Data API call. The gate holder's exit,
-//! on every path: (a) delete the gate; (b) LIST the wake-ups; none → done; (c) create
-//! the gate again: refused → done; created → *transfer* (one Redshift batch `LOCK
-//! wakeup; INSERT` of a row per partition), delete exactly the listed wake-up objects,
-//! take the Redshift lease if free and drain; back to (a).
+//! An event for a data object: PUT its wake-up, THEN read the gate. Live: answer
+//! `queued` (two S3 calls, no Data API call). Absent: create it (`If-None-Match: *`);
+//! expired: take it over (`If-Match`); either done, this invocation is the *gate holder*,
+//! deletes its own wake-up (it loads its event itself) and goes on as without a gate
+//! (Redshift acquire, load, drain); refused, it reads again (a bounded loop, then the
+//! Redshift path). The gate holder's exit, on every path: (a) delete the gate; (b) LIST
+//! the wake-ups; none → done; (c) create the gate again: refused → done; created →
+//! *transfer* (one Redshift batch `LOCK wakeup; INSERT` of a row per partition), delete
+//! exactly the listed wake-up objects, take the Redshift lease if free and drain; back
+//! to (a).
 //!
 //! Why no wake-up is lost. A queued acquirer wrote its wake-up BEFORE it read a gate
 //! *instance* G present (S3 is strongly consistent: a GET after a PUT's success sees it,

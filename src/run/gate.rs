@@ -416,8 +416,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     /// Takes the Redshift lease if it is free and drains what was transferred; a live
-    /// holder (or a statement holding the lease) drains it otherwise. A failed drain is
-    /// returned; a lease not taken is only logged (its holder or the sweep drains).
+    /// holder (or a statement holding the lease) drains it otherwise. A failed take or
+    /// drain is returned.
     async fn drain_if_free(
         &self,
         route: &Route,
@@ -442,11 +442,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     .map(|_| ())
             }
             Ok(Acquired::Queued { .. }) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, table = %route.table,
-                    "lease not taken after a transfer; its holder or the sweep drains");
-                Ok(())
-            }
+            // The take may have committed and been released again (a failed read after
+            // it): the transferred wake-ups wait in Redshift, so the invocation fails and
+            // Lambda's retry drains them (as a failed acquire without the gate).
+            Err(e) => Err(e),
         }
     }
 
