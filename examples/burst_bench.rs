@@ -73,6 +73,12 @@ struct Args {
     /// SQS delivery modes: records per batch, comma-separated (none: `--sqs-batch ''`).
     #[arg(long, value_delimiter = ',', default_values_t = [10, 100])]
     sqs_batch: Vec<usize>,
+    /// Also the `serial` mode (see [`Mode::Serial`]).
+    #[arg(long)]
+    serial: bool,
+    /// Without the S3 gate (the Redshift path alone, as before issue 21 item 4).
+    #[arg(long)]
+    no_gate: bool,
 }
 
 /// Counts every HTTP request the loader's Data API client sends (submissions, status
@@ -118,6 +124,12 @@ impl CallCounter {
 enum Mode {
     /// One invocation per event, all at once.
     Burst,
+    /// One invocation per event, one after another, while the table's S3 gate is held
+    /// (by the bench, standing in for a holder whose load outlasts them): N − 1 queue;
+    /// then the bench drops the gate and the last event is the holder that loads and
+    /// hands on the others' wake-ups. Each invocation's own cost, without the local
+    /// emulators' queueing under N simultaneous callers.
+    Serial,
     /// SQS batches of up to this many records, all at once.
     Sqs(usize),
     /// One invocation per event, one after another.
@@ -128,6 +140,7 @@ impl Mode {
     fn name(self) -> String {
         match self {
             Mode::Burst => "burst".to_string(),
+            Mode::Serial => "serial".to_string(),
             Mode::Sqs(b) => format!("sqs{b}"),
             Mode::Baseline => "base".to_string(),
         }
@@ -195,6 +208,9 @@ async fn main() -> Result<(), Error> {
     for &n in &args.files {
         for &latency in &latencies {
             let mut modes = vec![Mode::Burst];
+            if args.serial {
+                modes.push(Mode::Serial);
+            }
             modes.extend(
                 args.sqs_batch
                     .iter()
@@ -209,7 +225,7 @@ async fn main() -> Result<(), Error> {
                         continue;
                     }
                     let m = run
-                        .scenario(mode, n, latency, r, args.rows_per_file)
+                        .scenario(mode, n, latency, r, args.rows_per_file, !args.no_gate)
                         .await?;
                     let name = mode.name();
                     eprintln!(
@@ -290,6 +306,7 @@ impl Run {
         latency_ms: u64,
         run: usize,
         rows_per_file: i64,
+        gate: bool,
     ) -> Result<Measured, Error> {
         let tag = format!("{}{n}l{latency_ms}r{run}", mode.name());
         let bucket = format!("bench-{}-{tag}", self.suffix);
@@ -324,7 +341,8 @@ impl Run {
                 counter.clone(),
                 s3_counter.clone(),
             )
-            .await,
+            .await
+            .with_gate(gate),
         );
 
         let file = |i: usize| {
@@ -359,6 +377,46 @@ impl Run {
                     .collect();
                 for task in tasks {
                     outcomes.push(task.await?);
+                }
+            }
+            Mode::Serial => {
+                let mut events = Vec::new();
+                for i in 0..n {
+                    let (key, body) = file(i);
+                    events.push(self.put(&bucket, &key, body).await?);
+                }
+                let keys = loader.gate_keys(&TableName::parse(&table)?);
+                let stand_in = partition_loader::protocol::gate::GateDoc::new(
+                    "bench-stand-in",
+                    std::time::SystemTime::now(),
+                    Duration::from_secs(3600),
+                );
+                common::put_object(
+                    &self.s3,
+                    &bucket,
+                    &keys.gate,
+                    stand_in.to_json().into_bytes(),
+                )
+                .await?;
+                let mut clock = 0.0;
+                for (i, event) in events.iter().enumerate() {
+                    if i + 1 == n {
+                        // The stand-in holder ends (it lists nothing: the last event's
+                        // exit lists every wake-up after it holds the gate).
+                        self.s3
+                            .delete_object()
+                            .bucket(&bucket)
+                            .key(&keys.gate)
+                            .send()
+                            .await?;
+                    }
+                    let start = Instant::now();
+                    let outcome = loader
+                        .handle(event, &format!("bench-{tag}-{i}"), deadline())
+                        .await;
+                    let took = start.elapsed().as_secs_f64();
+                    clock += took;
+                    outcomes.push((outcome, clock, took));
                 }
             }
             Mode::Sqs(size) => {

@@ -61,7 +61,9 @@ async fn a_burst_of_one_event_invocations_loads_once_and_the_queued_ones_call_no
     let stack = Stack::new().await;
     let routes = two_routes(&stack);
     let gated = stack.loader(&routes).await;
-    let direct = Loader::connect(stack.config(&routes)).await.with_gate(false);
+    let direct = Loader::connect(stack.config(&routes))
+        .await
+        .with_gate(false);
     let t = stack.orders_table().await;
     let b = stack
         .create_table("orders_b", "id BIGINT, name VARCHAR(64), order_date DATE")
@@ -83,7 +85,11 @@ async fn a_burst_of_one_event_invocations_loads_once_and_the_queued_ones_call_no
         );
         assert_eq!(stack.ledger_rows(table).await, 30, "{table}");
         assert_eq!(stack.lease_rows(table).await, 0, "{table}: no lease left");
-        assert_eq!(stack.wakeup_rows(table).await, 0, "{table}: no wake-up left");
+        assert_eq!(
+            stack.wakeup_rows(table).await,
+            0,
+            "{table}: no wake-up left"
+        );
     }
     assert_eq!(
         gate_objects(&stack).await,
@@ -171,14 +177,20 @@ async fn the_sweep_transfers_the_wake_ups_behind_a_gate_once_it_expired() {
     doc.expires_at_epoch_s -= partition_loader::protocol::lease::LEASE_MARGIN.as_secs();
     stack.put(&keys.gate, doc.to_json().into_bytes()).await;
     let event = stack.orders_file("a.parquet", 0..10).await;
-    let (outcome, figures) =
-        metrics::measure(loader.handle(&event, &holder(), deadline())).await;
+    let (outcome, figures) = metrics::measure(loader.handle(&event, &holder(), deadline())).await;
     match &outcome {
         Ok(Outcome::Queued { holder, .. }) => assert_eq!(holder, "foreign~00000001"),
         other => panic!("queued behind the live gate: {other:?}"),
     }
-    assert_eq!(figures.data_api_calls, 0, "a queued event calls no Data API");
-    assert_eq!(gate_objects(&stack).await.len(), 2, "the gate and our wake-up");
+    assert_eq!(
+        figures.data_api_calls, 0,
+        "a queued event calls no Data API"
+    );
+    assert_eq!(
+        gate_objects(&stack).await.len(),
+        2,
+        "the gate and our wake-up"
+    );
 
     // The idle sweep's check sees them (no watermark can hide them).
     let (gate, _) = loader.sweep_gate_open(1).await;
@@ -197,7 +209,11 @@ async fn the_sweep_transfers_the_wake_ups_behind_a_gate_once_it_expired() {
     tokio::time::sleep(Duration::from_secs(7)).await;
     let swept = loader.sweep(&holder(), 1, deadline()).await;
     assert!(swept.iter().all(|r| r.is_ok()), "{swept:?}");
-    assert_eq!(stack.rows(&t).await, 10, "loaded once, through the transfer");
+    assert_eq!(
+        stack.rows(&t).await,
+        10,
+        "loaded once, through the transfer"
+    );
     assert_eq!(stack.ledger_rows(&t).await, 1);
     assert_eq!(stack.lease_rows(&t).await, 0);
     assert_eq!(stack.wakeup_rows(&t).await, 0);

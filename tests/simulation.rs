@@ -349,7 +349,10 @@ fn burst_workload_holds_every_invariant() {
                 .filter(|l| l.contains("\"outcome\":\"queued\""))
                 .count();
         }
-        assert!(queued > 0, "{isolation:?}: no event ever queued behind the gate");
+        assert!(
+            queued > 0,
+            "{isolation:?}: no event ever queued behind the gate"
+        );
         println!("{isolation:?}: {queued} events queued behind a gate, all loaded");
     }
 }

@@ -285,8 +285,14 @@ mod tests {
         assert!(a.starts_with(&k.wakeups), "{a}");
         assert_eq!(k.group_of_key(&a), k.group_of_key(&b), "one partition");
         assert_ne!(k.group_of_key(&a), k.group_of_key(&c), "another partition");
-        assert_ne!(a, k.wakeup_key("req-1~0a", &wake("d=1/", "s3://lake/t/d=1/b")));
-        assert_eq!(a, k.wakeup_key("req-1~0a", &wake("d=1/", "s3://lake/t/d=1/a")));
+        assert_ne!(
+            a,
+            k.wakeup_key("req-1~0a", &wake("d=1/", "s3://lake/t/d=1/b"))
+        );
+        assert_eq!(
+            a,
+            k.wakeup_key("req-1~0a", &wake("d=1/", "s3://lake/t/d=1/a"))
+        );
         assert_eq!(k.group_of_key(&k.gate), None);
         assert_eq!(k.group_of_key("loader/gates/s.t/wakeups/x"), None);
         // Another table's folder is not a prefix of this one's.
@@ -313,7 +319,10 @@ mod tests {
     fn the_gate_expires_a_margin_after_its_holders_deadline() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let doc = GateDoc::new("h", now, Duration::from_millis(20_500));
-        assert_eq!(doc.expires_at_epoch_s, 1_000 + 21 + lease::LEASE_MARGIN.as_secs());
+        assert_eq!(
+            doc.expires_at_epoch_s,
+            1_000 + 21 + lease::LEASE_MARGIN.as_secs()
+        );
         let body = doc.to_json();
         assert_eq!(GateDoc::parse(&body), Some(doc.clone()));
         let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);

@@ -101,9 +101,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             etag: &etag,
             route_prefix: &route.prefix,
         };
-        let direct = || {
-            self.load_partition(route, bucket, partition, Some(object), holder, deadline)
-        };
+        let direct =
+            || self.load_partition(route, bucket, partition, Some(object), holder, deadline);
         match self.enter_gate(&keys, &wake, holder, deadline).await {
             Entered::Queued {
                 holder: gate_holder,
@@ -122,7 +121,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     Err(LoaderError::Timeout { .. } | LoaderError::LeaseLost { .. })
                         | Ok(Outcome::Running { .. })
                 ) && self.left_running(holder, &route.table).is_none();
-                let exit = Box::pin(self.leave_gate(&keys, route, holder, deadline, may_take)).await;
+                let exit =
+                    Box::pin(self.leave_gate(&keys, route, holder, deadline, may_take)).await;
                 match (result, exit) {
                     // As `finish_holding`: a drain that failed fails the invocation, so
                     // Lambda's retry drains what it left (in Redshift's wake-up table).
@@ -288,8 +288,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 }
             }
             if Instant::now() + EXIT_RESERVE >= deadline || failed_transfers >= 2 {
-                tracing::info!(gate = keys.gate, wakeups = listed.len(),
-                    "S3 wake-ups left behind a gate that expires with this invocation");
+                tracing::info!(
+                    gate = keys.gate,
+                    wakeups = listed.len(),
+                    "S3 wake-ups left behind a gate that expires with this invocation"
+                );
                 return drained;
             }
             match self.transfer(keys, route, holder, listed, deadline).await {
@@ -493,7 +496,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         };
         match taken {
             Ok(true) => {
-                tracing::info!(gate = keys.gate, "the sweep hands on the S3 wake-ups of a gate");
+                tracing::info!(
+                    gate = keys.gate,
+                    "the sweep hands on the S3 wake-ups of a gate"
+                );
                 Box::pin(self.leave_gate(&keys, route, holder, deadline, true)).await
             }
             Ok(false) => Ok(()),

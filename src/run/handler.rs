@@ -155,7 +155,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
-        self.handle_with(event, holder, deadline, self.gate_on()).await
+        self.handle_with(event, holder, deadline, self.gate_on())
+            .await
     }
 
     /// [`Loader::handle`] on the Redshift path only, as before the S3 gate: redrive and

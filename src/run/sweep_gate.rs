@@ -70,7 +70,12 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     opened,
                 )
             }
-            Err(e) => return (Gate::Query(format!("cannot list the S3 gates: {e}")), opened),
+            Err(e) => {
+                return (
+                    Gate::Query(format!("cannot list the S3 gates: {e}")),
+                    opened,
+                )
+            }
         }
         let (bucket, key) = self.watermark_location();
         let read = match self.storage().get(&bucket, &key).await {

@@ -1441,11 +1441,7 @@ impl<'a> Runner<'a> {
                         return;
                     };
                     w.invs[i].waiting = Waiting::Idle;
-                    let answer = if applied {
-                        Some(w.s3.apply(&op))
-                    } else {
-                        None
-                    };
+                    let answer = if applied { Some(w.s3.apply(&op)) } else { None };
                     if fault {
                         self.chooser.trail.push(format!(
                             "       (applied: {})",
