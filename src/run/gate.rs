@@ -366,16 +366,15 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             let mut found = None;
             let mut unreadable = Vec::new();
             for key in &group_keys {
-                match retry(|| s3.get(&keys.bucket, key)).await? {
-                    Some((body, _)) => match WakeUpDoc::parse(&body) {
+                // None: transferred and deleted by another gate holder since our listing.
+                if let Some((body, _)) = retry(|| s3.get(&keys.bucket, key)).await? {
+                    match WakeUpDoc::parse(&body) {
                         Some(doc) => {
                             found = Some(doc);
                             break;
                         }
                         None => unreadable.push(key.clone()),
-                    },
-                    // Transferred and deleted by another gate holder since our listing.
-                    None => {}
+                    }
                 }
             }
             for key in unreadable {
