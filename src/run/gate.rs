@@ -42,6 +42,11 @@ const ENTER_ROUNDS: u32 = 4;
 /// left, the gate holder leaves its gate to expire over the wake-ups it found.
 const EXIT_RESERVE: Duration = Duration::from_secs(2);
 
+/// Rounds of the exit routine (each a transfer and a drain) before the gate is left to
+/// expire over what is still listed: new wake-ups arriving as fast as they are handed
+/// on, or objects that cannot be deleted, must not keep one invocation to its deadline.
+const MAX_EXIT_ROUNDS: u32 = 20;
+
 /// Partitions per transfer (one INSERT): the rest wait for the next round of the exit.
 const MAX_TRANSFER_ROWS: usize = 200;
 
@@ -256,7 +261,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let s3 = self.storage();
         let mut failed_transfers = 0;
         let mut drained = Ok(());
-        loop {
+        for round in 1.. {
             if let Err(e) = retry(|| s3.delete(&keys.bucket, &keys.gate)).await {
                 tracing::warn!(error = %e, gate = keys.gate,
                     "gate not deleted: it expires, and the next event or the sweep takes it over");
@@ -287,7 +292,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                     return drained;
                 }
             }
-            if Instant::now() + EXIT_RESERVE >= deadline || failed_transfers >= 2 {
+            if Instant::now() + EXIT_RESERVE >= deadline
+                || failed_transfers >= 2
+                || round > MAX_EXIT_ROUNDS
+            {
                 tracing::info!(
                     gate = keys.gate,
                     wakeups = listed.len(),
@@ -310,6 +318,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 }
             }
         }
+        drained
     }
 
     /// `If-None-Match: *` on the gate. A refusal after a failed attempt may be our own
