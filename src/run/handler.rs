@@ -57,6 +57,8 @@ pub struct Loader<W, S> {
     /// the table (an SQS batch, a backfill) come back `running` at once. Only the
     /// current holder's entries are kept.
     left: std::sync::Mutex<Vec<(String, String, String)>>,
+    /// Tenures started by this container ([`lease::tenure_token`]).
+    tenures: std::sync::atomic::AtomicU64,
 }
 
 impl Loader<DataApi, S3> {
@@ -89,7 +91,17 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             footers: FooterCache::default(),
             headers: FooterCache::default(),
             left: std::sync::Mutex::new(Vec::new()),
+            tenures: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A new lease token for one tenure of the invocation `holder`
+    /// ([`lease::tenure_token`]): every take of a lease starts one.
+    pub(crate) fn tenure(&self, holder: &str) -> String {
+        let n = self
+            .tenures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lease::tenure_token(lease::invocation_of(holder), n)
     }
 
     /// Smaller batches than the Data API allows (tests use this to exercise chunking).
@@ -203,6 +215,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 statement_id,
             });
         }
+        let tenure = self.tenure(holder);
+        let holder = tenure.as_str();
         let ctx = Ctx::new(
             &self.warehouse,
             &self.config,
@@ -301,7 +315,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         Ok(outcome)
     }
 
+    /// Keyed by the invocation, not the tenure: the invocation's later tenures of the
+    /// table must see it.
     fn note_left(&self, holder: &str, table: &TableName, statement_id: &str) {
+        let holder = lease::invocation_of(holder);
         let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         left.retain(|(h, _, _)| h == holder);
         left.push((
@@ -312,6 +329,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     fn left_running(&self, holder: &str, table: &TableName) -> Option<String> {
+        let holder = lease::invocation_of(holder);
         let left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         let table = table.to_string();
         left.iter()
