@@ -895,3 +895,43 @@ async fn doctor_probes_that_the_copy_role_reads_the_manifest_prefix() {
         "{line}"
     );
 }
+
+/// `add_new_columns` needs the function's user to own the table (Redshift runs ALTER
+/// TABLE for the owner, a superuser or a holder of the ALTER TABLE system permission;
+/// GRANT has no table privilege ALTER): the doctor names it, and what `bootstrap
+/// --grant-to` prints for the table's owner, run as printed, is accepted (the `GRANT
+/// ALTER ON TABLE` printed before was refused) and satisfies the doctor.
+#[tokio::test]
+async fn add_new_columns_rights_are_printed_as_redshift_takes_them_and_checked_by_the_doctor() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("add_new_columns = true");
+    stack.bootstrap_as_admin(&routes).await;
+    stack.orders_table().await;
+    let out = run_ctl(stack.env(&routes), &["doctor"]).await;
+    let found = findings(&lines(&out));
+    assert_eq!(out.status.code(), Some(1), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.contains("add_new_columns") && f.contains("OWNER TO")),
+        "{found:?}"
+    );
+    let out = run_ctl(
+        stack.admin_env(&routes),
+        &["bootstrap", "--grant-to", &stack.db_user],
+    )
+    .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let printed = lines(&out)
+        .into_iter()
+        .find_map(|l| l["run_as_table_owner"].as_array().cloned())
+        .expect("the table owner's statements");
+    for statement in &printed {
+        let statement = statement.as_str().unwrap_or_default();
+        if let Err(e) = stack.try_sql(statement).await {
+            panic!("printed for the owner, refused: {statement}: {e}");
+        }
+    }
+    let out = run_ctl(stack.env(&routes), &["doctor"]).await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", findings(&lines(&out)));
+}

@@ -282,8 +282,9 @@ pub fn rights_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
     ))
 }
 
-/// 1 when the current user may run `p` (ANALYZE or VACUUM) on `pg_tables` row `p`.
-fn may_sql(p: &str) -> String {
+/// 1 when the current user may run `p` (ANALYZE, VACUUM, ALTER TABLE) on `pg_tables`
+/// row `p`: its owner, a superuser, or through the system permission.
+pub fn may_sql(p: &str) -> String {
     format!(
         "CASE WHEN p.tableowner = CURRENT_USER \
          OR (SELECT usesuper FROM pg_user WHERE usename = CURRENT_USER) \
