@@ -935,3 +935,38 @@ async fn add_new_columns_rights_are_printed_as_redshift_takes_them_and_checked_b
     let out = run_ctl(stack.env(&routes), &["doctor"]).await;
     assert_eq!(out.status.code(), Some(0), "{:?}", findings(&lines(&out)));
 }
+
+/// With `ready_marker`, `backfill --dry-run` shows what the backfill then does: a
+/// partition with its marker would load, one without waits, its files named (the dry
+/// run listed them as to be loaded before).
+#[tokio::test]
+async fn backfill_dry_run_shows_the_files_waiting_for_their_marker() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("ready_marker = \"_SUCCESS\"");
+    stack.bootstrap_as_admin(&routes).await;
+    let t = stack.orders_table().await;
+    let (marked, unmarked) = ("orders/order_date=2024-05-28", "orders/order_date=2024-05-29");
+    stack
+        .put_parquet(&format!("{marked}/part-0.parquet"), 0..2)
+        .await;
+    stack.put(&format!("{marked}/_SUCCESS"), Vec::new()).await;
+    let waiting = format!("{unmarked}/part-0.parquet");
+    stack.put_parquet(&waiting, 0..3).await;
+    let url = format!("s3://{}/orders/", stack.bucket);
+
+    let out = run_ctl(stack.env(&routes), &["backfill", &url, "--dry-run"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan = lines(&out);
+    assert_eq!(plan.len(), 2, "{}", describe(&out));
+    assert_eq!(plan[0]["action"], "load", "{plan:?}");
+    assert_eq!(plan[0]["files"].as_array().map(Vec::len), Some(1));
+    assert_eq!(plan[1]["action"], "waiting", "{plan:?}");
+    assert_eq!(
+        plan[1]["waiting_for_marker"],
+        serde_json::json!([format!("s3://{}/{waiting}", stack.bucket)])
+    );
+
+    let out = run_ctl(stack.env(&routes), &["backfill", &url]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stack.rows(&t).await, 2, "the backfill did what the dry run said");
+}

@@ -754,8 +754,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// Lists a partition's data files: whether it holds its ready marker, the files
     /// ready to load, those waiting for a marker. Without its own marker, a partition of
     /// a route with one loads only the files the root marker covers; the others wait for
-    /// a marker's event or the sweep.
-    async fn list_ready(
+    /// a marker's event or the sweep. (`loaderctl backfill --dry-run` shows the same.)
+    pub async fn list_ready(
         &self,
         route: &Route,
         bucket: &str,
