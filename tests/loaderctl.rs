@@ -945,7 +945,10 @@ async fn backfill_dry_run_shows_the_files_waiting_for_their_marker() {
     let routes = stack.orders_route("ready_marker = \"_SUCCESS\"");
     stack.bootstrap_as_admin(&routes).await;
     let t = stack.orders_table().await;
-    let (marked, unmarked) = ("orders/order_date=2024-05-28", "orders/order_date=2024-05-29");
+    let (marked, unmarked) = (
+        "orders/order_date=2024-05-28",
+        "orders/order_date=2024-05-29",
+    );
     stack
         .put_parquet(&format!("{marked}/part-0.parquet"), 0..2)
         .await;
@@ -968,5 +971,9 @@ async fn backfill_dry_run_shows_the_files_waiting_for_their_marker() {
 
     let out = run_ctl(stack.env(&routes), &["backfill", &url]).await;
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(stack.rows(&t).await, 2, "the backfill did what the dry run said");
+    assert_eq!(
+        stack.rows(&t).await,
+        2,
+        "the backfill did what the dry run said"
+    );
 }
