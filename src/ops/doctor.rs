@@ -301,18 +301,11 @@ async fn add_columns_checks(
 
 /// Per table: `(schema, table, may ALTER TABLE)`.
 fn add_columns_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
-    let mut filter = Vec::new();
-    for t in tables {
-        filter.push(format!(
-            "(p.schemaname = {} AND p.tablename = {})",
-            sql::literal(t.schema.as_str())?,
-            sql::literal(t.name.as_str())?
-        ));
-    }
+    let filter = crate::ops::upkeep::tables_filter(tables)?;
     Ok(format!(
         "SELECT p.schemaname, p.tablename, {} FROM pg_tables p WHERE {}",
         crate::ops::upkeep::may_sql("ALTER TABLE"),
-        filter.join(" OR ")
+        filter
     ))
 }
 
