@@ -895,3 +895,85 @@ async fn doctor_probes_that_the_copy_role_reads_the_manifest_prefix() {
         "{line}"
     );
 }
+
+/// `add_new_columns` needs the function's user to own the table (Redshift runs ALTER
+/// TABLE for the owner, a superuser or a holder of the ALTER TABLE system permission;
+/// GRANT has no table privilege ALTER): the doctor names it, and what `bootstrap
+/// --grant-to` prints for the table's owner, run as printed, is accepted (the `GRANT
+/// ALTER ON TABLE` printed before was refused) and satisfies the doctor.
+#[tokio::test]
+async fn add_new_columns_rights_are_printed_as_redshift_takes_them_and_checked_by_the_doctor() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("add_new_columns = true");
+    stack.bootstrap_as_admin(&routes).await;
+    stack.orders_table().await;
+    let out = run_ctl(stack.env(&routes), &["doctor"]).await;
+    let found = findings(&lines(&out));
+    assert_eq!(out.status.code(), Some(1), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.contains("add_new_columns") && f.contains("OWNER TO")),
+        "{found:?}"
+    );
+    let out = run_ctl(
+        stack.admin_env(&routes),
+        &["bootstrap", "--grant-to", &stack.db_user],
+    )
+    .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let printed = lines(&out)
+        .into_iter()
+        .find_map(|l| l["run_as_table_owner"].as_array().cloned())
+        .expect("the table owner's statements");
+    for statement in &printed {
+        let statement = statement.as_str().unwrap_or_default();
+        if let Err(e) = stack.try_sql(statement).await {
+            panic!("printed for the owner, refused: {statement}: {e}");
+        }
+    }
+    let out = run_ctl(stack.env(&routes), &["doctor"]).await;
+    assert_eq!(out.status.code(), Some(0), "{:?}", findings(&lines(&out)));
+}
+
+/// With `ready_marker`, `backfill --dry-run` shows what the backfill then does: a
+/// partition with its marker would load, one without waits, its files named (the dry
+/// run listed them as to be loaded before).
+#[tokio::test]
+async fn backfill_dry_run_shows_the_files_waiting_for_their_marker() {
+    let stack = Stack::new().await;
+    let routes = stack.orders_route("ready_marker = \"_SUCCESS\"");
+    stack.bootstrap_as_admin(&routes).await;
+    let t = stack.orders_table().await;
+    let (marked, unmarked) = (
+        "orders/order_date=2024-05-28",
+        "orders/order_date=2024-05-29",
+    );
+    stack
+        .put_parquet(&format!("{marked}/part-0.parquet"), 0..2)
+        .await;
+    stack.put(&format!("{marked}/_SUCCESS"), Vec::new()).await;
+    let waiting = format!("{unmarked}/part-0.parquet");
+    stack.put_parquet(&waiting, 0..3).await;
+    let url = format!("s3://{}/orders/", stack.bucket);
+
+    let out = run_ctl(stack.env(&routes), &["backfill", &url, "--dry-run"]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let plan = lines(&out);
+    assert_eq!(plan.len(), 2, "{}", describe(&out));
+    assert_eq!(plan[0]["action"], "load", "{plan:?}");
+    assert_eq!(plan[0]["files"].as_array().map(Vec::len), Some(1));
+    assert_eq!(plan[1]["action"], "waiting", "{plan:?}");
+    assert_eq!(
+        plan[1]["waiting_for_marker"],
+        serde_json::json!([format!("s3://{}/{waiting}", stack.bucket)])
+    );
+
+    let out = run_ctl(stack.env(&routes), &["backfill", &url]).await;
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stack.rows(&t).await,
+        2,
+        "the backfill did what the dry run said"
+    );
+}

@@ -230,14 +230,15 @@ async fn a_rewritten_file_is_read_again_by_its_new_etag() {
     assert_eq!(d.loader.cached_footers(), 2, "one footer per (key, ETag)");
 }
 
-/// The route option `add_new_columns`, for a table the loader's user owns (Redshift lets
-/// the owner, a superuser or a user with ALTER on the table add a column).
+/// The route option `add_new_columns`: what `loaderctl bootstrap --grant-to` prints for
+/// the table's owner to run (`sql::add_columns_right`), run as the owner. Redshift lets
+/// the owner, a superuser or a holder of the ALTER TABLE system permission add a column;
+/// the `GRANT ALTER ON TABLE` printed before is refused (no such table privilege).
 async fn adding(d: &Drift) {
+    let table = partition_loader::sql::TableName::parse(&d.table).expect("table name");
+    let user = partition_loader::sql::DbUser::parse(&d.stack.db_user).expect("user name");
     d.stack
-        .sql(&format!(
-            "ALTER TABLE {} OWNER TO {}",
-            d.table, d.stack.db_user
-        ))
+        .sql(&partition_loader::sql::add_columns_right(&table, &user))
         .await;
 }
 
@@ -261,7 +262,7 @@ async fn with_add_new_columns_a_new_file_column_is_added_typed_from_parquet_and_
     // The loader's user may not alter a table it does not own: refused, naming the grant.
     let reason = refusal(d.load(&["city=C/added.parquet"]).await);
     assert!(
-        reason.contains("extra") && reason.contains("GRANT ALTER"),
+        reason.contains("extra") && reason.contains("OWNER TO"),
         "{reason}"
     );
     assert_eq!(d.stack.rows(&d.table).await, 0);

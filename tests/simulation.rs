@@ -93,19 +93,18 @@ fn regression_seeds() -> Vec<Regression> {
         gate: false,
     };
     vec![
-        // Open (found 2026-12-07 by 8,000 seeds of the merged tree, both isolation
-        // levels): a backfill's load batch starts while another invocation's batch, left
-        // running, still runs. Exactly-once held (the late batch's fence fails); the
-        // statement-held lease's "one COPY into a table at a time" did not. Flip `fixed`
-        // once the protocol is mended.
-        Regression {
-            item: "21.1 open: a backfill's load starts while a left-running load runs",
-            workload: "statement",
-            seed: 4174,
-            finds: ONE_LOAD_AT_A_TIME,
-            fixed: false,
-            gate: false,
-        },
+        // Issue 21.1 (found 2026-12-07 by 8,000 seeds of the merged tree, both isolation
+        // levels): a backfill held one lease token for all its partitions; the release
+        // of one partition's tenure, run after its caller gave up on it, released the
+        // lease the backfill had taken again for the next partition, and another
+        // invocation's COPY ran beside the backfill's. Exactly-once held (the late
+        // batch's fence failed). Mended by a token per tenure (`lease::tenure_token`).
+        r(
+            "21.1: a late release of an earlier tenure frees a later one's lease",
+            "statement",
+            4174,
+            ONE_LOAD_AT_A_TIME,
+        ),
         // Issue 21 item 4, the S3 gate's broken variant (`GateMode::ReadsFirst`: the gate
         // read before the wake-up is written): the holder deletes the gate and lists
         // between the read and the PUT, and the `queued` event's wake-up waits in S3

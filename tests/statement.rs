@@ -227,3 +227,59 @@ async fn with_the_completion_event_lost_the_sweep_finishes_the_statements_protoc
     assert_eq!(stack.wakeup_rows(&t).await, 0);
     assert_eq!(stack.lease_rows(&t).await, 0, "released");
 }
+
+/// A lease token per tenure (simulation seed 4174 of `statement`): a statement of an
+/// invocation's earlier tenure that runs late (here its release, as when its caller gave
+/// up on it and the cancel did not take) must not free the lease the same invocation
+/// took again for its next load, or another invocation's COPY runs beside that load.
+#[tokio::test]
+async fn a_late_release_of_an_earlier_tenure_leaves_the_next_tenures_lease_alone() {
+    let stack = Stack::new().await;
+    let (loader, t) = direct_orders(&stack).await;
+    let me = holder();
+    let a = stack.orders_file("part-0.parquet", 0..3).await;
+    let first = loader.handle(&a, &me, deadline()).await;
+    assert!(matches!(first, Ok(Outcome::Loaded { .. })), "{first:?}");
+    let ledger = stack.loader_table(&t, "ledger");
+    let earlier = stack
+        .text(&format!("SELECT MIN(holder) FROM {ledger}"))
+        .await
+        .expect("A's tenure in the ledger");
+    stack
+        .fault(json!({"hold_statements": [
+            {"sql_contains": "COPY", "count": 1, "hold_ms": 4_000}]}))
+        .await;
+    let b = stack.orders_file("part-1.parquet", 10..12).await;
+    let lease = stack.loader_table(&t, "lease");
+    let late_release = async {
+        let until = Instant::now() + Duration::from_secs(10);
+        while stack
+            .count(&format!(
+                "SELECT COUNT(*) FROM {lease} WHERE holder IS NOT NULL"
+            ))
+            .await
+            == 0
+        {
+            assert!(Instant::now() < until, "the second tenure takes the lease");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The earlier tenure's release (`sql::release_batch`), run late.
+        stack
+            .sql(&format!(
+                "UPDATE {lease} SET holder = NULL, acquired_at = NULL, expires_at = NULL \
+                 WHERE holder = '{earlier}'"
+            ))
+            .await;
+    };
+    let (second, ()) = tokio::join!(loader.handle(&b, &me, deadline()), late_release);
+    assert!(
+        matches!(second, Ok(Outcome::Loaded { .. })),
+        "the later tenure still holds its lease and commits: {second:?}"
+    );
+    let tenures = stack
+        .count(&format!("SELECT COUNT(DISTINCT holder) FROM {ledger}"))
+        .await;
+    assert_eq!(tenures, 2, "each load its own tenure's token");
+    assert_eq!(stack.rows(&t).await, 5);
+    assert_eq!(stack.lease_rows(&t).await, 0, "released");
+}

@@ -224,7 +224,7 @@ async fn run(
                         &user,
                     );
                     if route.add_new_columns {
-                        grants.push(sql::alter_grant(&route.table, &user));
+                        grants.push(sql::add_columns_right(&route.table, &user));
                     }
                     println!(
                         "{}",

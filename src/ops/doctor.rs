@@ -184,6 +184,7 @@ pub async fn run(
         });
     }
     checks.extend(upkeep_rights_checks(loader, &grantee, deadline).await);
+    checks.extend(add_columns_checks(loader, &grantee, deadline).await);
     for route in config.table_routes() {
         checks.push(sweep_check(route, config.sweep_bucket_of(route)));
     }
@@ -262,6 +263,91 @@ async fn upkeep_rights_checks(
             format!("cannot tell whether {grantee} may ANALYZE/VACUUM the route tables: {e}"),
         )],
     }
+}
+
+/// Whether the loader's user may add columns to the table of each route with
+/// `add_new_columns`: Redshift runs ALTER TABLE for the owner, a superuser or a holder of
+/// the ALTER TABLE system permission
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_roles-system-privileges.html>);
+/// there is no table privilege ALTER to grant. A finding: the first file with a new
+/// column would be refused.
+async fn add_columns_checks(
+    loader: &Loader<DataApi, S3>,
+    grantee: &str,
+    deadline: Instant,
+) -> Vec<Check> {
+    let tables: Vec<&TableName> = loader
+        .config()
+        .table_routes()
+        .into_iter()
+        .filter(|r| r.add_new_columns)
+        .map(|r| &r.table)
+        .collect();
+    if tables.is_empty() {
+        return Vec::new();
+    }
+    let rows = match add_columns_sql(&tables) {
+        Ok(sql) => loader.query(sql, vec![], deadline).await,
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) => add_columns_of(&tables, &rows, grantee),
+        Err(e) => vec![Check::info(
+            "add_new_columns: rights",
+            format!("cannot tell whether {grantee} may add columns to the route tables: {e}"),
+        )],
+    }
+}
+
+/// Per table: `(schema, table, may ALTER TABLE)`.
+fn add_columns_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
+    let filter = crate::ops::upkeep::tables_filter(tables)?;
+    Ok(format!(
+        "SELECT p.schemaname, p.tablename, {} FROM pg_tables p WHERE {}",
+        crate::ops::upkeep::may_sql("ALTER TABLE"),
+        filter
+    ))
+}
+
+/// Rows of [`add_columns_sql`] → one check per table (pure).
+fn add_columns_of(tables: &[&TableName], rows: &[Row], grantee: &str) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for table in tables {
+        let name = format!("add_new_columns: {table}");
+        let row = rows.iter().find(|r| {
+            r.first().cloned().flatten().as_deref() == Some(table.schema.as_str())
+                && r.get(1).cloned().flatten().as_deref() == Some(table.name.as_str())
+        });
+        let Some(row) = row else {
+            // A missing table is the route check's finding.
+            continue;
+        };
+        let may = row.get(2).cloned().flatten().as_deref().map(str::trim) == Some("1");
+        checks.push(if may {
+            Check::ok(name, "may add columns")
+        } else {
+            let user = DbUser::parse(grantee.trim_matches('"'));
+            let fix = match user {
+                Ok(user) => format!(
+                    "as the table's owner: {}; or, as a superuser (lets it alter every \
+                     table): {}",
+                    sql::add_columns_right(table, &user),
+                    sql::add_columns_role(&user)
+                ),
+                Err(_) => format!("make {grantee} the owner of {table}"),
+            };
+            Check::finding(
+                name,
+                format!(
+                    "{grantee} may not ALTER TABLE {table} (it is not the owner, a superuser \
+                     or a holder of the ALTER TABLE system permission): a file with a new \
+                     column would be refused"
+                ),
+                fix,
+            )
+        });
+    }
+    checks
 }
 
 /// Rows of [`crate::ops::upkeep::rights_sql`] → one check per table (pure).
@@ -873,6 +959,30 @@ mod tests {
             )
         );
         assert_eq!(checks[1].status, Status::Ok);
+    }
+
+    #[test]
+    fn add_columns_rights_name_ownership_not_a_grant_redshift_lacks() {
+        let a = crate::sql::TableName::parse("sales.orders").unwrap();
+        let b = crate::sql::TableName::parse("sales.items").unwrap();
+        let rows = vec![
+            row(&["sales", "orders", "0"]),
+            row(&["sales", "items", "1"]),
+        ];
+        let checks = add_columns_of(&[&a, &b], &rows, "\"u\"");
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks[0].status, Status::Finding);
+        let fix = checks[0].fix.as_deref().unwrap_or_default();
+        assert!(
+            fix.contains("ALTER TABLE \"sales\".\"orders\" OWNER TO \"u\"")
+                && fix.contains("GRANT ALTER TABLE TO ROLE")
+                && !fix.contains("GRANT ALTER ON"),
+            "{fix}"
+        );
+        assert_eq!(checks[1].status, Status::Ok);
+        assert!(add_columns_sql(&[&a])
+            .unwrap()
+            .contains("system_privilege = 'ALTER TABLE'"));
     }
 
     fn row(cells: &[&str]) -> Row {

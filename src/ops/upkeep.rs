@@ -263,9 +263,8 @@ fn system_permission_sql(p: &str) -> String {
     )
 }
 
-/// Per table: may the user ANALYZE it, may it VACUUM it (owner, superuser or the system
-/// permission), without SVV_TABLE_INFO (`loaderctl doctor` asks this).
-pub fn rights_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
+/// The `pg_tables p` rows of `tables`, as a WHERE condition.
+pub fn tables_filter(tables: &[&TableName]) -> Result<String, LoaderError> {
     let mut filter = Vec::new();
     for t in tables {
         filter.push(format!(
@@ -274,16 +273,24 @@ pub fn rights_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
             sql::literal(t.name.as_str())?
         ));
     }
+    Ok(filter.join(" OR "))
+}
+
+/// Per table: may the user ANALYZE it, may it VACUUM it (owner, superuser or the system
+/// permission), without SVV_TABLE_INFO (`loaderctl doctor` asks this).
+pub fn rights_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
+    let filter = tables_filter(tables)?;
     Ok(format!(
         "SELECT p.schemaname, p.tablename, {}, {}, CURRENT_USER FROM pg_tables p WHERE {}",
         may_sql("ANALYZE"),
         may_sql("VACUUM"),
-        filter.join(" OR ")
+        filter
     ))
 }
 
-/// 1 when the current user may run `p` (ANALYZE or VACUUM) on `pg_tables` row `p`.
-fn may_sql(p: &str) -> String {
+/// 1 when the current user may run `p` (ANALYZE, VACUUM, ALTER TABLE) on `pg_tables`
+/// row `p`: its owner, a superuser, or through the system permission.
+pub fn may_sql(p: &str) -> String {
     format!(
         "CASE WHEN p.tableowner = CURRENT_USER \
          OR (SELECT usesuper FROM pg_user WHERE usename = CURRENT_USER) \
@@ -294,14 +301,7 @@ fn may_sql(p: &str) -> String {
 
 /// The catalog's rights check and SVV_TABLE_INFO, per table.
 fn state_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
-    let mut filter = Vec::new();
-    for t in tables {
-        filter.push(format!(
-            "(p.schemaname = {} AND p.tablename = {})",
-            sql::literal(t.schema.as_str())?,
-            sql::literal(t.name.as_str())?
-        ));
-    }
+    let filter = tables_filter(tables)?;
     Ok(format!(
         "SELECT p.schemaname, p.tablename, {}, i.stats_off, i.unsorted, i.tbl_rows, \
          i.estimated_visible_rows, i.vacuum_sort_benefit, CURRENT_USER, {} \
@@ -309,7 +309,7 @@ fn state_sql(tables: &[&TableName]) -> Result<String, LoaderError> {
          WHERE {}",
         may_sql("ANALYZE"),
         may_sql("VACUUM"),
-        filter.join(" OR ")
+        filter
     ))
 }
 

@@ -24,9 +24,11 @@
 //! partition from a listing made after the claim (so after the wake-up's object existed).
 //! Invariant: a wake-up is deleted only after its partition loaded or failed
 //! permanently: a transient failure ends the drain before the step that deletes it.
-//! Invariant: a lease token belongs to one attempt of one request ([`attempt_token`]);
-//! a take may take over only a free or expired lease, its own, or one of an earlier
-//! attempt of the same request, whose invocation is over.
+//! Invariant: a lease token belongs to one tenure of one attempt of one request
+//! ([`attempt_token`], [`tenure_token`]): no statement of an earlier tenure, run late,
+//! matches a later tenure's lease. A take may take over only a free or expired lease,
+//! its own, or one of an earlier attempt or tenure of the same request, and only when
+//! none of that holder's load statements runs.
 //! Invariant: a load batch's fence refuses files the ledger holds under another load,
 //! so no file is committed by two loads, whatever the tokens.
 
@@ -110,10 +112,40 @@ pub fn attempt_token(request_id: &str) -> String {
     )
 }
 
-/// The Lambda request id of a lease token ([`attempt_token`]): the metrics name the
-/// request, as Lambda's own log lines do.
+/// The Lambda request id of a lease token ([`attempt_token`], [`tenure_token`]): the
+/// metrics name the request, as Lambda's own log lines do.
 pub fn request_of(token: &str) -> &str {
-    token.split(sql::ATTEMPT_SEPARATOR).next().unwrap_or(token)
+    let invocation = invocation_of(token);
+    invocation
+        .split(sql::ATTEMPT_SEPARATOR)
+        .next()
+        .unwrap_or(invocation)
+}
+
+/// Separates an invocation's token from the number of one of its tenures
+/// ([`tenure_token`]).
+pub const TENURE_SEPARATOR: char = '+';
+
+/// The lease token of one tenure: the `n`-th time an invocation (token `invocation`)
+/// takes a table's lease, `<invocation>+<n>`. An invocation that loads several
+/// partitions of one table (a backfill, the sweep, an SQS batch) takes its lease once
+/// per partition; with one token for all of them, a statement of an earlier tenure
+/// that ran after its caller gave up on it (a release whose caller timed out; a cancel
+/// does not always take) matched the later tenure's lease and released it, and another
+/// invocation's COPY then ran beside this one's (simulation seed 4174 of `statement`).
+/// With a token per tenure such a statement matches no lease. A later tenure may take
+/// over an earlier one's lease as it may an earlier attempt's (same request), after
+/// finding none of its load statements running.
+pub fn tenure_token(invocation: &str, n: u64) -> String {
+    format!("{invocation}{TENURE_SEPARATOR}{n}")
+}
+
+/// The invocation's token of a tenure's ([`tenure_token`]; a token of no tenure is its
+/// own).
+pub fn invocation_of(token: &str) -> &str {
+    token
+        .split_once(TENURE_SEPARATOR)
+        .map_or(token, |(invocation, _)| invocation)
 }
 
 /// One wake-up the holder claimed: where to list again.
@@ -920,6 +952,19 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn each_tenure_has_its_own_token_and_names_its_invocation_and_request() {
+        let attempt = "3f1c-req~0000abcd";
+        let (a, b) = (tenure_token(attempt, 0), tenure_token(attempt, 1));
+        assert_ne!(a, b);
+        for t in [&a, &b] {
+            assert_eq!(invocation_of(t), attempt);
+            assert_eq!(request_of(t), "3f1c-req");
+        }
+        assert_eq!(invocation_of(attempt), attempt);
+        assert_eq!(request_of("sweep-5+2"), "sweep-5");
     }
 
     #[tokio::test]

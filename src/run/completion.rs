@@ -85,7 +85,14 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             });
         };
         let table = route.table.to_string();
-        let ctx = Ctx::new(self.warehouse(), self.config(), &route.table, me, deadline);
+        let tenure = self.tenure(me);
+        let ctx = Ctx::new(
+            self.warehouse(),
+            self.config(),
+            &route.table,
+            &tenure,
+            deadline,
+        );
         let (state, error) = self
             .warehouse()
             .statement_status(change.statement_id.clone(), deadline)

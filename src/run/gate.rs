@@ -435,11 +435,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<(), LoaderError> {
+        // A tenure of its own, as every take of the lease (`lease::tenure_token`).
+        let tenure = self.tenure(holder);
         let ctx = Ctx::new(
             self.warehouse(),
             self.config(),
             &route.table,
-            holder,
+            &tenure,
             deadline,
         );
         match lease::acquire_if_free(&ctx).await {

@@ -57,6 +57,8 @@ pub struct Loader<W, S> {
     /// the table (an SQS batch, a backfill) come back `running` at once. Only the
     /// current holder's entries are kept.
     left: std::sync::Mutex<Vec<(String, String, String)>>,
+    /// Tenures started by this container ([`lease::tenure_token`]).
+    tenures: std::sync::atomic::AtomicU64,
     /// Per-object events go through the table's S3 gate first (`run::gate`; on by
     /// default, off for tests and benches that measure the Redshift path alone).
     gate: crate::run::gate::GateMode,
@@ -92,8 +94,18 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             footers: FooterCache::default(),
             headers: FooterCache::default(),
             left: std::sync::Mutex::new(Vec::new()),
+            tenures: std::sync::atomic::AtomicU64::new(0),
             gate: crate::run::gate::GateMode::On,
         }
+    }
+
+    /// A new lease token for one tenure of the invocation `holder`
+    /// ([`lease::tenure_token`]): every take of a lease starts one.
+    pub(crate) fn tenure(&self, holder: &str) -> String {
+        let n = self
+            .tenures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lease::tenure_token(lease::invocation_of(holder), n)
     }
 
     /// Turns the S3 gate in front of the Redshift lease on or off (`run::gate`).
@@ -267,6 +279,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 statement_id,
             });
         }
+        let tenure = self.tenure(holder);
+        let holder = tenure.as_str();
         let ctx = Ctx::new(
             &self.warehouse,
             &self.config,
@@ -365,7 +379,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         Ok(outcome)
     }
 
+    /// Keyed by the invocation, not the tenure: the invocation's later tenures of the
+    /// table must see it.
     fn note_left(&self, holder: &str, table: &TableName, statement_id: &str) {
+        let holder = lease::invocation_of(holder);
         let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         left.retain(|(h, _, _)| h == holder);
         left.push((
@@ -376,6 +393,7 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     }
 
     pub(crate) fn left_running(&self, holder: &str, table: &TableName) -> Option<String> {
+        let holder = lease::invocation_of(holder);
         let left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         let table = table.to_string();
         left.iter()
@@ -800,8 +818,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
     /// Lists a partition's data files: whether it holds its ready marker, the files
     /// ready to load, those waiting for a marker. Without its own marker, a partition of
     /// a route with one loads only the files the root marker covers; the others wait for
-    /// a marker's event or the sweep.
-    async fn list_ready(
+    /// a marker's event or the sweep. (`loaderctl backfill --dry-run` shows the same.)
+    pub async fn list_ready(
         &self,
         route: &Route,
         bucket: &str,

@@ -55,6 +55,8 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         holder: &str,
         deadline: Instant,
     ) -> Result<Outcome, LoaderError> {
+        let tenure = self.tenure(holder);
+        let holder = tenure.as_str();
         let ctx = Ctx::new(
             self.warehouse(),
             self.config(),

@@ -121,8 +121,10 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 Err(e) if e.kind() == crate::error::ErrorKind::Retryable => return Err(e),
                 Err(e) => {
                     return Err(mismatch(format!(
-                        "adding column {} {} (file {}) failed: {e}; the function's user needs \
-                         ALTER on the table (GRANT ALTER ON TABLE {} TO …) or must own it",
+                        "adding column {} {} (file {}) failed: {e}; the function's user must \
+                         own the table (as its owner: ALTER TABLE {} OWNER TO …) or hold the \
+                         ALTER TABLE system permission through a role (`loaderctl doctor` \
+                         names both)",
                         n.name, n.data_type, n.file_url, route.table
                     )))
                 }
@@ -303,7 +305,7 @@ mod tests {
         };
         let e = add_with(Err(denied)).await.0.unwrap_err();
         assert_eq!(e.error_type(), "Permanent.TableMismatch");
-        assert!(e.to_string().contains("GRANT ALTER"), "{e}");
+        assert!(e.to_string().contains("OWNER TO"), "{e}");
 
         // A transient failure stays transient (the retry adds the column).
         let (out, _) = add_with(Err(LoaderError::Timeout {

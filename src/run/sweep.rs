@@ -115,11 +115,13 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         let Some(route) = routes.first().copied() else {
             return results;
         };
+        // The drain below is a tenure of its own; each partition's load starts another.
+        let tenure = self.tenure(holder);
         let ctx = Ctx::new(
             self.warehouse(),
             self.config(),
             &route.table,
-            holder,
+            &tenure,
             deadline,
         );
         let reserve = sweep_reserve(deadline);

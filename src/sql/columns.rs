@@ -59,14 +59,25 @@ pub fn add_column(
 }
 
 /// What the function's user needs to add columns (route option `add_new_columns`), for
-/// the table's owner to run: Redshift's table privilege ALTER
-/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_GRANT.html>; ownership also
-/// does). The local stack's PostgreSQL has no such privilege: its tests give the
-/// loader's user the table instead.
-pub fn alter_grant(target: &TableName, user: &DbUser) -> String {
+/// the table's owner to run: the table itself. Redshift runs ALTER TABLE for the table's
+/// owner, a superuser, or a user with the ALTER TABLE system permission through a role
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_roles-system-privileges.html>).
+/// There is no table privilege ALTER to grant: GRANT's table privileges are SELECT,
+/// INSERT, UPDATE, DELETE, DROP and REFERENCES, and ALTER is a datashare's
+/// (<https://docs.aws.amazon.com/redshift/latest/dg/r_GRANT.html>); the
+/// `GRANT ALTER ON TABLE` printed before failed on Redshift (and on PostgreSQL:
+/// `unrecognized privilege type "alter"`). Ownership is per table; the system permission
+/// would let the function alter every table.
+pub fn add_columns_right(target: &TableName, user: &DbUser) -> String {
+    format!("ALTER TABLE {} OWNER TO {}", target.quoted(), user.quoted())
+}
+
+/// The other way, for a superuser to run: the ALTER TABLE system permission through a
+/// role (every table of the database).
+pub fn add_columns_role(user: &DbUser) -> String {
     format!(
-        "GRANT ALTER ON TABLE {} TO {}",
-        target.quoted(),
+        "CREATE ROLE loader_add_columns; GRANT ALTER TABLE TO ROLE loader_add_columns; \
+         GRANT ROLE loader_add_columns TO {}",
         user.quoted()
     )
 }
@@ -99,8 +110,8 @@ mod tests {
         ));
         let user = DbUser::parse("IAMR:partition-loader").unwrap();
         assert_eq!(
-            alter_grant(&t, &user),
-            "GRANT ALTER ON TABLE \"sales\".\"orders\" TO \"IAMR:partition-loader\""
+            add_columns_right(&t, &user),
+            "ALTER TABLE \"sales\".\"orders\" OWNER TO \"IAMR:partition-loader\""
         );
         assert!(!column_already_exists(
             "ERROR: column \"other\" of relation \"orders\" already exists",

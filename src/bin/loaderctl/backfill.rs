@@ -125,8 +125,27 @@ async fn dry_run(
             _ => None,
         })
         .collect();
-    let base = json!({"dry_run": true, "table": table, "partition_path": w.partition.path});
-    let line = match plan::plan(w.route.mode, bucket, w.files.clone(), &ledger) {
+    // What the load would see under the lease: with a ready marker, only the files a
+    // marker covers (the others are listed as waiting, as the load leaves them).
+    let (files, waiting) = if w.route.ready_marker.is_some() {
+        let prefix = w.partition.list_prefix(w.route);
+        let (_, ready, waiting) = loader.list_ready(w.route, bucket, &prefix).await?;
+        (ready, waiting)
+    } else {
+        (w.files.clone(), Vec::new())
+    };
+    let mut base = json!({"dry_run": true, "table": table, "partition_path": w.partition.path});
+    if !waiting.is_empty() {
+        base["waiting_for_marker"] = waiting
+            .iter()
+            .map(|f| plan::s3_url(bucket, &f.key))
+            .collect::<Vec<_>>()
+            .into();
+    }
+    let line = match plan::plan(w.route.mode, bucket, files, &ledger) {
+        Ok(Plan::UpToDate) if !waiting.is_empty() => {
+            json!({"action": "waiting", "files": [], "bytes": 0})
+        }
         Ok(Plan::UpToDate) => json!({"action": "up_to_date", "files": [], "bytes": 0}),
         Ok(Plan::Load(files)) => json!({
             "action": if w.route.mode == Mode::Replace { "replace" } else { "load" },
