@@ -108,8 +108,8 @@ fn regression_seeds() -> Vec<Regression> {
         // Issue 21 item 4, the S3 gate's broken variant (`GateMode::ReadsFirst`: the gate
         // read before the wake-up is written): the holder deletes the gate and lists
         // between the read and the PUT, and the `queued` event's wake-up waits in S3
-        // with no gate over it (5 of 20,000 seeds of `burst_reads_first`: 116, 543,
-        // 1914, 2406, 12592; the correct order passes every seed of `burst`).
+        // with no gate over it (6 of 20,000 seeds of `burst_reads_first`: 116, 543,
+        // 1914, 2406, 12592, 18467; the correct order passes every seed of `burst`).
         Regression {
             item: "21.4: the gate read before the wake-up is written (broken variant)",
             workload: "burst_reads_first",
