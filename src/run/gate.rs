@@ -417,11 +417,9 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
                 .await
                 .map_err(|e| lease::missing_tables(&ctx, e))?;
         }
-        for key in done {
-            if let Err(e) = retry(|| s3.delete(&keys.bucket, &key)).await {
-                // In Redshift already: a second transfer only lists the partition again.
-                tracing::warn!(error = %e, key, "a transferred S3 wake-up not deleted");
-            }
+        if let Err(e) = retry(|| s3.delete_many(&keys.bucket, &done)).await {
+            // In Redshift already: a second transfer only lists the partition again.
+            tracing::warn!(error = %e, gate = keys.gate, "transferred S3 wake-ups not deleted");
         }
         Ok(())
     }
