@@ -73,6 +73,12 @@ struct Args {
     /// SQS delivery modes: records per batch, comma-separated (none: `--sqs-batch ''`).
     #[arg(long, value_delimiter = ',', default_values_t = [10, 100])]
     sqs_batch: Vec<usize>,
+    /// Also the `serial` mode (see [`Mode::Serial`]).
+    #[arg(long)]
+    serial: bool,
+    /// Without the S3 gate (the Redshift path alone, as before issue 21 item 4).
+    #[arg(long)]
+    no_gate: bool,
 }
 
 /// Counts every HTTP request the loader's Data API client sends (submissions, status
@@ -118,6 +124,12 @@ impl CallCounter {
 enum Mode {
     /// One invocation per event, all at once.
     Burst,
+    /// One invocation per event, one after another, while the table's S3 gate is held
+    /// (by the bench, standing in for a holder whose load outlasts them): N − 1 queue;
+    /// then the bench drops the gate and the last event is the holder that loads and
+    /// hands on the others' wake-ups. Each invocation's own cost, without the local
+    /// emulators' queueing under N simultaneous callers.
+    Serial,
     /// SQS batches of up to this many records, all at once.
     Sqs(usize),
     /// One invocation per event, one after another.
@@ -128,6 +140,7 @@ impl Mode {
     fn name(self) -> String {
         match self {
             Mode::Burst => "burst".to_string(),
+            Mode::Serial => "serial".to_string(),
             Mode::Sqs(b) => format!("sqs{b}"),
             Mode::Baseline => "base".to_string(),
         }
@@ -152,6 +165,10 @@ struct Measured {
     api_peak_per_second: usize,
     /// Invocations that returned `queued` (handed their object to the holder).
     queued: usize,
+    /// S3 requests of the loader (listings, manifests, footers, the S3 gate's calls).
+    s3_calls: usize,
+    /// Most S3 requests within one second.
+    s3_peak_per_second: usize,
 }
 
 /// One line of the table: every run of one (N, latency, mode), and the baseline's
@@ -191,6 +208,9 @@ async fn main() -> Result<(), Error> {
     for &n in &args.files {
         for &latency in &latencies {
             let mut modes = vec![Mode::Burst];
+            if args.serial {
+                modes.push(Mode::Serial);
+            }
             modes.extend(
                 args.sqs_batch
                     .iter()
@@ -205,19 +225,22 @@ async fn main() -> Result<(), Error> {
                         continue;
                     }
                     let m = run
-                        .scenario(mode, n, latency, r, args.rows_per_file)
+                        .scenario(mode, n, latency, r, args.rows_per_file, !args.no_gate)
                         .await?;
                     let name = mode.name();
                     eprintln!(
                         "N={n:<4} latency={:>3} ms run {r} {name:<8} copies={:<4} \
                          loading calls={:<4} queued={:<4} api calls={:<6} \
-                         peak/s={:<5} all returned {:.2} s, data in {:.2} s, invocation-seconds {:.2}",
+                         peak/s={:<5} s3 calls={:<6} s3 peak/s={:<5} all returned {:.2} s, \
+                         data in {:.2} s, invocation-seconds {:.2}",
                         latency,
                         m.copies,
                         m.loading_calls,
                         m.queued,
                         m.api_calls,
                         m.api_peak_per_second,
+                        m.s3_calls,
+                        m.s3_peak_per_second,
                         m.seconds,
                         m.data_seconds,
                         m.invocation_seconds
@@ -283,6 +306,7 @@ impl Run {
         latency_ms: u64,
         run: usize,
         rows_per_file: i64,
+        gate: bool,
     ) -> Result<Measured, Error> {
         let tag = format!("{}{n}l{latency_ms}r{run}", mode.name());
         let bucket = format!("bench-{}-{tag}", self.suffix);
@@ -310,12 +334,15 @@ impl Run {
             .bootstrap(deadline())
             .await?;
         let counter = CallCounter::default();
+        let s3_counter = CallCounter::default();
         let loader = Arc::new(
             counted_loader(
                 config(&workgroup, &self.loader_schema, &bucket, &table)?,
                 counter.clone(),
+                s3_counter.clone(),
             )
-            .await,
+            .await
+            .with_gate(gate),
         );
 
         let file = |i: usize| {
@@ -350,6 +377,46 @@ impl Run {
                     .collect();
                 for task in tasks {
                     outcomes.push(task.await?);
+                }
+            }
+            Mode::Serial => {
+                let mut events = Vec::new();
+                for i in 0..n {
+                    let (key, body) = file(i);
+                    events.push(self.put(&bucket, &key, body).await?);
+                }
+                let keys = loader.gate_keys(&TableName::parse(&table)?);
+                let stand_in = partition_loader::protocol::gate::GateDoc::new(
+                    "bench-stand-in",
+                    std::time::SystemTime::now(),
+                    Duration::from_secs(3600),
+                );
+                common::put_object(
+                    &self.s3,
+                    &bucket,
+                    &keys.gate,
+                    stand_in.to_json().into_bytes(),
+                )
+                .await?;
+                let mut clock = 0.0;
+                for (i, event) in events.iter().enumerate() {
+                    if i + 1 == n {
+                        // The stand-in holder ends (it lists nothing: the last event's
+                        // exit lists every wake-up after it holds the gate).
+                        self.s3
+                            .delete_object()
+                            .bucket(&bucket)
+                            .key(&keys.gate)
+                            .send()
+                            .await?;
+                    }
+                    let start = Instant::now();
+                    let outcome = loader
+                        .handle(event, &format!("bench-{tag}-{i}"), deadline())
+                        .await;
+                    let took = start.elapsed().as_secs_f64();
+                    clock += took;
+                    outcomes.push((outcome, clock, took));
                 }
             }
             Mode::Sqs(size) => {
@@ -478,7 +545,19 @@ impl Run {
         if copies < 1 || copies > n as i64 {
             return Err(format!("{tag}: {copies} COPYs for {n} files").into());
         }
+        // The S3 gate (issue 21 item 4) leaves no gate and no S3 wake-up behind.
+        let gates = self
+            .s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix("_loader/gates/")
+            .send()
+            .await?;
+        if !gates.contents().is_empty() {
+            return Err(format!("{tag}: {} S3 gate objects left", gates.contents().len()).into());
+        }
         let (api_calls, api_peak_per_second) = counter.totals();
+        let (s3_calls, s3_peak_per_second) = s3_counter.totals();
         Ok(Measured {
             copies,
             loading_calls,
@@ -488,6 +567,8 @@ impl Run {
             api_calls,
             api_peak_per_second,
             queued,
+            s3_calls,
+            s3_peak_per_second,
         })
     }
 
@@ -542,11 +623,12 @@ fn sqs_batch(tag: &str, j: usize, events: &[Value]) -> Result<SqsEvent, Error> {
 }
 
 /// `Loader::connect`, with a Data API client that counts its requests.
-async fn counted_loader(config: Config, counter: CallCounter) -> Bench {
+async fn counted_loader(config: Config, counter: CallCounter, s3_counter: CallCounter) -> Bench {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
+            .interceptor(s3_counter)
             .build(),
     );
     let rsd = aws_sdk_redshiftdata::Client::from_conf(

@@ -617,8 +617,12 @@ async fn a_lease_taken_over_during_a_slow_load_fences_the_old_holder() {
 
     // A: slow Data API and a 1-second lease. B: a normal invocation, arriving after A's
     // lease expired.
-    let slow = slow_with_short_lease(&stack, &routes).await;
-    let fast = unfaulted(&stack, &routes, "b").await;
+    // The Redshift lease's own fencing: without the S3 gate (issue 21 item 4), which
+    // would queue B behind A's gate until A's deadline (tests/gate.rs).
+    let slow = slow_with_short_lease(&stack, &routes)
+        .await
+        .with_gate(false);
+    let fast = unfaulted(&stack, &routes, "b").await.with_gate(false);
     let (a, b) = tokio::join!(slow.handle(&event, "holder-a", deadline()), async {
         tokio::time::sleep(Duration::from_millis(2000)).await;
         fast.handle(&event, "holder-b", deadline()).await

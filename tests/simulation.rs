@@ -11,7 +11,9 @@ mod sim;
 use std::collections::BTreeMap;
 
 use partition_loader::sql::{self, Ident, LeaseTables, TableName, WakeUp};
-use sim::invariants::{EXACTLY_ONCE, HOLDER_DRAINS, NO_WAKEUP_LOST, ONE_LOAD_AT_A_TIME};
+use sim::invariants::{
+    EXACTLY_ONCE, HOLDER_DRAINS, NO_WAKEUP_LOST, NO_WAKEUP_STRANDED, ONE_LOAD_AT_A_TIME,
+};
 use sim::sql::{recognise, Stmt};
 use sim::warehouse::{Db, Isolation, Phase, Target};
 use sim::{explore, run_seed, Report, Workload};
@@ -24,6 +26,14 @@ fn workload(name: &str, isolation: Isolation) -> Workload {
         "statement" => Workload::statement(isolation),
         "small_statement" => Workload::small_statement(isolation),
         "handled_today" => today,
+        // Issue 21 item 4: a burst behind the S3 gate.
+        "burst" => Workload::burst(isolation),
+        // Its broken variant: the gate read before the wake-up is written.
+        "burst_reads_first" => Workload {
+            name: "burst_reads_first",
+            gate_reads_first: true,
+            ..Workload::burst(isolation)
+        },
         // Item 2: transient statement failures (SlowDown in a COPY, ABORTED).
         "item2" => Workload {
             name: "item2",
@@ -68,6 +78,9 @@ struct Regression {
     seed: u64,
     finds: &'static str,
     fixed: bool,
+    /// Run with the S3 gate (issue 21 item 4); seeds found before it run without, so
+    /// that they keep the schedule they were found with.
+    gate: bool,
 }
 
 fn regression_seeds() -> Vec<Regression> {
@@ -77,6 +90,7 @@ fn regression_seeds() -> Vec<Regression> {
         seed,
         finds,
         fixed: true,
+        gate: false,
     };
     vec![
         // Issue 21.1 (found 2026-12-07 by 8,000 seeds of the merged tree, both isolation
@@ -91,6 +105,43 @@ fn regression_seeds() -> Vec<Regression> {
             4174,
             ONE_LOAD_AT_A_TIME,
         ),
+        // Issue 21 item 4, the S3 gate's broken variant (`GateMode::ReadsFirst`: the gate
+        // read before the wake-up is written): the holder deletes the gate and lists
+        // between the read and the PUT, and the `queued` event's wake-up waits in S3
+        // with no gate over it (6 of 20,000 seeds of `burst_reads_first`: 116, 543,
+        // 1914, 2406, 12592, 18467; the correct order passes every seed of `burst`).
+        Regression {
+            item: "21.4: the gate read before the wake-up is written (broken variant)",
+            workload: "burst_reads_first",
+            seed: 116,
+            finds: NO_WAKEUP_STRANDED,
+            fixed: false,
+            gate: true,
+        },
+        // Issue 21 item 4: a gate holder whose drain of the transferred wake-ups failed
+        // (SlowDown in the COPY) returned success with the wake-up left in Redshift and
+        // no retry; the exit routine now fails the invocation as `finish_holding` does.
+        // (Found on the first entry order, create before the wake-up.)
+        Regression {
+            item: "21.4: a failed drain after a transfer swallowed",
+            workload: "burst",
+            seed: 1225,
+            finds: HOLDER_DRAINS,
+            fixed: true,
+            gate: true,
+        },
+        // Issue 21 item 4: the take after a transfer committed, its read failed
+        // (ABORTED) and released the lease with the transferred wake-up waiting; the
+        // error was only logged and the gate holder returned success. Now it fails the
+        // invocation (found on the variant's workload; the take is the same in both).
+        Regression {
+            item: "21.4: a failed take after a transfer swallowed",
+            workload: "burst_reads_first",
+            seed: 1913,
+            finds: HOLDER_DRAINS,
+            fixed: true,
+            gate: true,
+        },
         // Issue 21.1: an acquirer that takes over an expired lease without looking up
         // its holder's load statement (found with the check removed from
         // `lease::try_acquire`): a second COPY into the table starts while the first,
@@ -249,7 +300,11 @@ fn markers_workload_holds_every_invariant() {
 fn regression_seeds_find_what_they_found() {
     for isolation in [Isolation::Snapshot, Isolation::Serializable] {
         for r in regression_seeds() {
-            let report = run_seed(&workload(r.workload, isolation), r.seed);
+            let work = Workload {
+                gate: r.gate,
+                ..workload(r.workload, isolation)
+            };
+            let report = run_seed(&work, r.seed);
             if r.fixed {
                 assert!(
                     report.violation.is_none(),
@@ -272,6 +327,35 @@ fn regression_seeds_find_what_they_found() {
     }
 }
 
+/// The S3 gate (issue 21 item 4): bursts of one-event invocations, with kills and
+/// transient S3 and statement failures: no S3 wake-up waits without a gate (unless a
+/// crash explains it), the final sweep leaves none, and every file loads once.
+#[test]
+fn burst_workload_holds_every_invariant() {
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let work = workload("burst", isolation);
+        let mut queued = 0;
+        for seed in 0..env_u64("SIM_CI_BURST_SEEDS", 100) {
+            let report = run_seed(&work, seed);
+            assert!(
+                report.violation.is_none(),
+                "{}",
+                failure(seed, isolation, &report)
+            );
+            queued += report
+                .trail
+                .iter()
+                .filter(|l| l.contains("\"outcome\":\"queued\""))
+                .count();
+        }
+        assert!(
+            queued > 0,
+            "{isolation:?}: no event ever queued behind the gate"
+        );
+        println!("{isolation:?}: {queued} events queued behind a gate, all loaded");
+    }
+}
+
 /// Every schedule of the small bound: one table, one partition, two files written over
 /// time, their two events and every interleaving of the invocations' calls.
 #[test]
@@ -285,6 +369,26 @@ fn exhaustive_small_bound() {
         assert!(e.exhausted, "{isolation:?}: the bound was not exhausted");
         assert!(schedules > 100, "{isolation:?}: only {schedules} schedules");
         println!("{isolation:?}: {schedules} schedules, all explored");
+    }
+}
+
+/// The small bound through the S3 gate (issue 21 item 4): the first `SIM_GATE_MAX`
+/// schedules (default 2,000) of every interleaving of two events' S3 and Redshift calls.
+#[test]
+fn explore_gate_bound() {
+    for isolation in [Isolation::Snapshot, Isolation::Serializable] {
+        let e = explore(
+            &Workload::small_gate(isolation),
+            env_u64("SIM_GATE_MAX", 2_000),
+            true,
+        );
+        if let Some(report) = e.first {
+            panic!("{isolation:?}: {}", report.schedule());
+        }
+        println!(
+            "{isolation:?}: {} schedules, exhausted: {}",
+            e.schedules, e.exhausted
+        );
     }
 }
 

@@ -139,10 +139,10 @@ def main():
             by_action.setdefault(a, []).append((c, st))
     check([c for c, _ in by_action.get("ssm:GetParameter", [])] == ["RoutesFromSsm"],
           "template: ssm:GetParameter only under RoutesFromSsm")
-    check(sorted([str(c) for c, _ in by_action.get("s3:GetObject", [])]) == ["None", "None", "RoutesFromS3"],
-          "template: s3:GetObject under RoutesFromS3 and, for Parquet footers and the sweep watermark, unconditionally")
+    check(sorted([str(c) for c, _ in by_action.get("s3:GetObject", [])]) == ["None", "None", "None", "RoutesFromS3"],
+          "template: s3:GetObject under RoutesFromS3 and, for Parquet footers, the sweep watermark and the S3 gates, unconditionally")
     footers = [st for c, st in by_action.get("s3:GetObject", [])
-               if c is None and st.get("Sid") != "ReadSweepWatermark"]
+               if c is None and st.get("Sid") not in ("ReadSweepWatermark", "S3GateObjects")]
     check(len(footers) == 1 and footers[0].get("Sid") == "ReadParquetFooters"
           and "${WatchedPrefix}*" in json.dumps(footers[0].get("Resource")),
           "template: the footer reads are limited to the watched prefix")
@@ -158,6 +158,21 @@ def main():
     puts = [st for c, st in by_action.get("s3:PutObject", []) if c is None]
     check(any("${ManifestKeyPrefix}*" in json.dumps(st.get("Resource")) for st in puts),
           "template: the watermark's PutObject is the manifest prefix's")
+
+    # Issue 21 item 4: the S3 gate's objects, read, deleted and listed under
+    # <prefix>gates/ only; no other DeleteObject, no other ListBucket on the manifests.
+    gates = [st for c, st in sts if st.get("Sid") == "S3GateObjects"]
+    gate_res = json.dumps(gates[0].get("Resource")) if gates else ""
+    check(len(gates) == 1 and sorted(actions(gates[0])) == ["s3:DeleteObject", "s3:GetObject"]
+          and "${ManifestKeyPrefix}gates/*" in gate_res,
+          "template: the S3 gate's GetObject and DeleteObject under <prefix>gates/ only")
+    check([st.get("Sid") for c, st in by_action.get("s3:DeleteObject", [])] == ["S3GateObjects"],
+          "template: s3:DeleteObject only on the S3 gate's objects")
+    gate_lists = [st for c, st in by_action.get("s3:ListBucket", []) if st.get("Sid") == "ListS3Gates"]
+    check(len(gate_lists) == 1
+          and json.dumps(gate_lists[0].get("Condition")) ==
+          json.dumps({"StringLike": {"s3:prefix": {"Fn::Sub": "${ManifestKeyPrefix}gates/*"}}}),
+          "template: s3:ListBucket on the manifest bucket only under <prefix>gates/")
 
     # Item 4: loaderctl doctor reads the buckets' Region with the function's role:
     # s3:GetBucketLocation on the data and manifest buckets only, always granted.

@@ -243,7 +243,7 @@ async fn run(
                 for event in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
                     let ctx = json!({"file": file.display().to_string()});
                     let result = match event {
-                        Ok(event) => loader.handle(&event, holder, deadline()).await,
+                        Ok(event) => loader.handle_direct(&event, holder, deadline()).await,
                         Err(e) => Err(LoaderError::BadEvent(format!("not JSON: {e}"))),
                     };
                     all_ok &= print_result(result, ctx);

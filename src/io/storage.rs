@@ -117,6 +117,43 @@ pub trait Storage: Send + Sync {
             })
         }
     }
+    /// Deletes object `key` (a missing one is no error, as S3's DeleteObject): the S3
+    /// gate's objects ([`crate::protocol::gate`]). The default refuses.
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), LoaderError>> + Send {
+        let message = format!("deleting s3://{bucket}/{key}: not supported by this storage");
+        async move {
+            Err(LoaderError::Storage {
+                message,
+                retryable: false,
+            })
+        }
+    }
+
+    /// Deletes every object of `keys` (missing ones are no error). The default deletes
+    /// them one by one; [`S3`] sends DeleteObjects, 1,000 keys a request: the S3 gate's
+    /// holder removes a burst's wake-ups after their transfer.
+    fn delete_many(
+        &self,
+        bucket: &str,
+        keys: &[String],
+    ) -> impl Future<Output = Result<(), LoaderError>> + Send {
+        async move {
+            for key in keys {
+                self.delete(bucket, key).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The wall clock a gate's expiry is written and compared in
+    /// ([`crate::protocol::gate::GateDoc`]); the simulation answers its model time.
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
 }
 
 pub struct S3 {
@@ -207,7 +244,8 @@ impl S3 {
         Ok(out.location_constraint().map(|c| c.as_str().to_string()))
     }
 
-    /// Deletes one object (loaderctl doctor's probe; the loader itself never deletes).
+    /// Deletes one object (loaderctl doctor's probe; the S3 gate's objects through
+    /// [`Storage::delete`]).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), LoaderError> {
         self.client
             .delete_object()
@@ -221,6 +259,55 @@ impl S3 {
 }
 
 impl Storage for S3 {
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), LoaderError> {
+        S3::delete(self, bucket, key).await
+    }
+
+    async fn delete_many(&self, bucket: &str, keys: &[String]) -> Result<(), LoaderError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        // DeleteObjects takes at most 1,000 keys.
+        for chunk in keys.chunks(1000) {
+            let what = format!("deleting {} objects in s3://{bucket}", chunk.len());
+            let objects = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| LoaderError::Storage {
+                    message: format!("{what}: {e}"),
+                    retryable: false,
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| LoaderError::Storage {
+                    message: format!("{what}: {e}"),
+                    retryable: false,
+                })?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| storage_error(what.clone(), e))?;
+            // Quiet mode lists only the keys that failed (each may be retried).
+            if let Some(failed) = out.errors().first() {
+                return Err(LoaderError::Storage {
+                    message: format!(
+                        "{what}: {} failed, e.g. {} ({})",
+                        out.errors().len(),
+                        failed.key().unwrap_or_default(),
+                        failed.code().unwrap_or_default()
+                    ),
+                    retryable: true,
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, LoaderError> {
         let mut pages = self
             .client

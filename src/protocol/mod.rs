@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod failure;
+pub mod gate;
 pub mod isolate;
 pub mod lease;
 pub mod plan;

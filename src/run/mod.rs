@@ -6,6 +6,7 @@
 pub mod backfill;
 pub mod batch;
 pub mod completion;
+pub mod gate;
 pub mod handler;
 pub mod invocation;
 pub mod job;

@@ -153,7 +153,7 @@ async fn replay<W: Warehouse, S: Storage>(
     let deadline = Instant::now() + budget;
     match batch::classify(event)? {
         Invocation::Event(event) => {
-            let outcome = loader.handle(&event, holder, deadline).await?;
+            let outcome = loader.handle_direct(&event, holder, deadline).await?;
             outcome.log();
             Ok(outcome.to_json())
         }

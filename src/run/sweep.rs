@@ -136,6 +136,11 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
         if late() {
             return results;
         }
+        // Hook of issue 21 item 4: S3 wake-ups a crashed gate holder left go to Redshift
+        // first, and are drained with the rest below.
+        if let Err(e) = Box::pin(self.sweep_gate_of(route, holder, deadline)).await {
+            results.push(Err(e));
+        }
         if routes.iter().any(|r| r.ready_marker.is_some()) {
             // The sweep's record says 0 rather than nothing when none waits.
             crate::run::metrics::add(|m| {

@@ -58,6 +58,25 @@ impl<W: Warehouse, S: Storage> Loader<W, S> {
             Err(why) => return (Gate::Query(why), opened),
         };
         opened.digest = Some(digest.clone());
+        // Any gate or S3 wake-up (issue 21 item 4) is work the listing does not show:
+        // a crashed gate holder's wake-ups wait for the sweep.
+        let m = &self.config().manifest;
+        let gates = format!("{}{}", m.prefix, crate::protocol::gate::GATES_FOLDER);
+        match self.storage().list(&m.bucket, &gates).await {
+            Ok(listed) if listed.is_empty() => {}
+            Ok(listed) => {
+                return (
+                    Gate::Query(format!("{} S3 gate object(s) pending", listed.len())),
+                    opened,
+                )
+            }
+            Err(e) => {
+                return (
+                    Gate::Query(format!("cannot list the S3 gates: {e}")),
+                    opened,
+                )
+            }
+        }
         let (bucket, key) = self.watermark_location();
         let read = match self.storage().get(&bucket, &key).await {
             Ok(read) => read,

@@ -186,19 +186,41 @@ pub fn leave_wakeup_batch(
     holder: &str,
     wake: &WakeUp<'_>,
 ) -> Result<Vec<String>, LoaderError> {
+    leave_wakeups_batch(schema, t, holder, std::slice::from_ref(wake))
+}
+
+/// Several wake-ups in one INSERT under the acquirers' lock ([`leave_wakeup_batch`]):
+/// the S3 gate's transfer of the wake-ups queued in S3 (`run::gate`), each row queued by
+/// `holder` (the transferring invocation). An INSERT under `LOCK wakeup` is either seen
+/// by the lease holder's next drain step or comes after its release.
+pub fn leave_wakeups_batch(
+    schema: &Ident,
+    t: &LeaseTables,
+    holder: &str,
+    wakes: &[WakeUp<'_>],
+) -> Result<Vec<String>, LoaderError> {
+    let h = literal(holder)?;
+    let rows = wakes
+        .iter()
+        .map(|w| {
+            Ok(format!(
+                "({}, {}, {}, {}, {h}, GETDATE(), {})",
+                literal(w.bucket)?,
+                literal(w.partition_path)?,
+                literal(w.s3_url)?,
+                literal(w.etag)?,
+                literal(w.route_prefix)?
+            ))
+        })
+        .collect::<Result<Vec<_>, LoaderError>>()?;
     Ok(vec![
         format!("LOCK {}", t.q(schema, &t.wakeup)),
         UTC_SESSION.to_string(),
         format!(
             "INSERT INTO {} (bucket, partition_path, s3_url, etag, queued_by, queued_at, \
-             route_prefix) VALUES ({}, {}, {}, {}, {}, GETDATE(), {})",
+             route_prefix) VALUES {}",
             t.q(schema, &t.wakeup),
-            literal(wake.bucket)?,
-            literal(wake.partition_path)?,
-            literal(wake.s3_url)?,
-            literal(wake.etag)?,
-            literal(holder)?,
-            literal(wake.route_prefix)?
+            rows.join(", ")
         ),
     ])
 }

@@ -37,6 +37,11 @@ pub const ONE_LOAD_AT_A_TIME: &str = "one_load_statement_per_table_at_a_time";
 /// With ready markers: nothing of a partition is loaded before its marker exists (and,
 /// by [`EXACTLY_ONCE`] at the end, every file of a marked partition is loaded once).
 pub const LOADED_AFTER_MARKER: &str = "nothing_loaded_before_its_marker";
+/// The S3 gate (issue 21 item 4): at quiescence, an S3 wake-up object exists only
+/// behind its table's gate object, unless a crash explains it (its writer, or a gate
+/// holder of its table, was killed: the sweep's case); after the final sweep, no gate
+/// object and no S3 wake-up is left.
+pub const NO_WAKEUP_STRANDED: &str = "no_wakeup_stranded";
 /// The model understands every statement the loader sends.
 pub const MODEL: &str = "model_understands_every_statement";
 
@@ -221,5 +226,60 @@ pub fn one_load_at_a_time(starting: &str, running: &[String]) -> Option<Violatio
     violation(
         ONE_LOAD_AT_A_TIME,
         format!("{starting} starts while {other} runs"),
+    )
+}
+
+/// [`NO_WAKEUP_STRANDED`] at quiescence, before the final sweep. Keys:
+/// `<prefix><table>/gate.json` and `<prefix><table>/wakeups/…`.
+pub fn no_wakeup_stranded(
+    s3: &super::storage::Objects,
+    bucket: &str,
+    prefix: &str,
+    writers: &std::collections::BTreeMap<String, usize>,
+    holders: &BTreeSet<(String, usize)>,
+    killed: &BTreeSet<usize>,
+) -> Option<Violation> {
+    for o in s3.list(bucket, prefix) {
+        let Some((folder, _)) = o.key.split_once("/wakeups/") else {
+            continue;
+        };
+        let gate = format!("{folder}/gate.json");
+        if s3.object(&format!("s3://{bucket}/{gate}")).is_some() {
+            continue;
+        }
+        let writer_killed = writers.get(&o.key).is_some_and(|i| killed.contains(i));
+        let holder_killed = holders
+            .iter()
+            .any(|(g, i)| *g == gate && killed.contains(i));
+        if !writer_killed && !holder_killed {
+            return violation(
+                NO_WAKEUP_STRANDED,
+                format!(
+                    "S3 wake-up {} (written by inv {:?}) waits with no gate over it, and \
+                     no crash explains it",
+                    o.key,
+                    writers.get(&o.key)
+                ),
+            );
+        }
+    }
+    None
+}
+
+/// [`NO_WAKEUP_STRANDED`] after the final sweep.
+pub fn no_gate_object_left(
+    s3: &super::storage::Objects,
+    bucket: &str,
+    prefix: &str,
+) -> Option<Violation> {
+    let left = s3.list(bucket, prefix);
+    let first = left.first()?;
+    violation(
+        NO_WAKEUP_STRANDED,
+        format!(
+            "{} gate object(s) left after the final sweep, e.g. {}",
+            left.len(),
+            first.key
+        ),
     )
 }

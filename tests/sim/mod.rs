@@ -39,7 +39,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use invariants::Violation;
-use storage::{Object, Objects};
+use storage::{Object, Objects, S3Answer, S3Op};
 use warehouse::{Db, End, Isolation, Phase, Target};
 
 pub const TTL_SECONDS: i64 = 960;
@@ -56,6 +56,9 @@ const SQS_RECEIVES: u32 = 3;
 const SWEEP_LOOK_BACK_DAYS: u32 = 3;
 /// The ready marker of [`Workload::ready_markers`].
 const MARKER: &str = "_SUCCESS";
+/// Where the S3 gate's objects live: the manifest location's `gates/` folder.
+const GATES_BUCKET: &str = "manifests";
+const GATES_PREFIX: &str = "m/gates/";
 
 /// What one run contains: its size and which faults the scheduler may inject.
 #[derive(Debug, Clone)]
@@ -98,6 +101,13 @@ pub struct Workload {
     /// Routes have `ready_marker = "_SUCCESS"`; every partition with files gets its
     /// marker written at a random point among them (files before and after it).
     pub ready_markers: bool,
+    /// The S3 gate's broken variant that reads the gate before writing its wake-up
+    /// (`GateMode::ReadsFirst`): `no_wakeup_stranded` must find it.
+    pub gate_reads_first: bool,
+    /// Events go through the S3 gate (the deployed default). Off: the Redshift path
+    /// alone, as before the gate (the regression seeds found before it keep their
+    /// schedules so).
+    pub gate: bool,
 }
 
 impl Workload {
@@ -125,6 +135,32 @@ impl Workload {
             ready_markers: false,
             completion_events: true,
             slow_copies: false,
+            gate_reads_first: false,
+            gate: true,
+        }
+    }
+
+    /// A burst behind the S3 gate (issue 21 item 4): one table, one or two partitions,
+    /// 10 files and their one-event invocations close together, kills and transient
+    /// failures (S3 calls included), a clock jump; the final sweep after quiescence.
+    pub fn burst(isolation: Isolation) -> Workload {
+        Workload {
+            name: "burst",
+            tables: 1,
+            two_routes: false,
+            files: 10,
+            corrupt: false,
+            timeouts: &[900],
+            lose_events: false,
+            duplicate_events: true,
+            sqs: false,
+            sweeps: 0,
+            backfills: 0,
+            kills: 2,
+            transient_faults: 2,
+            clock_jumps: 1,
+            completion_events: false,
+            ..Workload::full(isolation)
         }
     }
 
@@ -155,7 +191,9 @@ impl Workload {
         }
     }
 
-    /// The exhaustive bound: small enough to enumerate every schedule.
+    /// The exhaustive bound: small enough to enumerate every schedule. Without the S3
+    /// gate (its calls multiply the schedules past the bound): the gate's own bound is
+    /// [`Workload::small_gate`].
     pub fn small(isolation: Isolation, kills: u32) -> Workload {
         Workload {
             name: "small",
@@ -179,6 +217,18 @@ impl Workload {
             ready_markers: false,
             completion_events: false,
             slow_copies: false,
+            gate_reads_first: false,
+            gate: false,
+        }
+    }
+
+    /// The small bound through the S3 gate: two files, their two events, every interleaving of their S3 and Redshift calls (explored up
+    /// to a number of schedules in CI).
+    pub fn small_gate(isolation: Isolation) -> Workload {
+        Workload {
+            name: "small_gate",
+            gate: true,
+            ..Workload::small(isolation, 0)
         }
     }
 
@@ -273,6 +323,12 @@ pub struct World {
     pub commits: u64,
     /// Load batches left running by their invocation.
     pub left_running: usize,
+    /// Invocations killed (or ended by their function timeout).
+    pub killed: std::collections::BTreeSet<usize>,
+    /// Per S3 wake-up key: the invocation that wrote it.
+    pub wakeup_writers: BTreeMap<String, usize>,
+    /// (gate key, invocation) of every successful create or takeover of a gate.
+    pub gate_holders: std::collections::BTreeSet<(String, usize)>,
 }
 
 impl World {
@@ -305,6 +361,7 @@ pub enum Waiting {
     Idle,
     Statement(usize),
     List(String, String),
+    S3(S3Op),
 }
 
 pub enum Reply {
@@ -312,6 +369,7 @@ pub enum Reply {
     /// A load batch still running when its caller left it (`run_load_batch`).
     Left(String),
     Listed(Vec<ListedObject>),
+    S3(Result<S3Answer, LoaderError>),
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -326,6 +384,7 @@ enum Request {
     /// (then the caller leaves it running at the deadline instead of cancelling).
     Statement(Vec<String>, Instant, Option<String>),
     List(String, String),
+    S3(S3Op),
 }
 
 /// Where an invocation waits for the scheduler.
@@ -351,6 +410,7 @@ impl Future for Gate {
                     w.invs[this.inv].call_deadline = Some(deadline);
                 }
                 Request::List(b, p) => w.invs[this.inv].waiting = Waiting::List(b, p),
+                Request::S3(op) => w.invs[this.inv].waiting = Waiting::S3(op),
             }
             return Poll::Pending;
         }
@@ -383,7 +443,9 @@ impl Warehouse for SimWarehouse {
         };
         match gate.await {
             Reply::Statement(r) => r,
-            Reply::Left(_) | Reply::Listed(_) => Err(model_error("a listing answered a statement")),
+            Reply::Left(_) | Reply::Listed(_) | Reply::S3(_) => {
+                Err(model_error("a listing answered a statement"))
+            }
         }
     }
 
@@ -401,7 +463,7 @@ impl Warehouse for SimWarehouse {
         match gate.await {
             Reply::Statement(r) => r.map(LoadEnd::Committed),
             Reply::Left(id) => Ok(LoadEnd::Running(id)),
-            Reply::Listed(_) => Err(model_error("a listing answered a statement")),
+            Reply::Listed(_) | Reply::S3(_) => Err(model_error("a listing answered a statement")),
         }
     }
 
@@ -470,13 +532,24 @@ impl Storage for SimStorage {
         };
         match gate.await {
             Reply::Listed(v) => Ok(v),
-            Reply::Statement(_) | Reply::Left(_) => {
+            Reply::Statement(_) | Reply::Left(_) | Reply::S3(_) => {
                 Err(model_error("a statement answered a listing"))
             }
         }
     }
 
     async fn put(&self, bucket: &str, key: &str, body: String) -> Result<(), LoaderError> {
+        if key.starts_with(GATES_PREFIX) {
+            lock(&self.world)
+                .wakeup_writers
+                .insert(key.to_string(), self.inv);
+            let op = S3Op::Put {
+                bucket: bucket.into(),
+                key: key.into(),
+                body,
+            };
+            return self.s3(op).await.map(|_| ());
+        }
         lock(&self.world).s3.insert(
             bucket,
             key,
@@ -488,6 +561,92 @@ impl Storage for SimStorage {
             },
         );
         Ok(())
+    }
+
+    async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: String,
+        expected: Option<&str>,
+    ) -> Result<bool, LoaderError> {
+        if !key.starts_with(GATES_PREFIX) {
+            return Err(SimStorage::refuse("writing", bucket, key));
+        }
+        let op = S3Op::PutIf {
+            bucket: bucket.into(),
+            key: key.into(),
+            body,
+            expected: expected.map(String::from),
+        };
+        match self.s3(op).await? {
+            S3Answer::Written(ok) => {
+                if ok {
+                    lock(&self.world)
+                        .gate_holders
+                        .insert((key.to_string(), self.inv));
+                }
+                Ok(ok)
+            }
+            _ => Err(model_error("a conditional PUT answered otherwise")),
+        }
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<(String, String)>, LoaderError> {
+        if !key.starts_with(GATES_PREFIX) {
+            return Err(SimStorage::refuse("reading", bucket, key));
+        }
+        let op = S3Op::Get {
+            bucket: bucket.into(),
+            key: key.into(),
+        };
+        match self.s3(op).await? {
+            S3Answer::Got(read) => Ok(read),
+            _ => Err(model_error("a GET answered otherwise")),
+        }
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), LoaderError> {
+        if !key.starts_with(GATES_PREFIX) {
+            return Err(SimStorage::refuse("deleting", bucket, key));
+        }
+        let op = S3Op::Delete {
+            bucket: bucket.into(),
+            key: key.into(),
+        };
+        self.s3(op).await.map(|_| ())
+    }
+
+    /// The model's clock (tokio's paused time), from a fixed epoch: gates expire with
+    /// the leases when the scheduler lets time pass.
+    fn now(&self) -> std::time::SystemTime {
+        let ms = lock(&self.world).now_ms().max(0) as u64;
+        std::time::SystemTime::UNIX_EPOCH
+            + Duration::from_secs(1_800_000_000)
+            + Duration::from_millis(ms)
+    }
+}
+
+impl SimStorage {
+    async fn s3(&self, op: S3Op) -> Result<S3Answer, LoaderError> {
+        let gate = Gate {
+            world: self.world.clone(),
+            inv: self.inv,
+            request: Some(Request::S3(op)),
+        };
+        match gate.await {
+            Reply::S3(r) => r,
+            _ => Err(model_error("a statement answered an S3 call")),
+        }
+    }
+
+    /// Objects other than the gate's are not readable here (as before the gate: the
+    /// sweep's watermark is then unreadable, and the sweep queries).
+    fn refuse(what: &str, bucket: &str, key: &str) -> LoaderError {
+        LoaderError::Storage {
+            message: format!("{what} s3://{bucket}/{key}: not supported by this storage"),
+            retryable: false,
+        }
     }
 }
 
@@ -554,6 +713,10 @@ enum Action {
     Jump,
     /// Time passes (a slow COPY runs).
     Wait,
+    /// An invocation's S3 call on a gate object is answered.
+    S3(usize),
+    /// It fails transiently (503 SlowDown); S3 may have applied it all the same.
+    S3Fault(usize),
 }
 
 /// What a run found.
@@ -830,6 +993,9 @@ impl<'a> Runner<'a> {
             violation: None,
             commits: 0,
             left_running: 0,
+            killed: Default::default(),
+            wakeup_writers: BTreeMap::new(),
+            gate_holders: Default::default(),
         };
         Runner {
             world: Arc::new(Mutex::new(world)),
@@ -885,6 +1051,24 @@ impl<'a> Runner<'a> {
         if self.stopped() {
             return;
         }
+        {
+            let mut w = lock(&self.world);
+            let found = invariants::no_wakeup_stranded(
+                &w.s3,
+                GATES_BUCKET,
+                GATES_PREFIX,
+                &w.wakeup_writers,
+                &w.gate_holders,
+                &w.killed,
+            );
+            if found.is_some() {
+                w.violation = found;
+                self.chooser
+                    .trail
+                    .push("       quiescence before the final sweep".into());
+                return;
+            }
+        }
         tokio::time::advance(Duration::from_secs(TTL_SECONDS as u64 + 60)).await;
         self.spawn(Job::Sweep, "final-sweep".into(), 900);
         self.drain().await;
@@ -917,6 +1101,7 @@ impl<'a> Runner<'a> {
             invariants::every_file_loaded_once(&w.db.state, &files, &w.db.failed_permanently)
                 .or_else(|| invariants::bad_files_quarantined(&w.db.state, &files))
                 .or_else(|| invariants::no_wakeup_left(&w.db.state))
+                .or_else(|| invariants::no_gate_object_left(&w.s3, GATES_BUCKET, GATES_PREFIX))
                 .or_else(|| invariants::no_lease_held(&w.db.state, now));
         if w.violation.is_some() {
             self.chooser
@@ -977,6 +1162,12 @@ impl<'a> Runner<'a> {
         for (i, slot) in w.invs.iter().enumerate() {
             if slot.alive && matches!(slot.waiting, Waiting::List(..)) {
                 out.push((10, Action::List(i)));
+            }
+            if slot.alive && matches!(slot.waiting, Waiting::S3(..)) {
+                out.push((10, Action::S3(i)));
+                if inject && self.faults > 0 {
+                    out.push((1, Action::S3Fault(i)));
+                }
             }
         }
         if !inject {
@@ -1070,6 +1261,23 @@ impl<'a> Runner<'a> {
             Action::Fault(n, false) => format!("FAULT ABORTED {}", stmt(*n)),
             Action::Jump => "CLOCK past every lease's TTL".into(),
             Action::Wait => "time passes (5 s of COPY)".into(),
+            Action::S3(i) | Action::S3Fault(i) => {
+                let op = match &w.invs[*i].waiting {
+                    Waiting::S3(S3Op::Put { key, .. }) => format!("PUT {key}"),
+                    Waiting::S3(S3Op::PutIf { key, expected, .. }) => {
+                        format!("PUT {key} if {}", expected.as_deref().unwrap_or("none"))
+                    }
+                    Waiting::S3(S3Op::Get { key, .. }) => format!("GET {key}"),
+                    Waiting::S3(S3Op::Delete { key, .. }) => format!("DELETE {key}"),
+                    _ => "?".into(),
+                };
+                let what = if matches!(action, Action::S3Fault(_)) {
+                    "FAULT 503 on"
+                } else {
+                    "answer"
+                };
+                format!("{what} {op} of {}", inv(*i))
+            }
         }
     }
 
@@ -1219,6 +1427,35 @@ impl<'a> Runner<'a> {
             }
             Action::Wait => {
                 tokio::time::advance(Duration::from_secs(5)).await;
+            }
+            Action::S3(i) | Action::S3Fault(i) => {
+                let fault = matches!(action, Action::S3Fault(_));
+                // A failed call may have been applied (the answer was lost).
+                let applied = !fault || self.chooser.coin();
+                if fault {
+                    self.faults -= 1;
+                }
+                let reply = {
+                    let mut w = lock(&self.world);
+                    let Waiting::S3(op) = w.invs[i].waiting.clone() else {
+                        return;
+                    };
+                    w.invs[i].waiting = Waiting::Idle;
+                    let answer = if applied { Some(w.s3.apply(&op)) } else { None };
+                    if fault {
+                        self.chooser.trail.push(format!(
+                            "       (applied: {})",
+                            if applied { "yes" } else { "no" }
+                        ));
+                        Reply::S3(Err(LoaderError::Storage {
+                            message: "simulation: 503 SlowDown".into(),
+                            retryable: true,
+                        }))
+                    } else {
+                        Reply::S3(Ok(answer.unwrap_or(S3Answer::Done)))
+                    }
+                };
+                self.reply(i, reply);
             }
             Action::Jump => {
                 self.jumps -= 1;
@@ -1472,7 +1709,14 @@ impl<'a> Runner<'a> {
                 world: self.world.clone(),
                 inv,
             },
-        );
+        )
+        .with_gate_mode(if !self.work.gate {
+            partition_loader::run::gate::GateMode::Off
+        } else if self.work.gate_reads_first {
+            partition_loader::run::gate::GateMode::ReadsFirst
+        } else {
+            partition_loader::run::gate::GateMode::On
+        });
         let fut: Pin<Box<dyn Future<Output = Finished>>> =
             match job {
                 Job::Event { event, .. } | Job::Redrive(event) => Box::pin(async move {
@@ -1554,6 +1798,7 @@ impl<'a> Runner<'a> {
     }
 
     fn kill(&mut self, inv: usize) {
+        lock(&self.world).killed.insert(inv);
         self.futs[inv] = None;
         self.finished(inv, None);
     }

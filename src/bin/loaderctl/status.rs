@@ -40,6 +40,10 @@ struct TableStatus {
     lease: Option<Lease>,
     /// Objects queued for the lease's holder (hand-off wake-ups) not drained yet.
     pending_wakeups: i64,
+    /// Wake-ups waiting in S3 behind the table's gate (issue 21 item 4), not yet handed
+    /// to Redshift: one LIST of the table's gate folder (`None`: not listable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_s3_wakeups: Option<usize>,
     files_last_hour: i64,
     files_last_day: i64,
     files_total: i64,
@@ -165,6 +169,7 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
                 .find(|r| text(r, 0) == Some(table.as_str()))
                 .and_then(|r| number(r, 1))
                 .unwrap_or(0),
+            pending_s3_wakeups: None,
             files_last_hour: 0,
             files_last_day: 0,
             files_total: 0,
@@ -184,6 +189,13 @@ pub async fn run(loader: &Ctl, args: Args, deadline: Instant) -> Result<bool, Lo
             statuses.push(status);
             continue;
         };
+        let gate = loader.gate_keys(&name);
+        status.pending_s3_wakeups = loader
+            .storage()
+            .list(&gate.bucket, &gate.wakeups)
+            .await
+            .ok()
+            .map(|listed| listed.len());
         let manifests = manifest::table_manifest_url(&config.manifest, &name);
         if let Some(row) = ledger.iter().find(|r| text(r, 0) == Some(table.as_str())) {
             status.files_total = number(row, 1).unwrap_or(0);
@@ -373,7 +385,10 @@ fn render(statuses: &[TableStatus]) -> String {
                     ),
                     None => "free".into(),
                 },
-                s.pending_wakeups.to_string(),
+                match s.pending_s3_wakeups {
+                    Some(n) if n > 0 => format!("{} (+{n} in S3)", s.pending_wakeups),
+                    _ => s.pending_wakeups.to_string(),
+                },
                 s.files_last_hour.to_string(),
                 s.files_last_day.to_string(),
                 s.recent_failures.len().to_string(),
@@ -484,6 +499,7 @@ mod tests {
                 state: "live",
             }),
             pending_wakeups: 2,
+            pending_s3_wakeups: Some(3),
             files_last_hour: 3,
             files_last_day: 40,
             files_total: 900,
@@ -513,6 +529,7 @@ mod tests {
             newest_object_lag_seconds: None,
             lease: None,
             pending_wakeups: 0,
+            pending_s3_wakeups: None,
             files_last_hour: 0,
             files_last_day: 0,
             files_total: 0,
@@ -542,7 +559,7 @@ mod tests {
         );
         assert!(lines[1].contains("3 (2.0 KB)  120"), "{text}");
         assert!(
-            lines[1].contains("42s  live req-9 (5m)  2       3   40   1"),
+            lines[1].contains("42s  live req-9 (5m)  2 (+3 in S3)  3   40   1"),
             "{text}"
         );
         assert!(lines[2].starts_with("sales.refunds  never"), "{text}");
