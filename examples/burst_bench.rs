@@ -79,6 +79,13 @@ struct Args {
     /// Without the S3 gate (the Redshift path alone, as before issue 21 item 4).
     #[arg(long)]
     no_gate: bool,
+    /// The function's concurrency (0: unlimited, every invocation at once): at most this
+    /// many invocations of the burst and SQS modes run at a time. The others wait
+    /// unbilled, as Lambda keeps EventBridge's asynchronous events of a function at its
+    /// reserved concurrency in its own queue, and an SQS mapping's `MaximumConcurrency`
+    /// keeps messages in the queue; only the time after an invocation started counts.
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
 }
 
 /// Counts every HTTP request the loader's Data API client sends (submissions, status
@@ -189,6 +196,8 @@ struct Run {
     s3: aws_sdk_s3::Client,
     /// Runs the checks, on a workgroup without faults.
     checker: Bench,
+    /// `--concurrency`.
+    concurrency: usize,
 }
 
 #[tokio::main]
@@ -198,7 +207,8 @@ async fn main() -> Result<(), Error> {
         "AWS_ENDPOINT_URL_REDSHIFT_DATA is not set: run \
          `scripts/local-stack up && eval \"$(scripts/local-stack env)\"` first"
     })?;
-    let run = Run::new().await?;
+    let mut run = Run::new().await?;
+    run.concurrency = args.concurrency;
     let mut latencies = vec![0];
     if args.latency_ms > 0 {
         latencies.push(args.latency_ms);
@@ -296,6 +306,7 @@ impl Run {
             loader_schema,
             s3,
             checker,
+            concurrency: 0,
         })
     }
 
@@ -308,6 +319,11 @@ impl Run {
         rows_per_file: i64,
         gate: bool,
     ) -> Result<Measured, Error> {
+        // The function's concurrency: an invocation is billed from when it gets a slot.
+        let slots = Arc::new(tokio::sync::Semaphore::new(match self.concurrency {
+            0 => tokio::sync::Semaphore::MAX_PERMITS,
+            c => c,
+        }));
         let tag = format!("{}{n}l{latency_ms}r{run}", mode.name());
         let bucket = format!("bench-{}-{tag}", self.suffix);
         let workgroup = format!("bench-{}-{tag}", self.suffix);
@@ -368,10 +384,14 @@ impl Run {
                     .map(|(i, event)| {
                         let loader = loader.clone();
                         let holder = format!("bench-{tag}-{i}");
+                        let slots = slots.clone();
                         tokio::spawn(async move {
+                            let slot = slots.acquire_owned().await;
+                            let began = start.elapsed().as_secs_f64();
                             let outcome = loader.handle(&event, &holder, deadline()).await;
+                            drop(slot);
                             let end = start.elapsed().as_secs_f64();
-                            (outcome, end, end)
+                            (outcome, end, end - began)
                         })
                     })
                     .collect();
@@ -437,15 +457,19 @@ impl Run {
                     .map(|(j, records)| {
                         let loader = loader.clone();
                         let holder = format!("bench-{tag}-b{j}");
+                        let slots = slots.clone();
                         tokio::spawn(async move {
+                            let slot = slots.acquire_owned().await;
+                            let began = start.elapsed().as_secs_f64();
                             let result = loader.handle_batch(&records, &holder, deadline()).await;
+                            drop(slot);
                             let end = start.elapsed().as_secs_f64();
-                            (result, end)
+                            (result, end, end - began)
                         })
                     })
                     .collect();
                 for task in tasks {
-                    let (result, end) = task.await?;
+                    let (result, end, billed) = task.await?;
                     if !result.response.batch_item_failures.is_empty() {
                         return Err(format!(
                             "{tag}: batch item failures {:?}: {:?}",
@@ -455,7 +479,7 @@ impl Run {
                     }
                     // The batch's duration is one invocation's; its first outcome carries
                     // it, the others (more groups in one batch) add nothing to the bill.
-                    let mut took = end;
+                    let mut took = billed;
                     for outcome in result.outcomes {
                         outcomes.push((Ok(outcome), end, took));
                         took = 0.0;
