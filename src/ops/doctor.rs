@@ -314,11 +314,7 @@ fn add_columns_of(tables: &[&TableName], rows: &[Row], grantee: &str) -> Vec<Che
     let mut checks = Vec::new();
     for table in tables {
         let name = format!("add_new_columns: {table}");
-        let row = rows.iter().find(|r| {
-            r.first().cloned().flatten().as_deref() == Some(table.schema.as_str())
-                && r.get(1).cloned().flatten().as_deref() == Some(table.name.as_str())
-        });
-        let Some(row) = row else {
+        let Some(row) = table_row(rows, table) else {
             // A missing table is the route check's finding.
             continue;
         };
@@ -350,16 +346,20 @@ fn add_columns_of(tables: &[&TableName], rows: &[Row], grantee: &str) -> Vec<Che
     checks
 }
 
+/// The row of `table` among rows that start with its schema and name.
+fn table_row<'r>(rows: &'r [Row], table: &TableName) -> Option<&'r Row> {
+    rows.iter().find(|r| {
+        r.first().cloned().flatten().as_deref() == Some(table.schema.as_str())
+            && r.get(1).cloned().flatten().as_deref() == Some(table.name.as_str())
+    })
+}
+
 /// Rows of [`crate::ops::upkeep::rights_sql`] → one check per table (pure).
 fn upkeep_rights_of(tables: &[&TableName], rows: &[Row], grantee: &str) -> Vec<Check> {
     let mut checks = Vec::new();
     for table in tables {
         let name = format!("upkeep: {table}");
-        let row = rows.iter().find(|r| {
-            r.first().cloned().flatten().as_deref() == Some(table.schema.as_str())
-                && r.get(1).cloned().flatten().as_deref() == Some(table.name.as_str())
-        });
-        let Some(row) = row else {
+        let Some(row) = table_row(rows, table) else {
             // A missing table is the route check's finding.
             continue;
         };

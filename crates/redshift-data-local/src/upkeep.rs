@@ -674,7 +674,50 @@ pub async fn record_query_history(client: &Client, database: &str, statements: &
     {
         let last = row.end.is_some();
         let user = row.user.clone();
-        let result = client
+        let start = to_ts(row.start);
+        let end = row.end.and_then(to_ts);
+        // The emulator's own bookkeeping, in the database's isolation level: under
+        // REPEATABLE READ (SNAPSHOT) and SERIALIZABLE two readers recording the same row
+        // at once fail one of them with "could not serialize access due to concurrent
+        // update" (SQLSTATE 40001). Each INSERT is its own transaction, so trying again
+        // sees the other's row. Giving up there left every later row unrecorded, and
+        // SYS_QUERY_HISTORY without a COPY's queue time (seen in CI).
+        let mut attempt = 0;
+        let result = loop {
+            let result = insert_history_row(client, &user, &row, &start, &end).await;
+            match result {
+                Err(e)
+                    if attempt < 5
+                        && e.code()
+                            == Some(
+                                &tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE,
+                            ) =>
+                {
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(_) if last => mark_recorded(database, row.query_id),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record sys_query_history");
+                return;
+            }
+        }
+    }
+}
+
+/// One SYS_QUERY_HISTORY row, written or refreshed.
+async fn insert_history_row(
+    client: &Client,
+    user: &Option<String>,
+    row: &QueryRow,
+    start: &Option<chrono::NaiveDateTime>,
+    end: &Option<chrono::NaiveDateTime>,
+) -> Result<u64, tokio_postgres::Error> {
+    client
             .execute(
                 "INSERT INTO public.rdl_query_history (user_id, query_id, session_id, database_name,
                    query_type, status, start_time, end_time, elapsed_time, queue_time, execution_time,
@@ -687,30 +730,21 @@ pub async fn record_query_history(client: &Client, database: &str, statements: &
                    queue_time = EXCLUDED.queue_time, execution_time = EXCLUDED.execution_time,
                    error_message = EXCLUDED.error_message",
                 &[
-                    &user,
+                    user,
                     &row.query_id,
                     &row.session,
                     &row.database,
                     &row.query_type,
                     &row.status,
-                    &to_ts(row.start),
-                    &row.end.and_then(to_ts),
+                    start,
+                    end,
                     &row.queue_us,
                     &row.execution_us,
                     &row.error,
                     &row.text,
                 ],
             )
-            .await;
-        match result {
-            Ok(_) if last => mark_recorded(database, row.query_id),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record sys_query_history");
-                return;
-            }
-        }
-    }
+            .await
 }
 
 #[cfg(test)]
